@@ -1,0 +1,193 @@
+"""Checkpoints: a directory with `model.safetensors`, `config.json` and, for resuming, `trainer.pt`.
+
+Nothing a user could hand in is unpickled: weights are safetensors, metadata is JSON, and the trainer
+state is read with `torch.load(weights_only=True)`. Writes are atomic: the directory is written under a
+temporary name and renamed into place, so a crash never leaves a half-written checkpoint under a real name.
+
+A run directory holds `latest/` and `best/` checkpoints plus TensorBoard logs under `tb/`;
+`resolve()` accepts either a run directory or a checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gpt.config import Config
+from gpt.errors import CheckpointError, UserInputError
+from gpt.model import GPT
+from gpt.tokenizer import Tokenizer, from_spec
+
+WEIGHTS, CONFIG, TRAINER = "model.safetensors", "config.json", "trainer.pt"
+FORMAT = "gpt-playground-checkpoint"
+MAX_CONFIG_BYTES = 4 << 20  # a char vocabulary is small; anything bigger is not ours
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode), its config, tokenizer and metadata."""
+
+    path: Path
+    model: GPT
+    config: Config
+    tokenizer: Tokenizer
+    meta: dict[str, Any]  # step, metrics, time, ...
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+
+def save(
+    path: str | Path,
+    model: GPT,
+    config: Config,
+    tokenizer: Tokenizer,
+    step: int,
+    metrics: dict[str, float] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (replacing an existing one at `path`)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    # Tied weights are stored once (lm_head.weight), as safetensors refuses shared memory.
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state.pop("transformer.wte.weight", None)
+    save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        "metrics": metrics or {},
+        "time": time.time(),
+        "params": model.num_params(),
+        "tokenizer": tokenizer.spec(),
+        "config": config.to_dict(),
+        **(extra or {}),
+    }
+    (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER)
+    _fsync_dir(tmp)
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory from a checkpoint or run directory (its `latest/`, else `best/`)."""
+    p = Path(path)
+    if (p / CONFIG).is_file():
+        return p
+    for name in ("latest", "best"):
+        if (p / name / CONFIG).is_file():
+            return p / name
+    raise CheckpointError(f"{str(p)!r} is not a checkpoint: it has no {CONFIG} (nor latest/ or best/ inside)")
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """config.json of a checkpoint, checked to be ours."""
+    p = resolve(path)
+    cfg_file = p / CONFIG
+    if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{cfg_file} is too large to be a checkpoint config")
+    try:
+        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({e}); the checkpoint is corrupt") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a GPT Playground checkpoint (no format marker in {CONFIG})")
+    return meta
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load weights + config safely; any mismatch or corruption raises CheckpointError with the reason."""
+    p = resolve(path)
+    meta = read_meta(p)
+    try:
+        config = Config.from_dict(meta["config"]).validate()
+        tokenizer = from_spec(meta["tokenizer"])
+    except (KeyError, UserInputError) as e:
+        raise CheckpointError(f"{p}: bad config in {CONFIG}: {e}") from None
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise CheckpointError(
+            f"{p}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.model.vocab_size}"
+        )
+    try:
+        state = load_file(str(p / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{p}: {WEIGHTS} is missing or corrupt ({e})") from None
+    with torch.device("meta"):
+        model = GPT(config.model)  # shapes only: cheap even for big configs
+    expected = {k: v for k, v in model.state_dict().items() if k != "transformer.wte.weight"}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or extra or wrong:
+        detail = (
+            (missing and f"missing {missing[:3]}") or (extra and f"unexpected {extra[:3]}") or f"shape of {wrong[:3]}"
+        )
+        raise CheckpointError(f"{p}: weights do not match the config ({detail})")
+    model = model.to_empty(device="cpu")
+    state["transformer.wte.weight"] = state["lm_head.weight"]
+    model.load_state_dict(state, strict=True)
+    model.transformer.wte.weight = model.lm_head.weight  # re-tie after to_empty
+    model.to(device).eval()
+    return Checkpoint(p, model, config, tokenizer, meta)
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
+    """The optimizer / schedule / RNG / data state, loaded without unpickling arbitrary objects."""
+    f = resolve(path) / TRAINER
+    if not f.is_file():
+        return None
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means an unusable file; say so
+        raise CheckpointError(f"{f} cannot be loaded safely ({type(e).__name__}); it is corrupt or not ours") from None
+
+
+def list_checkpoints(root: str | Path) -> list[dict[str, Any]]:
+    """Every complete checkpoint under `root` (run/latest, run/best, ...), newest first."""
+    rows = []
+    for cfg_file in Path(root).glob("**/" + CONFIG):
+        d = cfg_file.parent
+        if any(part.startswith(".") for part in d.relative_to(root).parts) or not (d / WEIGHTS).is_file():
+            continue  # temporary (half-written) directories start with a dot
+        try:
+            meta = read_meta(d)
+        except (CheckpointError, OSError):
+            continue
+        size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        rows.append(
+            {
+                "path": str(d),
+                "step": meta.get("step", 0),
+                "val_loss": meta.get("metrics", {}).get("val_loss"),
+                "params": meta.get("params"),
+                "size_mb": round(size / 1e6, 2),
+                "time": meta.get("time", 0),
+            }
+        )
+    return sorted(rows, key=lambda r: r["time"], reverse=True)
+
+
+def _fsync_dir(d: Path) -> None:
+    for f in d.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())

@@ -1,0 +1,214 @@
+"""Command-line tools: gpt-prepare, gpt-train, gpt-generate (console scripts), and `python -m gpt.cli CMD`.
+
+Bad arguments or input end with exit code 2 and one line on stderr that says what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gpt.errors import UserInputError
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except UserInputError as e:
+            return _fail(str(e))
+        except BrokenPipeError:  # `gpt-generate ... | head`
+            return 0
+
+    return run
+
+
+# ----- gpt-prepare ----------------------------------------------------------------------------------
+
+
+def _prepare_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="text files and/or folders of .txt/.md files")
+    p.add_argument("--tokenizer", choices=["gpt2", "char", "byte"], default="gpt2")
+    p.add_argument("--out", required=True, help="output directory for train.bin, val.bin, meta.json")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+
+
+@_guard
+def _prepare(args: argparse.Namespace) -> int:
+    from gpt.data import prepare
+
+    t0 = time.perf_counter()
+    d = prepare(args.inputs, tokenizer=args.tokenizer, out=args.out, val_fraction=args.val_fraction)
+    m = d.meta
+    print(
+        f"prepared {len(m['files'])} file(s), {m['chars']:,} chars -> {m['train_tokens']:,} train + "
+        f"{m['val_tokens']:,} val tokens ({m['tokenizer']['type']}, vocab {m['vocab_size']:,}, "
+        f"{m['dtype']}) in {time.perf_counter() - t0:.1f}s -> {d.dir}"
+    )
+    return 0
+
+
+# ----- gpt-train ------------------------------------------------------------------------------------
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config or preset name (tiny, small, gpt2); default tiny")
+    p.add_argument("--data", help="prepared data directory (gpt-prepare); default: the built-in Shakespeare corpus")
+    p.add_argument("--out", help="run directory; default checkpoints/<config>-<time>")
+    p.add_argument("--resume", help="run or checkpoint directory to continue from")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.n_layer=6")
+
+
+def resolve_config_path(name: str) -> Path:
+    p = Path(name)
+    if p.is_file():
+        return p
+    preset = REPO_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if preset.is_file():
+        return preset
+    known = ", ".join(sorted(f.stem for f in REPO_CONFIGS.glob("*.yaml")))
+    raise UserInputError(f"config {name!r} not found; give a YAML file or a preset ({known})")
+
+
+@_guard
+def _train(args: argparse.Namespace) -> int:
+    from gpt import checkpoint as ckpt
+    from gpt.config import Config, apply_overrides, load_config
+    from gpt.trainer import Trainer
+
+    resume_meta = ckpt.read_meta(args.resume) if args.resume else None
+    if resume_meta is not None and not args.config:
+        cfg = Config.from_dict(resume_meta["config"])
+    else:
+        cfg = load_config(resolve_config_path(args.config or "tiny"))
+    cfg = apply_overrides(cfg, args.overrides)
+    data = _load_data(args.data or (resume_meta or {}).get("data_dir"), cfg.data.tokenizer, cfg.data.val_fraction)
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        resolved = ckpt.resolve(args.resume)
+        out = resolved.parent if resolved.name in ("latest", "best") else resolved
+    else:
+        from gpt.paths import runs_dir
+
+        name = Path(args.config).stem if args.config else "tiny"
+        out = runs_dir() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = Trainer(cfg, data, out, resume=args.resume, echo=True)
+    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop with a checkpoint
+    try:
+        result = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if trainer.is_main:
+        print(
+            f"checkpoint: {out / 'latest'}  (resume: gpt-train --resume {out}; sample: gpt-generate --checkpoint {out})"
+        )
+    return 0 if result.status in ("completed", "stopped") else 1
+
+
+def _load_data(path: str | None, tokenizer: str, val_fraction: float):  # type: ignore[no-untyped-def]
+    from gpt.data import load_prepared, prepare
+
+    if path:
+        return load_prepared(path)
+    from gpt.corpus import sample_corpus_path
+
+    return prepare([sample_corpus_path()], tokenizer=tokenizer, val_fraction=val_fraction)
+
+
+# ----- gpt-generate ---------------------------------------------------------------------------------
+
+
+def _generate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    p.add_argument("--prompt", default="", help="text to continue (empty: start from nothing)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy")
+    p.add_argument("--top-k", type=int, help="0 disables")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--presence-penalty", type=float)
+    p.add_argument("--frequency-penalty", type=float)
+    p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--device", default="auto")
+
+
+@_guard
+def _generate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from gpt import checkpoint as ckpt
+    from gpt.sampling import stream
+    from gpt.trainer import pick_device
+
+    loaded = ckpt.load(args.checkpoint, device=pick_device(args.device))
+    names = [
+        "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+        "presence_penalty", "frequency_penalty", "seed", "stop",
+    ]  # fmt: skip
+    cfg = replace(loaded.config.sample, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    cfg.validate()
+    pieces = stream(loaded.model, loaded.tokenizer, args.prompt, cfg)
+    if args.stream:
+        for tok in pieces:
+            sys.stdout.write(tok.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        print("".join(t.text for t in pieces))
+    return 0
+
+
+# ----- entry points ---------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "prepare": ("tokenize text files into a training data set", _prepare_parser, _prepare),
+    "train": ("train a model (also under torchrun for DDP)", _train_parser, _train),
+    "generate": ("sample text from a checkpoint", _generate_parser, _generate),
+}
+
+
+def _run(command: str, argv: Sequence[str] | None, prog: str) -> int:
+    help_text, build, fn = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=prog, description=help_text)
+    build(parser)
+    return fn(parser.parse_args(argv))
+
+
+def prepare_main(argv: Sequence[str] | None = None) -> int:
+    return _run("prepare", argv, "gpt-prepare")
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    return _run("train", argv, "gpt-train")
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    return _run("generate", argv, "gpt-generate")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        names = ", ".join(COMMANDS)
+        print(f"usage: python -m gpt.cli {{{names}}} ...", file=sys.stderr)
+        return 2
+    return _run(argv[0], argv[1:], f"python -m gpt.cli {argv[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Configuration: one dataclass per concern, YAML load/save, and dotted command-line overrides.
+
+A run is described by a `Config` holding a `ModelConfig`, `DataConfig`, `TrainConfig` and `SampleConfig`.
+`validate()` checks every field and raises `UserInputError` with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpt.errors import UserInputError
+
+# Hard upper bounds that no config may exceed: they keep nonsense values (layers = 10 000) from
+# allocating the machine away. Hosting caps (playground) are stricter and set by env vars.
+MAX_LAYERS = 96
+MAX_EMBD = 12288
+MAX_BLOCK_SIZE = 32768
+MAX_VOCAB = 1_000_000
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 50304  # replaced by the tokenizer's vocabulary size when data is prepared
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    def validate(self) -> None:
+        _check_int("model.vocab_size", self.vocab_size, 1, MAX_VOCAB)
+        _check_int("model.block_size", self.block_size, 1, MAX_BLOCK_SIZE)
+        _check_int("model.n_layer", self.n_layer, 1, MAX_LAYERS)
+        _check_int("model.n_head", self.n_head, 1, 256)
+        _check_int("model.n_embd", self.n_embd, 1, MAX_EMBD)
+        _check_float("model.dropout", self.dropout, 0.0, 0.99)
+        if self.n_embd % self.n_head:
+            raise UserInputError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}); "
+                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+
+
+@dataclass
+class DataConfig:
+    tokenizer: str = "char"  # gpt2 | char | byte
+    val_fraction: float = 0.1
+    sampling: str = "random"  # random windows (nanoGPT) | sliding windows with a stride
+    stride: int = 0  # sliding mode: step between windows; 0 means block_size (no overlap)
+
+    def validate(self) -> None:
+        if self.tokenizer not in ("gpt2", "char", "byte"):
+            raise UserInputError(f"data.tokenizer must be gpt2, char or byte, not {self.tokenizer!r}")
+        _check_float("data.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
+        if self.sampling not in ("random", "sliding"):
+            raise UserInputError(f"data.sampling must be random or sliding, not {self.sampling!r}")
+        _check_int("data.stride", self.stride, 0, MAX_BLOCK_SIZE)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 12
+    grad_accum: int = 1
+    max_steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    sample_interval: int = 500  # 0 disables sample text during training
+    sample_tokens: int = 200
+    checkpoint_interval: int = 500  # 0: only at evals that improve val loss, and at the end
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    compile: bool = False
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        _check_int("train.batch_size", self.batch_size, 1, 65536)
+        _check_int("train.grad_accum", self.grad_accum, 1, 4096)
+        _check_int("train.max_steps", self.max_steps, 1, 10_000_000)
+        _check_float("train.lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_float("train.min_lr", self.min_lr, 0.0, 10.0)
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise UserInputError(f"train.schedule must be cosine, linear or constant, not {self.schedule!r}")
+        _check_int("train.warmup_steps", self.warmup_steps, 0, 10_000_000)
+        _check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        _check_float("train.beta1", self.beta1, 0.0, 0.9999)
+        _check_float("train.beta2", self.beta2, 0.0, 0.99999)
+        _check_float("train.grad_clip", self.grad_clip, 0.0, 1e6)
+        _check_int("train.eval_interval", self.eval_interval, 1, 10_000_000)
+        _check_int("train.eval_iters", self.eval_iters, 1, 10_000)
+        _check_int("train.log_interval", self.log_interval, 1, 10_000_000)
+        _check_int("train.sample_interval", self.sample_interval, 0, 10_000_000)
+        _check_int("train.sample_tokens", self.sample_tokens, 1, 100_000)
+        _check_int("train.checkpoint_interval", self.checkpoint_interval, 0, 10_000_000)
+        _check_int("train.seed", self.seed, 0, 2**63 - 1)
+        _check_int("train.threads", self.threads, 0, 1024)
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise UserInputError(f"train.device must be auto, cpu, cuda or mps, not {self.device!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise UserInputError(f"train.dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
+
+
+@dataclass
+class SampleConfig:
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        _check_int("max_new_tokens", self.max_new_tokens, 1, 100_000)
+        _check_float("temperature", self.temperature, 0.0, 100.0)
+        _check_int("top_k", self.top_k, 0, MAX_VOCAB)
+        _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _check_float("min_p", self.min_p, 0.0, 1.0)
+        _check_float("repetition_penalty", self.repetition_penalty, 0.0, 100.0, low_open=True)
+        _check_float("presence_penalty", self.presence_penalty, -100.0, 100.0)
+        _check_float("frequency_penalty", self.frequency_penalty, -100.0, 100.0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
+            raise UserInputError("stop must be a list of non-empty strings")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> Config:
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        self.sample.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        if not isinstance(d, dict):
+            raise UserInputError("a config must be a mapping with sections model, data, train, sample")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UserInputError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        cfg = cls()
+        for section, values in d.items():
+            if values is None:
+                continue
+            target = getattr(cfg, section)
+            if not isinstance(values, dict):
+                raise UserInputError(f"config section {section!r} must be a mapping")
+            for key, value in values.items():
+                _set_field(target, section, key, value)
+        return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file (validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"config file {str(p)!r} not found; pick one of configs/*.yaml")
+    try:
+        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserInputError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return Config.from_dict(d).validate()
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` strings (values parsed as YAML: 3e-4, true, [a, b]) and re-validate."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserInputError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        if section not in {f.name for f in fields(Config)}:
+            raise UserInputError(f"override {item!r}: unknown section {section!r}; use model, data, train or sample")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_field(getattr(cfg, section), section, key, value)
+    return cfg.validate()
+
+
+def _set_field(target: Any, section: str, key: str, value: Any) -> None:
+    names = {f.name: f for f in fields(target)}
+    if key not in names:
+        raise UserInputError(f"unknown setting {section}.{key}; known: {', '.join(names)}")
+    default = getattr(type(target)(), key)
+    setattr(target, key, _coerce(f"{section}.{key}", value, default))
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert a YAML/JSON/UI value to the type of the field's default, or raise a clear error."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, bool | int):
+                return bool(value)
+            raise ValueError
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float):
+                if not math.isfinite(value) or value != int(value):
+                    raise ValueError
+                return int(value)
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [value] if value else []
+            return list(value)
+        if default is None:  # optional int (sample.seed)
+            return None if value in (None, "", "none", "None") else int(value)
+        return str(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UserInputError(f"{name} = {value!r} is not a valid {type(default).__name__}") from None
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise UserInputError(f"{name} must be a whole number from {lo} to {hi:,}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float, low_open: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (lo < value if low_open else lo <= value) and value <= hi
+    if not ok:
+        lo_s = f"above {lo}" if low_open else f"from {lo}"
+        raise UserInputError(f"{name} must be a number {lo_s} up to {hi}, got {value!r}")

@@ -1,0 +1,332 @@
+"""Corpus files -> token ids on disk -> training batches.
+
+`prepare()` reads one file, several, or folders of .txt/.md files as UTF-8, tokenizes them in a streaming
+fashion (memory stays flat in the corpus size) and writes `train.bin`, `val.bin` (numpy memmaps, uint16
+when the vocabulary fits, else uint32) and `meta.json`. The output is keyed by a hash of the content and
+the tokenizer, so preparing the same corpus again returns at once. `Batches` draws (x, y) windows from a
+split: random windows as in nanoGPT, or sliding windows with a stride; its state can be saved and restored
+for exact resume.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpt.errors import UserInputError
+from gpt.paths import cache_dir
+from gpt.tokenizer import ByteTokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, from_spec
+
+TEXT_SUFFIXES = (".txt", ".md", ".text", ".markdown")
+READ_BLOCK = 1 << 20  # bytes read at a time
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PreparedData:
+    """A prepared data set on disk, opened as memmaps."""
+
+    dir: Path
+    meta: dict[str, Any]
+    tokenizer: Tokenizer
+    train: np.ndarray
+    val: np.ndarray
+
+    def check_fits(self, block_size: int) -> None:
+        """Raise a clear error if a split is too short for one window of `block_size` + 1 tokens."""
+        need = block_size + 1
+        for name, arr in (("training", self.train), ("validation", self.val)):
+            if len(arr) < need:
+                total = self.meta["train_tokens"] + self.meta["val_tokens"]
+                hint = f"lower model.block_size to at most {len(arr) - 1}" if len(arr) > 1 else "add more text"
+                raise UserInputError(
+                    f"the {name} split has {len(arr):,} tokens (corpus: {total:,}), but a context of "
+                    f"{block_size} needs at least {need:,}; add more text or {hint}"
+                )
+
+
+def make_tokenizer(name: str, chars: str | None = None) -> Tokenizer:
+    if name == "gpt2":
+        return GPT2Tokenizer()
+    if name == "byte":
+        return ByteTokenizer()
+    if name == "char":
+        return CharTokenizer(chars or "")
+    raise UserInputError(f"unknown tokenizer {name!r}; choose gpt2, char or byte")
+
+
+def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively: .txt/.md files, sorted) into a list of files."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            if not found:
+                raise UserInputError(f"folder {str(p)!r} has no .txt or .md files")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserInputError(f"{str(p)!r} does not exist")
+    if not files:
+        raise UserInputError("no input files given")
+    return files
+
+
+def prepare(
+    inputs: Sequence[str | Path],
+    tokenizer: str = "char",
+    out: str | Path | None = None,
+    val_fraction: float = 0.1,
+) -> PreparedData:
+    """Tokenize the corpus into `out` (default: the cache, keyed by content). Instant when already done."""
+    if not 0.0 < val_fraction <= 0.5:
+        raise UserInputError(f"val_fraction must be above 0 and at most 0.5, got {val_fraction!r}")
+    files = collect_files(inputs)
+    scan = _scan(files, want_chars=(tokenizer == "char"))
+    tok = make_tokenizer(tokenizer, scan.chars)
+    key = hashlib.sha256(json.dumps([FORMAT_VERSION, scan.digest, tok.spec(), val_fraction]).encode()).hexdigest()[:24]
+    target = Path(out) if out is not None else cache_dir() / "datasets" / key
+    meta_path = target / "meta.json"
+    if meta_path.is_file():
+        try:
+            if json.loads(meta_path.read_text()).get("key") == key:
+                return load_prepared(target)
+        except (OSError, ValueError, UserInputError):
+            pass  # a broken earlier output: prepare again
+    return _write(files, tok, target, key, val_fraction, scan)
+
+
+def prepare_text(text: str, tokenizer: str = "char", val_fraction: float = 0.1) -> PreparedData:
+    """Prepare pasted text: stored in the cache as a file named by its hash, then prepared like any file."""
+    if not text.strip():
+        raise UserInputError("the text is empty; paste some text or upload a file")
+    data = text.encode("utf-8")
+    path = cache_dir() / "pasted" / (hashlib.sha256(data).hexdigest()[:24] + ".txt")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, data)
+    return prepare([path], tokenizer=tokenizer, val_fraction=val_fraction)
+
+
+def load_prepared(path: str | Path) -> PreparedData:
+    """Open a prepared data set (the directory `prepare` wrote)."""
+    d = Path(path)
+    try:
+        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["dtype"])
+        if dtype not in (np.uint16, np.uint32):
+            raise ValueError("dtype")
+        tok = from_spec(meta["tokenizer"])
+        train = _open_split(d / "train.bin", dtype)
+        val = _open_split(d / "val.bin", dtype)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserInputError(
+            f"{str(d)!r} is not a prepared data set ({type(e).__name__}: {e}); run gpt-prepare on your files first"
+        ) from None
+    return PreparedData(d, meta, tok, train, val)
+
+
+def _open_split(path: Path, dtype: np.dtype) -> np.ndarray:
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+@dataclass
+class _Scan:
+    digest: str
+    n_bytes: int
+    chars: str | None
+
+
+def _scan(files: list[Path], want_chars: bool) -> _Scan:
+    """First pass: check every file is UTF-8 text, hash the content, collect the characters (char tokenizer)."""
+    h = hashlib.sha256()
+    chars: set[str] = set()
+    total = 0
+    for f in files:
+        decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
+        size = 0
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(READ_BLOCK), b""):
+                if b"\x00" in block:
+                    raise UserInputError(
+                        f"{f.name} is not a text file (it has NUL bytes: binary data, or UTF-16 text); "
+                        "upload plain text saved as UTF-8"
+                    )
+                try:
+                    text = decoder.decode(block)
+                except UnicodeDecodeError as e:
+                    raise UserInputError(
+                        f"{f.name} is not UTF-8 text (bad byte at offset {size + e.start:,}); "
+                        "re-save it as UTF-8 plain text"
+                    ) from None
+                if want_chars:
+                    chars.update(text)
+                h.update(block)
+                size += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise UserInputError(f"{f.name} ends in the middle of a UTF-8 character; re-save it as UTF-8") from None
+        h.update(b"\x00file-end\x00")
+        total += size
+    if total == 0:
+        raise UserInputError("the corpus is empty; give it some text")
+    return _Scan(h.hexdigest(), total, "".join(sorted(chars)) if want_chars else None)
+
+
+def iter_text_chunks(files: list[Path], chunk_chars: int = READ_BLOCK) -> Iterator[str]:
+    """Yield the corpus as text chunks cut just after a newline that precedes a non-space character.
+
+    Cutting there gives the same GPT-2 pre-tokenization as encoding the whole text at once.
+    """
+    carry = ""
+    for f in files:
+        with open(f, encoding="utf-8-sig", newline="") as fh:
+            while block := fh.read(chunk_chars):
+                text = carry + block
+                cut = _last_safe_cut(text)
+                carry, piece = text[cut:], text[:cut]
+                if piece:
+                    yield piece
+    if carry:
+        yield carry
+
+
+def _last_safe_cut(text: str) -> int:
+    i = len(text) - 1
+    while True:
+        i = text.rfind("\n", 0, i)
+        if i < 0:
+            return 0
+        if not text[i + 1].isspace():
+            return i + 1
+
+
+def _encode_chunks(tok: Tokenizer, chunks: list[str]) -> list[np.ndarray]:
+    if isinstance(tok, CharTokenizer):
+        codepoints = np.array([ord(c) for c in tok.chars], dtype=np.uint32)
+        return [np.searchsorted(codepoints, np.frombuffer(c.encode("utf-32-le"), dtype=np.uint32)) for c in chunks]
+    if isinstance(tok, ByteTokenizer):
+        return [np.frombuffer(c.encode("utf-8"), dtype=np.uint8) for c in chunks]
+    return [np.asarray(ids, dtype=np.uint32) for ids in tok.encode_batch(chunks)]
+
+
+def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fraction: float, scan: _Scan) -> PreparedData:
+    dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
+    target.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target))
+    try:
+        all_path = work / "tokens.bin"
+        counts = np.zeros(tok.vocab_size, dtype=np.int64)
+        n_chars = 0
+        batch: list[str] = []
+        with open(all_path, "wb") as out:
+
+            def flush() -> None:
+                for ids in _encode_chunks(tok, batch):
+                    ids = ids.astype(dtype, copy=False)
+                    counts[:] += np.bincount(ids, minlength=tok.vocab_size)[: tok.vocab_size]
+                    ids.tofile(out)
+                batch.clear()
+
+            for chunk in iter_text_chunks(files):
+                n_chars += len(chunk)
+                batch.append(chunk)
+                if len(batch) >= 2 * (os.cpu_count() or 1):
+                    flush()
+            flush()
+        n_total = all_path.stat().st_size // np.dtype(dtype).itemsize
+        n_val = int(n_total * val_fraction)
+        n_train = n_total - n_val
+        itemsize = np.dtype(dtype).itemsize
+        with open(all_path, "rb") as src, open(work / "val.bin", "wb") as dst:
+            src.seek(n_train * itemsize)
+            shutil.copyfileobj(src, dst, READ_BLOCK)
+        os.truncate(all_path, n_train * itemsize)
+        meta = {
+            "key": key,
+            "format": FORMAT_VERSION,
+            "tokenizer": tok.spec(),
+            "vocab_size": tok.vocab_size,
+            "dtype": np.dtype(dtype).name,
+            "files": [str(f) for f in files],
+            "bytes": scan.n_bytes,
+            "chars": n_chars,
+            "train_tokens": n_train,
+            "val_tokens": n_val,
+            "val_fraction": val_fraction,
+            "vocab_used": int(np.count_nonzero(counts)),
+        }
+        os.replace(all_path, target / "train.bin")
+        os.replace(work / "val.bin", target / "val.bin")
+        _atomic_write_bytes(target / "meta.json", json.dumps(meta, indent=2).encode())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return load_prepared(target)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class Batches:
+    """Draws (x, y) token windows from one split.
+
+    mode "random": `batch_size` random offsets per call (nanoGPT). mode "sliding": consecutive windows
+    `stride` tokens apart, wrapping around. Under DDP each rank draws different windows (`rank`, `world`).
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        mode: str = "random",
+        stride: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if len(data) < block_size + 1:
+            raise UserInputError(f"{len(data)} tokens cannot fill a window of {block_size + 1}")
+        self.data, self.block_size, self.batch_size = data, block_size, batch_size
+        self.mode, self.stride = mode, stride or block_size
+        self.rank, self.world = rank, world
+        self.n_windows = len(data) - block_size  # number of valid start offsets
+        self.generator = torch.Generator().manual_seed(seed * 1000 + rank)
+        self.cursor = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "random":
+            starts = torch.randint(self.n_windows, (self.batch_size,), generator=self.generator).numpy()
+        else:
+            k = np.arange(self.batch_size) * self.world + self.rank + self.cursor
+            starts = (k * self.stride) % self.n_windows
+            self.cursor += self.batch_size * self.world
+        rows = self.data[starts[:, None] + np.arange(self.block_size + 1)]
+        t = torch.from_numpy(rows.astype(np.int64))
+        return t[:, :-1], t[:, 1:]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.cursor = int(state["cursor"])

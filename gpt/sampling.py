@@ -1,0 +1,177 @@
+"""Sampling: logits processors and a streaming generator with a KV cache.
+
+Each processor is a plain function on a 1-D logits vector, so each can be checked by hand. `stream()`
+applies them in the order HF `transformers` does (penalties, temperature, then top-k / top-p / min-p
+filters) and yields every new token with its probability and the model's top alternatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from gpt.config import SampleConfig
+from gpt.errors import UserInputError
+from gpt.model import GPT, KVCache
+from gpt.tokenizer import Tokenizer
+
+NEG_INF = float("-inf")
+
+
+def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL / HF: for tokens already present, divide positive logits by `penalty`, multiply negative ones."""
+    if penalty == 1.0 or seen.numel() == 0:
+        return logits
+    out = logits.clone()
+    vals = out[seen]
+    out[seen] = torch.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def presence_frequency_penalty(
+    logits: torch.Tensor, counts: torch.Tensor, presence: float, frequency: float
+) -> torch.Tensor:
+    """OpenAI-style: subtract `presence` once for every token seen and `frequency` times its count."""
+    if presence == 0.0 and frequency == 0.0:
+        return logits
+    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts.to(logits.dtype)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits (ties at the k-th value kept); k = 0 keeps all."""
+    if k <= 0 or k >= logits.size(-1):
+        return logits
+    kth = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus: keep the smallest set of most likely tokens whose probability sums to at least p."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+    remove = cum - torch.softmax(sorted_logits, dim=-1) >= p  # mass before this token already reaches p
+    remove[0] = False
+    return logits.masked_fill(remove.scatter(0, order, remove), NEG_INF)
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Drop tokens whose probability is below min_p times the top token's probability."""
+    if min_p <= 0.0:
+        return logits
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.max(), NEG_INF)
+
+
+def process_logits(logits: torch.Tensor, history: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
+    """All processors in order; `history` is every token id so far (prompt included)."""
+    logits = logits.float()
+    if cfg.repetition_penalty != 1.0 or cfg.presence_penalty or cfg.frequency_penalty:
+        counts = torch.bincount(history, minlength=logits.size(-1))[: logits.size(-1)]
+        logits = repetition_penalty(logits, torch.nonzero(counts).flatten(), cfg.repetition_penalty)
+        logits = presence_frequency_penalty(logits, counts, cfg.presence_penalty, cfg.frequency_penalty)
+    if cfg.temperature > 0:
+        logits = logits / cfg.temperature
+    logits = top_k_filter(logits, cfg.top_k)
+    logits = top_p_filter(logits, cfg.top_p)
+    return min_p_filter(logits, cfg.min_p)
+
+
+@dataclass
+class Token:
+    """One generated token, as the stream yields it."""
+
+    id: int
+    text: str  # the new text this token completes (may be "" while a UTF-8 character is incomplete)
+    prob: float  # the model's probability of this token (softmax of the raw logits)
+    alternatives: list[tuple[str, float]]  # the model's top alternatives at this step: (token text, probability)
+
+
+def stream(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    cfg: SampleConfig,
+    n_alternatives: int = 5,
+) -> Iterator[Token]:
+    """Generate token by token. Stops after `max_new_tokens` or when a stop string appears (not emitted)."""
+    cfg.validate()
+    ids = _encode_prompt(tokenizer, prompt)
+    device = model.lm_head.weight.device
+    gen = torch.Generator(device=device)
+    if cfg.seed is not None:
+        gen.manual_seed(cfg.seed)
+    else:
+        gen.seed()
+    block = model.config.block_size
+    history = torch.tensor(ids, dtype=torch.long, device=device)
+    cache = model.new_cache(1)
+    decoder = tokenizer.stream_decoder()
+    text, emitted = "", 0  # generated text so far, and how much of it was yielded
+    hold = max((len(s) for s in cfg.stop), default=1) - 1  # chars held back that could start a stop string
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = _prefill(model, cache, history[-block:])
+            for _ in range(cfg.max_new_tokens):
+                raw = logits[: tokenizer.vocab_size].float()  # never pick vocabulary padding
+                probs_raw = F.softmax(raw, dim=-1)
+                processed = process_logits(raw, history, cfg)
+                if cfg.temperature == 0:
+                    next_id = int(torch.argmax(processed))
+                else:
+                    next_id = int(torch.multinomial(F.softmax(processed, dim=-1), 1, generator=gen))
+                top = torch.topk(probs_raw, min(n_alternatives, probs_raw.numel()))
+                alternatives = [(tokenizer.token_text(int(i)), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+                history = torch.cat([history, torch.tensor([next_id], device=device)])
+                text += decoder.push(next_id)
+                stop_at = _find_stop(text, cfg.stop)
+                if stop_at is not None:
+                    if stop_at > emitted:
+                        yield Token(next_id, text[emitted:stop_at], float(probs_raw[next_id]), alternatives)
+                    return
+                ready = len(text) - hold if cfg.stop else len(text)
+                yield Token(next_id, text[emitted:ready], float(probs_raw[next_id]), alternatives)
+                emitted = max(emitted, ready)
+                if cache.pos >= block:  # context full: crop to the last `block` tokens and recompute
+                    cache.reset()
+                    logits = _prefill(model, cache, history[-block:])
+                else:
+                    logits = model(history[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
+            tail = text + decoder.flush()
+            if len(tail) > emitted:
+                yield Token(int(history[-1]), tail[emitted:], 0.0, [])
+    finally:
+        model.train(was_training)
+
+
+def generate(model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SampleConfig) -> str:
+    """The whole continuation as one string."""
+    return "".join(t.text for t in stream(model, tokenizer, prompt, cfg))
+
+
+def _prefill(model: GPT, cache: KVCache, ids: torch.Tensor) -> torch.Tensor:
+    return model(ids.view(1, -1), cache=cache, last_only=True)[0][0, -1]
+
+
+def _encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    ids = tokenizer.encode(prompt) if prompt else []
+    if not ids:
+        # An empty prompt starts from a newline (char/byte) or GPT-2's <|endoftext|>, as unconditional sampling.
+        if tokenizer.name == "gpt2":
+            return [50256]
+        try:
+            return tokenizer.encode("\n")
+        except UserInputError:
+            return [0]
+    return ids
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
