@@ -127,7 +127,8 @@ def stream(
                 else:
                     next_id = int(torch.multinomial(F.softmax(processed, dim=-1), 1, generator=gen))
                 top = torch.topk(probs_raw, min(n_alternatives, probs_raw.numel()))
-                alternatives = [(tokenizer.token_text(int(i)), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+                pairs = zip(top.values.tolist(), top.indices.tolist(), strict=True)
+                alternatives = [(tokenizer.token_text(i), p) for p, i in pairs]
                 history = torch.cat([history, torch.tensor([next_id], device=device)])
                 text += decoder.push(next_id)
                 stop_at = _find_stop(text, cfg.stop)

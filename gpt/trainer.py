@@ -387,7 +387,8 @@ class Trainer:
         if self.step >= self.cfg.train.max_steps:
             raise UserInputError(
                 f"the checkpoint is at step {self.step}, which already reaches "
-                f"train.max_steps={self.cfg.train.max_steps}; raise it (e.g. train.max_steps={self.step * 2}) to continue"
+                f"train.max_steps={self.cfg.train.max_steps}; raise it to continue "
+                f"(e.g. train.max_steps={2 * self.step})"
             )
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
