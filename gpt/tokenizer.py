@@ -89,7 +89,9 @@ class ByteTokenizer(Tokenizer):
         return list(text.encode("utf-8"))
 
     def decode_bytes(self, ids: list[int]) -> bytes:
-        return bytes(i for i in ids if 0 <= i < 256)
+        if all(0 <= i < 256 for i in ids):
+            return bytes(ids)
+        return b"".join(bytes([i]) if 0 <= i < 256 else REPLACEMENT.encode() for i in ids)
 
     def spec(self) -> dict[str, Any]:
         return {"type": "byte"}

@@ -1,0 +1,108 @@
+"""The model: shapes, causality, the three attention paths agree, init loss, learning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gpt.config import ModelConfig
+from gpt.model import GPT
+
+
+def tiny(**kw: object) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, **kw)  # type: ignore[arg-type]
+    return GPT(cfg).eval()
+
+
+def test_shapes_and_loss() -> None:
+    m = tiny()
+    x = torch.randint(0, 50, (3, 10))
+    logits, loss = m(x, x)
+    assert logits.shape == (3, 10, 50)
+    assert loss is not None and loss.ndim == 0
+    last, _ = m(x, last_only=True)
+    assert last.shape == (3, 1, 50)
+    assert torch.allclose(last[:, 0], logits[:, -1], atol=1e-6)
+
+
+def test_causality_future_tokens_do_not_change_earlier_logits() -> None:
+    m = tiny()
+    x = torch.randint(0, 50, (1, 12))
+    y = x.clone()
+    y[0, 7:] = (y[0, 7:] + 1) % 50
+    a, _ = m(x)
+    b, _ = m(y)
+    assert torch.allclose(a[0, :7], b[0, :7], atol=1e-6)
+    assert not torch.allclose(a[0, 7:], b[0, 7:], atol=1e-3)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_sdpa_explicit_and_kv_cache_paths_agree(bias: bool) -> None:
+    m = tiny(bias=bias)
+    x = torch.randint(0, 50, (2, 16))
+    fast, _ = m(x)
+    inspected = m.forward_inspect(x)
+    assert (fast - inspected.logits).abs().max() < 1e-5
+    cache = m.new_cache(2)
+    parts = [m(x[:, :5], cache=cache)[0]] + [m(x[:, i : i + 1], cache=cache)[0] for i in range(5, 9)]
+    parts.append(m(x[:, 9:], cache=cache)[0])  # a multi-token chunk after cached positions (masked SDPA)
+    cached = torch.cat(parts, dim=1)
+    assert (fast - cached).abs().max() < 1e-5
+
+
+def test_attention_probabilities_are_causal_distributions() -> None:
+    m = tiny()
+    out = m.forward_inspect(torch.randint(0, 50, (1, 9)))
+    assert len(out.attentions) == 2 and len(out.hidden_states) == 3
+    att = out.attentions[0]
+    assert att.shape == (1, 2, 9, 9)
+    assert torch.allclose(att.sum(-1), torch.ones(1, 2, 9), atol=1e-6)
+    assert torch.all(att.triu(diagonal=1) == 0)
+    # the logit lens on the last hidden state is the model's own output
+    assert torch.allclose(m.logit_lens(out.hidden_states[-1]), out.logits, atol=1e-5)
+
+
+def test_loss_at_init_is_about_ln_vocab() -> None:
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=64))
+    x = torch.randint(0, 65, (8, 32))
+    _, loss = m(x, torch.randint(0, 65, (8, 32)))
+    assert abs(float(loss) - math.log(65)) < 0.1
+
+
+def test_weight_tying_and_param_count() -> None:
+    m = tiny()
+    assert m.lm_head.weight is m.transformer.wte.weight
+    total = sum(p.numel() for p in m.parameters())
+    assert m.num_params() == total - 16 * 32
+    assert m.num_params(non_embedding=False) == total
+
+
+def test_residual_projections_use_scaled_init() -> None:
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=50, block_size=16, n_layer=8, n_head=4, n_embd=256))
+    std = m.transformer.h[0].attn.c_proj.weight.std().item()
+    assert abs(std - 0.02 / math.sqrt(16)) < 0.001
+    assert abs(m.transformer.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.001
+
+
+def test_tiny_model_overfits_one_batch() -> None:
+    # A 2-layer model memorising 4 sequences of 16 tokens: the loss must fall from ln(50) ~ 3.9 to near zero.
+    # 0.1 leaves a wide margin (it reaches ~0.01 in 200 steps) while being far below what guessing gives.
+    m = tiny().train()
+    x = torch.randint(0, 50, (4, 17))
+    opt = m.optimizer(3e-3, 0.0, (0.9, 0.99), "cpu")
+    for _ in range(200):
+        _, loss = m(x[:, :-1], x[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.1
+
+
+def test_sequence_longer_than_context_is_refused() -> None:
+    with pytest.raises(ValueError, match="context length"):
+        tiny()(torch.zeros(1, 17, dtype=torch.long))

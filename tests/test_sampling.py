@@ -1,0 +1,159 @@
+"""Logits processors against hand-computed examples, parameter validation, and the streaming generator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gpt.config import ModelConfig, SampleConfig
+from gpt.errors import UserInputError
+from gpt.model import GPT
+from gpt.sampling import (
+    generate,
+    min_p_filter,
+    presence_frequency_penalty,
+    process_logits,
+    repetition_penalty,
+    stream,
+    top_k_filter,
+    top_p_filter,
+)
+from gpt.tokenizer import ByteTokenizer, CharTokenizer
+
+INF = float("-inf")
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    out = repetition_penalty(logits, torch.tensor([0, 1]), 2.0)
+    assert out.tolist() == [1.0, -2.0, 0.5, 3.0]
+
+
+def test_presence_and_frequency_penalties() -> None:
+    logits = torch.tensor([1.0, 1.0, 1.0])
+    counts = torch.tensor([0, 1, 3])
+    out = presence_frequency_penalty(logits, counts, presence=0.5, frequency=0.25)
+    assert out.tolist() == [1.0, 0.25, -0.25]
+
+
+def test_top_k_keeps_k_largest() -> None:
+    out = top_k_filter(torch.tensor([1.0, 4.0, 3.0, 2.0]), 2)
+    assert out.tolist() == [INF, 4.0, 3.0, INF]
+    assert top_k_filter(torch.tensor([1.0, 2.0]), 0).tolist() == [1.0, 2.0]
+
+
+def test_top_p_keeps_smallest_set_reaching_p() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log()
+    kept = top_p_filter(logits, 0.8)  # 0.5 + 0.3 = 0.8 reaches p: the rest go
+    assert torch.isfinite(kept).tolist() == [True, True, False, False]
+    kept = top_p_filter(logits, 0.81)  # needs the third token too
+    assert torch.isfinite(kept).tolist() == [True, True, True, False]
+    assert torch.isfinite(top_p_filter(logits, 0.1)).tolist() == [True, False, False, False]
+
+
+def test_min_p_drops_tokens_below_fraction_of_top() -> None:
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    kept = min_p_filter(logits, 0.4)  # threshold 0.2
+    assert torch.isfinite(kept).tolist() == [True, True, False, False]
+
+
+def test_temperature_scales_logits_before_filters() -> None:
+    cfg = SampleConfig(temperature=2.0)
+    out = process_logits(torch.tensor([2.0, 4.0]), torch.tensor([], dtype=torch.long), cfg)
+    assert out.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("top_k", -1),
+        ("temperature", -1.0),
+        ("temperature", math.nan),
+        ("min_p", 2.0),
+        ("repetition_penalty", 0.0),
+        ("max_new_tokens", 0),
+        ("max_new_tokens", 10**9),
+    ],
+)
+def test_bad_parameters_get_clear_messages(field: str, value: float) -> None:
+    cfg = SampleConfig(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match=field):
+        cfg.validate()
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def reference_greedy(model: GPT, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding without a cache, cropping to the context as nanoGPT does."""
+    out = list(ids)
+    for _ in range(n):
+        logits, _ = model(torch.tensor([out[-model.config.block_size :]]))
+        out.append(int(logits[0, -1].argmax()))
+    return out[len(ids) :]
+
+
+def test_greedy_stream_with_kv_cache_equals_no_cache_reference_past_the_context(model: GPT) -> None:
+    tok = ByteTokenizer()
+    ids = [t.id for t in stream(model, tok, "hello", SampleConfig(max_new_tokens=40, temperature=0))]
+    assert ids == reference_greedy(model, tok.encode("hello"), 40)  # 45 tokens > block_size 16
+
+
+def test_seed_makes_sampling_reproducible(model: GPT) -> None:
+    tok = ByteTokenizer()
+    a = generate(model, tok, "ab", SampleConfig(max_new_tokens=30, seed=3, temperature=1.0))
+    b = generate(model, tok, "ab", SampleConfig(max_new_tokens=30, seed=3, temperature=1.0))
+    c = generate(model, tok, "ab", SampleConfig(max_new_tokens=30, seed=4, temperature=1.0))
+    assert a == b and a != c
+
+
+def test_stream_yields_probabilities_and_alternatives(model: GPT) -> None:
+    toks = list(stream(model, ByteTokenizer(), "x", SampleConfig(max_new_tokens=5, seed=0, top_k=3)))
+    assert len(toks) >= 5
+    for t in toks[:5]:
+        assert 0.0 < t.prob <= 1.0
+        assert len(t.alternatives) == 5
+        probs = [p for _, p in t.alternatives]
+        assert probs == sorted(probs, reverse=True)
+
+
+def test_top_k_one_is_greedy(model: GPT) -> None:
+    tok = ByteTokenizer()
+    greedy = generate(model, tok, "q", SampleConfig(max_new_tokens=20, temperature=0))
+    topk1 = generate(model, tok, "q", SampleConfig(max_new_tokens=20, temperature=1.5, top_k=1, seed=9))
+    assert greedy == topk1
+
+
+def test_stop_string_ends_generation_and_is_not_emitted() -> None:
+    torch.manual_seed(0)
+    tok = CharTokenizer("ab")
+    m = GPT(ModelConfig(vocab_size=2, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    full = generate(m, tok, "a", SampleConfig(max_new_tokens=50, seed=1, temperature=1.0))
+    assert "ab" in full
+    cut = generate(m, tok, "a", SampleConfig(max_new_tokens=50, seed=1, temperature=1.0, stop=["ab"]))
+    assert cut == full[: full.index("ab")]
+
+
+def test_repetition_penalty_changes_output(model: GPT) -> None:
+    tok = ByteTokenizer()
+    plain = generate(model, tok, "aaaa", SampleConfig(max_new_tokens=30, temperature=0))
+    penalised = generate(model, tok, "aaaa", SampleConfig(max_new_tokens=30, temperature=0, repetition_penalty=5.0))
+    assert plain != penalised
+
+
+def test_unseen_prompt_characters_get_a_clear_error() -> None:
+    m = GPT(ModelConfig(vocab_size=3, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(UserInputError, match="never saw"):
+        generate(m, CharTokenizer("abc"), "abz", SampleConfig(max_new_tokens=3))
+
+
+def test_empty_prompt_samples_unconditionally(model: GPT) -> None:
+    assert len(list(stream(model, ByteTokenizer(), "", SampleConfig(max_new_tokens=4, seed=0)))) >= 1

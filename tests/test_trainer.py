@@ -1,0 +1,131 @@
+"""The trainer: events, schedule, exact resume, stop, checkpoints, divergence."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from gpt import checkpoint as ckpt
+from gpt.config import Config, apply_overrides
+from gpt.data import prepare
+from gpt.errors import UserInputError
+from gpt.trainer import DivergenceError, Event, Trainer, lr_at
+
+
+def small_config(**train: object) -> Config:
+    cfg = Config()
+    cfg.model.block_size, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd = 16, 1, 2, 32
+    cfg.model.dropout = 0.1  # exercises the RNG state in resume
+    t = cfg.train
+    t.batch_size, t.max_steps, t.warmup_steps, t.eval_interval, t.eval_iters = 4, 30, 5, 10, 2
+    t.log_interval, t.sample_interval, t.sample_tokens, t.checkpoint_interval = 1, 0, 20, 0
+    t.dtype, t.tensorboard = "float32", False
+    for k, v in train.items():
+        setattr(t, k, v)
+    return cfg.validate()
+
+
+@pytest.fixture
+def data(corpus_file: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return prepare([corpus_file], tokenizer="char", out=tmp_path / "data")
+
+
+def run(cfg: Config, data, out: Path, resume: Path | None = None) -> list[Event]:  # type: ignore[no-untyped-def]
+    events: list[Event] = []
+    Trainer(cfg, data, out, resume=resume, listeners=[events.append]).run()
+    return events
+
+
+def losses(events: list[Event]) -> dict[int, float]:
+    return {e.step: e.data["loss"] for e in events if e.kind == "step"}
+
+
+def test_events_and_checkpoints(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_config(sample_interval=15, tensorboard=True)
+    events = run(cfg, data, tmp_path / "run")
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("step") == 30 and kinds.count("eval") == 3 and kinds.count("sample") == 2
+    assert events[-1].data["status"] == "completed"
+    step = next(e for e in events if e.kind == "step").data
+    assert {"loss", "lr", "tokens_per_s", "grad_norm", "eta", "elapsed"} <= set(step)
+    evals = [e.data for e in events if e.kind == "eval"]
+    assert all(abs(e["perplexity"] - 2.718281828 ** e["val_loss"]) < 1e-3 for e in evals)
+    sample = next(e for e in events if e.kind == "sample").data["text"]
+    assert isinstance(sample, str) and sample
+    for name in ("latest", "best"):
+        assert (tmp_path / "run" / name / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "latest" / "trainer.pt").is_file()
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    first, last = losses(events)[1], losses(events)[30]
+    assert last < first  # it learns
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    full = losses(run(small_config(max_steps=24), data, tmp_path / "full"))
+    part = Trainer(small_config(max_steps=24), data, tmp_path / "part")
+    part.listeners.append(lambda e: part.stop() if e.kind == "step" and e.step == 12 else None)
+    assert part.run().status == "stopped"
+    cfg = apply_overrides(small_config(), ["train.max_steps=24"])
+    resumed = losses(run(cfg, data, tmp_path / "part", resume=tmp_path / "part"))
+    assert sorted(resumed) == list(range(13, 25))
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(full[step], abs=1e-6), step
+
+
+def test_stop_from_another_thread_saves_and_says_stopped(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    events: list[Event] = []
+    trainer = Trainer(small_config(max_steps=100000), data, tmp_path / "run", listeners=[events.append])
+    steps_seen = threading.Event()
+
+    def listen(e: Event) -> None:
+        if e.kind == "step" and e.step >= 5:
+            steps_seen.set()
+
+    trainer.listeners.append(listen)
+    t = threading.Thread(target=trainer.run)
+    t.start()
+    assert steps_seen.wait(60)
+    trainer.stop()
+    t.join(60)
+    done = events[-1]
+    assert done.kind == "done" and done.data["status"] == "stopped"
+    assert ckpt.load(tmp_path / "run").step == done.step >= 5
+
+
+def test_lr_schedules() -> None:
+    cfg = small_config(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg.train) == pytest.approx(0.1)
+    assert lr_at(9, cfg.train) == pytest.approx(1.0)
+    assert lr_at(60, cfg.train) == pytest.approx(0.55)  # cosine midpoint
+    assert lr_at(110, cfg.train) == pytest.approx(0.1)
+    cfg.train.schedule = "linear"
+    assert lr_at(35, cfg.train) == pytest.approx(0.1 + 0.75 * 0.9)
+    cfg.train.schedule = "constant"
+    assert lr_at(100, cfg.train) == 1.0
+
+
+def test_divergence_stops_with_a_clear_message(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    events: list[Event] = []
+    trainer = Trainer(small_config(max_steps=50), data, tmp_path / "run", listeners=[events.append])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer.raw_model.lm_head.weight, "data", trainer.raw_model.lm_head.weight.data * float("nan"))
+        with pytest.raises(DivergenceError, match="lower train.lr"):
+            trainer.run()
+    assert events[-1].kind == "error"
+    assert not (tmp_path / "run" / "latest").exists()  # nothing saved from a diverged run
+
+
+def test_context_longer_than_corpus_is_refused(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_config()
+    cfg.model.block_size = 20000
+    with pytest.raises(UserInputError, match="needs at least 20,001"):
+        Trainer(cfg, data, tmp_path / "run")
+
+
+def test_resume_past_max_steps_says_what_to_raise(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run(small_config(max_steps=5), data, tmp_path / "run")
+    with pytest.raises(UserInputError, match="train.max_steps"):
+        Trainer(small_config(max_steps=5), data, tmp_path / "run", resume=tmp_path / "run")
