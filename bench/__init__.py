@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m bench`): speed figures measured on this machine, never asserted in tests."""
