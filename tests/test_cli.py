@@ -84,12 +84,33 @@ def test_ddp_two_processes_gloo(tmp_path: Path, corpus_file: Path) -> None:
     assert cli("prepare", str(corpus_file), "--tokenizer", "char", "--out", "data", cwd=tmp_path).returncode == 0
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "gpt.cli", "train", "--data", "data", "--out", "run", *FAST],  # fmt: skip
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "gpt.cli",
+            "train",
+            "--data",
+            "data",
+            "--out",
+            "run",
+            *FAST,
+        ],  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout
     assert r.stdout.count("training completed at step 30") == 1  # rank 0 alone logs
-    assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")) == ["best", "latest", "tb"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")) == [
+        "best",
+        "latest",
+        "tb",
+    ]
     assert ckpt.load(tmp_path / "run").step == 30

@@ -1,0 +1,59 @@
+"""GPT Playground: train a small GPT on your own text, sample from it and look inside, in the browser.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--runs-dir checkpoints]
+
+Also the Hugging Face Space entry point. Env vars: GPT_PLAYGROUND_HOST, GPT_PLAYGROUND_PORT,
+GPT_PLAYGROUND_RUNS and the limits in playground/settings.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from playground import data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
+from playground.common import new_session  # noqa: E402
+from playground.settings import LIMITS  # noqa: E402
+
+CSS = ".token-view .tok { border-radius: 3px; padding: 0 1px; margin: 0 1px 0 0; }"
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="GPT Playground") as demo:
+        gr.Markdown(
+            "# GPT Playground\nUpload text, train a small GPT on it while the curves move, sample from it, "
+            f"and look inside. <small>{LIMITS.describe()}</small>"
+        )
+        state = gr.State(new_session())
+        with gr.Tabs():
+            for name, tab in [
+                ("Data", data_tab),
+                ("Train", train_tab),
+                ("Generate", generate_tab),
+                ("Inspect", inspect_tab),
+            ]:
+                with gr.Tab(name, id=name.lower()):
+                    tab.build(demo, state)
+    return demo
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Run the GPT Playground web app.")
+    ap.add_argument("--host", default=os.environ.get("GPT_PLAYGROUND_HOST", "127.0.0.1"))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("GPT_PLAYGROUND_PORT", "7860")))
+    ap.add_argument("--runs-dir", help="where runs and checkpoints go (default ./checkpoints)")
+    args = ap.parse_args()
+    if args.runs_dir:
+        os.environ["GPT_PLAYGROUND_RUNS"] = args.runs_dir
+    demo = build_app()
+    demo.queue(default_concurrency_limit=8).launch(
+        server_name=args.host, server_port=args.port, css=CSS, max_file_size=f"{LIMITS.max_upload_mb}mb"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Looking inside a model: attention maps, next-token probabilities, the logit lens, embedding maps.
+
+Everything returns plain Python / numpy data (no plotting), so the UI, notebooks and tests can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gpt.errors import UserInputError
+from gpt.model import GPT
+from gpt.tokenizer import Tokenizer
+
+_VISIBLE = {"\n": "↵", "\t": "⇥", " ": "·", "\r": "␍"}
+
+
+def label(text: str) -> str:
+    """A token's text with whitespace made visible, for axis labels and tables."""
+    return "".join(_VISIBLE.get(c, c) for c in text) or "∅"
+
+
+@dataclass
+class Analysis:
+    tokens: list[str]  # the prompt's tokens as text (cropped to the context length)
+    token_ids: list[int]
+    attention: np.ndarray  # (layers, heads, T, T): row i = how position i spreads its attention
+    next_tokens: list[tuple[str, float]]  # top-k next-token candidates with probabilities
+    lens_tokens: list[list[str]]  # (layers + 1) x T: the top token each layer would predict at each position
+    lens_probs: np.ndarray  # (layers + 1, T): that token's probability
+    lens_layers: list[str]  # row names: "embed", "layer 1", ...
+
+
+@torch.no_grad()
+def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20) -> Analysis:
+    """One explicit-attention forward pass over the prompt, read out every way the Inspect tab shows."""
+    if not prompt:
+        raise UserInputError("enter a prompt to inspect")
+    ids = tokenizer.encode(prompt)[-model.config.block_size :]
+    if not ids:
+        raise UserInputError("the prompt has no tokens; enter some text")
+    device = model.lm_head.weight.device
+    out = model.forward_inspect(torch.tensor([ids], device=device))
+    vocab = tokenizer.vocab_size
+    probs = torch.softmax(out.logits[0, -1, :vocab].float(), dim=-1)
+    top = torch.topk(probs, min(top_k, vocab))
+    lens_tokens, lens_probs = [], []
+    for h in out.hidden_states:
+        p = torch.softmax(model.logit_lens(h)[0, :, :vocab].float(), dim=-1)
+        best = p.max(dim=-1)
+        lens_tokens.append([label(tokenizer.token_text(int(i))) for i in best.indices])
+        lens_probs.append(best.values.cpu().numpy())
+    return Analysis(
+        tokens=[label(tokenizer.token_text(i)) for i in ids],
+        token_ids=ids,
+        attention=torch.stack([a[0] for a in out.attentions]).float().cpu().numpy(),
+        next_tokens=[
+            (label(tokenizer.token_text(int(i))), float(p)) for p, i in zip(top.values, top.indices, strict=True)
+        ],
+        lens_tokens=lens_tokens,
+        lens_probs=np.stack(lens_probs),
+        lens_layers=["embed"] + [f"layer {i + 1}" for i in range(model.config.n_layer)],
+    )
+
+
+@dataclass
+class Projection:
+    labels: list[str]
+    token_ids: list[int]
+    xy: np.ndarray  # (n, 2) PCA coordinates
+    explained: tuple[float, float]  # share of variance along each axis
+
+
+@torch.no_grad()
+def embedding_projection(model: GPT, tokenizer: Tokenizer, words: str = "", limit: int = 400) -> Projection:
+    """PCA of token embeddings to 2-D: the tokens of `words` if given, else the first `limit` of the vocabulary."""
+    if words.strip():
+        ids = list(dict.fromkeys(tokenizer.encode(words)))
+    else:
+        ids = list(range(min(limit, tokenizer.vocab_size)))
+    if len(ids) < 3:
+        raise UserInputError("give at least 3 distinct tokens to project")
+    emb = model.transformer.wte.weight[ids].float().cpu()
+    centered = emb - emb.mean(dim=0)
+    _, s, v = torch.linalg.svd(centered, full_matrices=False)
+    xy = (centered @ v[:2].T).numpy()
+    var = (s**2) / (s**2).sum()
+    return Projection([label(tokenizer.token_text(i)) for i in ids], ids, xy, (float(var[0]), float(var[1])))
+
+
+def parameter_table(model: GPT) -> list[dict[str, object]]:
+    """Parameters per module (embeddings, each block's attention and MLP, final norm), with shares."""
+    rows: dict[str, int] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:  # the tied head shares the token embedding
+            continue
+        seen.add(id(p))
+        parts = name.split(".")
+        if parts[1] == "h":  # transformer.h.3.attn.c_attn.weight -> block 3 attn
+            key = f"block {int(parts[2]) + 1} {parts[3]}"
+        else:
+            key = {"wte": "token embedding (tied head)", "wpe": "position embedding", "ln_f": "final layer norm"}.get(
+                parts[1], parts[1]
+            )
+        rows[key] = rows.get(key, 0) + p.numel()
+    total = sum(rows.values())
+    return [{"module": k, "parameters": n, "share": round(100 * n / total, 2)} for k, n in rows.items()]

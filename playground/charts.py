@@ -1,0 +1,160 @@
+"""Plotly figures for the UI: training curves, attention heatmaps, probabilities, logit lens, embeddings.
+
+Training series are decimated to at most ~2,000 points per line (keeping each bucket's minimum and
+maximum), so a refresh costs about the same at step 100 and at step 100,000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gpt.inspect import Analysis, Projection
+from playground.jobs import Series
+
+MAX_POINTS = 2000
+_LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=40), height=340)
+
+
+def decimate(x: Sequence[float], y: Sequence[float], max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_points` points: the min and the max of each of max_points/2 buckets, in order."""
+    xa, ya = np.asarray(x), np.asarray(y, dtype=float)
+    n = len(xa)
+    if n <= max_points:
+        return xa, ya
+    edges = np.linspace(0, n, max_points // 2 + 1).astype(int)
+    keep = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        lo, hi = a + int(np.argmin(ya[a:b])), a + int(np.argmax(ya[a:b]))
+        keep.extend(sorted({lo, hi}))
+    idx = np.array(keep)
+    return xa[idx], ya[idx]
+
+
+def loss_figure(s: Series) -> go.Figure:
+    fig = go.Figure()
+    x, y = decimate(s.steps, s.loss)
+    fig.add_trace(go.Scatter(x=x, y=y, name="train loss", mode="lines", line=dict(color="#9ecae1", width=1)))
+    x, y = decimate(s.steps, s.smooth)
+    fig.add_trace(go.Scatter(x=x, y=y, name="train (smoothed)", mode="lines", line=dict(color="#1f77b4", width=2)))
+    fig.add_trace(
+        go.Scatter(x=s.eval_steps, y=s.val_loss, name="val loss", mode="lines+markers", line=dict(color="#d62728"))
+    )
+    fig.update_layout(title="Loss", xaxis_title="step", yaxis_title="cross-entropy", **_LAYOUT)
+    fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def rate_figure(s: Series) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Learning rate", "Throughput (tokens/s)"))
+    x, y = decimate(s.steps, s.lr)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="lr", line=dict(color="#2ca02c")), row=1, col=1)
+    x, y = decimate(s.steps, s.tokens_per_s)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="tokens/s", line=dict(color="#ff7f0e")), row=1, col=2)
+    fig.update_layout(showlegend=False, **{**_LAYOUT, "height": 260})
+    fig.update_xaxes(title_text="step")
+    return fig
+
+
+def _token_axes(fig: go.Figure, tokens: list[str], **where: int) -> None:
+    ticks = dict(tickmode="array", tickvals=list(range(len(tokens))), ticktext=tokens, tickfont=dict(size=10))
+    fig.update_xaxes(**ticks, **where)
+    fig.update_yaxes(**ticks, autorange="reversed", **where)
+
+
+def attention_figure(a: Analysis, layer: int, head: int) -> go.Figure:
+    m = a.attention[layer, head]
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+        )
+    )
+    _token_axes(fig, a.tokens)
+    fig.update_layout(
+        title=f"Attention: layer {layer + 1}, head {head + 1}",
+        xaxis_title="key (attended to)",
+        yaxis_title="query",
+        **{**_LAYOUT, "height": 480},
+    )
+    return fig
+
+
+def heads_grid_figure(a: Analysis, layer: int) -> go.Figure:
+    n_heads = a.attention.shape[1]
+    cols = min(4, n_heads)
+    rows = -(-n_heads // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h + 1}" for h in range(n_heads)])
+    for h in range(n_heads):
+        fig.add_trace(
+            go.Heatmap(z=a.attention[layer, h], colorscale="Blues", zmin=0, zmax=1, showscale=False),
+            row=h // cols + 1,
+            col=h % cols + 1,
+        )
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(title=f"All heads of layer {layer + 1}", **{**_LAYOUT, "height": 220 * rows + 60})
+    return fig
+
+
+def next_token_figure(a: Analysis) -> go.Figure:
+    labels = [f"{t}" for t, _ in a.next_tokens][::-1]
+    probs = [p for _, p in a.next_tokens][::-1]
+    fig = go.Figure(go.Bar(x=probs, y=list(range(len(labels))), orientation="h", marker_color="#1f77b4"))
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels)
+    fig.update_layout(
+        title=f"Next token after “{''.join(a.tokens[-8:])}”",
+        xaxis_title="probability",
+        **{**_LAYOUT, "height": 480},
+    )
+    return fig
+
+
+def logit_lens_figure(a: Analysis) -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(
+            z=a.lens_probs,
+            text=a.lens_tokens,
+            texttemplate="%{text}",
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            hovertemplate="%{y}, position %{x}<br>predicts %{text} (p=%{z:.2f})<extra></extra>",
+            colorbar=dict(title="p"),
+        )
+    )
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(a.tokens))), ticktext=a.tokens, title="input token")
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(a.lens_layers))), ticktext=a.lens_layers)
+    fig.update_layout(
+        title="Logit lens: the top next-token guess after each layer",
+        **{**_LAYOUT, "height": 120 + 40 * len(a.lens_layers)},
+    )
+    return fig
+
+
+def embedding_figure(p: Projection) -> go.Figure:
+    fig = go.Figure(
+        go.Scatter(
+            x=p.xy[:, 0],
+            y=p.xy[:, 1],
+            mode="markers+text" if len(p.labels) <= 150 else "markers",
+            text=p.labels,
+            textposition="top center",
+            hovertext=[f"{t} (id {i})" for t, i in zip(p.labels, p.token_ids, strict=True)],
+            hoverinfo="text",
+            marker=dict(size=7, color="#9467bd", opacity=0.7),
+        )
+    )
+    fig.update_layout(
+        title="Token embeddings, PCA to 2-D",
+        xaxis_title=f"PC1 ({p.explained[0]:.0%} of variance)",
+        yaxis_title=f"PC2 ({p.explained[1]:.0%})",
+        **{**_LAYOUT, "height": 480},
+    )
+    return fig

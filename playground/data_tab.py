@@ -1,0 +1,135 @@
+"""The Data tab: pick the built-in corpus, upload files (or a zip of them), or paste text; see the tokens."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gpt.archive import safe_extract
+from gpt.corpus import sample_corpus_path
+from gpt.data import PreparedData, load_prepared, prepare, prepare_text
+from gpt.errors import UserInputError
+from gpt.paths import cache_dir
+from playground.common import user_errors
+from playground.settings import LIMITS
+
+SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
+TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte")]
+_COLOURS = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d8f3dc", "#ffd6a5", "#cddafd"]
+
+
+def corpus_files(source: str, files: list[str] | None) -> list[Path]:
+    """The files to prepare for the chosen source, with uploads checked against the limits."""
+    if source == SAMPLE:
+        return [sample_corpus_path()]
+    if not files:
+        raise UserInputError("choose one or more .txt / .md files (or a .zip of them) to upload")
+    paths = [Path(f) for f in files]
+    if len(paths) > LIMITS.max_files:
+        raise UserInputError(f"{len(paths)} files uploaded; at most {LIMITS.max_files} are allowed")
+    cap = LIMITS.max_upload_mb * 1_000_000
+    total = sum(p.stat().st_size for p in paths)
+    if total > cap:
+        raise UserInputError(f"the upload is {total / 1e6:.1f} MB; the limit here is {LIMITS.max_upload_mb} MB")
+    out: list[Path] = []
+    for p in paths:
+        if p.suffix.lower() == ".zip":
+            dest = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
+            extracted = safe_extract(p, dest, max_bytes=cap, max_files=LIMITS.max_files)
+            texts = [f for f in extracted if f.suffix.lower() in (".txt", ".md")]
+            if not texts:
+                raise UserInputError(f"{p.name} has no .txt or .md files inside")
+            out.extend(sorted(texts))
+        else:
+            out.append(p)
+    return out
+
+
+def _uploads_dir() -> Path:
+    d = cache_dir() / "uploads"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def stats_markdown(d: PreparedData, label: str) -> str:
+    m = d.meta
+    tokens = m["train_tokens"] + m["val_tokens"]
+    return (
+        f"**{html.escape(label)}** — {m['tokenizer']['type']} tokenizer\n\n"
+        "| characters | tokens | vocabulary used | chars / token | train tokens | val tokens |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {m['chars']:,} | {tokens:,} | {m['vocab_used']:,} of {m['vocab_size']:,} | "
+        f"{m['chars'] / max(tokens, 1):.2f} | {m['train_tokens']:,} | {m['val_tokens']:,} |"
+    )
+
+
+def token_view_html(d: PreparedData, n_tokens: int = 300) -> str:
+    """The first tokens of the corpus, each a coloured span with its id on hover."""
+    ids = [int(i) for i in d.train[:n_tokens]]
+    spans = []
+    for k, i in enumerate(ids):
+        text = html.escape(d.tokenizer.token_text(i)).replace("\n", "↵<br>")
+        spans.append(f'<span class="tok" style="background:{_COLOURS[k % len(_COLOURS)]}" title="id {i}">{text}</span>')
+    return (
+        '<div class="token-view" style="font-family:monospace;white-space:pre-wrap;line-height:1.7;'
+        'max-height:320px;overflow:auto">' + "".join(spans) + "</div>"
+    )
+
+
+@user_errors
+def prepare_data(
+    source: str, files: list[str] | None, text: str, tokenizer: str, val_fraction: float, state: dict[str, Any]
+) -> tuple[str, str, dict[str, Any]]:
+    if source == PASTE:
+        if len(text or "") > LIMITS.max_paste_chars:
+            raise UserInputError(
+                f"the pasted text has {len(text):,} characters; the limit is {LIMITS.max_paste_chars:,}"
+            )
+        d = prepare_text(text or "", tokenizer=tokenizer, val_fraction=float(val_fraction))
+        label = "Pasted text"
+    else:
+        paths = corpus_files(source, files)
+        d = prepare(paths, tokenizer=tokenizer, val_fraction=float(val_fraction))
+        label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"
+    state = {**state, "data_dir": str(d.dir), "data_label": label}
+    return stats_markdown(d, label), token_view_html(d), state
+
+
+def current_data(state: dict[str, Any]) -> PreparedData:
+    """This session's data set; the built-in corpus (char-level) until the user prepares another."""
+    if state.get("data_dir"):
+        return load_prepared(state["data_dir"])
+    return prepare([sample_corpus_path()], tokenizer="char")
+
+
+def build(demo: gr.Blocks, state: gr.State) -> None:
+    gr.Markdown(
+        "Choose what the model learns from. The built-in corpus is Shakespeare's plays (about 4.8 M characters). "
+        f"Uploads: .txt / .md files or a .zip of them, up to {LIMITS.max_upload_mb} MB."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            source = gr.Radio([SAMPLE, UPLOAD, PASTE], value=SAMPLE, label="Corpus")
+            files = gr.File(
+                label="Text files or a .zip", file_count="multiple", file_types=[".txt", ".md", ".zip"], visible=False
+            )
+            text = gr.Textbox(label="Paste text", lines=8, visible=False, max_length=LIMITS.max_paste_chars)
+            tokenizer = gr.Dropdown(TOKENIZERS, value="char", label="Tokenizer")
+            val_fraction = gr.Slider(0.01, 0.5, value=0.1, step=0.01, label="Validation fraction")
+            prepare_btn = gr.Button("Prepare data", variant="primary")
+        with gr.Column(scale=2):
+            stats = gr.Markdown("Press **Prepare data** to tokenize the corpus and see its statistics.")
+            tokens = gr.HTML(label="Token view")
+    source.change(
+        lambda s: (gr.update(visible=s == UPLOAD), gr.update(visible=s == PASTE)), source, [files, text], api_name=False
+    )
+    prepare_btn.click(
+        prepare_data,
+        [source, files, text, tokenizer, val_fraction, state],
+        [stats, tokens, state],
+        api_name="prepare_data",
+    )

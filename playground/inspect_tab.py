@@ -1,0 +1,66 @@
+"""The Inspect tab: attention heatmaps, next-token probabilities, the logit lens, embeddings, parameter counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from gpt.inspect import analyse, embedding_projection, parameter_table
+from playground import charts
+from playground.common import checkpoint_dropdown_update, load_checkpoint, user_errors
+
+
+@user_errors
+def inspect_prompt(checkpoint: str | None, prompt: str, layer: float, head: float) -> tuple[Any, ...]:
+    loaded = load_checkpoint(checkpoint)
+    mc = loaded.config.model
+    layer_i, head_i = min(int(layer), mc.n_layer) - 1, min(int(head), mc.n_head) - 1
+    a = analyse(loaded.model, loaded.tokenizer, prompt or "")
+    params = [[r["module"], r["parameters"], r["share"]] for r in parameter_table(loaded.model)]
+    return (
+        charts.attention_figure(a, layer_i, head_i),
+        charts.heads_grid_figure(a, layer_i),
+        charts.next_token_figure(a),
+        charts.logit_lens_figure(a),
+        params,
+        gr.update(maximum=mc.n_layer, value=layer_i + 1),
+        gr.update(maximum=mc.n_head, value=head_i + 1),
+    )
+
+
+@user_errors
+def project_embeddings(checkpoint: str | None, words: str) -> Any:
+    loaded = load_checkpoint(checkpoint)
+    return charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words or ""))
+
+
+def build(demo: gr.Blocks, state: gr.State) -> None:
+    with gr.Row():
+        checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=3)
+        refresh = gr.Button("Refresh", scale=1)
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", value="ROMEO:\nBut soft, what light", lines=2, scale=3)
+        layer = gr.Slider(1, 12, value=1, step=1, label="Layer", scale=1)
+        head = gr.Slider(1, 12, value=1, step=1, label="Head", scale=1)
+    run = gr.Button("Inspect", variant="primary")
+    with gr.Row():
+        attention = gr.Plot(label="Attention")
+        next_tokens = gr.Plot(label="Next token")
+    heads = gr.Plot(label="All heads")
+    lens = gr.Plot(label="Logit lens")
+    with gr.Row():
+        with gr.Column(scale=2):
+            words = gr.Textbox(
+                label="Tokens to project (empty: the first 400 of the vocabulary)", placeholder="king queen man woman"
+            )
+            embed_btn = gr.Button("Project embeddings")
+            embeddings = gr.Plot(label="Embeddings")
+        params = gr.Dataframe(headers=["module", "parameters", "share %"], label="Parameters per module", scale=1)
+    outputs = [attention, heads, next_tokens, lens, params, layer, head]
+    run.click(inspect_prompt, [checkpoint, prompt, layer, head], outputs, api_name="inspect")
+    for slider in (layer, head):
+        slider.release(inspect_prompt, [checkpoint, prompt, layer, head], outputs, api_name=False)
+    embed_btn.click(project_embeddings, [checkpoint, words], embeddings, api_name="embeddings")
+    refresh.click(checkpoint_dropdown_update, checkpoint, checkpoint, api_name=False)
+    demo.load(checkpoint_dropdown_update, checkpoint, checkpoint, api_name=False)

@@ -1,0 +1,310 @@
+"""The Train tab: choose a preset or custom sizes, start / stop / resume, watch live curves, manage checkpoints."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from gpt import checkpoint as ckpt
+from gpt.archive import safe_extract, zip_dir
+from gpt.config import Config, apply_overrides, load_config
+from gpt.data import load_prepared
+from gpt.errors import UserInputError
+from gpt.model import GPT
+from gpt.trainer import format_duration, padded_vocab
+from playground import charts
+from playground.common import checkpoint_dropdown_update, user_errors
+from playground.data_tab import current_data
+from playground.jobs import Registry, Series
+from playground.settings import LIMITS, runs_root
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = ["tiny", "small", "custom"]
+REGISTRY = Registry(LIMITS.max_jobs)
+
+# (setting, label, kind, range): the fields of the form, in order; kind picks the component.
+FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]] = [
+    ("model.n_layer", "Layers", "slider", (1, 12, 1)),
+    ("model.n_head", "Heads", "slider", (1, 12, 1)),
+    ("model.n_embd", "Embedding size", "slider", (16, 768, 16)),
+    ("model.block_size", "Context length", "slider", (8, LIMITS.max_context, 8)),
+    ("model.dropout", "Dropout", "slider", (0.0, 0.5, 0.05)),
+    ("train.batch_size", "Batch size", "slider", (1, 64, 1)),
+    ("train.lr", "Learning rate", "number", None),
+    ("train.schedule", "LR schedule", "dropdown", ["cosine", "linear", "constant"]),
+    ("train.warmup_steps", "Warmup steps", "number", None),
+    ("train.max_steps", "Steps", "number", None),
+    ("train.eval_interval", "Eval every N steps", "number", None),
+    ("train.sample_interval", "Sample text every N steps (0: never)", "number", None),
+    ("train.seed", "Seed", "number", None),
+]
+
+
+def preset_values(name: str) -> list[Any]:
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    return [_get(cfg, key) for key, *_ in FIELDS]
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def build_config(preset: str, values: list[Any]) -> Config:
+    """The preset's YAML with the form's values applied (validated: nonsense values get a clear message)."""
+    cfg = load_config(CONFIGS / f"{preset if preset != 'custom' else 'tiny'}.yaml")
+    overrides = []
+    for (key, label, *_), value in zip(FIELDS, values, strict=True):
+        if value is None or value == "":
+            raise UserInputError(f"{label} is empty; enter a value")
+        overrides.append(f"{key}={value}")
+    return apply_overrides(cfg, overrides)
+
+
+def count_params(cfg: Config, vocab_size: int) -> int:
+    model_cfg = Config.from_dict({"model": cfg.to_dict()["model"]}).model
+    model_cfg.vocab_size = padded_vocab(vocab_size)
+    with torch.device("meta"):  # shapes only: no memory, even for absurd sizes
+        return GPT(model_cfg).num_params()
+
+
+def check_limits(cfg: Config, params: int) -> None:
+    if params > LIMITS.max_params:
+        raise UserInputError(
+            f"this model has {params / 1e6:.1f}M parameters; the limit here is {LIMITS.max_params / 1e6:.0f}M "
+            "— use fewer layers or a smaller embedding size"
+        )
+    if cfg.train.max_steps > LIMITS.max_steps:
+        raise UserInputError(f"{cfg.train.max_steps:,} steps asked; the limit here is {LIMITS.max_steps:,}")
+    if cfg.model.block_size > LIMITS.max_context:
+        raise UserInputError(f"context {cfg.model.block_size} asked; the limit here is {LIMITS.max_context}")
+
+
+@functools.lru_cache(maxsize=1)
+def machine_flops() -> float:
+    """A rough fp32 training speed for this machine: a 1024² matmul's FLOP/s, times the ~50% our training reaches."""
+    a = torch.randn(1024, 1024)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(3):
+        a @ a
+    return 0.5 * 3 * 2 * 1024**3 / (time.perf_counter() - t)
+
+
+def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
+    try:
+        cfg = build_config(preset, list(values))
+        vocab = load_prepared(state["data_dir"]).meta["vocab_size"] if state.get("data_dir") else 80
+        params = count_params(cfg, vocab)
+    except UserInputError as e:
+        return f"⚠️ {e}"
+    with torch.device("meta"):
+        flops = GPT(
+            Config.from_dict({"model": {**cfg.to_dict()["model"], "vocab_size": vocab}}).model
+        ).flops_per_token()
+    per_100 = 100 * flops * cfg.train.batch_size * cfg.model.block_size / machine_flops()
+    total = per_100 * cfg.train.max_steps / 100
+    return (
+        f"**{params / 1e6:.2f}M parameters** (without position embeddings) · about **{per_100:.1f} s per 100 steps** "
+        f"on this machine · {cfg.train.max_steps:,} steps ≈ {format_duration(total)}"
+    )
+
+
+@user_errors
+def start_training(state: dict[str, Any], preset: str, *values: Any) -> tuple[dict[str, Any], str]:
+    cfg = build_config(preset, list(values))
+    data = current_data(state)
+    check_limits(cfg, count_params(cfg, data.tokenizer.vocab_size))
+    run_dir = runs_root() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    job = REGISTRY.start(cfg, data, run_dir)
+    state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
+    return state, f"Training started → `{run_dir}`"
+
+
+@user_errors
+def stop_training(state: dict[str, Any]) -> str:
+    job = REGISTRY.get(state.get("job_id"))
+    if job is None or not job.active:
+        raise UserInputError("no training run of yours is in progress")
+    job.stop()
+    return f"Stopping after the current step ({job.progress_line()})…"
+
+
+@user_errors
+def resume_training(state: dict[str, Any], max_steps: float) -> tuple[dict[str, Any], str]:
+    old = REGISTRY.get(state.get("job_id"))
+    if old is not None and old.active:
+        raise UserInputError("this run is still training; stop it first")
+    if not state.get("run_dir"):
+        raise UserInputError("nothing to resume yet: start a training run first")
+    run_dir = Path(state["run_dir"])
+    meta = ckpt.read_meta(run_dir)
+    cfg = Config.from_dict(meta["config"])
+    cfg = apply_overrides(cfg, [f"train.max_steps={int(max_steps)}"])
+    check_limits(cfg, int(meta.get("params", 0)))
+    data = load_prepared(meta["data_dir"]) if meta.get("data_dir") else current_data(state)
+    history = old.snapshot()["series"] if old is not None else Series()
+    job = REGISTRY.start(cfg, data, run_dir, resume=run_dir, history=history)
+    return {**state, "job_id": job.id}, f"Resumed from step {meta['step']} → `{run_dir}`"
+
+
+def progress_html(snap: dict[str, Any]) -> str:
+    last = snap["last"]
+    step, total = last.get("step", 0), max(1, last.get("max_steps", 1))
+    pct = 100 * step / total
+    bits = [f"step {step:,} / {total:,}"]
+    if "elapsed" in last:
+        bits.append(f"elapsed {format_duration(last['elapsed'])}")
+    if snap["status"] == "running" and "eta" in last:
+        bits.append(f"ETA {format_duration(last['eta'])}")
+    if "tokens_per_s" in last:
+        bits.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+    if "loss" in last:
+        bits.append(f"loss {last['loss']:.3f}")
+    status = snap["message"] or {"starting": "Starting…", "running": "Training…"}.get(snap["status"], "")
+    colour = {"error": "#d62728", "stopped": "#ff7f0e", "completed": "#2ca02c"}.get(snap["status"], "#1f77b4")
+    return (
+        f'<div class="progress-box"><div style="background:#eee;border-radius:6px;height:14px;overflow:hidden">'
+        f'<div style="width:{pct:.1f}%;background:{colour};height:14px"></div></div>'
+        f'<div style="margin-top:6px"><b>{status}</b> · {" · ".join(bits)}</div>'
+        f'<div style="color:#666;font-size:0.9em">TensorBoard logs: <code>{snap["run_dir"]}/tb</code> — open with '
+        f"<code>tensorboard --logdir {snap['run_dir']}</code></div></div>"
+    )
+
+
+def poll(state: dict[str, Any], seen: int) -> tuple[Any, ...]:
+    """Timer tick: redraw only when the job has new events since this session's last refresh."""
+    job = REGISTRY.get(state.get("job_id"))
+    if job is None:
+        return (gr.skip(),) * 5 + (seen,)
+    snap = job.snapshot()
+    if snap["version"] == seen:
+        return (gr.skip(),) * 5 + (seen,)
+    sample = f"[step {snap['sample'][0]}]\n{snap['sample'][1]}" if snap["sample"] else ""
+    return (
+        progress_html(snap),
+        charts.loss_figure(snap["series"]),
+        charts.rate_figure(snap["series"]),
+        sample,
+        snap["status"],
+        snap["version"],
+    )
+
+
+def checkpoint_rows() -> list[list[Any]]:
+    root = runs_root()
+    return [
+        [
+            str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
+            r["step"],
+            None if r["val_loss"] is None else round(r["val_loss"], 4),
+            r["params"],
+            r["size_mb"],
+        ]
+        for r in ckpt.list_checkpoints(root)
+    ]
+
+
+def refresh_checkpoints(current: str | None = None) -> tuple[list[list[Any]], dict[str, Any]]:
+    return checkpoint_rows(), checkpoint_dropdown_update(current)
+
+
+@user_errors
+def download_checkpoint(path: str | None) -> str:
+    if not path:
+        raise UserInputError("choose a checkpoint to download")
+    src = ckpt.resolve(path)
+    ckpt.read_meta(src)
+    out = Path(tempfile.gettempdir()) / "gpt-playground-downloads" / uuid.uuid4().hex[:8]
+    name = f"{src.parent.name}-{src.name}.zip"
+    return str(zip_dir(src, out / name))
+
+
+@user_errors
+def upload_checkpoint(file: str | None) -> tuple[str, list[list[Any]], dict[str, Any]]:
+    if not file:
+        raise UserInputError("choose a checkpoint .zip to upload")
+    target = runs_root() / "uploaded" / f"{Path(file).stem[:40]}-{uuid.uuid4().hex[:6]}"
+    staging = Path(tempfile.mkdtemp(prefix="ckpt-upload-"))
+    try:
+        safe_extract(file, staging, max_bytes=LIMITS.max_upload_mb * 1_000_000 * 20, max_files=20)
+        found = [p.parent for p in staging.rglob(ckpt.CONFIG)]
+        if len(found) != 1:
+            raise UserInputError(
+                "the zip must hold exactly one checkpoint (a folder with config.json and model.safetensors)"
+            )
+        loaded = ckpt.load(found[0])  # validates format, config and tensors without unpickling anything
+        if (found[0] / ckpt.TRAINER).exists():
+            ckpt.load_trainer_state(found[0])
+        check_limits(loaded.config, loaded.model.num_params())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(found[0]), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    rows, dropdown = refresh_checkpoints(str(target))
+    return f"Imported checkpoint at step {loaded.step} → `{target}`", rows, dropdown
+
+
+def build(demo: gr.Blocks, state: gr.State) -> None:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            preset = gr.Dropdown(PRESETS, value="tiny", label="Preset")
+            inputs = []
+            for (key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
+                if kind == "slider":
+                    lo, hi, step = spec  # type: ignore[misc]
+                    inputs.append(gr.Slider(lo, hi, value=value, step=step, label=label))
+                elif kind == "dropdown":
+                    inputs.append(gr.Dropdown(spec, value=value, label=label))  # type: ignore[arg-type]
+                else:
+                    inputs.append(gr.Number(value=value, label=label))
+            info = gr.Markdown()
+            with gr.Row():
+                start = gr.Button("Start", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+                resume = gr.Button("Resume")
+            status = gr.Markdown()
+        with gr.Column(scale=2):
+            progress = gr.HTML('<div class="progress-box">No training run yet.</div>')
+            loss_plot = gr.Plot(label="Loss")
+            rate_plot = gr.Plot(label="Learning rate and throughput")
+            sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
+            job_status = gr.Textbox(visible=False)
+    with gr.Accordion("Checkpoints", open=False):
+        table = gr.Dataframe(headers=["checkpoint", "step", "val loss", "parameters", "size MB"], interactive=False)
+        with gr.Row():
+            chosen = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=3)
+            refresh = gr.Button("Refresh", scale=1)
+            download = gr.Button("Download .zip", scale=1)
+        zip_out = gr.File(label="Download")
+        upload = gr.File(label="Upload a checkpoint .zip", file_types=[".zip"])
+        upload_msg = gr.Markdown()
+
+    seen = gr.State(-1)
+    timer = gr.Timer(1.0)
+    preset.change(
+        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS), preset, inputs, api_name=False
+    )
+    for comp in [preset, *inputs]:
+        comp.change(describe, [preset, state, *inputs], info, api_name=False)
+    start.click(start_training, [state, preset, *inputs], [state, status], api_name="start_training")
+    stop.click(stop_training, state, status, api_name="stop_training")
+    max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
+    resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
+    timer.tick(
+        poll, [state, seen], [progress, loss_plot, rate_plot, sample, job_status, seen], api_name="poll", queue=False
+    )
+    job_status.change(refresh_checkpoints, chosen, [table, chosen], api_name=False)
+    refresh.click(refresh_checkpoints, chosen, [table, chosen], api_name="list_checkpoints")
+    download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint")
+    upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint")
+    demo.load(describe, [preset, state, *inputs], info, api_name=False)
+    demo.load(refresh_checkpoints, chosen, [table, chosen], api_name=False)
