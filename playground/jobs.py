@@ -1,7 +1,7 @@
 """Background training jobs: start / stop / resume, each collecting its trainer's events for the UI to poll.
 
 A `Job` runs one `gpt.trainer.Trainer` in a thread and keeps the series the charts need. The `Registry`
-caps how many jobs train at once; a request over the cap gets `Busy`, whose message shows the progress of
+caps how many jobs train at once; a request over the cap gets `BusyError`, whose message shows the progress of
 the run that holds the slot.
 """
 
@@ -20,7 +20,7 @@ from gpt.errors import UserInputError
 from gpt.trainer import Event, Trainer, format_duration
 
 
-class Busy(UserInputError):
+class BusyError(UserInputError):
     """All training slots are taken."""
 
 
@@ -140,7 +140,7 @@ class Registry:
         with self._lock:
             running = [j for j in self._jobs.values() if j.active]
             if len(running) >= self.max_jobs:
-                raise Busy(
+                raise BusyError(
                     f"Busy: {len(running)} training run(s) in progress ({running[0].progress_line()}); "
                     "this server trains one at a time — try again when it finishes."
                 )

@@ -258,7 +258,7 @@ def build(demo: gr.Blocks, state: gr.State) -> None:
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(PRESETS, value="tiny", label="Preset")
             inputs = []
-            for (key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
+            for (_key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
                 if kind == "slider":
                     lo, hi, step = spec  # type: ignore[misc]
                     inputs.append(gr.Slider(lo, hi, value=value, step=step, label=label))

@@ -13,7 +13,8 @@ import pytest
 from gpt import checkpoint as ckpt
 
 FAST = ["train.max_steps=30", "train.eval_interval=15", "train.eval_iters=2", "train.sample_interval=0",
-        "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=32", "train.batch_size=4"]  # fmt: skip
+        "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=32",
+        "train.batch_size=4"]  # fmt: skip
 
 
 def cli(*args: str, cwd: Path, cmd: str = "gpt.cli") -> subprocess.CompletedProcess[str]:
