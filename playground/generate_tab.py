@@ -101,7 +101,7 @@ def build(demo: gr.Blocks, state: gr.State) -> None:
             top_k = gr.Slider(0, 200, value=40, step=1, label="Top-k (0 = off)")
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
             repetition = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
-            min_p = gr.Slider(0.0, 0.5, value=0.0, step=0.01, label="Min-p")
+            min_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Min-p (1 = greedy)")
             max_new = gr.Slider(1, LIMITS.max_new_tokens, value=200, step=1, label="Max new tokens")
             seed = gr.Number(value=42, precision=0, label="Seed (same seed: same text)")
             with gr.Accordion("More", open=False):

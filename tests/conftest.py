@@ -35,3 +35,52 @@ def corpus_file(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"
     p.write_text(SHAKESPEARE * 20, encoding="utf-8")
     return p
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The real app (`python app.py`) launched on 127.0.0.1 in a subprocess, with its own runs directory."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = Path(__file__).resolve().parent.parent
+    port = _free_port()
+    runs = tmp_path_factory.mktemp("runs")
+    log = open(tmp_path_factory.mktemp("applog") / "app.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs)],
+        cwd=root,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited: {Path(log.name).read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("app did not start within 120 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -1,0 +1,179 @@
+"""The web app through its API (gradio_client), against the real app launched on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from tests.conftest import SHAKESPEARE
+
+SAMPLE = "Shakespeare (built-in)"
+# preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval every, sample every, seed
+TRAIN = ["custom", 2, 2, 64, 32, 0.0, 8, 3e-3, "cosine", 20, 20000, 50, 100, 1]
+
+
+def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = client.predict(api_name="/poll")
+        if isinstance(r[0], str) and predicate(r):
+            return r
+        time.sleep(0.5)
+    raise AssertionError(f"condition not reached in {timeout}s; last poll: {r}")
+
+
+def plot_data(plot: dict[str, Any]) -> list[dict[str, Any]]:
+    """The traces of a Plotly figure as the browser gets it, with binary-encoded arrays decoded to lists."""
+    return [{k: _decode(v) for k, v in trace.items()} for trace in json.loads(plot["plot"])["data"]]
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict) and "bdata" in v:
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = [int(n) for n in str(v.get("shape", len(arr))).split(",")]
+        return arr.reshape(shape).tolist()
+    return v
+
+
+def step_of(r: tuple[Any, ...]) -> int:
+    return int(re.search(r"step ([\d,]+) / ", r[0]).group(1).replace(",", ""))  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def trained(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One session: paste a corpus, fail a bad upload, train, watch, stop, resume, stop again."""
+    c = Client(app_url, verbose=False)
+    stats, tokens, *_ = c.predict(PASTE_SOURCE, [], SHAKESPEARE * 30, "char", 0.1, api_name="/prepare_data")
+    bad = tmp_path_factory.mktemp("bad") / "photo.txt"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    with pytest.raises(AppError, match="not a text file"):
+        c.predict("Upload files", [handle_file(str(bad))], "", "char", 0.1, api_name="/prepare_data")
+
+    status = c.predict(*TRAIN, api_name="/start_training")
+    assert "Training started" in status
+    first = poll_until(c, lambda r: step_of(r) >= 20)
+    later = poll_until(c, lambda r: step_of(r) >= step_of(first) + 60)
+    c.predict(api_name="/stop_training")
+    stopped = poll_until(c, lambda r: r[4] == "stopped")
+    return {"client": c, "stats": stats, "tokens": tokens, "first": first, "later": later, "stopped": stopped}
+
+
+PASTE_SOURCE = "Paste text"
+
+
+def test_prepare_shows_statistics_and_token_view(trained: dict[str, Any], app_url: str) -> None:
+    assert "characters" in trained["stats"] and "chars / token" in trained["stats"]
+    assert trained["tokens"].count('class="tok"') == 300 and 'title="id ' in trained["tokens"]
+    c = Client(app_url, verbose=False)
+    stats = c.predict(SAMPLE, [], "", "gpt2", 0.1, api_name="/prepare_data")[0]
+    chars, tokens = (int(v.replace(",", "")) for v in stats.split("\n")[-1].split("|")[1:3])
+    assert chars > 4_000_000 and 3 < chars / tokens < 4.5  # GPT-2 BPE on English: ~3.5 characters per token
+
+
+def test_training_runs_loss_falls_and_stops(trained: dict[str, Any]) -> None:
+    first, later, stopped = trained["first"], trained["later"], trained["stopped"]
+    assert step_of(later) > step_of(first)
+    loss_first = plot_data(first[1])[0]["y"]
+    loss_later = plot_data(later[1])[0]["y"]
+    assert len(loss_later) > len(loss_first)  # the chart gains points while training
+    assert sum(loss_later[-3:]) / 3 < sum(loss_first[:2]) / 2  # and the loss falls
+    assert "Training stopped at step" in stopped[0] and "completed" not in stopped[0]
+    lr, tps = plot_data(later[2])
+    assert len(lr["y"]) == len(loss_later) and min(tps["y"]) > 0
+
+
+def test_second_session_gets_busy_while_training(trained: dict[str, Any], app_url: str) -> None:
+    c = trained["client"]
+    stop_step = step_of(trained["stopped"])
+    status = c.predict(stop_step + 300, api_name="/resume_training")
+    assert f"Resumed from step {stop_step}" in status
+    other = Client(app_url, verbose=False)
+    with pytest.raises(AppError, match="Busy"):
+        other.predict(*TRAIN, api_name="/start_training")
+    r = poll_until(c, lambda r: step_of(r) > stop_step + 20)
+    assert len(plot_data(r[1])[0]["y"]) > len(plot_data(trained["stopped"][1])[0]["y"])  # one continued series
+    c.predict(api_name="/stop_training")
+    poll_until(c, lambda r: r[4] == "stopped")
+
+
+def latest_checkpoint(c: Client) -> str:
+    table, dropdown = c.predict(api_name="/list_checkpoints")
+    paths = [p for _, p in dropdown["choices"] if p.endswith("latest")]
+    assert paths, table
+    return paths[0]
+
+
+def gen(c: Client, ckpt: str, **kw: Any) -> str:
+    s = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "rep": 1.0, "min_p": 0.0, "n": 40, "seed": 7,
+         "presence": 0.0, "frequency": 0.0, "stop": ""}  # fmt: skip
+    s.update(kw)
+    return c.predict(ckpt, "ROMEO:", *s.values(), api_name="/generate")[1]
+
+
+def test_generate_with_each_setting(trained: dict[str, Any]) -> None:
+    c = trained["client"]
+    ckpt = latest_checkpoint(c)
+    base = gen(c, ckpt)
+    assert len(base) > 20 and gen(c, ckpt) == base  # same seed, same text
+    assert gen(c, ckpt, seed=8) != base
+    greedy = gen(c, ckpt, temperature=0.0)
+    assert gen(c, ckpt, temperature=0.0, seed=99) == greedy
+    assert gen(c, ckpt, top_k=1, temperature=1.5) == greedy
+    assert gen(c, ckpt, top_p=0.05, temperature=1.5) == greedy  # a nucleus of one token is greedy
+    assert gen(c, ckpt, min_p=1.0, temperature=1.5, top_k=0) == greedy  # only the top token passes
+    assert gen(c, ckpt, rep=2.0, temperature=0.0) != greedy
+    assert len(gen(c, ckpt, n=5)) <= 5
+    assert "\n" not in gen(c, ckpt, stop="\n")
+    with pytest.raises(AppError, match="greater than maximum"):
+        gen(c, ckpt, top_p=1.5)
+    with pytest.raises(AppError, match="never saw"):
+        c.predict(ckpt, "ROMEO: 日本", 0.8, 40, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, "", api_name="/generate")
+
+
+def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
+    c = trained["client"]
+    ckpt = latest_checkpoint(c)
+    prompt = "ROMEO:\nBut soft"
+    attention, grid, next_tok, lens, params, layer, head = c.predict(ckpt, prompt, 2, 1, api_name="/inspect")
+    z = plot_data(attention)[0]["z"]
+    assert len(z) == len(prompt) and all(len(row) == len(prompt) for row in z)
+    assert all(abs(sum(row) - 1) < 1e-4 for row in z)
+    assert all(z[i][j] == 0 for i in range(len(z)) for j in range(i + 1, len(z)))  # causal
+    assert len(plot_data(grid)) == 2  # two heads
+    bars = plot_data(next_tok)[0]
+    assert len(bars["x"]) == 20 and 0.5 < sum(bars["x"]) <= 1.0001
+    assert len(plot_data(lens)[0]["z"]) == 3  # embeddings + 2 layers
+    assert sum(row[1] for row in params["data"]) > 0
+    emb = c.predict(ckpt, "ROMEO", api_name="/embeddings")
+    assert len(plot_data(emb)[0]["x"]) == len(set("ROMEO"))
+
+
+def test_checkpoint_download_and_upload_round_trip(trained: dict[str, Any], tmp_path: Path) -> None:
+    c = trained["client"]
+    ckpt = latest_checkpoint(c)
+    zpath = c.predict(ckpt, api_name="/download_checkpoint")
+    with zipfile.ZipFile(zpath) as zf:
+        assert {Path(n).name for n in zf.namelist()} == {"config.json", "model.safetensors", "trainer.pt"}
+    msg, table, dropdown = c.predict(handle_file(zpath), api_name="/upload_checkpoint")
+    assert "Imported checkpoint" in msg and any("uploaded" in p for _, p in dropdown["choices"])
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escape.txt", "x")
+    with pytest.raises(AppError, match="unsafe entry"):
+        c.predict(handle_file(str(evil)), api_name="/upload_checkpoint")
+    notours = tmp_path / "notours.zip"
+    with zipfile.ZipFile(notours, "w") as zf:
+        zf.writestr("ck/config.json", json.dumps({"hello": 1}))
+        zf.writestr("ck/model.safetensors", b"junk")
+    with pytest.raises(AppError, match="not a GPT Playground checkpoint"):
+        c.predict(handle_file(str(notours)), api_name="/upload_checkpoint")
