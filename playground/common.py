@@ -59,10 +59,15 @@ def checkpoint_choices() -> list[tuple[str, str]]:
     return out
 
 
-def checkpoint_dropdown_update(current: str | None = None) -> dict[str, Any]:
+def checkpoint_dropdown_update(current: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fresh choices; selected: this session's latest checkpoint if it has a run, else the current, else the newest."""
     choices = checkpoint_choices()
     paths = [p for _, p in choices]
-    value = current if current in paths else (paths[0] if paths else None)
+    mine = str(Path(state["run_dir"]) / "latest") if state and state.get("run_dir") else None
+    if mine in paths:
+        value = mine
+    else:
+        value = current if current in paths else (paths[0] if paths else None)
     return gr.update(choices=choices, value=value)
 
 

@@ -106,7 +106,7 @@ def current_data(state: dict[str, Any]) -> PreparedData:
     return prepare([sample_corpus_path()], tokenizer="char")
 
 
-def build(demo: gr.Blocks, state: gr.State) -> None:
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     gr.Markdown(
         "Choose what the model learns from. The built-in corpus is Shakespeare's plays (about 4.8 M characters). "
         f"Uploads: .txt / .md files or a .zip of them, up to {LIMITS.max_upload_mb} MB."

@@ -91,7 +91,7 @@ def show_alternatives(details: list[dict[str, Any]], prompt: str, evt: gr.Select
     return rows
 
 
-def build(demo: gr.Blocks, state: gr.State) -> None:
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True)
@@ -127,5 +127,5 @@ def build(demo: gr.Blocks, state: gr.State) -> None:
         # live tuning: releasing a slider re-generates with the same seed
         slider.release(generate, [checkpoint, prompt, *settings], outputs, api_name=False, trigger_mode="always_last")
     output.select(show_alternatives, [details, prompt], alternatives, api_name=False)
-    refresh.click(checkpoint_dropdown_update, checkpoint, checkpoint, api_name=False)
-    demo.load(checkpoint_dropdown_update, checkpoint, checkpoint, api_name=False)
+    for trigger in (refresh.click, tab.select, demo.load):
+        trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_name=False)

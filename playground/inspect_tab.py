@@ -12,7 +12,7 @@ from playground.common import checkpoint_dropdown_update, load_checkpoint, user_
 
 
 @user_errors
-def inspect_prompt(checkpoint: str | None, prompt: str, layer: float, head: float) -> tuple[Any, ...]:
+def inspect_prompt(checkpoint: str | None, prompt: str, layer: float, head: float, words: str) -> tuple[Any, ...]:
     loaded = load_checkpoint(checkpoint)
     mc = loaded.config.model
     layer_i, head_i = min(int(layer), mc.n_layer) - 1, min(int(head), mc.n_head) - 1
@@ -24,6 +24,7 @@ def inspect_prompt(checkpoint: str | None, prompt: str, layer: float, head: floa
         charts.next_token_figure(a),
         charts.logit_lens_figure(a),
         params,
+        charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words or "")),
         gr.update(maximum=mc.n_layer, value=layer_i + 1),
         gr.update(maximum=mc.n_head, value=head_i + 1),
     )
@@ -35,7 +36,7 @@ def project_embeddings(checkpoint: str | None, words: str) -> Any:
     return charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words or ""))
 
 
-def build(demo: gr.Blocks, state: gr.State) -> None:
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     with gr.Row():
         checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=3)
         refresh = gr.Button("Refresh", scale=1)
@@ -45,22 +46,24 @@ def build(demo: gr.Blocks, state: gr.State) -> None:
         head = gr.Slider(1, 12, value=1, step=1, label="Head", scale=1)
     run = gr.Button("Inspect", variant="primary")
     with gr.Row():
-        attention = gr.Plot(label="Attention")
-        next_tokens = gr.Plot(label="Next token")
-    heads = gr.Plot(label="All heads")
-    lens = gr.Plot(label="Logit lens")
+        attention = gr.Plot(label="Attention", show_label=False)
+        next_tokens = gr.Plot(label="Next token", show_label=False)
+    heads = gr.Plot(label="All heads", show_label=False)
+    lens = gr.Plot(label="Logit lens", show_label=False)
     with gr.Row():
-        with gr.Column(scale=2):
-            words = gr.Textbox(
-                label="Tokens to project (empty: the first 400 of the vocabulary)", placeholder="king queen man woman"
-            )
-            embed_btn = gr.Button("Project embeddings")
-            embeddings = gr.Plot(label="Embeddings")
-        params = gr.Dataframe(headers=["module", "parameters", "share %"], label="Parameters per module", scale=1)
-    outputs = [attention, heads, next_tokens, lens, params, layer, head]
-    run.click(inspect_prompt, [checkpoint, prompt, layer, head], outputs, api_name="inspect")
+        words = gr.Textbox(
+            label="Tokens to project (empty: the first 400 of the vocabulary)",
+            placeholder="king queen man woman",
+            scale=3,
+        )
+        embed_btn = gr.Button("Project embeddings", scale=1)
+    embeddings = gr.Plot(label="Embeddings", show_label=False)
+    params = gr.Dataframe(headers=["module", "parameters", "share %"], label="Parameters per module")
+    outputs = [attention, heads, next_tokens, lens, params, embeddings, layer, head]
+    inputs = [checkpoint, prompt, layer, head, words]
+    run.click(inspect_prompt, inputs, outputs, api_name="inspect")
     for slider in (layer, head):
-        slider.release(inspect_prompt, [checkpoint, prompt, layer, head], outputs, api_name=False)
+        slider.release(inspect_prompt, inputs, outputs, api_name=False)
     embed_btn.click(project_embeddings, [checkpoint, words], embeddings, api_name="embeddings")
-    refresh.click(checkpoint_dropdown_update, checkpoint, checkpoint, api_name=False)
-    demo.load(checkpoint_dropdown_update, checkpoint, checkpoint, api_name=False)
+    for trigger in (refresh.click, tab.select, demo.load):
+        trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_name=False)

@@ -30,7 +30,9 @@ class Series:
 
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
-    smooth: list[float] = field(default_factory=list)  # exponential moving average of loss, kept as it comes
+    smooth: list[float] = field(
+        default_factory=list
+    )  # exponential moving average of loss (TensorBoard's 0.6), kept as it comes
     lr: list[float] = field(default_factory=list)
     tokens_per_s: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
@@ -75,7 +77,7 @@ class Job:
                 s = self.series
                 s.steps.append(e.step)
                 s.loss.append(d["loss"])
-                s.smooth.append(d["loss"] if not s.smooth else 0.9 * s.smooth[-1] + 0.1 * d["loss"])
+                s.smooth.append(d["loss"] if not s.smooth else 0.6 * s.smooth[-1] + 0.4 * d["loss"])
                 s.lr.append(d["lr"])
                 s.tokens_per_s.append(d["tokens_per_s"])
                 self.last = {"step": e.step, **d}

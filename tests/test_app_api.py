@@ -144,7 +144,7 @@ def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
     c = trained["client"]
     ckpt = latest_checkpoint(c)
     prompt = "ROMEO:\nBut soft"
-    attention, grid, next_tok, lens, params, layer, head = c.predict(ckpt, prompt, 2, 1, api_name="/inspect")
+    attention, grid, next_tok, lens, params, emb, layer, head = c.predict(ckpt, prompt, 2, 1, "", api_name="/inspect")
     z = plot_data(attention)[0]["z"]
     assert len(z) == len(prompt) and all(len(row) == len(prompt) for row in z)
     assert all(abs(sum(row) - 1) < 1e-4 for row in z)
@@ -154,6 +154,7 @@ def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
     assert len(bars["x"]) == 20 and 0.5 < sum(bars["x"]) <= 1.0001
     assert len(plot_data(lens)[0]["z"]) == 3  # embeddings + 2 layers
     assert sum(row[1] for row in params["data"]) > 0
+    assert len(plot_data(emb)[0]["x"]) == 45  # the whole (small) vocabulary by default
     emb = c.predict(ckpt, "ROMEO", api_name="/embeddings")
     assert len(plot_data(emb)[0]["x"]) == len(set("ROMEO"))
 

@@ -1,0 +1,93 @@
+"""The app in a real browser (Playwright driving Debian's chromium): the path a new user takes.
+
+Screenshots of each tab are saved under test-artifacts/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str):  # type: ignore[no-untyped-def]
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: apt-get install -y chromium (scripts/test.sh does it)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(app_url)
+        pg.get_by_role("tab", name="Data").wait_for()
+        yield pg
+        browser.close()
+
+
+def n_points(page, index: int = 0) -> int:  # type: ignore[no-untyped-def]
+    """Points in the first trace of the index-th Plotly chart on the page (0 when not drawn yet)."""
+    return page.evaluate(
+        """(i) => { const p = [...document.querySelectorAll('.js-plotly-plot')].filter(e => e.offsetParent)[i];
+                   return p && p.calcdata && p.calcdata.length ? p.calcdata[0].length : 0; }""",
+        index,
+    )
+
+
+def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # type: ignore[no-untyped-def]
+    # Data: the built-in corpus is offered; prepare it and see statistics and the token view.
+    page.get_by_role("button", name="Prepare data").click()
+    page.get_by_text("chars / token").wait_for(timeout=60_000)
+    assert page.locator(".token-view .tok").count() == 300
+    page.screenshot(path=str(ARTIFACTS / "1-data.png"), full_page=True)
+
+    # Train: tiny preset, a few dozen steps; the loss chart gains points while it trains.
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("parameters** (without", exact=False).or_(page.get_by_text("parameters (without")).first.wait_for()
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("300")
+    steps.press("Tab")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Training…").wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length >= 3)",
+        timeout=60_000,
+    )
+    early = n_points(page)
+    page.wait_for_timeout(3000)
+    assert n_points(page) > early
+    page.get_by_text("Training completed at step 300").wait_for(timeout=120_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)
+
+    # Generate: the newest checkpoint is chosen; text appears, coloured by probability.
+    page.get_by_role("tab", name="Generate").click()
+    page.get_by_role("button", name="Refresh checkpoints").click()
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length > 50)",
+        timeout=60_000,
+    )
+    page.screenshot(path=str(ARTIFACTS / "3-generate.png"), full_page=True)
+
+    # Inspect: a heatmap is drawn.
+    page.get_by_role("tab", name="Inspect").click()
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Inspect").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.offsetParent && p.data"
+        " && p.data[0].type === 'heatmap')",
+        timeout=60_000,
+    )
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
