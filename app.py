@@ -19,6 +19,7 @@ from playground import data_tab, generate_tab, inspect_tab, train_tab  # noqa: E
 from playground.common import new_session  # noqa: E402
 from playground.settings import LIMITS  # noqa: E402
 
+TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab)]
 CSS = ".token-view .tok { border-radius: 3px; padding: 0 1px; margin: 0 1px 0 0; }"
 
 
@@ -30,14 +31,9 @@ def build_app() -> gr.Blocks:
         )
         state = gr.State(new_session())
         with gr.Tabs():
-            for name, tab in [
-                ("Data", data_tab),
-                ("Train", train_tab),
-                ("Generate", generate_tab),
-                ("Inspect", inspect_tab),
-            ]:
-                with gr.Tab(name, id=name.lower()):
-                    tab.build(demo, state)
+            for name, module in TABS:
+                with gr.Tab(name, id=name.lower()) as tab:
+                    module.build(demo, state, tab)
     return demo
 
 

@@ -206,11 +206,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if tc.tensorboard:
                 self._writer = _tensorboard(self.out_dir / "tb")
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
+        autocast = self._autocast()
         self._emit(
             "start",
             {
@@ -301,11 +297,7 @@ class Trainer:
         )
         self.model.eval()
         total = torch.zeros((), device=self.device)
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
+        autocast = self._autocast()
         for _ in range(tc.eval_iters):
             x, y = (t.to(self.device) for t in batches.next())
             with autocast:
@@ -322,6 +314,12 @@ class Trainer:
         return generate(self.raw_model, self.tokenizer, prompt, cfg)
 
     # ----- helpers ----------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision when the run's dtype is not fp32 (a context manager that can be re-entered)."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _evaluate(self) -> None:
         val = self.evaluate()
