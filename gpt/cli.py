@@ -1,4 +1,4 @@
-"""Command-line tools: gpt-prepare, gpt-train, gpt-generate (console scripts), and `python -m gpt.cli CMD`.
+"""Command-line tools: gpt-prepare, gpt-train, gpt-generate, gpt-convert (console scripts), and `python -m gpt.cli CMD`.
 
 Bad arguments or input end with exit code 2 and one line on stderr that says what to fix.
 """
@@ -173,12 +173,35 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- gpt-convert ----------------------------------------------------------------------------------
+
+
+def _convert_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("direction", choices=["from-hf", "to-hf"], help="from-hf HF_DIR OUT_DIR | to-hf CKPT_DIR HF_DIR")
+    p.add_argument("src")
+    p.add_argument("dst")
+
+
+@_guard
+def _convert(args: argparse.Namespace) -> int:
+    from gpt.interop import from_hf, to_hf
+
+    if args.direction == "from-hf":
+        out = from_hf(args.src, args.dst)
+        print(f"converted Hugging Face GPT-2 {args.src} -> checkpoint {out}")
+    else:
+        out = to_hf(args.src, args.dst)
+        print(f"exported checkpoint {args.src} -> Hugging Face directory {out} (GPT2LMHeadModel.from_pretrained)")
+    return 0
+
+
 # ----- entry points ---------------------------------------------------------------------------------
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "prepare": ("tokenize text files into a training data set", _prepare_parser, _prepare),
     "train": ("train a model (also under torchrun for DDP)", _train_parser, _train),
     "generate": ("sample text from a checkpoint", _generate_parser, _generate),
+    "convert": ("move GPT-2 weights between Hugging Face format and our checkpoints", _convert_parser, _convert),
 }
 
 
@@ -199,6 +222,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
     return _run("generate", argv, "gpt-generate")
+
+
+def convert_main(argv: Sequence[str] | None = None) -> int:
+    return _run("convert", argv, "gpt-convert")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

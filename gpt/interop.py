@@ -1,0 +1,195 @@
+"""GPT-2 weights in and out of the Hugging Face `transformers` format (`GPT2LMHeadModel` directories).
+
+Hugging Face's GPT-2 stores its attention and MLP matrices as `Conv1D` weights, shaped (in, out): the
+transpose of `nn.Linear`'s (out, in). The head is tied to the token embedding and may be absent from the file.
+No `transformers` import is needed here: the format is plain safetensors (or a `pytorch_model.bin` read with
+`weights_only=True`) plus a JSON config.
+
+How tokenizers travel on export: GPT-2 BPE models get GPT-2's own `vocab.json` and `merges.txt` (from the same
+hash-checked files the tokenizer uses), so `AutoTokenizer.from_pretrained` works; char- and byte-level models get
+`gpt_playground_tokenizer.json` (our tokenizer spec, with the char vocabulary), which `from_hf` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gpt import checkpoint as ckpt
+from gpt.config import Config, ModelConfig
+from gpt.errors import CheckpointError, UserInputError
+from gpt.model import GPT
+from gpt.tokenizer import GPT2Tokenizer, Tokenizer, from_spec, gpt2_file_paths
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+TOKENIZER_FILE = "gpt_playground_tokenizer.json"
+
+
+def hf_config_to_model(hf: dict[str, Any]) -> ModelConfig:
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise UserInputError(f"only GPT-2 models can be imported, this is {hf.get('model_type')!r}")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise UserInputError(f"activation {act!r} is not GPT-2's tanh GELU; this model cannot be imported exactly")
+    try:
+        cfg = ModelConfig(
+            vocab_size=int(hf["vocab_size"]),
+            block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
+            n_layer=int(hf["n_layer"]),
+            n_head=int(hf["n_head"]),
+            n_embd=int(hf["n_embd"]),
+            dropout=float(hf.get("resid_pdrop", 0.0)),
+            bias=True,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserInputError(f"the Hugging Face config.json lacks a GPT-2 field ({e})") from None
+    cfg.validate()
+    return cfg
+
+
+def model_to_hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    eos = 50256 if tokenizer.name == "gpt2" else None
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"  # GPT2Model has no prefix
+        if k.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers of older checkpoints, not weights
+        if any(k.endswith(c) for c in CONV1D):
+            value = value.t()
+        out[k] = value.contiguous()
+    out.setdefault("lm_head.weight", out.get("transformer.wte.weight", torch.empty(0)))
+    return out
+
+
+def ours_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    if not model.config.bias:
+        raise UserInputError(
+            "Hugging Face GPT-2 always has biases; a model trained with model.bias=false cannot export"
+        )
+    out = {}
+    for k, v in model.state_dict().items():
+        if k == "lm_head.weight":
+            continue  # tied to transformer.wte.weight
+        v = v.detach().cpu()
+        out[k] = (v.t() if any(k.endswith(c) for c in CONV1D) else v).contiguous()
+    return out
+
+
+def read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
+    st, pt = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
+    try:
+        if st.is_file():
+            return load_file(str(st))
+        if pt.is_file():
+            return torch.load(pt, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"cannot read the weights in {hf_dir} ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - an unsafe or broken pickle: refuse it, say why
+        raise CheckpointError(f"{pt} cannot be loaded safely ({type(e).__name__}); use model.safetensors") from None
+    raise CheckpointError(f"{hf_dir} has neither model.safetensors nor pytorch_model.bin")
+
+
+def load_hf(hf_dir: str | Path) -> tuple[GPT, Tokenizer]:
+    """A Hugging Face GPT-2 directory as our model (eval mode) and its tokenizer."""
+    d = Path(hf_dir)
+    try:
+        hf_cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{d} is not a Hugging Face model directory: no readable config.json ({e})") from None
+    cfg = hf_config_to_model(hf_cfg)
+    tokenizer = _hf_tokenizer(d, cfg.vocab_size)
+    state = hf_state_to_ours(read_hf_state(d), cfg)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or wrong:
+        raise CheckpointError(f"{d}: weights do not match its config (missing {missing[:3]}, shape of {wrong[:3]})")
+    model = model.to_empty(device="cpu")
+    model.load_state_dict({k: state[k] for k in expected}, strict=True)
+    model.transformer.wte.weight = model.lm_head.weight
+    return model.eval(), tokenizer
+
+
+def _hf_tokenizer(d: Path, vocab_size: int) -> Tokenizer:
+    ours = d / TOKENIZER_FILE
+    if ours.is_file():
+        return from_spec(json.loads(ours.read_text(encoding="utf-8")))
+    if vocab_size >= 50257:
+        return GPT2Tokenizer()
+    raise UserInputError(f"{d}: vocabulary of {vocab_size} tokens and no {TOKENIZER_FILE}; cannot tell its tokenizer")
+
+
+def from_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
+    """Convert a Hugging Face GPT-2 directory into our checkpoint directory."""
+    model, tokenizer = load_hf(hf_dir)
+    cfg = Config(model=model.config)
+    cfg.data.tokenizer = tokenizer.name
+    return ckpt.save(out_dir, model, cfg, tokenizer, step=0, extra={"source": f"hf:{Path(hf_dir).name}"})
+
+
+def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
+    """Write our checkpoint as a directory that `GPT2LMHeadModel.from_pretrained` loads."""
+    loaded = ckpt.load(ckpt_dir)
+    out = Path(hf_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(ours_to_hf_state(loaded.model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    hf_cfg = model_to_hf_config(loaded.config.model, loaded.tokenizer)
+    (out / "config.json").write_text(json.dumps(hf_cfg, indent=2), encoding="utf-8")
+    (out / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": hf_cfg["bos_token_id"], "eos_token_id": hf_cfg["eos_token_id"]}), encoding="utf-8"
+    )
+    if loaded.tokenizer.name == "gpt2":
+        files = gpt2_file_paths()
+        shutil.copyfile(files["encoder.json"], out / "vocab.json")
+        shutil.copyfile(files["vocab.bpe"], out / "merges.txt")
+        eot = "<|endoftext|>"
+        tok_cfg = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": loaded.config.model.block_size,
+                   "bos_token": eot, "eos_token": eot, "unk_token": eot}  # fmt: skip
+        (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2), encoding="utf-8")
+    else:
+        (out / TOKENIZER_FILE).write_text(json.dumps(loaded.tokenizer.spec()), encoding="utf-8")
+    return out
+
+
+def hf_cache_dirs(name: str = "gpt2") -> list[Path]:
+    """Snapshots of `name` in the local Hugging Face cache (no download), newest first."""
+    home = Path(
+        os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub"
+    )
+    snaps = home / f"models--{name.replace('/', '--')}" / "snapshots"
+    found = [p for p in snaps.glob("*") if (p / "config.json").is_file()] if snaps.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
