@@ -67,6 +67,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="prepared data directory (gpt-prepare); default: the built-in Shakespeare corpus")
     p.add_argument("--out", help="run directory; default checkpoints/<config>-<time>")
     p.add_argument("--resume", help="run or checkpoint directory to continue from")
+    p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights (gpt-convert from-hf first)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.n_layer=6")
 
 
@@ -104,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
 
         name = Path(args.config).stem if args.config else "tiny"
         out = runs_dir() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = Trainer(cfg, data, out, resume=args.resume, echo=True)
+    trainer = Trainer(cfg, data, out, resume=args.resume, init_from=args.init_from, echo=True)
     previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop with a checkpoint
     try:
         result = trainer.run()

@@ -7,6 +7,7 @@ its step, writes a checkpoint and reports "stopped at step N".
 
 Exact resume: the checkpoint's trainer.pt holds optimizer, step, RNG and data-sampler state; evaluation
 and samples use their own generators so they never disturb the training RNG stream.
+Fine-tuning: `init_from` starts from a checkpoint's weights and architecture, with a fresh optimizer at step 0.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Trainer:
         out_dir: str | Path,
         resume: str | Path | None = None,
         listeners: Iterable[Listener] = (),
+        init_from: str | Path | None = None,
         echo: bool = False,
     ) -> None:
         self.cfg = config
@@ -127,30 +129,30 @@ class Trainer:
         if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserInputError("this GPU has no bfloat16; set train.dtype=float16 or float32")
 
-        tokenizer = data.tokenizer
-        config.model.vocab_size = (
-            max(config.model.vocab_size, tokenizer.vocab_size) if resume else padded_vocab(tokenizer.vocab_size)
-        )
+        self.tokenizer = tokenizer = data.tokenizer
+        start_from = resume or init_from
+        loaded = ckpt.load(start_from) if start_from else None
+        if loaded is not None:
+            if loaded.tokenizer.spec() != tokenizer.spec():
+                kind = loaded.tokenizer.name
+                raise UserInputError(
+                    f"the checkpoint at {start_from} uses the {kind} tokenizer"
+                    + (" with its own character set" if kind == "char" else "")
+                    + f"; prepare the data with the same tokenizer (this data uses {tokenizer.name})"
+                )
+            config.model = loaded.config.model  # the architecture comes with the weights
+        else:
+            config.model.vocab_size = padded_vocab(tokenizer.vocab_size)
         config.validate()
         data.check_fits(config.model.block_size)
-        self.tokenizer = tokenizer
 
         torch.manual_seed(tc.seed + self.rank)
+        self.model = loaded.model.to(self.device).train() if loaded else GPT(config.model).to(self.device)
         state = None
         if resume:
-            loaded = ckpt.load(resume)
-            if loaded.tokenizer.spec() != tokenizer.spec():
-                raise UserInputError(
-                    f"the checkpoint at {resume} was trained with a different tokenizer or vocabulary than this data; "
-                    "resume on the same prepared data"
-                )
-            config.model = loaded.config.model
-            self.model = loaded.model.to(self.device).train()
             state = ckpt.load_trainer_state(resume)
             if state is None:
                 raise UserInputError(f"{resume} has no trainer state (trainer.pt); it cannot be resumed, only sampled")
-        else:
-            self.model = GPT(config.model).to(self.device)
         self.raw_model = self.model
         self.optimizer = self.model.optimizer(tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), self.device.type)
         self.batches = Batches(

@@ -48,10 +48,13 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def checkpoint_choices() -> list[tuple[str, str]]:
+NEW_MODEL = ("a new model (sizes below)", "")
+
+
+def checkpoint_choices(with_new: bool = False) -> list[tuple[str, str]]:
     """(label, path) for every complete checkpoint under the runs directory, newest first."""
     root = runs_root()
-    out = []
+    out = [NEW_MODEL] if with_new else []
     for r in ckpt.list_checkpoints(root):
         rel = Path(r["path"]).relative_to(root) if Path(r["path"]).is_relative_to(root) else Path(r["path"])
         val = f", val {r['val_loss']:.3f}" if r["val_loss"] is not None else ""
@@ -59,12 +62,19 @@ def checkpoint_choices() -> list[tuple[str, str]]:
     return out
 
 
-def checkpoint_dropdown_update(current: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fresh choices; selected: this session's latest checkpoint if it has a run, else the current, else the newest."""
-    choices = checkpoint_choices()
+def checkpoint_dropdown_update(
+    current: str | None = None, state: dict[str, Any] | None = None, with_new: bool = False
+) -> dict[str, Any]:
+    """Fresh choices; selected: this session's latest checkpoint if it has a run, else the current, else the newest.
+
+    `with_new` adds "a new model" first (the Train tab's "Start from"), which stays selected unless changed.
+    """
+    choices = checkpoint_choices(with_new)
     paths = [p for _, p in choices]
     mine = str(Path(state["run_dir"]) / "latest") if state and state.get("run_dir") else None
-    if mine in paths:
+    if with_new:
+        value = current if current in paths else ""
+    elif mine in paths:
         value = mine
     else:
         value = current if current in paths else (paths[0] if paths else None)
@@ -91,3 +101,53 @@ def load_checkpoint(path: str | None) -> ckpt.Checkpoint:
         while len(_models) > 4:
             _models.popitem(last=False)
     return loaded
+
+
+@user_errors
+def import_pretrained(source: str, with_new: bool = False) -> tuple[str, Any]:
+    """A GPT-2 from a local Hugging Face directory, the local HF cache, or (with internet) the Hub by name,
+    converted once into a checkpoint under the runs directory so every tab can use it."""
+    from gpt.interop import from_hf, hf_cache_dirs
+
+    source = (source or "").strip()
+    if not source:
+        raise UserInputError("enter a local Hugging Face model directory or a model name such as gpt2")
+    if Path(source).is_dir():
+        hf_dir = Path(source)
+    elif cached := hf_cache_dirs(source):
+        hf_dir = cached[0]
+    else:
+        hf_dir = _download(source)
+    target = runs_root() / "pretrained" / "".join(c if c.isalnum() or c in "-_." else "-" for c in hf_dir.name)[:60]
+    if not (target / ckpt.CONFIG).is_file():
+        from_hf(hf_dir, target)
+    loaded = load_checkpoint(str(target))
+    label = f"Loaded {source} ({loaded.model.num_params() / 1e6:.1f}M parameters) as `{target}`"
+    return label, checkpoint_dropdown_update(str(target), with_new=with_new)
+
+
+def _download(name: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, no huggingface_hub: one clear message
+        raise UserInputError(
+            f"the weights of {name!r} are not available offline ({type(e).__name__}): no such local directory and "
+            "nothing in the Hugging Face cache. On a machine with internet run "
+            f"`huggingface-cli download {name}` (or save a GPT2LMHeadModel with save_pretrained), then enter its "
+            "directory here"
+        ) from None
+
+
+def pretrained_row(checkpoint: gr.Dropdown, api_name: str | bool = False, with_new: bool = False) -> None:
+    """A row to bring in a Hugging Face GPT-2; on success it becomes the tab's selected checkpoint."""
+    with gr.Accordion("Load a pretrained GPT-2 (Hugging Face format)", open=False):
+        with gr.Row():
+            source = gr.Textbox(
+                value="gpt2", label="Local model directory, or a name found in the Hugging Face cache", scale=3
+            )
+            button = gr.Button("Load", scale=1)
+        message = gr.Markdown()
+    handler = functools.partial(import_pretrained, with_new=with_new)
+    button.click(handler, source, [message, checkpoint], api_name=api_name)

@@ -99,11 +99,11 @@ def prepare_data(
     return stats_markdown(d, label), token_view_html(d), state
 
 
-def current_data(state: dict[str, Any]) -> PreparedData:
-    """This session's data set; the built-in corpus (char-level) until the user prepares another."""
+def current_data(state: dict[str, Any], tokenizer: str = "char") -> PreparedData:
+    """This session's data set; until the user prepares one, the built-in corpus with `tokenizer`."""
     if state.get("data_dir"):
         return load_prepared(state["data_dir"])
-    return prepare([sample_corpus_path()], tokenizer="char")
+    return prepare([sample_corpus_path()], tokenizer=tokenizer)
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:

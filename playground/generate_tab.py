@@ -11,7 +11,7 @@ import gradio as gr
 from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.sampling import stream
-from playground.common import checkpoint_dropdown_update, load_checkpoint, user_errors
+from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.settings import LIMITS
 
 # Probability buckets, coloured from confident (green) to surprising (red).
@@ -96,6 +96,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         with gr.Column(scale=1, min_width=300):
             checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True)
             refresh = gr.Button("Refresh checkpoints", size="sm")
+            pretrained_row(checkpoint, api_name="import_pretrained")
             prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3)
             temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = greedy)")
             top_k = gr.Slider(0, 200, value=40, step=1, label="Top-k (0 = off)")

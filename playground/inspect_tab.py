@@ -8,7 +8,7 @@ import gradio as gr
 
 from gpt.inspect import analyse, embedding_projection, parameter_table
 from playground import charts
-from playground.common import checkpoint_dropdown_update, load_checkpoint, user_errors
+from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 
 
 @user_errors
@@ -40,6 +40,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     with gr.Row():
         checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=3)
         refresh = gr.Button("Refresh", scale=1)
+    pretrained_row(checkpoint)
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", value="ROMEO:\nBut soft, what light", lines=2, scale=3)
         layer = gr.Slider(1, 12, value=1, step=1, label="Layer", scale=1)

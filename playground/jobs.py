@@ -138,6 +138,7 @@ class Registry:
         run_dir: Path,
         resume: Path | None = None,
         history: Series | None = None,
+        init_from: Path | None = None,
     ) -> Job:
         with self._lock:
             running = [j for j in self._jobs.values() if j.active]
@@ -146,7 +147,7 @@ class Registry:
                     f"Busy: {len(running)} training run(s) in progress ({running[0].progress_line()}); "
                     "this server trains one at a time — try again when it finishes."
                 )
-            trainer = Trainer(config, data, run_dir, resume=resume)  # raises UserInputError on bad settings
+            trainer = Trainer(config, data, run_dir, resume=resume, init_from=init_from)  # may raise UserInputError
             job = Job(trainer, history)
             self._jobs[job.id] = job
             job.thread.start()

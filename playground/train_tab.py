@@ -21,7 +21,7 @@ from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.trainer import format_duration, padded_vocab
 from playground import charts
-from playground.common import checkpoint_dropdown_update, user_errors
+from playground.common import NEW_MODEL, checkpoint_dropdown_update, pretrained_row, user_errors
 from playground.data_tab import current_data
 from playground.jobs import Registry, Series
 from playground.settings import LIMITS, runs_root
@@ -120,14 +120,22 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
 
 
 @user_errors
-def start_training(state: dict[str, Any], preset: str, *values: Any) -> tuple[dict[str, Any], str]:
+def start_training(state: dict[str, Any], init_from: str, preset: str, *values: Any) -> tuple[dict[str, Any], str]:
+    """Start a new run: a new model from the form, or (fine-tuning) a checkpoint's weights and architecture."""
     cfg = build_config(preset, list(values))
-    data = current_data(state)
-    check_limits(cfg, count_params(cfg, data.tokenizer.vocab_size))
+    if init_from:
+        meta = ckpt.read_meta(init_from)
+        # No data chosen yet: the built-in corpus, tokenized the way the model expects (GPT-2 BPE for GPT-2).
+        data = current_data(state, tokenizer=meta["tokenizer"].get("type", "char"))
+        check_limits(cfg, int(meta.get("params", 0)))
+    else:
+        data = current_data(state)
+        check_limits(cfg, count_params(cfg, data.tokenizer.vocab_size))
     run_dir = runs_root() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    job = REGISTRY.start(cfg, data, run_dir)
+    job = REGISTRY.start(cfg, data, run_dir, init_from=Path(init_from) if init_from else None)
     state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
-    return state, f"Training started → `{run_dir}`"
+    what = f"fine-tuning `{init_from}`" if init_from else "training started"
+    return state, f"{what.capitalize()} → `{run_dir}`"
 
 
 @user_errors
@@ -232,6 +240,20 @@ def download_checkpoint(path: str | None) -> str:
 
 
 @user_errors
+def export_hf(path: str | None) -> str:
+    """The checkpoint as a Hugging Face GPT-2 directory, zipped: ready for from_pretrained or the Hub."""
+    from gpt.interop import to_hf
+
+    if not path:
+        raise UserInputError("choose a checkpoint to export")
+    src = ckpt.resolve(path)
+    out = Path(tempfile.gettempdir()) / "gpt-playground-downloads" / uuid.uuid4().hex[:8]
+    name = f"{src.parent.name}-{src.name}-hf"
+    hf_dir = to_hf(src, out / name)
+    return str(zip_dir(hf_dir, out / f"{name}.zip"))
+
+
+@user_errors
 def upload_checkpoint(file: str | None) -> tuple[str, list[list[Any]], dict[str, Any]]:
     if not file:
         raise UserInputError("choose a checkpoint .zip to upload")
@@ -260,6 +282,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     machine_flops()  # measured once at start-up, while the machine is quiet
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
+            init_from = gr.Dropdown(
+                [NEW_MODEL], value="", label="Start from (a checkpoint: fine-tune it)", allow_custom_value=True
+            )
+            pretrained_row(init_from, with_new=True)
             preset = gr.Dropdown(PRESETS, value="tiny", label="Preset")
             info = gr.Markdown()
             with gr.Row():
@@ -289,6 +315,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
             chosen = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=3)
             refresh = gr.Button("Refresh", scale=1)
             download = gr.Button("Download .zip", scale=1)
+            download_hf = gr.Button("Download in Hugging Face format", scale=1)
         zip_out = gr.File(label="Download")
         upload = gr.File(label="Upload a checkpoint .zip", file_types=[".zip"])
         upload_msg = gr.Markdown()
@@ -300,7 +327,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     )
     for comp in [preset, *inputs]:
         comp.change(describe, [preset, state, *inputs], info, api_name=False)
-    start.click(start_training, [state, preset, *inputs], [state, status], api_name="start_training")
+    start.click(start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training")
     stop.click(stop_training, state, status, api_name="stop_training")
     max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
     resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
@@ -310,6 +337,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_name=False)
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
     download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint")
+    download_hf.click(export_hf, chosen, zip_out, api_name="export_hf")
+    start_from_update = functools.partial(checkpoint_dropdown_update, with_new=True)
+    for trigger in (tab.select, demo.load, job_status.change):
+        trigger(start_from_update, init_from, init_from, api_name=False)
     upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint")
     demo.load(describe, [preset, state, *inputs], info, api_name=False)
     demo.load(refresh_checkpoints, [chosen, state], [table, chosen], api_name=False)

@@ -18,8 +18,8 @@ from gradio_client.exceptions import AppError
 from tests.conftest import SHAKESPEARE
 
 SAMPLE = "Shakespeare (built-in)"
-# preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval every, sample every, seed
-TRAIN = ["custom", 2, 2, 64, 32, 0.0, 8, 3e-3, "cosine", 20, 20000, 50, 100, 1]
+# start from, preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval, sample, seed
+TRAIN = ["", "custom", 2, 2, 64, 32, 0.0, 8, 3e-3, "cosine", 20, 20000, 50, 100, 1]
 
 
 def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
@@ -178,3 +178,42 @@ def test_checkpoint_download_and_upload_round_trip(trained: dict[str, Any], tmp_
         zf.writestr("ck/model.safetensors", b"junk")
     with pytest.raises(AppError, match="not a GPT Playground checkpoint"):
         c.predict(handle_file(str(notours)), api_name="/upload_checkpoint")
+
+
+def test_pretrained_gpt2_load_generate_fine_tune_and_export(
+    trained: dict[str, Any], app_url: str, tmp_path: Path
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=64, vocab_size=50257)
+    transformers.GPT2LMHeadModel(hf_cfg).save_pretrained(tmp_path / "my-gpt2")
+
+    c = Client(app_url, verbose=False)
+    with pytest.raises(AppError, match="not available offline"):
+        c.predict("surely-not-cached-model", api_name="/import_pretrained")
+    message, dropdown = c.predict(str(tmp_path / "my-gpt2"), api_name="/import_pretrained")
+    assert "Loaded" in message and dropdown["value"].endswith("my-gpt2")
+    text = c.predict(dropdown["value"], "Hello", 0.0, 0, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, "", api_name="/generate")[1]
+    assert text  # random weights: any text, decoded by GPT-2 BPE
+
+    # the session with char-level data is told to use the model's tokenizer
+    with pytest.raises(AppError, match="uses the gpt2 tokenizer"):
+        trained["client"].predict(dropdown["value"], *TRAIN[1:], api_name="/start_training")
+    # a session with no data: the built-in corpus is tokenized with GPT-2 BPE for it
+    status = c.predict(dropdown["value"], *TRAIN[1:], api_name="/start_training")
+    assert "Fine-tuning" in status
+    poll_until(c, lambda r: step_of(r) >= 10)
+    c.predict(api_name="/stop_training")
+    poll_until(c, lambda r: r[4] == "stopped")
+
+    ckpts = [
+        p for _, p in c.predict(api_name="/list_checkpoints")[1]["choices"] if "run-" in p and p.endswith("latest")
+    ]
+    zpath = c.predict(ckpts[0], api_name="/export_hf")
+    with zipfile.ZipFile(zpath) as zf:
+        zf.extractall(tmp_path / "exported")
+    (hf_dir,) = (tmp_path / "exported").iterdir()
+    model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir)
+    assert model.config.n_layer == 2
+    assert transformers.AutoTokenizer.from_pretrained(hf_dir)("Hello world")["input_ids"] == [15496, 995]

@@ -120,7 +120,9 @@ def test_pytorch_bin_is_read_without_unpickling_code(tmp_path: Path) -> None:
 def test_gpt_convert_cli(tmp_path: Path) -> None:
     hf_model(SHAPES["tiny"]).save_pretrained(tmp_path / "hf")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "gpt.cli", "convert", *a], capture_output=True, text=True, env=env)  # noqa: E501
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "gpt.cli", "convert", *a], capture_output=True, text=True, env=env
+    )  # noqa: E501
     r = run("from-hf", str(tmp_path / "hf"), str(tmp_path / "ours"))
     assert r.returncode == 0, r.stderr
     r = run("to-hf", str(tmp_path / "ours"), str(tmp_path / "back"))

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from gpt import checkpoint as ckpt
 from gpt.config import Config, apply_overrides
@@ -129,3 +130,30 @@ def test_resume_past_max_steps_says_what_to_raise(data, tmp_path: Path) -> None:
     run(small_config(max_steps=5), data, tmp_path / "run")
     with pytest.raises(UserInputError, match="train.max_steps"):
         Trainer(small_config(max_steps=5), data, tmp_path / "run", resume=tmp_path / "run")
+
+
+def test_fine_tune_from_a_checkpoint_starts_at_step_0_with_its_weights(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run(small_config(max_steps=20), data, tmp_path / "base")
+    base = ckpt.load(tmp_path / "base")
+    cfg = small_config(max_steps=3)
+    cfg.model.n_layer = 3  # ignored: the architecture comes with the weights
+    trainer = Trainer(cfg, data, tmp_path / "tuned", init_from=tmp_path / "base")
+    assert trainer.step == 0 and trainer.cfg.model.n_layer == base.config.model.n_layer
+    assert torch.equal(trainer.raw_model.lm_head.weight, base.model.lm_head.weight)
+    first = next(e for e in run_trainer(trainer) if e.kind == "step")
+    fresh = next(e for e in run(small_config(max_steps=3), data, tmp_path / "fresh") if e.kind == "step")
+    assert first.data["loss"] < fresh.data["loss"]  # it starts from what the base model learned
+
+
+def test_fine_tune_refuses_data_with_another_tokenizer(data, corpus_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run(small_config(max_steps=2), data, tmp_path / "base")
+    other = prepare([corpus_file], tokenizer="byte", out=tmp_path / "bytes")
+    with pytest.raises(UserInputError, match="uses the char tokenizer"):
+        Trainer(small_config(), other, tmp_path / "t", init_from=tmp_path / "base")
+
+
+def run_trainer(trainer: Trainer) -> list[Event]:
+    events: list[Event] = []
+    trainer.listeners.append(events.append)
+    trainer.run()
+    return events
