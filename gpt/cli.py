@@ -196,6 +196,24 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- device ---------------------------------------------------------------------------------------
+
+
+@_guard
+def _device(args: argparse.Namespace) -> int:
+    import torch
+
+    from gpt.trainer import pick_device, pick_dtype
+
+    d = pick_device()
+    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    print(f"device: {d} (training dtype by default: {str(pick_dtype('auto', d)).replace('torch.', '')})")
+    print(f"torch {torch.__version__}; CPU threads {torch.get_num_threads()}; CPU bf16 {'yes' if cpu_bf16 else 'no'}")
+    print(f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    print(f"MPS: {'yes' if torch.backends.mps.is_available() else 'no'}")
+    return 0
+
+
 # ----- entry points ---------------------------------------------------------------------------------
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -203,6 +221,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "train": ("train a model (also under torchrun for DDP)", _train_parser, _train),
     "generate": ("sample text from a checkpoint", _generate_parser, _generate),
     "convert": ("move GPT-2 weights between Hugging Face format and our checkpoints", _convert_parser, _convert),
+    "device": ("show the device, dtype and threads training would use", lambda p: None, _device),
 }
 
 

@@ -72,6 +72,7 @@ def checkpoint_dropdown_update(
     choices = checkpoint_choices(with_new)
     paths = [p for _, p in choices]
     mine = str(Path(state["run_dir"]) / "latest") if state and state.get("run_dir") else None
+    value: str | None
     if with_new:
         value = current if current in paths else ""
     elif mine in paths:
@@ -140,7 +141,7 @@ def _download(name: str) -> Path:
         ) from None
 
 
-def pretrained_row(checkpoint: gr.Dropdown, api_name: str | bool = False, with_new: bool = False) -> None:
+def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_new: bool = False) -> None:
     """A row to bring in a Hugging Face GPT-2; on success it becomes the tab's selected checkpoint."""
     with gr.Accordion("Load a pretrained GPT-2 (Hugging Face format)", open=False):
         with gr.Row():
@@ -150,4 +151,6 @@ def pretrained_row(checkpoint: gr.Dropdown, api_name: str | bool = False, with_n
             button = gr.Button("Load", scale=1)
         message = gr.Markdown()
     handler = functools.partial(import_pretrained, with_new=with_new)
-    button.click(handler, source, [message, checkpoint], api_name=api_name)
+    button.click(
+        handler, source, [message, checkpoint], api_name=api_name, api_visibility="public" if api_name else "private"
+    )

@@ -125,7 +125,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
             stats = gr.Markdown("Press **Prepare data** to tokenize the corpus and see its statistics.")
             tokens = gr.HTML(label="Token view")
     source.change(
-        lambda s: (gr.update(visible=s == UPLOAD), gr.update(visible=s == PASTE)), source, [files, text], api_name=False
+        lambda s: (gr.update(visible=s == UPLOAD), gr.update(visible=s == PASTE)),
+        source,
+        [files, text],
+        api_visibility="private",
     )
     prepare_btn.click(
         prepare_data,

@@ -126,7 +126,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     go.click(generate, [checkpoint, prompt, *settings], outputs, api_name="generate")
     for slider in [temperature, top_k, top_p, repetition, min_p, max_new, presence, frequency]:
         # live tuning: releasing a slider re-generates with the same seed
-        slider.release(generate, [checkpoint, prompt, *settings], outputs, api_name=False, trigger_mode="always_last")
-    output.select(show_alternatives, [details, prompt], alternatives, api_name=False)
+        slider.release(
+            generate, [checkpoint, prompt, *settings], outputs, api_visibility="private", trigger_mode="always_last"
+        )
+    output.select(show_alternatives, [details, prompt], alternatives, api_visibility="private")
     for trigger in (refresh.click, tab.select, demo.load):
-        trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_name=False)
+        trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")

@@ -64,7 +64,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     inputs = [checkpoint, prompt, layer, head, words]
     run.click(inspect_prompt, inputs, outputs, api_name="inspect")
     for slider in (layer, head):
-        slider.release(inspect_prompt, inputs, outputs, api_name=False)
+        slider.release(inspect_prompt, inputs, outputs, api_visibility="private")
     embed_btn.click(project_embeddings, [checkpoint, words], embeddings, api_name="embeddings")
     for trigger in (refresh.click, tab.select, demo.load):
-        trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_name=False)
+        trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")

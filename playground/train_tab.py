@@ -294,13 +294,13 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
                 resume = gr.Button("Resume")
             status = gr.Markdown()
             with gr.Accordion("Model and training settings", open=True):
-                inputs = []
+                inputs: list[Any] = []
                 for (_key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
-                    if kind == "slider":
-                        lo, hi, step = spec  # type: ignore[misc]
+                    if kind == "slider" and isinstance(spec, tuple):
+                        lo, hi, step = spec
                         inputs.append(gr.Slider(lo, hi, value=value, step=step, label=label))
-                    elif kind == "dropdown":
-                        inputs.append(gr.Dropdown(spec, value=value, label=label))  # type: ignore[arg-type]
+                    elif kind == "dropdown" and isinstance(spec, list):
+                        inputs.append(gr.Dropdown(spec, value=value, label=label))
                     else:
                         inputs.append(gr.Number(value=value, label=label))
         with gr.Column(scale=2):
@@ -323,10 +323,13 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     seen = gr.State(-1)
     timer = gr.Timer(1.0)
     preset.change(
-        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS), preset, inputs, api_name=False
+        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
+        preset,
+        inputs,
+        api_visibility="private",
     )
     for comp in [preset, *inputs]:
-        comp.change(describe, [preset, state, *inputs], info, api_name=False)
+        comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
     start.click(start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training")
     stop.click(stop_training, state, status, api_name="stop_training")
     max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
@@ -334,13 +337,13 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     timer.tick(
         poll, [state, seen], [progress, loss_plot, rate_plot, sample, job_status, seen], api_name="poll", queue=False
     )
-    job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_name=False)
+    job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
     download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint")
     download_hf.click(export_hf, chosen, zip_out, api_name="export_hf")
     start_from_update = functools.partial(checkpoint_dropdown_update, with_new=True)
     for trigger in (tab.select, demo.load, job_status.change):
-        trigger(start_from_update, init_from, init_from, api_name=False)
+        trigger(start_from_update, init_from, init_from, api_visibility="private")
     upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint")
-    demo.load(describe, [preset, state, *inputs], info, api_name=False)
-    demo.load(refresh_checkpoints, [chosen, state], [table, chosen], api_name=False)
+    demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
+    demo.load(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
