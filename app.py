@@ -20,7 +20,11 @@ from playground.common import new_session  # noqa: E402
 from playground.settings import LIMITS  # noqa: E402
 
 TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab)]
-CSS = ".token-view .tok { border-radius: 3px; padding: 0 1px; margin: 0 1px 0 0; }"
+CSS = """
+.token-view .tok { border-radius: 3px; padding: 0 1px; margin: 0 1px 0 0; }
+#generated .token-container, #generated .token { margin: 0 !important; padding: 0 1px !important; gap: 0 !important; }
+#generated .textfield { line-height: 1.9; }
+"""
 
 
 def build_app() -> gr.Blocks:

@@ -19,6 +19,7 @@ from playground.settings import LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
 TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte")]
+TINY_CONTEXT = 64  # configs/tiny.yaml's block_size: the preset a new user trains first
 _COLOURS = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d8f3dc", "#ffd6a5", "#cddafd"]
 
 
@@ -95,6 +96,13 @@ def prepare_data(
         paths = corpus_files(source, files)
         d = prepare(paths, tokenizer=tokenizer, val_fraction=float(val_fraction))
         label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"
+    short = min(len(d.train), len(d.val))
+    if short < TINY_CONTEXT + 1:
+        gr.Warning(
+            f"This corpus is short: its smaller split has {short:,} tokens, but the tiny preset's context of "
+            f"{TINY_CONTEXT} needs at least {TINY_CONTEXT + 1}. Add text, raise the validation fraction, or lower the "
+            "context length in the Train tab."
+        )
     state = {**state, "data_dir": str(d.dir), "data_label": label}
     return stats_markdown(d, label), token_view_html(d), state
 

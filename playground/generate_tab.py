@@ -117,6 +117,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
                 show_legend=True,
                 show_inline_category=False,
                 combine_adjacent=False,
+                elem_id="generated",
             )
             plain = gr.Textbox(label="Plain text", lines=6, buttons=["copy"])
             alternatives = gr.Dataframe(headers=["token", "probability"], label="Alternatives at the chosen step")

@@ -77,6 +77,14 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
         "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length > 50)",
         timeout=60_000,
     )
+    page.wait_for_timeout(1000)  # let the stream finish
+    # Clicking a generated token shows the alternatives the model weighed at that step.
+    token = page.locator('[data-testid="highlighted-text"] .token.highlighted').nth(5)
+    clicked = token.inner_text()
+    token.click()
+    chosen = page.get_by_test_id("cell-0-0").filter(has_text="(chosen)")
+    chosen.wait_for(timeout=10_000)
+    assert not clicked.strip() or repr(clicked) in chosen.inner_text()
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"), full_page=True)
 
     # Inspect: a heatmap is drawn.
