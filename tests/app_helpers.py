@@ -1,0 +1,43 @@
+"""Helpers for tests that drive the launched app through gradio_client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from typing import Any
+
+import numpy as np
+from gradio_client import Client
+
+SAMPLE = "Shakespeare (built-in)"
+# start from, preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval, sample, seed
+TRAIN = ["", "custom", 2, 2, 64, 32, 0.0, 8, 3e-3, "cosine", 20, 20000, 50, 100, 1]
+
+
+def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = client.predict(api_name="/poll")
+        if isinstance(r[0], str) and predicate(r):
+            return r
+        time.sleep(0.5)
+    raise AssertionError(f"condition not reached in {timeout}s; last poll: {r}")
+
+
+def plot_data(plot: dict[str, Any]) -> list[dict[str, Any]]:
+    """The traces of a Plotly figure as the browser gets it, with binary-encoded arrays decoded to lists."""
+    return [{k: _decode(v) for k, v in trace.items()} for trace in json.loads(plot["plot"])["data"]]
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict) and "bdata" in v:
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = [int(n) for n in str(v.get("shape", len(arr))).split(",")]
+        return arr.reshape(shape).tolist()
+    return v
+
+
+def step_of(r: tuple[Any, ...]) -> int:
+    return int(re.search(r"step ([\d,]+) / ", r[0]).group(1).replace(",", ""))  # type: ignore[union-attr]
