@@ -60,8 +60,10 @@ def save(
     """Write a checkpoint directory atomically (replacing an existing one at `path`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target)
+    for stale in target.parent.glob(f".{target.name}.tmp*"):  # left by a process killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     # Tied weights are stored once (lm_head.weight), as safetensors refuses shared memory.
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -89,12 +91,24 @@ def save(
     return target
 
 
+def _recover(target: Path) -> None:
+    """If a save was killed between its two renames, `target` is missing and `.target.old*` holds the previous
+    complete checkpoint: put it back."""
+    if target.exists():
+        return
+    for old in sorted(target.parent.glob(f".{target.name}.old*")):
+        if (old / CONFIG).is_file() and (old / WEIGHTS).is_file():
+            os.replace(old, target)
+            return
+
+
 def resolve(path: str | Path) -> Path:
     """A checkpoint directory from a checkpoint or run directory (its `latest/`, else `best/`)."""
     p = Path(path)
     if (p / CONFIG).is_file():
         return p
     for name in ("latest", "best"):
+        _recover(p / name)
         if (p / name / CONFIG).is_file():
             return p / name
     raise CheckpointError(f"{str(p)!r} is not a checkpoint: it has no {CONFIG} (nor latest/ or best/ inside)")

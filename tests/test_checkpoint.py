@@ -106,3 +106,10 @@ def test_not_json_and_not_a_checkpoint(tmp_path: Path) -> None:
         ckpt.load(path)
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         ckpt.load(tmp_path / "elsewhere")
+
+
+def test_a_save_killed_between_its_renames_is_recovered(tmp_path: Path) -> None:
+    path = saved(tmp_path)
+    os.replace(path, path.with_name(".latest.old4242"))  # the state a kill between the two renames leaves
+    assert ckpt.load(tmp_path / "run").step == 3
+    assert path.is_dir() and not path.with_name(".latest.old4242").exists()
