@@ -116,48 +116,65 @@ def stream(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            logits = _prefill(model, cache, history[-block:])
-            for _ in range(cfg.max_new_tokens):
-                raw = logits[: tokenizer.vocab_size].float()  # never pick vocabulary padding
-                probs_raw = F.softmax(raw, dim=-1)
-                processed = process_logits(raw, history, cfg)
-                if cfg.temperature == 0:
-                    next_id = int(torch.argmax(processed))
-                else:
-                    next_id = int(torch.multinomial(F.softmax(processed, dim=-1), 1, generator=gen))
-                top = torch.topk(probs_raw, min(n_alternatives, probs_raw.numel()))
-                pairs = zip(top.values.tolist(), top.indices.tolist(), strict=True)
-                alternatives = [(tokenizer.token_text(i), p) for p, i in pairs]
-                history = torch.cat([history, torch.tensor([next_id], device=device)])
-                text += decoder.push(next_id)
-                stop_at = _find_stop(text, cfg.stop)
-                if stop_at is not None:
-                    if stop_at > emitted:
-                        yield Token(next_id, text[emitted:stop_at], float(probs_raw[next_id]), alternatives)
-                    return
-                ready = len(text) - hold if cfg.stop else len(text)
-                yield Token(next_id, text[emitted:ready], float(probs_raw[next_id]), alternatives)
-                emitted = max(emitted, ready)
-                if cache.pos >= block:  # context full: crop to the last `block` tokens and recompute
-                    cache.reset()
-                    logits = _prefill(model, cache, history[-block:])
-                else:
-                    logits = model(history[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
-            tail = text + decoder.flush()
-            if len(tail) > emitted:
-                yield Token(int(history[-1]), tail[emitted:], 0.0, [])
+        logits = _forward(model, cache, history, block)
+        for _ in range(cfg.max_new_tokens):
+            next_id, prob, top = _pick(logits, history, cfg, gen, tokenizer.vocab_size, n_alternatives)
+            alternatives = [(tokenizer.token_text(i), p) for i, p in top]
+            history = torch.cat([history, torch.tensor([next_id], device=device)])
+            text += decoder.push(next_id)
+            stop_at = _find_stop(text, cfg.stop)
+            if stop_at is not None:
+                if stop_at > emitted:
+                    yield Token(next_id, text[emitted:stop_at], prob, alternatives)
+                return
+            ready = len(text) - hold if cfg.stop else len(text)
+            yield Token(next_id, text[emitted:ready], prob, alternatives)
+            emitted = max(emitted, ready)
+            logits = _forward(model, cache, history, block)
+        tail = text + decoder.flush()
+        if len(tail) > emitted:
+            yield Token(int(history[-1]), tail[emitted:], 0.0, [])
     finally:
         model.train(was_training)
+
+
+# Inference mode is entered and left inside these helpers, never held across a `yield`: it is thread-local
+# state, and a suspended generator would leave it switched on in a web server's worker thread.
+
+
+@torch.inference_mode()
+def _forward(model: GPT, cache: KVCache, history: torch.Tensor, block: int) -> torch.Tensor:
+    """Logits for the next position: feed the new token, or the whole (cropped) sequence when starting or full."""
+    if cache.pos == 0 or cache.pos >= block:  # start, or context full: crop to the last `block` tokens
+        cache.reset()
+        return model(history[-block:].view(1, -1), cache=cache, last_only=True)[0][0, -1]
+    return model(history[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
+
+
+@torch.inference_mode()
+def _pick(
+    logits: torch.Tensor,
+    history: torch.Tensor,
+    cfg: SampleConfig,
+    gen: torch.Generator,
+    vocab_size: int,
+    n_alternatives: int,
+) -> tuple[int, float, list[tuple[int, float]]]:
+    """Choose the next token; return it, the model's probability of it, and the model's top alternatives."""
+    raw = logits[:vocab_size].float()  # never pick vocabulary padding
+    probs_raw = F.softmax(raw, dim=-1)
+    processed = process_logits(raw, history, cfg)
+    if cfg.temperature == 0:
+        next_id = int(torch.argmax(processed))
+    else:
+        next_id = int(torch.multinomial(F.softmax(processed, dim=-1), 1, generator=gen))
+    top = torch.topk(probs_raw, min(n_alternatives, probs_raw.numel()))
+    return next_id, float(probs_raw[next_id]), list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
 
 
 def generate(model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SampleConfig) -> str:
     """The whole continuation as one string."""
     return "".join(t.text for t in stream(model, tokenizer, prompt, cfg))
-
-
-def _prefill(model: GPT, cache: KVCache, ids: torch.Tensor) -> torch.Tensor:
-    return model(ids.view(1, -1), cache=cache, last_only=True)[0][0, -1]
 
 
 def _encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
