@@ -28,7 +28,8 @@ CSS = """
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="GPT Playground") as demo:
+    # delete_cache: Gradio's copies of uploads and downloads older than an hour go, checked hourly.
+    with gr.Blocks(title="GPT Playground", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# GPT Playground\nUpload text, train a small GPT on it while the curves move, sample from it, "
             f"and look inside. <small>{LIMITS.describe()}</small>"

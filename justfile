@@ -16,6 +16,10 @@ test *ARGS:
 test-cov:
     python -m pytest --cov --cov-report=term
 
+# The memory soak test against a launched app (10 minutes; SOAK_SECONDS=120 just soak for a short one)
+soak:
+    python -m pytest -m soak -s tests/test_soak.py
+
 # Lint: ruff (rules and formatting) and mypy
 lint: typecheck
     ruff check .

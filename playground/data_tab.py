@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ TINY_CONTEXT = 64  # configs/tiny.yaml's block_size: the preset a new user train
 _COLOURS = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d8f3dc", "#ffd6a5", "#cddafd"]
 
 
-def corpus_files(source: str, files: list[str] | None) -> list[Path]:
-    """The files to prepare for the chosen source, with uploads checked against the limits."""
+def corpus_files(source: str, files: list[str] | None, workdir: Path) -> list[Path]:
+    """The files to prepare for the chosen source, with uploads checked against the limits (zips unpack in workdir)."""
     if source == SAMPLE:
         return [sample_corpus_path()]
     if not files:
@@ -39,7 +40,7 @@ def corpus_files(source: str, files: list[str] | None) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.suffix.lower() == ".zip":
-            dest = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
+            dest = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir))
             extracted = safe_extract(p, dest, max_bytes=cap, max_files=LIMITS.max_files)
             texts = [f for f in extracted if f.suffix.lower() in (".txt", ".md")]
             if not texts:
@@ -93,8 +94,12 @@ def prepare_data(
         d = prepare_text(text or "", tokenizer=tokenizer, val_fraction=float(val_fraction))
         label = "Pasted text"
     else:
-        paths = corpus_files(source, files)
-        d = prepare(paths, tokenizer=tokenizer, val_fraction=float(val_fraction))
+        workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
+        try:
+            paths = corpus_files(source, files, workdir)
+            d = prepare(paths, tokenizer=tokenizer, val_fraction=float(val_fraction))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # read once: the prepared tokens are cached by content
         label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"
     short = min(len(d.train), len(d.val))
     if short < TINY_CONTEXT + 1:

@@ -62,6 +62,9 @@ class Job:
             self._finish("error", str(e))
         except Exception as e:  # noqa: BLE001 - shown to the user; the app keeps serving
             self._finish("error", f"training failed: {type(e).__name__}: {e}")
+        finally:
+            # The model and optimizer live on in the checkpoint: a finished job keeps only its series.
+            self.trainer = None  # type: ignore[assignment]
 
     def _finish(self, status: str, message: str) -> None:
         with self._lock:
@@ -100,7 +103,9 @@ class Job:
         return self.status in ("starting", "running")
 
     def stop(self) -> None:
-        self.trainer.stop()
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.stop()
 
     def progress_line(self) -> str:
         step, total = self.last.get("step", 0), self.last.get("max_steps", 0)

@@ -228,13 +228,26 @@ def refresh_checkpoints(
     return checkpoint_rows(), checkpoint_dropdown_update(current, state)
 
 
+DOWNLOAD_TTL_S = 3600
+
+
+def download_dir() -> Path:
+    """A fresh folder for one download; folders older than an hour (Gradio has served them) are removed."""
+    root = Path(tempfile.gettempdir()) / "gpt-playground-downloads"
+    if root.is_dir():
+        for old in root.iterdir():
+            if time.time() - old.stat().st_mtime > DOWNLOAD_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+    return root / uuid.uuid4().hex[:8]
+
+
 @user_errors
 def download_checkpoint(path: str | None) -> str:
     if not path:
         raise UserInputError("choose a checkpoint to download")
     src = ckpt.resolve(path)
     ckpt.read_meta(src)
-    out = Path(tempfile.gettempdir()) / "gpt-playground-downloads" / uuid.uuid4().hex[:8]
+    out = download_dir()
     name = f"{src.parent.name}-{src.name}.zip"
     return str(zip_dir(src, out / name))
 
@@ -247,7 +260,7 @@ def export_hf(path: str | None) -> str:
     if not path:
         raise UserInputError("choose a checkpoint to export")
     src = ckpt.resolve(path)
-    out = Path(tempfile.gettempdir()) / "gpt-playground-downloads" / uuid.uuid4().hex[:8]
+    out = download_dir()
     name = f"{src.parent.name}-{src.name}-hf"
     hf_dir = to_hf(src, out / name)
     return str(zip_dir(hf_dir, out / f"{name}.zip"))

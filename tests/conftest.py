@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class AppURL(str):
+    """The app's address, with the server's process id (for memory readings)."""
+
+    pid: int = 0
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The real app (`python app.py`) launched on 127.0.0.1 in a subprocess, with its own runs directory."""
@@ -64,7 +71,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}/"
+    url = AppURL(f"http://127.0.0.1:{port}/")
+    url.pid = proc.pid
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -84,3 +92,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    # Whatever the tests threw at it, no handler crashed: the only exceptions in the log are Gradio's own
+    # input-validation messages (gradio.exceptions.Error, shown to the user as they are).
+    lines = Path(log.name).read_text().splitlines()
+    crashes = [
+        line
+        for line in lines
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b", line) and not line.startswith("gradio.exceptions.Error")
+    ]
+    assert not crashes, crashes

@@ -242,3 +242,5 @@ def test_app_keeps_serving_and_nothing_is_lost(ctx: Ctx) -> None:
     choices = ctx.c.predict(api_name="/list_checkpoints")[1]["choices"]
     assert ctx.ckpt in [p for _, p in choices]
     assert not any("evil" in p or "trunc" in p or "absurd" in p for _, p in choices)  # no rejected upload listed
+    uploads = Path(os.environ["GPT_PLAYGROUND_CACHE"]) / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())  # extracted archives are cleaned up, good or bad
