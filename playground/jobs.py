@@ -19,6 +19,8 @@ from gpt.data import PreparedData
 from gpt.errors import UserInputError
 from gpt.trainer import Event, Trainer, format_duration
 
+KEEP_FINISHED = 50  # finished jobs kept for their sessions' charts and Resume; older ones are forgotten
+
 
 class BusyError(UserInputError):
     """All training slots are taken."""
@@ -155,6 +157,9 @@ class Registry:
             trainer = Trainer(config, data, run_dir, resume=resume, init_from=init_from)  # may raise UserInputError
             job = Job(trainer, history)
             self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if not j.active]
+            for old in finished[: max(0, len(finished) - KEEP_FINISHED)]:  # oldest first (dicts keep order)
+                del self._jobs[old.id]
             job.thread.start()
             return job
 

@@ -69,11 +69,17 @@ def build_config(preset: str, values: list[Any]) -> Config:
     return apply_overrides(cfg, overrides)
 
 
-def count_params(cfg: Config, vocab_size: int) -> int:
+def model_size(cfg: Config, vocab_size: int) -> tuple[int, float]:
+    """(parameters, training FLOPs per token) of the model the form describes, for this vocabulary."""
     model_cfg = Config.from_dict({"model": cfg.to_dict()["model"]}).model
     model_cfg.vocab_size = padded_vocab(vocab_size)
     with torch.device("meta"):  # shapes only: no memory, even for absurd sizes
-        return GPT(model_cfg).num_params()
+        model = GPT(model_cfg)
+    return model.num_params(), model.flops_per_token()
+
+
+def count_params(cfg: Config, vocab_size: int) -> int:
+    return model_size(cfg, vocab_size)[0]
 
 
 def check_limits(cfg: Config, params: int) -> None:

@@ -69,17 +69,23 @@ def prep(source: str, files: list[Any] | None = None, text: str = "", tok: str =
     return lambda x: x.c.predict(source, files or [], text, tok, val, api_name="/prepare_data")
 
 
+TRAIN_NAMES = ["init", "preset", "n_layer", "n_head", "n_embd", "block", "dropout", "batch", "lr", "schedule",
+               "warmup", "steps", "eval", "sample", "seed"]  # fmt: skip
+GEN_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "rep": 1.0, "min_p": 0.0, "n": 20, "seed": 1,
+                "presence": 0.0, "frequency": 0.0, "stop": ""}  # fmt: skip
+
+
+def train_args(**changes: Any) -> list[Any]:
+    return list((dict(zip(TRAIN_NAMES, TRAIN, strict=True)) | changes).values())
+
+
 def train(**changes: Any) -> Callable[[Ctx], Any]:
-    names = ["init", "preset", "n_layer", "n_head", "n_embd", "block", "dropout", "batch", "lr", "schedule",
-             "warmup", "steps", "eval", "sample", "seed"]  # fmt: skip
-    args = dict(zip(names, TRAIN, strict=True)) | changes
-    return lambda x: x.c.predict(*args.values(), api_name="/start_training")
+    return lambda x: x.c.predict(*train_args(**changes), api_name="/start_training")
 
 
 def gen(prompt: str = "ROMEO:", checkpoint: str | None = None, **changes: Any) -> Callable[[Ctx], Any]:
-    s = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "rep": 1.0, "min_p": 0.0, "n": 20, "seed": 1,
-         "presence": 0.0, "frequency": 0.0, "stop": ""} | changes  # fmt: skip
-    return lambda x: x.c.predict(checkpoint or x.ckpt, prompt, *s.values(), api_name="/generate")
+    settings = (GEN_DEFAULTS | changes).values()
+    return lambda x: x.c.predict(checkpoint or x.ckpt, prompt, *settings, api_name="/generate")
 
 
 def inspect(prompt: str, layer: float = 1, head: float = 1) -> Callable[[Ctx], Any]:
@@ -96,13 +102,8 @@ def direct(endpoint: str, *args: Any, **changes: Any) -> Callable[[Ctx], Any]:
         if endpoint == "data":
             return data_tab.prepare_data(*args, new_session())
         if endpoint == "train":
-            names = ["init", "preset", "n_layer", "n_head", "n_embd", "block", "dropout", "batch", "lr", "schedule",
-                     "warmup", "steps", "eval", "sample", "seed"]  # fmt: skip
-            values = dict(zip(names, TRAIN, strict=True)) | changes
-            return train_tab.start_training(new_session(), *values.values())
-        s = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "rep": 1.0, "min_p": 0.0, "n": 20, "seed": 1,
-             "presence": 0.0, "frequency": 0.0, "stop": ""} | changes  # fmt: skip
-        return list(generate_tab.generate(x.ckpt, "ROMEO:", *s.values()))
+            return train_tab.start_training(new_session(), *train_args(**changes))
+        return list(generate_tab.generate(x.ckpt, "ROMEO:", *(GEN_DEFAULTS | changes).values()))
 
     return run
 
