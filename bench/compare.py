@@ -1,0 +1,202 @@
+"""Our speed against a reference measured in the same run: Hugging Face `transformers`' GPT2LMHeadModel.
+
+    python -m bench.compare [--threads 2] [--runs 5] [--quick] [--json bench/results/compare.json]
+
+Same shapes, same weights (copied through gpt.interop), same data and AdamW settings; runs interleaved
+(ours, reference, ours, ...) after warm-up, medians of --runs. Cases: training tokens/s at the tiny and small
+shapes (with MFU against the fp32 and bf16 matmul ceilings measured at start), generation tokens/s and time to
+first token (200 new tokens from a 10-token prompt, top-k 50, KV cache, batch 1) at the tiny and GPT-2 124M
+shapes, and data preparation MB/s and peak RSS on a 200 MB corpus (GPT-2 BPE and char). `transformers` is a
+bench-only dependency (requirements-dev.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.__main__ import matmul_ceiling
+from gpt.config import ModelConfig, SampleConfig
+from gpt.interop import model_to_hf_config, ours_to_hf_state
+from gpt.model import GPT
+from gpt.sampling import stream
+from gpt.tokenizer import ByteTokenizer
+
+TRAIN_SHAPES = {
+    "tiny": (ModelConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12),
+    "small": (ModelConfig(vocab_size=50304, block_size=256, n_layer=6, n_head=6, n_embd=384), 12),
+}
+GEN_SHAPES = {
+    "tiny": ModelConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),
+    "gpt2-124M": ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+}
+
+
+def twins(cfg: ModelConfig) -> tuple[GPT, Any]:
+    """Our model and a GPT2LMHeadModel with the same weights."""
+    import transformers
+
+    torch.manual_seed(0)
+    ours = GPT(cfg)
+    hf_cfg = {k: v for k, v in model_to_hf_config(cfg, ByteTokenizer()).items() if k not in ("architectures",)}
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_cfg))
+    hf.load_state_dict(ours_to_hf_state(ours), strict=False)
+    return ours, hf
+
+
+def interleaved(fns: dict[str, Callable[[], float]], runs: int, warmup: int = 2) -> dict[str, float]:
+    """Median of `runs` timings each, alternating between the functions; each fn returns its own measure."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            out[k].append(fn())
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def train_case(cfg: ModelConfig, batch: int, runs: int) -> dict[str, float]:
+    ours, hf = twins(cfg)
+    x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
+    opt_ours = ours.optimizer(1e-4, 0.1, (0.9, 0.95), "cpu")
+    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
+
+    def step(loss_fn: Callable[[], torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer) -> float:
+        t = time.perf_counter()
+        loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return batch * cfg.block_size / (time.perf_counter() - t)
+
+    med = interleaved(
+        {
+            "ours": lambda: step(lambda: ours(x, x)[1], ours, opt_ours),  # type: ignore[return-value,arg-type]
+            "reference": lambda: step(lambda: hf(input_ids=x, labels=x).loss, hf, opt_hf),
+        },
+        runs,
+    )
+    return {"ours": med["ours"], "reference": med["reference"], "flops_per_token": ours.flops_per_token()}
+
+
+def generation_case(cfg: ModelConfig, runs: int, new_tokens: int) -> dict[str, float]:
+    ours, hf = twins(cfg)
+    ours.eval()
+    hf.eval()
+    tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
+    prompt = tok.encode("0123456789")  # 10 tokens for both
+
+    def ours_run(n: int) -> float:
+        t = time.perf_counter()
+        count = sum(1 for _ in stream(ours, tok, "0123456789", SampleConfig(max_new_tokens=n, top_k=50, seed=0)))
+        return count / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
+
+    def hf_run(n: int) -> float:
+        ids = torch.tensor([prompt])
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = hf.generate(ids, do_sample=True, top_k=50, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+        return (out.shape[1] - len(prompt)) / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
+
+    tps = interleaved({"ours": lambda: ours_run(new_tokens), "reference": lambda: hf_run(new_tokens)}, runs, 1)
+    ttft = interleaved({"ours": lambda: ours_run(1), "reference": lambda: hf_run(1)}, runs, 1)
+    return {"ours": tps["ours"], "reference": tps["reference"], "ours_ttft_ms": 1000 * ttft["ours"],
+            "reference_ttft_ms": 1000 * ttft["reference"]}  # fmt: skip
+
+
+class _IdTokenizer(ByteTokenizer):
+    """Token ids as they are (no text work): generation speed of the model, not of decoding."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return b"x" * len(ids)
+
+
+_PREPARE_CHILD = """
+import json, sys, tempfile, time
+from gpt.data import prepare
+t = time.perf_counter()
+prepare([sys.argv[1]], tokenizer=sys.argv[2], out=tempfile.mkdtemp(prefix="bench-prep-"))
+seconds = time.perf_counter() - t
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"seconds": seconds, "peak_rss_mb": hwm / 1024}))
+"""
+
+
+def prepare_case(tokenizer: str, corpus: Path) -> dict[str, float]:
+    """prepare() in a fresh process (cold cache): MB/s of the preparation and the process's peak RSS (VmHWM)."""
+    done = subprocess.run([sys.executable, "-c", _PREPARE_CHILD, str(corpus), tokenizer], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"mb_per_s": corpus.stat().st_size / 1e6 / r["seconds"], **r}
+
+
+def big_corpus(mb: int) -> Path:
+    from gpt.corpus import sample_corpus_path
+
+    path = Path(tempfile.gettempdir()) / f"bench-corpus-{mb}mb.txt"
+    if not path.is_file() or path.stat().st_size < mb * 1e6:
+        text = sample_corpus_path().read_text(encoding="utf-8")
+        with open(path, "w", encoding="utf-8") as f:
+            while f.tell() < mb * 1e6:
+                f.write(text)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="fewer new tokens, no 124M generation, 20 MB corpus")
+    ap.add_argument("--json", default="bench/results/compare.json")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    c32, c16 = matmul_ceiling(torch.float32), matmul_ceiling(torch.bfloat16)
+    print(f"threads {torch.get_num_threads()} | matmul ceiling fp32 {c32 / 1e9:.0f}, bf16 {c16 / 1e9:.0f} GFLOP/s")
+    rows: list[dict[str, Any]] = []
+
+    def report(case: str, unit: str, r: dict[str, float], extra: str = "") -> None:
+        ratio = r["ours"] / r["reference"]
+        rows.append({"case": case, "unit": unit, **r, "ratio": ratio})
+        print(f"{case:28s} ours {r['ours']:10,.0f} {unit} | reference {r['reference']:10,.0f} | {ratio:5.2f}x {extra}")
+
+    for name, (cfg, batch) in TRAIN_SHAPES.items():
+        r = train_case(cfg, batch, args.runs)
+        flops = r["ours"] * r.pop("flops_per_token")
+        report(f"train {name}", "tok/s", r, f"| MFU {flops / c32:.0%} of fp32, {flops / c16:.0%} of bf16")
+    for name, cfg in GEN_SHAPES.items():
+        if args.quick and name != "tiny":
+            continue
+        r = generation_case(cfg, args.runs, 50 if args.quick else 200)
+        report(
+            f"generate {name}", "tok/s", r, f"| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}"
+        )
+    corpus = big_corpus(20 if args.quick else 200)
+    for tokenizer in ("gpt2", "char"):
+        r = prepare_case(tokenizer, corpus)
+        rows.append({"case": f"prepare {tokenizer}", **r})
+        print(f"prepare {tokenizer:20s} {r['mb_per_s']:6.1f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "ceiling_fp32": c32, "ceiling_bf16": c16,
+                               "rows": rows}, indent=2))  # fmt: skip
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
