@@ -27,8 +27,8 @@ class KVCache:
 
     def __init__(self, cfg: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
         shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)  # positions past `pos` are never read
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0  # number of positions filled
 
     def reset(self) -> None:
