@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.model import GPT, KVCache
-from gpt.tokenizer import Tokenizer
+from gpt.tokenizer import GPT2_EOT, Tokenizer
 
 NEG_INF = float("-inf")
 
@@ -182,7 +182,7 @@ def _encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     if not ids:
         # An empty prompt starts from a newline (char/byte) or GPT-2's <|endoftext|>, as unconditional sampling.
         if tokenizer.name == "gpt2":
-            return [50256]
+            return [GPT2_EOT]
         try:
             return tokenizer.encode("\n")
         except UserInputError:

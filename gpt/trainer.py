@@ -311,9 +311,8 @@ class Trainer:
         return float(total) / tc.eval_iters
 
     def sample_text(self) -> str:
-        prompt = "" if self.tokenizer.name == "gpt2" else "\n"
         cfg = SampleConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, top_k=50, seed=self.step)
-        return generate(self.raw_model, self.tokenizer, prompt, cfg)
+        return generate(self.raw_model, self.tokenizer, "", cfg)  # unconditional: the sampler picks the start
 
     # ----- helpers ----------------------------------------------------------------------------------
 

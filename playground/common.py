@@ -48,17 +48,21 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def short_path(path: str) -> str:
+    """A checkpoint path as the UI shows it: relative to the runs directory when inside it."""
+    p, root = Path(path), runs_root()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else path
+
+
 NEW_MODEL = ("a new model (sizes below)", "")
 
 
 def checkpoint_choices(with_new: bool = False) -> list[tuple[str, str]]:
     """(label, path) for every complete checkpoint under the runs directory, newest first."""
-    root = runs_root()
     out = [NEW_MODEL] if with_new else []
-    for r in ckpt.list_checkpoints(root):
-        rel = Path(r["path"]).relative_to(root) if Path(r["path"]).is_relative_to(root) else Path(r["path"])
+    for r in ckpt.list_checkpoints(runs_root()):
         val = f", val {r['val_loss']:.3f}" if r["val_loss"] is not None else ""
-        out.append((f"{rel} · step {r['step']}{val}", r["path"]))
+        out.append((f"{short_path(r['path'])} · step {r['step']}{val}", r["path"]))
     return out
 
 

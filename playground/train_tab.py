@@ -21,7 +21,7 @@ from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.trainer import format_duration, padded_vocab
 from playground import charts
-from playground.common import NEW_MODEL, checkpoint_dropdown_update, pretrained_row, user_errors
+from playground.common import NEW_MODEL, checkpoint_dropdown_update, pretrained_row, short_path, user_errors
 from playground.data_tab import current_data
 from playground.jobs import Registry, Series
 from playground.settings import LIMITS, runs_root
@@ -78,10 +78,6 @@ def model_size(cfg: Config, vocab_size: int) -> tuple[int, float]:
     return model.num_params(), model.flops_per_token()
 
 
-def count_params(cfg: Config, vocab_size: int) -> int:
-    return model_size(cfg, vocab_size)[0]
-
-
 def check_limits(cfg: Config, params: int) -> None:
     if params > LIMITS.max_params:
         raise UserInputError(
@@ -110,13 +106,9 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
     try:
         cfg = build_config(preset, list(values))
         vocab = load_prepared(state["data_dir"]).meta["vocab_size"] if state.get("data_dir") else 80
-        params = count_params(cfg, vocab)
+        params, flops = model_size(cfg, vocab)
     except UserInputError as e:
         return f"⚠️ {e}"
-    with torch.device("meta"):
-        flops = GPT(
-            Config.from_dict({"model": {**cfg.to_dict()["model"], "vocab_size": vocab}}).model
-        ).flops_per_token()
     per_100 = 100 * flops * cfg.train.batch_size * cfg.model.block_size / machine_flops()
     total = per_100 * cfg.train.max_steps / 100
     return (
@@ -136,7 +128,7 @@ def start_training(state: dict[str, Any], init_from: str, preset: str, *values: 
         check_limits(cfg, int(meta.get("params", 0)))
     else:
         data = current_data(state)
-        check_limits(cfg, count_params(cfg, data.tokenizer.vocab_size))
+        check_limits(cfg, model_size(cfg, data.tokenizer.vocab_size)[0])
     run_dir = runs_root() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     job = REGISTRY.start(cfg, data, run_dir, init_from=Path(init_from) if init_from else None)
     state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
@@ -215,16 +207,15 @@ def poll(state: dict[str, Any], seen: int) -> tuple[Any, ...]:
 
 
 def checkpoint_rows() -> list[list[Any]]:
-    root = runs_root()
     return [
         [
-            str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
+            short_path(r["path"]),
             r["step"],
             None if r["val_loss"] is None else round(r["val_loss"], 4),
             r["params"],
             r["size_mb"],
         ]
-        for r in ckpt.list_checkpoints(root)
+        for r in ckpt.list_checkpoints(runs_root())
     ]
 
 

@@ -42,6 +42,15 @@ def n_points(page, index: int = 0) -> int:  # type: ignore[no-untyped-def]
     )
 
 
+def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:  # type: ignore[no-untyped-def]
+    """Open a tab, refresh its checkpoint list, press its button and wait until `done_js` holds."""
+    page.get_by_role("tab", name=tab).click()
+    page.get_by_role("button", name=refresh).click()
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name=button).click()
+    page.wait_for_function(done_js, timeout=60_000)
+
+
 def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # type: ignore[no-untyped-def]
     # Data: the built-in corpus is offered; prepare it and see statistics and the token view.
     page.get_by_role("button", name="Prepare data").click()
@@ -69,14 +78,10 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
     page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)
 
     # Generate: the newest checkpoint is chosen; text appears, coloured by probability.
-    page.get_by_role("tab", name="Generate").click()
-    page.get_by_role("button", name="Refresh checkpoints").click()
-    page.wait_for_timeout(1000)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(
+    run_in_tab(
+        page, "Generate", "Refresh checkpoints", "Generate",
         "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length > 50)",
-        timeout=60_000,
-    )
+    )  # fmt: skip
     page.wait_for_timeout(1000)  # let the stream finish
     # Clicking a generated token shows the alternatives the model weighed at that step.
     token = page.locator('[data-testid="highlighted-text"] .token.highlighted').nth(5)
@@ -88,14 +93,10 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"), full_page=True)
 
     # Inspect: a heatmap is drawn.
-    page.get_by_role("tab", name="Inspect").click()
-    page.get_by_role("button", name="Refresh").click()
-    page.wait_for_timeout(1000)
-    page.get_by_role("button", name="Inspect").click()
-    page.wait_for_function(
+    run_in_tab(
+        page, "Inspect", "Refresh", "Inspect",
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.offsetParent && p.data"
         " && p.data[0].type === 'heatmap')",
-        timeout=60_000,
-    )
+    )  # fmt: skip
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)

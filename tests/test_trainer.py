@@ -157,3 +157,11 @@ def run_trainer(trainer: Trainer) -> list[Event]:
     trainer.listeners.append(events.append)
     trainer.run()
     return events
+
+
+def test_samples_during_training_work_for_a_corpus_without_newlines(tmp_path: Path) -> None:
+    p = tmp_path / "one_line.txt"
+    p.write_text("to be or not to be that is the question " * 40, encoding="utf-8")
+    data = prepare([p], tokenizer="char", out=tmp_path / "data")
+    events = run(small_config(max_steps=4, sample_interval=2, eval_interval=4), data, tmp_path / "run")
+    assert [e.kind for e in events].count("sample") == 2
