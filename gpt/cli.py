@@ -153,8 +153,8 @@ def _generate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from gpt import checkpoint as ckpt
+    from gpt.device import pick_device, sampling_model
     from gpt.sampling import stream
-    from gpt.trainer import pick_device
 
     loaded = ckpt.load(args.checkpoint, device=pick_device(args.device))
     names = [
@@ -163,7 +163,7 @@ def _generate(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     cfg = replace(loaded.config.sample, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
     cfg.validate()
-    pieces = stream(loaded.model, loaded.tokenizer, args.prompt, cfg)
+    pieces = stream(sampling_model(loaded.model), loaded.tokenizer, args.prompt, cfg)
     if args.stream:
         for tok in pieces:
             sys.stdout.write(tok.text)
@@ -203,12 +203,12 @@ def _convert(args: argparse.Namespace) -> int:
 def _device(args: argparse.Namespace) -> int:
     import torch
 
-    from gpt.trainer import pick_device, pick_dtype
+    from gpt.device import cpu_has_native_bf16, pick_device, pick_dtype
 
     d = pick_device()
-    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    cpu_bf16 = "native" if cpu_has_native_bf16() else "no"
     print(f"device: {d} (training dtype by default: {str(pick_dtype('auto', d)).replace('torch.', '')})")
-    print(f"torch {torch.__version__}; CPU threads {torch.get_num_threads()}; CPU bf16 {'yes' if cpu_bf16 else 'no'}")
+    print(f"torch {torch.__version__}; CPU threads {torch.get_num_threads()}; CPU bf16 {cpu_bf16}")
     print(f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
     print(f"MPS: {'yes' if torch.backends.mps.is_available() else 'no'}")
     return 0

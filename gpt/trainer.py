@@ -28,6 +28,7 @@ import torch.distributed as dist
 from gpt import checkpoint as ckpt
 from gpt.config import Config, SampleConfig, TrainConfig
 from gpt.data import Batches, PreparedData
+from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.sampling import generate
@@ -68,25 +69,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     else:
         coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on CUDA where supported (else fp16); fp32 on CPU and MPS (fastest at our model sizes)."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def padded_vocab(vocab_size: int) -> int:
@@ -208,7 +190,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if tc.tensorboard:
                 self._writer = _tensorboard(self.out_dir / "tb")
-        autocast = self._autocast()
+        amp = autocast(self.device, self.dtype)
         self._emit(
             "start",
             {
@@ -235,7 +217,7 @@ class Trainer:
                 x, y = (t.to(self.device, non_blocking=True) for t in self.batches.next())
                 sync = micro == tc.grad_accum - 1
                 ctx = self.model.no_sync() if self.ddp and not sync else contextlib.nullcontext()  # type: ignore[operator]
-                with ctx, autocast:
+                with ctx, amp:
                     _, loss = self.model(x, y)
                     loss = loss / tc.grad_accum
                 self.scaler.scale(loss).backward()
@@ -299,10 +281,10 @@ class Trainer:
         )
         self.model.eval()
         total = torch.zeros((), device=self.device)
-        autocast = self._autocast()
+        amp = autocast(self.device, self.dtype)
         for _ in range(tc.eval_iters):
             x, y = (t.to(self.device) for t in batches.next())
-            with autocast:
+            with amp:
                 _, loss = self.raw_model(x, y)
             total += loss
         self.model.train()
@@ -315,12 +297,6 @@ class Trainer:
         return generate(self.raw_model, self.tokenizer, "", cfg)  # unconditional: the sampler picks the start
 
     # ----- helpers ----------------------------------------------------------------------------------
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Mixed precision when the run's dtype is not fp32 (a context manager that can be re-entered)."""
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _evaluate(self) -> None:
         val = self.evaluate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from gpt import checkpoint as ckpt
+from gpt.device import sampling_model
 from gpt.errors import UserInputError
 from playground.settings import runs_root
 
@@ -86,21 +88,29 @@ def checkpoint_dropdown_update(
     return gr.update(choices=choices, value=value)
 
 
-_models: OrderedDict[tuple[str, int], ckpt.Checkpoint] = OrderedDict()
+_models: OrderedDict[tuple[str, int, bool], ckpt.Checkpoint] = OrderedDict()
 _models_lock = threading.Lock()
 
 
-def load_checkpoint(path: str | None) -> ckpt.Checkpoint:
-    """Load (and cache the 4 most recent) checkpoints; the key includes the file time, so updates reload."""
+def load_checkpoint(path: str | None, for_sampling: bool = False) -> ckpt.Checkpoint:
+    """Load (and cache the 4 most recent) checkpoints; the key includes the file time, so updates reload.
+
+    `for_sampling`: the model is the fastest to generate from on this machine (`gpt.device.sampling_model`: bf16
+    weights for large models on CPUs with native bf16); the Inspect tab keeps the exact fp32 model.
+    """
     if not path:
         raise UserInputError("no checkpoint yet: train a model in the Train tab (or upload one) first")
     resolved = ckpt.resolve(path)
-    key = (str(resolved), (resolved / ckpt.CONFIG).stat().st_mtime_ns)
+    key = (str(resolved), (resolved / ckpt.CONFIG).stat().st_mtime_ns, for_sampling)
     with _models_lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-    loaded = ckpt.load(resolved)
+    if for_sampling:
+        exact = load_checkpoint(path)
+        loaded = dataclasses.replace(exact, model=sampling_model(exact.model))
+    else:
+        loaded = ckpt.load(resolved)
     with _models_lock:
         _models[key] = loaded
         while len(_models) > 4:

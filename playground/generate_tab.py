@@ -63,7 +63,7 @@ def generate(
 ) -> Iterator[tuple[list[tuple[str, str | None]], str, list[dict[str, Any]]]]:
     """Stream (highlighted tokens, plain text, per-token details); the prompt is shown uncoloured first."""
     cfg = sample_config(*settings)
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_checkpoint(checkpoint, for_sampling=True)
     pieces: list[tuple[str, str | None]] = [(prompt, None)] if prompt else []
     details: list[dict[str, Any]] = []
     text = ""

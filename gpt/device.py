@@ -1,0 +1,76 @@
+"""Where and how fast: the device to run on and the fastest settings for it, chosen for the user.
+
+Every default here was measured with `python -m bench.compare` (the figures are in the notes of the speed issue):
+bf16 autocast for training on CPUs with native bf16, bf16 weights for sampling from large models on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from gpt.model import GPT
+
+# From about this size a model's weights no longer fit in the CPU's caches and generating a token is bound by reading
+# them: bf16 halves that (10.7M parameters 1.5x fp32's tokens/s, 124M 1.7x). Smaller models are bound by per-op
+# overhead and run slower in bf16 (0.8M: 0.6x, 2.7M: 0.9x).
+BF16_SAMPLING_MIN_PARAMS = 8_000_000
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for "auto": the fastest that trains well on this device.
+
+    CUDA: bf16 where supported, else fp16 (with a grad scaler). CPU: bf16 autocast where the CPU has native bf16
+    (1.3-1.6x fp32's tokens/s at our presets on an AVX-512 BF16 CPU; `python -m bench.compare`), else fp32.
+    MPS: fp32. Weights and optimizer state stay fp32 in every case; only the compute runs in lower precision.
+    """
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision when the compute dtype is not fp32 (a context manager that can be re-entered)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def sampling_model(model: GPT) -> GPT:
+    """The model to generate from: a bf16 copy of a large fp32 model on a CPU with native bf16, else the model itself.
+
+    A copy, so the original keeps its fp32 weights for training and for the Inspect tab's exact numbers.
+    """
+    w = model.lm_head.weight
+    if (
+        w.device.type != "cpu"
+        or w.dtype != torch.float32
+        or model.num_params() < BF16_SAMPLING_MIN_PARAMS
+        or not cpu_has_native_bf16()
+    ):
+        return model
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
