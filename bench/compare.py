@@ -1,18 +1,24 @@
 """Our speed against a reference measured in the same run: Hugging Face `transformers`' GPT2LMHeadModel.
 
-    python -m bench.compare [--threads 2] [--runs 5] [--quick] [--json bench/results/compare.json]
+    python -m bench.compare [--threads 2] [--runs 5] [--quick] [--cases train,generate,prepare,app]
 
 Same shapes, same weights (copied through gpt.interop), same data and AdamW settings; runs interleaved
 (ours, reference, ours, ...) after warm-up, medians of --runs. Cases: training tokens/s at the tiny and small
 shapes (with MFU against the fp32 and bf16 matmul ceilings measured at start), generation tokens/s and time to
 first token (200 new tokens from a 10-token prompt, top-k 50, KV cache, batch 1) at the tiny and GPT-2 124M
-shapes, and data preparation MB/s and peak RSS on a 200 MB corpus (GPT-2 BPE and char). `transformers` is a
-bench-only dependency (requirements-dev.txt).
+shapes, data preparation MB/s and peak RSS on a 200 MB corpus (GPT-2 BPE and char), and the app's slider change
+to first token (bench/app_latency.py).
+
+Ours runs with the defaults the trainer and sampler pick on this machine (on a CPU with native bf16: bf16 autocast
+for training, bf16 weights for sampling from large models). The reference runs as its users run it, in fp32; where
+our dtype differs, it also runs in ours, and that figure is printed too. `transformers` is a bench-only
+dependency (requirements-dev.txt). Results go to --json (default bench/results/compare.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -27,6 +33,7 @@ import torch
 
 from bench.__main__ import matmul_ceiling
 from gpt.config import ModelConfig, SampleConfig
+from gpt.device import autocast, pick_dtype, sampling_model
 from gpt.interop import model_to_hf_config, ours_to_hf_state
 from gpt.model import GPT
 from gpt.sampling import stream
@@ -67,34 +74,44 @@ def interleaved(fns: dict[str, Callable[[], float]], runs: int, warmup: int = 2)
 
 
 def train_case(cfg: ModelConfig, batch: int, runs: int) -> dict[str, float]:
+    """One optimizer step, timed: ours with the trainer's own defaults on this machine (compute dtype, fused AdamW);
+    the reference as users run it (fp32) and, for comparison, under the same autocast as ours."""
     ours, hf = twins(cfg)
+    cpu = torch.device("cpu")
+    dtype = pick_dtype("auto", cpu)
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
     opt_ours = ours.optimizer(1e-4, 0.1, (0.9, 0.95), "cpu")
     opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
 
-    def step(loss_fn: Callable[[], torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer) -> float:
+    def step(loss_fn: Callable[[], torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
+             amp: torch.dtype = torch.float32) -> float:  # fmt: skip
         t = time.perf_counter()
-        loss = loss_fn()
+        with autocast(cpu, amp):
+            loss = loss_fn()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return batch * cfg.block_size / (time.perf_counter() - t)
 
-    med = interleaved(
-        {
-            "ours": lambda: step(lambda: ours(x, x)[1], ours, opt_ours),  # type: ignore[return-value,arg-type]
-            "reference": lambda: step(lambda: hf(input_ids=x, labels=x).loss, hf, opt_hf),
-        },
-        runs,
-    )
-    return {"ours": med["ours"], "reference": med["reference"], "flops_per_token": ours.flops_per_token()}
+    fns = {
+        "ours": lambda: step(lambda: ours(x, x)[1], ours, opt_ours, dtype),  # type: ignore[return-value,arg-type]
+        "reference": lambda: step(lambda: hf(input_ids=x, labels=x).loss, hf, opt_hf),
+    }
+    if dtype != torch.float32:
+        fns["reference_same_dtype"] = lambda: step(lambda: hf(input_ids=x, labels=x).loss, hf, opt_hf, dtype)
+    med = interleaved(fns, runs)
+    return {**med, "flops_per_token": ours.flops_per_token(), "dtype": str(dtype).replace("torch.", "")}  # type: ignore[dict-item]
 
 
-def generation_case(cfg: ModelConfig, runs: int, new_tokens: int) -> dict[str, float]:
+def generation_case(cfg: ModelConfig, runs: int, new_tokens: int) -> dict[str, Any]:
+    """Ours as the app and CLI sample (`sampling_model`: bf16 weights for large models on CPUs with native bf16);
+    the reference's generate() as users run it (fp32) and, where ours is bf16, in bf16 too."""
     ours, hf = twins(cfg)
-    ours.eval()
+    ours = sampling_model(ours.eval())
     hf.eval()
+    dtype = ours.lm_head.weight.dtype
+    hf_same = copy.deepcopy(hf).to(dtype) if dtype != torch.float32 else None
     tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
     prompt = tok.encode("0123456789")  # 10 tokens for both
 
@@ -103,17 +120,22 @@ def generation_case(cfg: ModelConfig, runs: int, new_tokens: int) -> dict[str, f
         count = sum(1 for _ in stream(ours, tok, "0123456789", SampleConfig(max_new_tokens=n, top_k=50, seed=0)))
         return count / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
 
-    def hf_run(n: int) -> float:
+    def hf_run(model: Any, n: int) -> float:
         ids = torch.tensor([prompt])
         t = time.perf_counter()
         with torch.no_grad():
-            out = hf.generate(ids, do_sample=True, top_k=50, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+            out = model.generate(ids, do_sample=True, top_k=50, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
         return (out.shape[1] - len(prompt)) / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
 
-    tps = interleaved({"ours": lambda: ours_run(new_tokens), "reference": lambda: hf_run(new_tokens)}, runs, 1)
-    ttft = interleaved({"ours": lambda: ours_run(1), "reference": lambda: hf_run(1)}, runs, 1)
-    return {"ours": tps["ours"], "reference": tps["reference"], "ours_ttft_ms": 1000 * ttft["ours"],
-            "reference_ttft_ms": 1000 * ttft["reference"]}  # fmt: skip
+    def cases(n: int) -> dict[str, Callable[[], float]]:
+        fns = {"ours": lambda: ours_run(n), "reference": lambda: hf_run(hf, n)}
+        if hf_same is not None:
+            fns["reference_same_dtype"] = lambda: hf_run(hf_same, n)
+        return fns
+
+    tps = interleaved(cases(new_tokens), runs, 1)
+    ttft = interleaved(cases(1), runs, 1)
+    return {**tps, **{f"{k}_ttft_ms": 1000 * v for k, v in ttft.items()}, "dtype": str(dtype).replace("torch.", "")}
 
 
 class _IdTokenizer(ByteTokenizer):
@@ -162,7 +184,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="fewer new tokens, no 124M generation, 20 MB corpus")
-    ap.add_argument("--cases", default="train,generate,prepare", help="comma-separated subset to run")
+    ap.add_argument("--cases", default="train,generate,prepare,app", help="comma-separated subset to run")
     ap.add_argument("--json", default="bench/results/compare.json")
     args = ap.parse_args()
     if args.threads:
@@ -171,10 +193,13 @@ def main() -> None:
     print(f"threads {torch.get_num_threads()} | matmul ceiling fp32 {c32 / 1e9:.0f}, bf16 {c16 / 1e9:.0f} GFLOP/s")
     rows: list[dict[str, Any]] = []
 
-    def report(case: str, unit: str, r: dict[str, float], extra: str = "") -> None:
+    def report(case: str, unit: str, r: dict[str, Any], extra: str = "") -> None:
         ratio = r["ours"] / r["reference"]
         rows.append({"case": case, "unit": unit, **r, "ratio": ratio})
-        print(f"{case:28s} ours {r['ours']:10,.0f} {unit} | reference {r['reference']:10,.0f} | {ratio:5.2f}x {extra}")
+        same = r.get("reference_same_dtype")
+        same_txt = f" | reference in {r['dtype']} {same:,.0f} ({r['ours'] / same:.2f}x)" if same else ""
+        print(f"{case:20s} ours {r['ours']:9,.0f} {unit} ({r['dtype']}) | reference {r['reference']:9,.0f} (float32) "
+              f"| {ratio:5.2f}x{same_txt} {extra}", flush=True)  # fmt: skip
 
     cases = set(args.cases.split(","))
     for name, (cfg, batch) in TRAIN_SHAPES.items() if "train" in cases else ():
@@ -185,14 +210,20 @@ def main() -> None:
         if args.quick and name != "tiny":
             continue
         r = generation_case(cfg, args.runs, 50 if args.quick else 200)
-        report(
-            f"generate {name}", "tok/s", r, f"| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}"
-        )
+        report(f"generate {name}", "tok/s", r,
+               f"| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}")  # fmt: skip
     for tokenizer in ("gpt2", "char") if "prepare" in cases else ():
         corpus = big_corpus(20 if args.quick else 200)
         r = prepare_case(tokenizer, corpus)
         rows.append({"case": f"prepare {tokenizer}", **r})
         print(f"prepare {tokenizer:20s} {r['mb_per_s']:6.1f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    if "app" in cases:
+        from bench.app_latency import measure
+
+        r = measure(requests=20)
+        rows.append({"case": "app first token", "unit": "ms", **r})
+        print(f"app: slider change to first token, median of 20: {r['ours']:.1f} ms (p90 {r['p90']:.1f}) | "
+              f"the library in-process {r['reference']:.1f} ms", flush=True)  # fmt: skip
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": torch.get_num_threads(), "ceiling_fp32": c32, "ceiling_bf16": c16,
