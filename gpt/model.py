@@ -30,9 +30,18 @@ class KVCache:
         self.k = torch.empty(shape, device=device, dtype=dtype)  # positions past `pos` are never read
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0  # number of positions filled
+        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0), strict=True))  # per-layer views, made once
 
     def reset(self) -> None:
         self.pos = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' keys and values (B, heads, T, head_dim); return all of them so far."""
+        B, T = k.size(0), k.size(2)
+        keys, values = self._layers[layer]
+        keys[:B].narrow(2, self.pos, T).copy_(k)
+        values[:B].narrow(2, self.pos, T).copy_(v)
+        return keys[:B].narrow(2, 0, self.pos + T), values[:B].narrow(2, 0, self.pos + T)
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,9 +66,7 @@ class CausalSelfAttention(nn.Module):
         past = 0
         if cache is not None:
             past = cache.pos
-            cache.k[layer, :B, :, past : past + T] = k
-            cache.v[layer, :B, :, past : past + T] = v
-            k, v = cache.k[layer, :B, :, : past + T], cache.v[layer, :B, :, : past + T]
+            k, v = cache.append(layer, k, v)
         probs = None
         if explicit:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
