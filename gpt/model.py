@@ -182,8 +182,8 @@ class GPT(nn.Module):
         T = idx.size(1)
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context length {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        pos = self.transformer.wpe.weight[start : start + T]  # the embeddings of positions start .. start+T-1
+        return self.transformer.drop(self.transformer.wte(idx) + pos)
 
     def forward(
         self,
