@@ -49,8 +49,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.attn_dropout = nn.Dropout(cfg.dropout)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = _dropout(cfg.dropout)
+        self.resid_dropout = _dropout(cfg.dropout)
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
 
     def forward(
@@ -93,6 +93,11 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, past, q.device), dropout_p=p)
 
 
+def _dropout(p: float) -> nn.Module:
+    """Dropout, or nothing at all when p is 0 (each skipped call saves a few microseconds per generated token)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def _causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
     """(T, past+T) boolean mask: query i (at position past+i) may see keys 0..past+i."""
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
@@ -104,7 +109,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = _dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -134,7 +139,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = _dropout(cfg.dropout)
         self.h = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
