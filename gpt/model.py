@@ -30,7 +30,7 @@ class KVCache:
         self.k = torch.empty(shape, device=device, dtype=dtype)  # positions past `pos` are never read
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0  # number of positions filled
-        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0), strict=True))  # per-layer views, made once
+        self._layers = [(self.k[i], self.v[i]) for i in range(cfg.n_layer)]  # per-layer views, made once
 
     def reset(self) -> None:
         self.pos = 0
@@ -61,8 +61,8 @@ class CausalSelfAttention(nn.Module):
         explicit: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # (B, T, 3C) -> three (B, heads, T, head_dim) views
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         past = 0
         if cache is not None:
             past = cache.pos

@@ -11,6 +11,7 @@ from gpt.config import ModelConfig, SampleConfig
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.sampling import (
+    _pick,
     generate,
     min_p_filter,
     presence_frequency_penalty,
@@ -157,3 +158,18 @@ def test_unseen_prompt_characters_get_a_clear_error() -> None:
 
 def test_empty_prompt_samples_unconditionally(model: GPT) -> None:
     assert len(list(stream(model, ByteTokenizer(), "", SampleConfig(max_new_tokens=4, seed=0)))) >= 1
+
+
+def test_sampling_draws_from_the_processed_distribution() -> None:
+    # 20,000 draws from known logits: each token's frequency is within 0.015 of its probability (about 5 standard
+    # errors), and top-k 2 never draws the other two.
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    gen = torch.Generator().manual_seed(0)
+    history = torch.tensor([0])
+
+    def freqs(cfg: SampleConfig) -> torch.Tensor:
+        draws = [_pick(logits, history, cfg, gen, 4, 0)[0] for _ in range(20_000)]
+        return torch.bincount(torch.tensor(draws), minlength=4) / len(draws)
+
+    assert (freqs(SampleConfig(temperature=1.0)) - torch.tensor([0.5, 0.3, 0.15, 0.05])).abs().max() < 0.015
+    assert (freqs(SampleConfig(temperature=1.0, top_k=2)) - torch.tensor([0.625, 0.375, 0, 0])).abs().max() < 0.015
