@@ -114,10 +114,11 @@ def stream(
     text, emitted = "", 0  # generated text so far, and how much of it was yielded
     hold = max((len(s) for s in cfg.stop), default=1) - 1  # chars held back that could start a stop string
     was_training = model.training
-    model.eval()
+    if was_training:  # (switching modes walks every module: worth skipping when sampling from an eval model)
+        model.eval()
     try:
         logits = _forward(model, cache, history, block)
-        for _ in range(cfg.max_new_tokens):
+        for i in range(cfg.max_new_tokens):
             next_id, prob, top = _pick(logits, history, cfg, gen, tokenizer.vocab_size, n_alternatives)
             alternatives = [(tokenizer.token_text(i), p) for i, p in top]
             history = torch.cat([history, torch.tensor([next_id], device=device)])
@@ -130,12 +131,14 @@ def stream(
             ready = len(text) - hold if cfg.stop else len(text)
             yield Token(next_id, text[emitted:ready], prob, alternatives)
             emitted = max(emitted, ready)
-            logits = _forward(model, cache, history, block)
+            if i + 1 < cfg.max_new_tokens:
+                logits = _forward(model, cache, history, block)
         tail = text + decoder.flush()
         if len(tail) > emitted:
             yield Token(int(history[-1]), tail[emitted:], 0.0, [])
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 # Inference mode is entered and left inside these helpers, never held across a `yield`: it is thread-local

@@ -173,3 +173,14 @@ def test_sampling_draws_from_the_processed_distribution() -> None:
 
     assert (freqs(SampleConfig(temperature=1.0)) - torch.tensor([0.5, 0.3, 0.15, 0.05])).abs().max() < 0.015
     assert (freqs(SampleConfig(temperature=1.0, top_k=2)) - torch.tensor([0.625, 0.375, 0, 0])).abs().max() < 0.015
+
+
+def test_sampling_leaves_the_model_in_the_mode_it_found_it() -> None:
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.5))
+    for training in (True, False):
+        m.train(training)
+        a = generate(m, ByteTokenizer(), "ab", SampleConfig(max_new_tokens=20, temperature=0))
+        b = generate(m, ByteTokenizer(), "ab", SampleConfig(max_new_tokens=20, temperature=0))
+        assert a == b  # dropout is off while sampling, even from a model in training mode
+        assert m.training is training
