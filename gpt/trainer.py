@@ -174,7 +174,7 @@ class Trainer:
         try:
             return self._run()
         except Exception as e:
-            self._emit("error", {"message": str(e), "type": type(e).__name__})
+            self._emit("error", {"message": str(e), "type": type(e).__name__, "user": isinstance(e, UserInputError)})
             raise
         finally:
             if self._writer is not None:

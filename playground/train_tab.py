@@ -17,10 +17,11 @@ from gpt import checkpoint as ckpt
 from gpt.archive import safe_extract, zip_dir
 from gpt.config import Config, apply_overrides, load_config
 from gpt.data import load_prepared
+from gpt.device import pick_device, pick_dtype
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.trainer import format_duration, padded_vocab
-from playground import charts
+from playground import charts, jobs
 from playground.common import NEW_MODEL, checkpoint_dropdown_update, pretrained_row, short_path, user_errors
 from playground.data_tab import current_data
 from playground.jobs import Registry, Series
@@ -92,14 +93,22 @@ def check_limits(cfg: Config, params: int) -> None:
 
 @functools.lru_cache(maxsize=1)
 def machine_flops() -> float:
-    """A rough fp32 training speed for this machine: a 1024² matmul's FLOP/s, times the ~50% our training reaches."""
-    a = torch.randn(1024, 1024)
+    """A rough training speed for this machine: a 1024² matmul's FLOP/s in the dtype the trainer picks, times the
+    share of it our training reaches (`python -m bench.compare`: ~70% of the fp32 ceiling in fp32, ~35% of the bf16
+    ceiling under bf16 autocast, whose non-matmul work does not get faster)."""
+    dtype = pick_dtype("auto", pick_device())
+    if dtype not in (torch.float32, torch.bfloat16):  # CUDA fp16 etc.: a rough guess is all the estimate needs
+        dtype = torch.float32
+    a = torch.randn(1024, 1024, dtype=dtype, device=pick_device())
     best = float("inf")
     for _ in range(8):  # best of several: a busy moment must not make every estimate pessimistic
         t = time.perf_counter()
         a @ a
+        if a.device.type == "cuda":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
-    return 0.5 * 2 * 1024**3 / best
+    share = 0.7 if dtype == torch.float32 else 0.35
+    return share * 2 * 1024**3 / best
 
 
 def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
@@ -187,14 +196,22 @@ def progress_html(snap: dict[str, Any]) -> str:
     )
 
 
+# Chart refresh period while this session's run trains. Each refresh costs the browser (Plotly redraws) and the server
+# CPU that the training shares on a small machine: at 1 s, training with the Train tab open in chromium ran at ~0.75x
+# of the CLI's tokens/s on 2 cores (`python -m bench.train_tab`). Between runs the timer is off.
+REFRESH_S = 2.0
+
+
 def poll(state: dict[str, Any], seen: int) -> tuple[Any, ...]:
-    """Timer tick: redraw only when the job has new events since this session's last refresh."""
+    """Timer tick: redraw only when the job has new events since this session's last refresh; once the run has
+    ended and its last state is shown, switch the timer off (Start and Resume switch it on again)."""
     job = REGISTRY.get(state.get("job_id"))
     if job is None:
-        return (gr.skip(),) * 5 + (seen,)
+        return (gr.skip(),) * 5 + (seen, gr.Timer(active=False))
     snap = job.snapshot()
+    timer = gr.skip() if snap["status"] in ("starting", "running") else gr.Timer(active=False)
     if snap["version"] == seen:
-        return (gr.skip(),) * 5 + (seen,)
+        return (gr.skip(),) * 5 + (seen, timer)
     sample = f"[step {snap['sample'][0]}]\n{snap['sample'][1]}" if snap["sample"] else ""
     return (
         progress_html(snap),
@@ -203,6 +220,7 @@ def poll(state: dict[str, Any], seen: int) -> tuple[Any, ...]:
         sample,
         snap["status"],
         snap["version"],
+        timer,
     )
 
 
@@ -290,6 +308,7 @@ def upload_checkpoint(file: str | None) -> tuple[str, list[list[Any]], dict[str,
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     machine_flops()  # measured once at start-up, while the machine is quiet
+    jobs.warm_up()  # the process training jobs fork from
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             init_from = gr.Dropdown(
@@ -331,7 +350,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         upload_msg = gr.Markdown()
 
     seen = gr.State(-1)
-    timer = gr.Timer(1.0)
+    timer = gr.Timer(REFRESH_S, active=False)
     preset.change(
         lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
         preset,
@@ -340,12 +359,21 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     )
     for comp in [preset, *inputs]:
         comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
-    start.click(start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training")
+    watch = functools.partial(gr.Timer, active=True)
+    start_event = start.click(
+        start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training"
+    )
+    start_event.success(watch, None, timer, api_visibility="private")
     stop.click(stop_training, state, status, api_name="stop_training")
     max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
-    resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
+    resume_event = resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
+    resume_event.success(watch, None, timer, api_visibility="private")
     timer.tick(
-        poll, [state, seen], [progress, loss_plot, rate_plot, sample, job_status, seen], api_name="poll", queue=False
+        poll,
+        [state, seen],
+        [progress, loss_plot, rate_plot, sample, job_status, seen, timer],
+        api_name="poll",
+        queue=False,
     )
     job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
