@@ -374,6 +374,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         [progress, loss_plot, rate_plot, sample, job_status, seen, timer],
         api_name="poll",
         queue=False,
+        show_progress="hidden",  # no loading animation on the charts at every tick: the browser would redraw them
     )
     job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
