@@ -1,0 +1,67 @@
+"""Training jobs of the web app: each trains in its own process and reports back through events."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from gpt.config import Config
+from gpt.data import prepare
+from gpt.errors import UserInputError
+from playground.jobs import Job, Registry
+
+
+def config(max_steps: int) -> Config:
+    cfg = Config()
+    cfg.model.block_size, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd = 16, 1, 2, 32
+    t = cfg.train
+    t.batch_size, t.max_steps, t.warmup_steps, t.eval_interval, t.eval_iters = 4, max_steps, 5, 50, 2
+    t.log_interval, t.sample_interval, t.checkpoint_interval, t.tensorboard = 5, 0, 0, False
+    return cfg.validate()
+
+
+def wait_for(job: Job, predicate, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate(job):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout} s: {job.status} {job.message}")
+
+
+@pytest.fixture
+def data(corpus_file: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return prepare([corpus_file], tokenizer="char", out=tmp_path / "data")
+
+
+def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    reg = Registry(max_jobs=1)
+    job = reg.start(config(100_000), data, tmp_path / "run")
+    assert job.process.pid != os.getpid() and job.status == "running"
+    wait_for(job, lambda j: len(j.series.steps) >= 3)
+    with pytest.raises(UserInputError, match="Busy"):
+        reg.start(config(10), data, tmp_path / "other")
+    job.stop()
+    wait_for(job, lambda j: not j.active)
+    assert job.status == "stopped" and job.message.startswith("Training stopped at step")
+    assert (tmp_path / "run" / "latest" / "model.safetensors").is_file()  # the stop saved a checkpoint
+    job.process.join(30)
+    assert job.process.exitcode == 0
+
+
+def test_bad_settings_found_by_the_child_reach_start(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserInputError, match="nothing-here. is not a checkpoint"):
+        Registry(max_jobs=1).start(config(10), data, tmp_path / "run", resume=tmp_path / "nothing-here")
+
+
+def test_a_killed_training_process_is_reported(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    job = Registry(max_jobs=1).start(config(100_000), data, tmp_path / "run")
+    wait_for(job, lambda j: len(j.series.steps) >= 1)
+    assert job.process.pid is not None
+    os.kill(job.process.pid, signal.SIGKILL)
+    wait_for(job, lambda j: not j.active)
+    assert job.status == "error" and "ended unexpectedly" in job.message
