@@ -3,7 +3,8 @@
     python -m bench [--presets tiny small] [--steps 30] [--json bench/results/latest.json]
 
 Prints, per preset: training tokens/s (median of timed steps after warm-up), MFU against the fp32 matmul
-ceiling measured here at start, and generation tokens/s (200 new tokens, KV cache, top-k, batch 1).
+ceiling measured here at start, and generation tokens/s (200 new tokens, KV cache, top-k, batch 1), each with the
+defaults the trainer and sampler pick on this machine (gpt/device.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from gpt.cli import resolve_config_path
 from gpt.config import SampleConfig, load_config
+from gpt.device import autocast, pick_dtype, sampling_model
 from gpt.model import GPT
 from gpt.sampling import stream
 from gpt.tokenizer import ByteTokenizer
@@ -42,12 +44,15 @@ def train_speed(preset: str, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = GPT(cfg.model)
     opt = model.optimizer(cfg.train.lr, cfg.train.weight_decay, (cfg.train.beta1, cfg.train.beta2), "cpu")
+    cpu = torch.device("cpu")
+    amp = autocast(cpu, pick_dtype("auto", cpu))
     B, T = cfg.train.batch_size, cfg.model.block_size
     x = torch.randint(0, cfg.model.vocab_size, (B, T))
     times = []
     for i in range(steps + 5):
         t = time.perf_counter()
-        _, loss = model(x, x)
+        with amp:
+            _, loss = model(x, x)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -61,7 +66,7 @@ def train_speed(preset: str, steps: int) -> dict[str, float]:
 def generation_speed(preset: str, new_tokens: int = 200) -> dict[str, float]:
     cfg = load_config(resolve_config_path(preset))
     cfg.model.vocab_size = 256
-    model = GPT(cfg.model).eval()
+    model = sampling_model(GPT(cfg.model).eval())
     sc = SampleConfig(max_new_tokens=new_tokens, top_k=40, seed=0)
     runs, first = [], []
     for _ in range(3):
