@@ -70,6 +70,14 @@ tensorboard:
 bench *ARGS:
     python -m bench {{ARGS}}
 
+# Ours against Hugging Face GPT-2 in the same run: training, generation, data preparation, the app (~8 min)
+bench-compare *ARGS:
+    python -m bench.compare {{ARGS}}
+
+# Training with the Train tab open in chromium against the same run from the CLI
+bench-train-tab *ARGS:
+    python -m bench.train_tab {{ARGS}}
+
 # What device training would use: CUDA / MPS / CPU, threads, bf16 support
 check-device:
     @python -m gpt.cli device

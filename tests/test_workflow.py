@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["setup", "test", "test-cov", "lint", "format", "typecheck", "app", "prepare-data", "train", "train-quick",
-           "train-with-config", "generate", "tensorboard", "bench", "check-device", "clean", "clean-all"]  # fmt: skip
+           "train-with-config", "generate", "tensorboard", "bench", "bench-compare", "bench-train-tab",
+           "check-device", "clean", "clean-all"]  # fmt: skip
 
 
 @pytest.fixture
