@@ -32,10 +32,13 @@ from gpt.trainer import Event, format_duration
 KEEP_FINISHED = 50  # finished jobs kept for their sessions' charts and Resume; older ones are forgotten
 START_TIMEOUT_S = 300  # how long Start waits for the child to build its model and say "start" (or what is wrong)
 
-_CTX = multiprocessing.get_context("forkserver")
-# The server imports the app's main module once too: children forked from it inherit it instead of each importing
-# it again (multiprocessing re-imports the parent's __main__ in every child it starts, and app.py imports Gradio).
-_CTX.set_forkserver_preload(["__main__", "gpt.trainer"])
+# Windows has no fork server: there each child starts a fresh interpreter (spawn), a few seconds slower to start.
+_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
+_CTX = multiprocessing.get_context("forkserver") if _FORKSERVER else multiprocessing.get_context("spawn")
+if _FORKSERVER:
+    # The server imports the app's main module once too: children forked from it inherit it instead of each
+    # importing it again (multiprocessing re-imports the parent's __main__ in every child, and app.py imports Gradio).
+    _CTX.set_forkserver_preload(["__main__", "gpt.trainer"])
 
 
 class BusyError(UserInputError):
@@ -44,9 +47,10 @@ class BusyError(UserInputError):
 
 def warm_up() -> None:
     """Start the fork server now (it imports torch once), so the first Start click does not wait for it."""
-    from multiprocessing import forkserver
+    if _FORKSERVER:
+        from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+        forkserver.ensure_running()
 
 
 def _train_in_child(spec: dict[str, Any], events: Any, stop: StopFlag) -> None:

@@ -42,7 +42,7 @@ def test_bf16_autocast_gives_fp32s_loss_and_gradients_within_bf16_precision() ->
         _, loss16 = m(x, x)
     assert loss16 is not None and loss16.dtype == torch.float32  # the loss itself is computed in fp32
     grads16 = torch.autograd.grad(loss16, list(m.parameters()))
-    assert abs(float(loss16) - float(loss32)) < 0.02 * float(loss32)
+    assert abs(loss16.item() - loss32.item()) < 0.02 * loss32.item()
     for g32, g16 in zip(grads32, grads16, strict=True):
         assert g16.dtype == torch.float32  # weights and their gradients stay fp32
         cos = torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0)
