@@ -38,7 +38,9 @@ _CTX = multiprocessing.get_context("forkserver") if _FORKSERVER else multiproces
 if _FORKSERVER:
     # The server imports the app's main module once too: children forked from it inherit it instead of each
     # importing it again (multiprocessing re-imports the parent's __main__ in every child, and app.py imports Gradio).
-    _CTX.set_forkserver_preload(["__main__", "gpt.trainer"])
+    # Also what every run would import before its first step: AdamW's constructor imports torch._dynamo (1.5 s),
+    # the TensorBoard writer its package (0.2 s).
+    _CTX.set_forkserver_preload(["__main__", "gpt.trainer", "torch._dynamo", "torch.utils.tensorboard"])
 
 
 class BusyError(UserInputError):
