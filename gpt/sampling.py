@@ -118,7 +118,7 @@ def stream(
         model.eval()
     try:
         logits = _forward(model, cache, history, block)
-        for i in range(cfg.max_new_tokens):
+        for n in range(cfg.max_new_tokens):
             next_id, prob, top = _pick(logits, history, cfg, gen, tokenizer.vocab_size, n_alternatives)
             alternatives = [(tokenizer.token_text(i), p) for i, p in top]
             history = torch.cat([history, torch.tensor([next_id], device=device)])
@@ -131,7 +131,7 @@ def stream(
             ready = len(text) - hold if cfg.stop else len(text)
             yield Token(next_id, text[emitted:ready], prob, alternatives)
             emitted = max(emitted, ready)
-            if i + 1 < cfg.max_new_tokens:
+            if n + 1 < cfg.max_new_tokens:  # no logits for a token that will not be generated
                 logits = _forward(model, cache, history, block)
         tail = text + decoder.flush()
         if len(tail) > emitted:
@@ -170,12 +170,17 @@ def _pick(
     if cfg.temperature == 0:
         next_id = int(torch.argmax(processed))
     else:
-        # A draw from softmax(processed): argmax of p / E with E ~ Exp(1) (the exponential race). The same
-        # distribution as torch.multinomial, at a fifth of its cost per token on CPU.
         probs = F.softmax(processed, dim=-1)
-        next_id = int(torch.argmax(probs / torch.empty_like(probs).exponential_(generator=gen)))
+        next_id = exponential_race(probs, torch.empty_like(probs).exponential_(generator=gen))
     top = torch.topk(probs_raw, min(n_alternatives, probs_raw.numel()))
     return next_id, float(probs_raw[next_id]), list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+
+
+def exponential_race(probs: torch.Tensor, exp_noise: torch.Tensor) -> int:
+    """A draw from `probs` given Exp(1) noise: argmax of p / E. The same distribution as torch.multinomial, at a
+    fifth of its cost per token on CPU. E is kept above 0: an exact 0 under a filtered-out token (p = 0) would
+    make 0/0 = NaN, which argmax would pick."""
+    return int(torch.argmax(probs / exp_noise.clamp_(min=torch.finfo(probs.dtype).tiny)))
 
 
 def generate(model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SampleConfig) -> str:

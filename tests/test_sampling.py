@@ -12,6 +12,7 @@ from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.sampling import (
     _pick,
+    exponential_race,
     generate,
     min_p_filter,
     presence_frequency_penalty,
@@ -184,3 +185,9 @@ def test_sampling_leaves_the_model_in_the_mode_it_found_it() -> None:
         b = generate(m, ByteTokenizer(), "ab", SampleConfig(max_new_tokens=20, temperature=0))
         assert a == b  # dropout is off while sampling, even from a model in training mode
         assert m.training is training
+
+
+def test_the_race_never_picks_a_filtered_token_even_when_the_noise_is_zero() -> None:
+    probs = torch.tensor([0.0, 0.7, 0.3, 0.0])  # tokens 0 and 3 were filtered out
+    assert exponential_race(probs, torch.tensor([0.0, 1.0, 1.0, 0.0])) == 1
+    assert exponential_race(probs, torch.tensor([1.0, 1.0, 0.0, 1.0])) == 2  # zero noise on a live token: it wins
