@@ -57,6 +57,11 @@ class Result:
 Listener = Callable[[Event], None]
 
 
+def error_data(e: Exception) -> dict[str, Any]:
+    """An "error" event's data: the message, the exception's type, and whether it is the user's to fix."""
+    return {"message": str(e), "type": type(e).__name__, "user": isinstance(e, UserInputError)}
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine, linear or constant decay to cfg.min_lr at max_steps."""
     if step < cfg.warmup_steps:
@@ -174,7 +179,7 @@ class Trainer:
         try:
             return self._run()
         except Exception as e:
-            self._emit("error", {"message": str(e), "type": type(e).__name__, "user": isinstance(e, UserInputError)})
+            self._emit("error", error_data(e))
             raise
         finally:
             if self._writer is not None:

@@ -27,7 +27,7 @@ from typing import Any
 from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
-from gpt.trainer import Event, format_duration
+from gpt.trainer import Event, error_data, format_duration
 
 KEEP_FINISHED = 50  # finished jobs kept for their sessions' charts and Resume; older ones are forgotten
 START_TIMEOUT_S = 300  # how long Start waits for the child to build its model and say "start" (or what is wrong)
@@ -67,7 +67,7 @@ def _train_in_child(spec: dict[str, Any], events: Any, stop: StopFlag) -> None:
         trainer = Trainer(Config.from_dict(spec["config"]), load_prepared(spec["data_dir"]), spec["run_dir"],
                           resume=spec["resume"], init_from=spec["init_from"], listeners=[send])  # fmt: skip
     except Exception as e:  # noqa: BLE001 - reported to the UI, the child ends
-        send(Event("error", 0, {"message": str(e), "type": type(e).__name__, "user": isinstance(e, UserInputError)}))
+        send(Event("error", 0, error_data(e)))
         return
     parent = os.getppid()
 
