@@ -29,6 +29,7 @@ from gpt.data import PreparedData
 from gpt.errors import UserInputError
 from gpt.trainer import Event, error_data, format_duration
 
+ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
 KEEP_FINISHED = 50  # finished jobs kept for their sessions' charts and Resume; older ones are forgotten
 START_TIMEOUT_S = 300  # how long Start waits for the child to build its model and say "start" (or what is wrong)
 
@@ -197,7 +198,7 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.status in ("starting", "running")
+        return self.status in ACTIVE
 
     def stop(self) -> None:
         self._stop.set()

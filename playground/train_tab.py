@@ -96,10 +96,11 @@ def machine_flops() -> float:
     """A rough training speed for this machine: a 1024² matmul's FLOP/s in the dtype the trainer picks, times the
     share of it our training reaches (`python -m bench.compare`: ~70% of the fp32 ceiling in fp32, ~35% of the bf16
     ceiling under bf16 autocast, whose non-matmul work does not get faster)."""
-    dtype = pick_dtype("auto", pick_device())
+    device = pick_device()
+    dtype = pick_dtype("auto", device)
     if dtype not in (torch.float32, torch.bfloat16):  # CUDA fp16 etc.: a rough guess is all the estimate needs
         dtype = torch.float32
-    a = torch.randn(1024, 1024, dtype=dtype, device=pick_device())
+    a = torch.randn(1024, 1024, dtype=dtype, device=device)
     best = float("inf")
     for _ in range(8):  # best of several: a busy moment must not make every estimate pessimistic
         t = time.perf_counter()
@@ -196,9 +197,10 @@ def progress_html(snap: dict[str, Any]) -> str:
     )
 
 
-# Chart refresh period while this session's run trains. Each refresh costs the browser (Plotly redraws) and the server
-# CPU that the training shares on a small machine: at 1 s, training with the Train tab open in chromium ran at ~0.75x
-# of the CLI's tokens/s on 2 cores (`python -m bench.train_tab`). Between runs the timer is off.
+# Chart refresh period while this session's run trains. Each refresh of the two figures costs headless chromium ~450 ms
+# of CPU and the server ~100 ms, taken from the training when they share a small machine (`python -m bench.train_tab`:
+# 0.62-0.73x of the CLI's tokens/s on 2 cores with the tab open); 2 s keeps the curves live at half of 1 s's cost.
+# Between runs the timer is off.
 REFRESH_S = 2.0
 
 
@@ -209,7 +211,7 @@ def poll(state: dict[str, Any], seen: int) -> tuple[Any, ...]:
     if job is None:
         return (gr.skip(),) * 5 + (seen, gr.Timer(active=False))
     snap = job.snapshot()
-    timer = gr.skip() if snap["status"] in ("starting", "running") else gr.Timer(active=False)
+    timer = gr.skip() if snap["status"] in jobs.ACTIVE else gr.Timer(active=False)
     if snap["version"] == seen:
         return (gr.skip(),) * 5 + (seen, timer)
     sample = f"[step {snap['sample'][0]}]\n{snap['sample'][1]}" if snap["sample"] else ""
