@@ -2,8 +2,9 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--runs-dir checkpoints]
 
-Also the Hugging Face Space entry point. Env vars: GPT_PLAYGROUND_HOST, GPT_PLAYGROUND_PORT,
-GPT_PLAYGROUND_RUNS and the limits in playground/settings.py.
+Also the Hugging Face Space entry point. Env vars: GPT_PLAYGROUND_HOST, GPT_PLAYGROUND_PORT (else Gradio's own
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, which a Space sets), GPT_PLAYGROUND_RUNS and the settings in
+playground/settings.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import gradio as gr  # noqa: E402
 
 from playground import data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
 from playground.common import new_session  # noqa: E402
-from playground.settings import LIMITS  # noqa: E402
+from playground.settings import LIMITS, PRIVATE  # noqa: E402
 
 TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab)]
 CSS = """
@@ -30,10 +31,13 @@ CSS = """
 def build_app() -> gr.Blocks:
     # delete_cache: Gradio's copies of uploads and downloads older than an hour go, checked hourly.
     with gr.Blocks(title="GPT Playground", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(
-            "# GPT Playground\nUpload text, train a small GPT on it while the curves move, sample from it, "
-            f"and look inside. <small>{LIMITS.describe()}</small>"
-        )
+        with gr.Row(equal_height=True):
+            gr.Markdown(
+                "# GPT Playground\nUpload text, train a small GPT on it while the curves move, sample from it, "
+                f"and look inside. <small>{LIMITS.describe()}</small>"
+            )
+            if PRIVATE and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: sign in to keep runs
+                gr.LoginButton("Sign in to keep your runs", scale=0, min_width=220)
         state = gr.State(new_session())
         with gr.Tabs():
             for name, module in TABS:
@@ -44,8 +48,9 @@ def build_app() -> gr.Blocks:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run the GPT Playground web app.")
-    ap.add_argument("--host", default=os.environ.get("GPT_PLAYGROUND_HOST", "127.0.0.1"))
-    ap.add_argument("--port", type=int, default=int(os.environ.get("GPT_PLAYGROUND_PORT", "7860")))
+    env = os.environ.get
+    ap.add_argument("--host", default=env("GPT_PLAYGROUND_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1")
+    ap.add_argument("--port", type=int, default=int(env("GPT_PLAYGROUND_PORT") or env("GRADIO_SERVER_PORT") or 7860))
     ap.add_argument("--runs-dir", help="where runs and checkpoints go (default ./checkpoints)")
     args = ap.parse_args()
     if args.runs_dir:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,11 @@ from gpt.tokenizer import GPT2Tokenizer, Tokenizer, from_spec, gpt2_file_paths
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TOKENIZER_FILE = "gpt_playground_tokenizer.json"
+MAX_HF_CONFIG_BYTES = 1 << 20  # a GPT-2 config.json is ~1 kB: read no more than this before parsing
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")  # "gpt2", "openai-community/gpt2"
+
+# Called with a model's config before its weights are read or downloaded: raises UserInputError to refuse it.
+SizeCheck = Callable[[ModelConfig], None]
 
 
 def hf_config_to_model(hf: dict[str, Any]) -> ModelConfig:
@@ -121,14 +128,31 @@ def read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{hf_dir} has neither model.safetensors nor pytorch_model.bin")
 
 
-def load_hf(hf_dir: str | Path) -> tuple[GPT, Tokenizer]:
-    """A Hugging Face GPT-2 directory as our model (eval mode) and its tokenizer."""
-    d = Path(hf_dir)
+def read_hf_config(path: str | Path) -> ModelConfig:
+    """A Hugging Face config.json as our model config; the file is size-checked before it is read."""
+    f = Path(path)
     try:
-        hf_cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{d} is not a Hugging Face model directory: no readable config.json ({e})") from None
-    cfg = hf_config_to_model(hf_cfg)
+        with open(f, "rb") as fh:  # read a bounded amount: the path could be a link to an endless file
+            raw = fh.read(MAX_HF_CONFIG_BYTES + 1)
+        if len(raw) > MAX_HF_CONFIG_BYTES:
+            raise CheckpointError(f"{f.name} is larger than {MAX_HF_CONFIG_BYTES >> 10} kB; not a GPT-2 config")
+        hf_cfg = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{f.parent.name} is not a Hugging Face model directory: no readable config.json "
+                              f"({type(e).__name__})") from None  # fmt: skip
+    if not isinstance(hf_cfg, dict):
+        raise CheckpointError(f"{f.parent.name}: config.json is not a JSON object")
+    return hf_config_to_model(hf_cfg)
+
+
+def load_hf(hf_dir: str | Path, check: SizeCheck | None = None) -> tuple[GPT, Tokenizer]:
+    """A Hugging Face GPT-2 directory as our model (eval mode) and its tokenizer.
+
+    `check` sees the model's config before any weight is read, so an oversized model is refused cheaply."""
+    d = Path(hf_dir)
+    cfg = read_hf_config(d / "config.json")
+    if check is not None:
+        check(cfg)
     tokenizer = _hf_tokenizer(d, cfg.vocab_size)
     state = hf_state_to_ours(read_hf_state(d), cfg)
     with torch.device("meta"):
@@ -153,9 +177,9 @@ def _hf_tokenizer(d: Path, vocab_size: int) -> Tokenizer:
     raise UserInputError(f"{d}: vocabulary of {vocab_size} tokens and no {TOKENIZER_FILE}; cannot tell its tokenizer")
 
 
-def from_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
-    """Convert a Hugging Face GPT-2 directory into our checkpoint directory."""
-    model, tokenizer = load_hf(hf_dir)
+def from_hf(hf_dir: str | Path, out_dir: str | Path, check: SizeCheck | None = None) -> Path:
+    """Convert a Hugging Face GPT-2 directory into our checkpoint directory (`check`: see `load_hf`)."""
+    model, tokenizer = load_hf(hf_dir, check)
     cfg = Config(model=model.config)
     cfg.data.tokenizer = tokenizer.name
     return ckpt.save(out_dir, model, cfg, tokenizer, step=0, extra={"source": f"hf:{Path(hf_dir).name}"})
@@ -183,6 +207,29 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
     else:
         (out / TOKENIZER_FILE).write_text(json.dumps(loaded.tokenizer.spec()), encoding="utf-8")
     return out
+
+
+def fetch_hf(name: str, check: SizeCheck | None = None) -> Path:
+    """Download a GPT-2 from the Hugging Face Hub (or find it in the local cache): config.json first, and the
+    weights only if `check` accepts the config. Download progress goes through huggingface_hub's tqdm bars."""
+    if not HUB_NAME.match(name):
+        raise UserInputError(f"{name[:80]!r} is not a Hugging Face model name (such as gpt2 or openai-community/gpt2)")
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        config = hf_hub_download(name, "config.json")
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, no huggingface_hub: one clear message
+        raise UserInputError(
+            f"{name!r} is not available ({type(e).__name__}): it is not in the local Hugging Face cache and could "
+            f"not be downloaded. On a machine with internet run `huggingface-cli download {name}` (or save a "
+            "GPT2LMHeadModel with save_pretrained) and load that directory"
+        ) from None
+    if check is not None:
+        check(read_hf_config(config))
+    try:
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as e:  # noqa: BLE001 - a failed download: say so, nothing half-done is kept by the hub cache
+        raise UserInputError(f"the weights of {name!r} could not be downloaded ({type(e).__name__})") from None
 
 
 def hf_cache_dirs(name: str = "gpt2") -> list[Path]:

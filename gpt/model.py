@@ -176,6 +176,12 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @staticmethod
+    def size_of(cfg: ModelConfig) -> int:
+        """`num_params()` of a model of this shape, without allocating it (meta tensors: cheap for any size)."""
+        with torch.device("meta"):
+            return GPT(cfg).num_params()
+
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without position embeddings (as nanoGPT reports it)."""
         n = sum(p.numel() for p in self.parameters())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -14,11 +15,15 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from gpt import checkpoint as ckpt
+from gpt.config import ModelConfig
 from gpt.device import sampling_model
 from gpt.errors import UserInputError
-from playground.settings import runs_root
+from gpt.model import GPT
+from playground.hosting import Visitor, enforce_quota, scrub_paths, visitor
+from playground.settings import LIMITS, runs_root
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("playground")
 
 
 def new_session() -> dict[str, Any]:
@@ -27,7 +32,23 @@ def new_session() -> dict[str, Any]:
 
 
 def user_errors(fn: F) -> F:
-    """Show a library UserInputError as a gr.Error popup (the state stays as it was), never a traceback."""
+    """Every failure of a handler reaches the user as a message, never as a bare "Error" or a traceback.
+
+    A library UserInputError is shown as it is (the state stays as it was). Anything else is a bug or a case we did
+    not foresee: its traceback goes to the server log and the user is told what happened and what to try. On a
+    shared server no message shows a server path."""
+
+    def fail(e: Exception) -> gr.Error:
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, UserInputError):
+            return gr.Error(scrub_paths(str(e)), print_exception=False)
+        log.exception("unexpected error in %s", fn.__name__)
+        return gr.Error(
+            f"Something went wrong on the server ({type(e).__name__}) and it was logged. Check the inputs of this "
+            "step, or reload the page and try again.",
+            print_exception=False,
+        )
 
     if inspect.isgeneratorfunction(fn):  # streaming handlers must stay generator functions for Gradio
 
@@ -35,8 +56,8 @@ def user_errors(fn: F) -> F:
         def stream_wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 yield from fn(*args, **kwargs)
-            except UserInputError as e:
-                raise gr.Error(str(e), print_exception=False) from None
+            except Exception as e:  # noqa: BLE001 - see fail()
+                raise fail(e) from None
 
         return stream_wrapper  # type: ignore[return-value]
 
@@ -44,70 +65,78 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UserInputError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001 - see fail()
+            raise fail(e) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def short_path(path: str) -> str:
-    """A checkpoint path as the UI shows it: relative to the runs directory when inside it."""
-    p, root = Path(path), runs_root()
-    return str(p.relative_to(root)) if p.is_relative_to(root) else path
 
 
 NEW_MODEL = ("a new model (sizes below)", "")
 
 
-def checkpoint_choices(with_new: bool = False) -> list[tuple[str, str]]:
-    """(label, path) for every complete checkpoint under the runs directory, newest first."""
+def checkpoint_choices(me: Visitor, with_new: bool = False) -> list[tuple[str, str]]:
+    """(label, name) for every complete checkpoint this visitor may use, newest first."""
     out = [NEW_MODEL] if with_new else []
-    for r in ckpt.list_checkpoints(runs_root()):
+    for r in me.checkpoints():
         val = f", val {r['val_loss']:.3f}" if r["val_loss"] is not None else ""
-        out.append((f"{short_path(r['path'])} · step {r['step']}{val}", r["path"]))
+        out.append((f"{r['name']} · step {r['step']}{val}", r["name"]))
     return out
 
 
+@user_errors
 def checkpoint_dropdown_update(
-    current: str | None = None, state: dict[str, Any] | None = None, with_new: bool = False
+    current: str | None = None,
+    state: dict[str, Any] | None = None,
+    request: gr.Request | None = None,
+    profile: gr.OAuthProfile | None = None,
+    with_new: bool = False,
 ) -> dict[str, Any]:
     """Fresh choices; selected: this session's latest checkpoint if it has a run, else the current, else the newest.
 
     `with_new` adds "a new model" first (the Train tab's "Start from"), which stays selected unless changed.
     """
-    choices = checkpoint_choices(with_new)
-    paths = [p for _, p in choices]
-    mine = str(Path(state["run_dir"]) / "latest") if state and state.get("run_dir") else None
+    me = visitor(request, profile)
+    choices = checkpoint_choices(me, with_new)
+    names = [n for _, n in choices]
+    mine = me.name(Path(state["run_dir"]) / "latest") if state and state.get("run_dir") else None
     value: str | None
     if with_new:
-        value = current if current in paths else ""
-    elif mine in paths:
+        value = current if current in names else ""
+    elif mine in names:
         value = mine
     else:
-        value = current if current in paths else (paths[0] if paths else None)
+        value = current if current in names else (names[0] if names else None)
     return gr.update(choices=choices, value=value)
+
+
+def start_from_update(
+    current: str | None, request: gr.Request | None, profile: gr.OAuthProfile | None
+) -> dict[str, Any]:
+    """The Train tab's "Start from": a new model, or any checkpoint of this visitor's."""
+    return checkpoint_dropdown_update(current, None, request, profile, with_new=True)
 
 
 _models: OrderedDict[tuple[str, int, bool], ckpt.Checkpoint] = OrderedDict()
 _models_lock = threading.Lock()
 
 
-def load_checkpoint(path: str | None, for_sampling: bool = False) -> ckpt.Checkpoint:
+def load_checkpoint(name: str | None, me: Visitor, for_sampling: bool = False) -> ckpt.Checkpoint:
     """Load (and cache the 4 most recent) checkpoints; the key includes the file time, so updates reload.
 
-    `for_sampling`: the model is the fastest to generate from on this machine (`gpt.device.sampling_model`: bf16
-    weights for large models on CPUs with native bf16); the Inspect tab keeps the exact fp32 model.
+    `name` is resolved for `me` (refused unless it is theirs or shared). `for_sampling`: the model is the fastest
+    to generate from on this machine (`gpt.device.sampling_model`: bf16 weights for large models on CPUs with
+    native bf16); the Inspect tab keeps the exact fp32 model.
     """
-    if not path:
+    if not name:
         raise UserInputError("no checkpoint yet: train a model in the Train tab (or upload one) first")
-    resolved = ckpt.resolve(path)
+    resolved = ckpt.resolve(me.resolve(name))
     key = (str(resolved), (resolved / ckpt.CONFIG).stat().st_mtime_ns, for_sampling)
     with _models_lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
     if for_sampling:
-        exact = load_checkpoint(path)
+        exact = load_checkpoint(name, me)
         loaded = dataclasses.replace(exact, model=sampling_model(exact.model))
     else:
         loaded = ckpt.load(resolved)
@@ -118,41 +147,65 @@ def load_checkpoint(path: str | None, for_sampling: bool = False) -> ckpt.Checkp
     return loaded
 
 
-@user_errors
-def import_pretrained(source: str, with_new: bool = False) -> tuple[str, Any]:
-    """A GPT-2 from a local Hugging Face directory, the local HF cache, or (with internet) the Hub by name,
-    converted once into a checkpoint under the runs directory so every tab can use it."""
-    from gpt.interop import from_hf, hf_cache_dirs
+def check_model_size(cfg: ModelConfig, params: int | None = None) -> None:
+    """The caps on a model, whichever way it arrives (trained, uploaded, converted, pretrained)."""
+    params = GPT.size_of(cfg) if params is None else params
+    if params > LIMITS.max_params:
+        raise UserInputError(
+            f"this model has {params / 1e6:.1f}M parameters; the limit here is {LIMITS.max_params / 1e6:.0f}M "
+            "— use fewer layers or a smaller embedding size"
+        )
+    if cfg.block_size > LIMITS.max_context:
+        raise UserInputError(f"context {cfg.block_size} asked; the limit here is {LIMITS.max_context}")
 
-    source = (source or "").strip()
+
+# Gradio shows the progress of the tqdm bars huggingface_hub draws while it downloads weights.
+DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)
+
+
+@user_errors
+def import_pretrained(
+    source: str,
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
+    progress: gr.Progress = DOWNLOAD_PROGRESS,
+) -> tuple[str, Any]:
+    """A GPT-2 from the Hugging Face Hub by name (or the local HF cache), or, for the local single user, from a
+    directory; refused before its weights are read if it is over the caps; converted once into a checkpoint under
+    `pretrained/`, which every visitor may use."""
+    from gpt.interop import HUB_NAME, fetch_hf, from_hf, hf_cache_dirs
+
+    source = (source or "").strip() if isinstance(source, str) else ""
     if not source:
-        raise UserInputError("enter a local Hugging Face model directory or a model name such as gpt2")
-    if Path(source).is_dir():
+        raise UserInputError("enter a Hugging Face model name such as gpt2 (or, locally, a model directory)")
+    me = visitor(request, profile)
+    if me.owner is None and len(source) < 4096 and Path(source).is_dir():
         hf_dir = Path(source)
+    elif not HUB_NAME.match(source):
+        where = "" if me.owner is None else " (this shared server loads models from the Hugging Face Hub only)"
+        raise UserInputError(f"{source[:80]!r} is neither a model directory nor a Hub model name{where}")
     elif cached := hf_cache_dirs(source):
         hf_dir = cached[0]
     else:
-        hf_dir = _download(source)
+        hf_dir = fetch_hf(source, check_model_size)
     target = runs_root() / "pretrained" / "".join(c if c.isalnum() or c in "-_." else "-" for c in hf_dir.name)[:60]
     if not (target / ckpt.CONFIG).is_file():
-        from_hf(hf_dir, target)
-    loaded = load_checkpoint(str(target))
-    label = f"Loaded {source} ({loaded.model.num_params() / 1e6:.1f}M parameters) as `{target}`"
-    return label, checkpoint_dropdown_update(str(target), with_new=with_new)
+        from_hf(hf_dir, target, check_model_size)
+        enforce_quota(protected=[target])
+    loaded = load_checkpoint(me.name(target), me)
+    label = f"Loaded {source} ({loaded.model.num_params() / 1e6:.1f}M parameters) as `{me.name(target)}`"
+    return label, checkpoint_dropdown_update(me.name(target), None, request, profile)
 
 
-def _download(name: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
-    except Exception as e:  # noqa: BLE001 - offline, unknown name, no huggingface_hub: one clear message
-        raise UserInputError(
-            f"the weights of {name!r} are not available offline ({type(e).__name__}): no such local directory and "
-            "nothing in the Hugging Face cache. On a machine with internet run "
-            f"`huggingface-cli download {name}` (or save a GPT2LMHeadModel with save_pretrained), then enter its "
-            "directory here"
-        ) from None
+@user_errors
+def import_pretrained_to_start_from(
+    source: str,
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
+    progress: gr.Progress = DOWNLOAD_PROGRESS,
+) -> tuple[str, Any]:
+    label, update = import_pretrained(source, request, profile)
+    return label, start_from_update(update["value"], request, profile)
 
 
 def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_new: bool = False) -> None:
@@ -164,7 +217,7 @@ def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_ne
             )
             button = gr.Button("Load", scale=1)
         message = gr.Markdown()
-    handler = functools.partial(import_pretrained, with_new=with_new)
+    handler = import_pretrained_to_start_from if with_new else import_pretrained
     button.click(
         handler, source, [message, checkpoint], api_name=api_name, api_visibility="public" if api_name else "private"
     )

@@ -12,6 +12,7 @@ from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.sampling import stream
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
+from playground.hosting import visitor
 from playground.settings import LIMITS
 
 # Probability buckets, coloured from confident (green) to surprising (red).
@@ -59,11 +60,11 @@ def sample_config(
 
 @user_errors
 def generate(
-    checkpoint: str | None, prompt: str, *settings: Any
+    checkpoint: str | None, prompt: str, request: gr.Request, profile: gr.OAuthProfile | None, *settings: Any
 ) -> Iterator[tuple[list[tuple[str, str | None]], str, list[dict[str, Any]]]]:
     """Stream (highlighted tokens, plain text, per-token details); the prompt is shown uncoloured first."""
     cfg = sample_config(*settings)
-    loaded = load_checkpoint(checkpoint, for_sampling=True)
+    loaded = load_checkpoint(checkpoint, visitor(request, profile), for_sampling=True)
     pieces: list[tuple[str, str | None]] = [(prompt, None)] if prompt else []
     details: list[dict[str, Any]] = []
     text = ""

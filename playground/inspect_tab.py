@@ -9,11 +9,20 @@ import gradio as gr
 from gpt.inspect import analyse, embedding_projection, parameter_table
 from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
+from playground.hosting import visitor
 
 
 @user_errors
-def inspect_prompt(checkpoint: str | None, prompt: str, layer: float, head: float, words: str) -> tuple[Any, ...]:
-    loaded = load_checkpoint(checkpoint)
+def inspect_prompt(
+    checkpoint: str | None,
+    prompt: str,
+    layer: float,
+    head: float,
+    words: str,
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
+) -> tuple[Any, ...]:
+    loaded = load_checkpoint(checkpoint, visitor(request, profile))
     mc = loaded.config.model
     layer_i, head_i = min(int(layer), mc.n_layer) - 1, min(int(head), mc.n_head) - 1
     a = analyse(loaded.model, loaded.tokenizer, prompt or "")
@@ -31,8 +40,8 @@ def inspect_prompt(checkpoint: str | None, prompt: str, layer: float, head: floa
 
 
 @user_errors
-def project_embeddings(checkpoint: str | None, words: str) -> Any:
-    loaded = load_checkpoint(checkpoint)
+def project_embeddings(checkpoint: str | None, words: str, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
+    loaded = load_checkpoint(checkpoint, visitor(request, profile))
     return charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words or ""))
 
 

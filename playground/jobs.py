@@ -7,8 +7,9 @@ process has used torch, and the server's threads all have), and it shared the GI
 process it trains as fast as `gpt-train`, its memory goes back to the system when it ends, and a crash in it
 cannot take the app down. Children fork from a server process that has imported torch once (start ~0.1 s).
 
-The `Registry` caps how many jobs train at once; a request over the cap gets `BusyError`, whose message shows the
-progress of the run that holds the slot.
+The `Registry` caps how many jobs train at once. A run asked for while the slots are taken waits in a fair queue
+(first come, first served; one waiting run per visitor; a capped length): its session sees its position and when it
+should start, can leave, and leaves when the page closes. Runs start in order as slots free up.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from typing import Any
 from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
-from gpt.trainer import Event, error_data, format_duration
+from gpt.trainer import Event, error_data
 
 ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
+QUEUED = "queued"  # waiting for a slot
 KEEP_FINISHED = 50  # finished jobs kept for their sessions' charts and Resume; older ones are forgotten
 START_TIMEOUT_S = 300  # how long Start waits for the child to build its model and say "start" (or what is wrong)
 
@@ -45,7 +47,7 @@ if _FORKSERVER:
 
 
 class BusyError(UserInputError):
-    """All training slots are taken."""
+    """The queue is full, or this visitor already has a run waiting."""
 
 
 def warm_up() -> None:
@@ -109,11 +111,17 @@ class Job:
         resume: Path | None = None,
         init_from: Path | None = None,
         history: Series | None = None,
+        owner: str | None = None,
+        session: str | None = None,
+        estimate_s: float = 0.0,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.run_dir = run_dir
+        self.owner, self.session = owner, session  # whose run it is; the browser session that asked for it
+        self.estimate_s = estimate_s  # how long it should train, for the ETAs of the runs queued behind it
+        self.on_end: list[Any] = []  # called (with the job) once it has finished, for the registry
         self.series = history or Series()
-        self.status = "starting"  # starting | running | completed | stopped | error
+        self.status = "starting"  # queued | starting | running | completed | stopped | error | left
         self.message = ""
         self.last: dict[str, Any] = {"step": 0, "max_steps": config.train.max_steps}
         self.samples: list[tuple[int, str]] = []
@@ -135,6 +143,9 @@ class Job:
 
     def start(self) -> None:
         """Start the child and wait until it trains; bad settings it finds raise UserInputError here."""
+        with self._lock:
+            self.status, self.message, self.started = "starting", "", time.time()
+            self.version += 1
         self.process.start()
         self._reader.start()
         if not self._answered.wait(START_TIMEOUT_S):
@@ -158,6 +169,8 @@ class Job:
             if kind in ("done", "error"):
                 break
         self.process.join(timeout=60)
+        for callback in self.on_end:
+            callback(self)
 
     def _finish(self, status: str, message: str) -> None:
         with self._lock:
@@ -203,10 +216,12 @@ class Job:
     def stop(self) -> None:
         self._stop.set()
 
-    def progress_line(self) -> str:
-        step, total = self.last.get("step", 0), self.last.get("max_steps", 0)
+    def remaining_s(self) -> float:
+        """Seconds until this run should end: the trainer's ETA once it trains, else the estimate."""
         eta = self.last.get("eta")
-        return f"step {step}/{total}" + (f", ETA {format_duration(eta)}" if eta is not None else "")
+        if self.status == "running" and eta is not None:
+            return max(0.0, float(eta))
+        return self.estimate_s
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy for one UI refresh."""
@@ -219,18 +234,22 @@ class Job:
                 "version": self.version,
                 "last": dict(self.last),
                 "run_dir": str(self.run_dir),
+                "queue": None,
                 "series": Series(**{k: list(v) for k, v in vars(s).items()}),
                 "sample": self.samples[-1] if self.samples else None,
             }
 
 
 class Registry:
-    """All jobs of this process; at most `max_jobs` train at once."""
+    """All jobs of this process: at most `max_jobs` train at once, at most `max_queue` wait in line."""
 
-    def __init__(self, max_jobs: int) -> None:
-        self.max_jobs = max_jobs
+    def __init__(self, max_jobs: int, max_queue: int = 8) -> None:
+        self.max_jobs, self.max_queue = max_jobs, max_queue
         self._jobs: dict[str, Job] = {}
+        self._queue: list[Job] = []  # waiting, in order
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._dispatcher: threading.Thread | None = None
 
     def start(
         self,
@@ -240,24 +259,105 @@ class Registry:
         resume: Path | None = None,
         history: Series | None = None,
         init_from: Path | None = None,
+        owner: str | None = None,
+        session: str | None = None,
+        estimate_s: float = 0.0,
     ) -> Job:
+        """Start a run now if a slot is free and nobody waits (errors it finds raise here), else queue it."""
+        job = Job(config, data, run_dir, resume=resume, init_from=init_from, history=history,
+                  owner=owner, session=session, estimate_s=estimate_s)  # fmt: skip
+        job.on_end.append(self._ended)
         with self._lock:
-            running = [j for j in self._jobs.values() if j.active]
-            if len(running) >= self.max_jobs:
-                raise BusyError(
-                    f"Busy: {len(running)} training run(s) in progress ({running[0].progress_line()}); "
-                    "this server trains one at a time — try again when it finishes."
-                )
-            job = Job(config, data, run_dir, resume=resume, init_from=init_from, history=history)
+            if len(self.active()) < self.max_jobs and not self._queue:
+                job_now = True
+                self._add(job)
+            else:
+                job_now = False
+                if any(j.owner == owner for j in self._queue):
+                    raise BusyError("you already have a run waiting in line; leave the queue first to change it")
+                if len(self._queue) >= self.max_queue:
+                    raise BusyError(
+                        f"Busy: {self.max_jobs} run(s) training and {len(self._queue)} waiting, the most this "
+                        "server queues; try again in a while"
+                    )
+                job.status = QUEUED
+                self._queue.append(job)
+                self._add(job)
+                self._ensure_dispatcher()
+        if job_now:
             job.start()  # raises UserInputError for bad settings (the child found them)
-            self._jobs[job.id] = job
-            finished = [j for j in self._jobs.values() if not j.active]
-            for old in finished[: max(0, len(finished) - KEEP_FINISHED)]:  # oldest first (dicts keep order)
-                del self._jobs[old.id]
-            return job
+        return job
+
+    def _add(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        finished = [j for j in self._jobs.values() if not j.active and j.status != QUEUED]
+        for old in finished[: max(0, len(finished) - KEEP_FINISHED)]:  # oldest first (dicts keep order)
+            del self._jobs[old.id]
+
+    def leave(self, job_id: str | None, why: str = "You left the queue.") -> bool:
+        """Take a waiting run out of the queue; False if it is not waiting (it may have started)."""
+        with self._lock:
+            job = self._jobs.get(job_id) if job_id else None
+            if job is None or job not in self._queue:
+                return False
+            self._queue.remove(job)
+            job._finish("left", why)
+            self._wake.notify_all()
+            return True
+
+    def leave_session(self, session: str) -> None:
+        """The page of `session` was closed: its waiting run leaves the queue (a started run goes on)."""
+        for job in [j for j in self._queue if j.session == session]:
+            self.leave(job.id, "The page was closed, so the run left the queue.")
+
+    def queue_position(self, job_id: str) -> tuple[int, int, float] | None:
+        """(position from 1, queue length, seconds until it should start) of a waiting run, else None.
+
+        The seconds: the runs in the slots end at their ETAs, and each run ahead takes its estimate in the first slot
+        to free up."""
+        with self._lock:
+            ids = [j.id for j in self._queue]
+            if job_id not in ids:
+                return None
+            free_at = sorted(j.remaining_s() for j in self.active())
+            free_at += [0.0] * max(0, self.max_jobs - len(free_at))
+            for ahead in self._queue[: ids.index(job_id)]:
+                soonest = free_at.pop(0)
+                free_at = sorted([*free_at, soonest + ahead.estimate_s])
+            return ids.index(job_id) + 1, len(ids), free_at[0]
+
+    def _ended(self, job: Job) -> None:
+        with self._lock:
+            self._wake.notify_all()
+
+    def _ensure_dispatcher(self) -> None:
+        if self._dispatcher is None or not self._dispatcher.is_alive():
+            self._dispatcher = threading.Thread(target=self._dispatch, name="train-queue", daemon=True)
+            self._dispatcher.start()
+
+    def _dispatch(self) -> None:
+        """Start waiting runs, in order, as slots free up; ends when the queue is empty."""
+        while True:
+            with self._lock:
+                while self._queue and len(self.active()) >= self.max_jobs:
+                    self._wake.wait(timeout=5.0)
+                if not self._queue:
+                    self._dispatcher = None
+                    return
+                job = self._queue.pop(0)
+                job.status = "starting"  # holds its slot from now on
+            try:
+                job.start()
+            except UserInputError:
+                pass  # the job's status and message say what went wrong; its session's poll shows them
+            except Exception as e:  # noqa: BLE001 - the child could not even be started: report it to its session
+                job._finish("error", f"the run could not start ({type(e).__name__}: {e})")
 
     def get(self, job_id: str | None) -> Job | None:
         return self._jobs.get(job_id) if job_id else None
 
     def active(self) -> list[Job]:
-        return [j for j in self._jobs.values() if j.active]
+        return [j for j in list(self._jobs.values()) if j.active]
+
+    def waiting(self) -> list[Job]:
+        return list(self._queue)

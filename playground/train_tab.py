@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import shutil
 import tempfile
 import time
@@ -22,14 +23,22 @@ from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.trainer import format_duration, padded_vocab
 from playground import charts, jobs
-from playground.common import NEW_MODEL, checkpoint_dropdown_update, pretrained_row, short_path, user_errors
+from playground.common import (
+    NEW_MODEL,
+    check_model_size,
+    checkpoint_dropdown_update,
+    pretrained_row,
+    start_from_update,
+    user_errors,
+)
 from playground.data_tab import current_data
+from playground.hosting import Visitor, enforce_quota, visitor
 from playground.jobs import Registry, Series
-from playground.settings import LIMITS, runs_root
+from playground.settings import LIMITS, PRIVATE
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ["tiny", "small", "custom"]
-REGISTRY = Registry(LIMITS.max_jobs)
+REGISTRY = Registry(LIMITS.max_jobs, LIMITS.max_queue)
 
 # (setting, label, kind, range): the fields of the form, in order; kind picks the component.
 FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]] = [
@@ -80,15 +89,9 @@ def model_size(cfg: Config, vocab_size: int) -> tuple[int, float]:
 
 
 def check_limits(cfg: Config, params: int) -> None:
-    if params > LIMITS.max_params:
-        raise UserInputError(
-            f"this model has {params / 1e6:.1f}M parameters; the limit here is {LIMITS.max_params / 1e6:.0f}M "
-            "— use fewer layers or a smaller embedding size"
-        )
+    check_model_size(cfg.model, params)
     if cfg.train.max_steps > LIMITS.max_steps:
         raise UserInputError(f"{cfg.train.max_steps:,} steps asked; the limit here is {LIMITS.max_steps:,}")
-    if cfg.model.block_size > LIMITS.max_context:
-        raise UserInputError(f"context {cfg.model.block_size} asked; the limit here is {LIMITS.max_context}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,6 +115,12 @@ def machine_flops() -> float:
     return share * 2 * 1024**3 / best
 
 
+def estimate_s(cfg: Config, flops_per_token: float, steps: int | None = None) -> float:
+    """Seconds to train `steps` (default: all of them) on this machine."""
+    steps = cfg.train.max_steps if steps is None else steps
+    return steps * flops_per_token * cfg.train.batch_size * cfg.model.block_size / machine_flops()
+
+
 def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
     try:
         cfg = build_config(preset, list(values))
@@ -119,8 +128,8 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
         params, flops = model_size(cfg, vocab)
     except UserInputError as e:
         return f"⚠️ {e}"
-    per_100 = 100 * flops * cfg.train.batch_size * cfg.model.block_size / machine_flops()
-    total = per_100 * cfg.train.max_steps / 100
+    per_100 = estimate_s(cfg, flops, 100)
+    total = estimate_s(cfg, flops)
     return (
         f"**{params / 1e6:.2f}M parameters** (without position embeddings) · about **{per_100:.1f} s per 100 steps** "
         f"on this machine · {cfg.train.max_steps:,} steps ≈ {format_duration(total)}"
@@ -128,52 +137,106 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
 
 
 @user_errors
-def start_training(state: dict[str, Any], init_from: str, preset: str, *values: Any) -> tuple[dict[str, Any], str]:
-    """Start a new run: a new model from the form, or (fine-tuning) a checkpoint's weights and architecture."""
+def start_training(
+    state: dict[str, Any],
+    init_from: str,
+    preset: str,
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
+    *values: Any,
+) -> tuple[dict[str, Any], str]:
+    """Start a new run: a new model from the form, or (fine-tuning) a checkpoint's weights and architecture.
+    When the slots are taken, the run waits in line."""
+    me = visitor(request, profile)
     cfg = build_config(preset, list(values))
-    if init_from:
-        meta = ckpt.read_meta(init_from)
+    start_from = ckpt.resolve(me.resolve(init_from)) if init_from else None
+    if start_from is not None:
+        meta = ckpt.read_meta(start_from)
         # No data chosen yet: the built-in corpus, tokenized the way the model expects (GPT-2 BPE for GPT-2).
         data = current_data(state, tokenizer=meta["tokenizer"].get("type", "char"))
-        check_limits(cfg, int(meta.get("params", 0)))
+        params = int(meta.get("params", 0))
+        flops = 6.0 * params
     else:
         data = current_data(state)
-        check_limits(cfg, model_size(cfg, data.tokenizer.vocab_size)[0])
-    run_dir = runs_root() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    job = REGISTRY.start(cfg, data, run_dir, init_from=Path(init_from) if init_from else None)
+        params, flops = model_size(cfg, data.tokenizer.vocab_size)
+    check_limits(cfg, params)
+    run_dir = me.home / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    job = _submit(state, me, request, cfg, data, run_dir, estimate_s(cfg, flops), init_from=start_from)
     state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
-    what = f"fine-tuning `{init_from}`" if init_from else "training started"
-    return state, f"{what.capitalize()} → `{run_dir}`"
+    what = f"fine-tuning `{me.name(start_from)}`" if start_from else "training started"
+    if job.status == jobs.QUEUED:
+        what = "in line: the run starts when the runs ahead of it end"
+    return state, f"{what[0].upper()}{what[1:]} → `{me.name(run_dir)}`"
+
+
+def _submit(state: dict[str, Any], me: Visitor, request: gr.Request, cfg: Config, data: Any, run_dir: Path,
+            estimate: float, **kwargs: Any) -> jobs.Job:  # fmt: skip
+    """Start or queue a run of this session's, after making room on disk for it."""
+    old = REGISTRY.get(state.get("job_id"))
+    if old is not None and (old.active or old.status == jobs.QUEUED):
+        raise UserInputError("your run is still training or waiting; stop it (or leave the queue) first")
+    enforce_quota(protected=[j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]] + [run_dir])
+    session = request.session_hash if request else None
+    # One waiting run per visitor: their account or session on a shared server, their session locally.
+    return REGISTRY.start(cfg, data, run_dir, owner=me.owner or session, session=session, estimate_s=estimate,
+                          **kwargs)  # fmt: skip
 
 
 @user_errors
 def stop_training(state: dict[str, Any]) -> str:
     job = REGISTRY.get(state.get("job_id"))
+    if job is not None and REGISTRY.leave(job.id):
+        return "You left the queue."
     if job is None or not job.active:
         raise UserInputError("no training run of yours is in progress")
     job.stop()
-    return f"Stopping after the current step ({job.progress_line()})…"
+    return f"Stopping after the current step (step {job.last.get('step', 0):,})…"
 
 
 @user_errors
-def resume_training(state: dict[str, Any], max_steps: float) -> tuple[dict[str, Any], str]:
+def leave_queue(state: dict[str, Any]) -> str:
+    if not REGISTRY.leave(state.get("job_id")):
+        raise UserInputError("no run of yours is waiting in line")
+    return "You left the queue."
+
+
+def page_closed(request: gr.Request) -> None:
+    """The visitor closed the page: a run of theirs that waits in line leaves it (a started one goes on)."""
+    if request is not None and request.session_hash:
+        REGISTRY.leave_session(request.session_hash)
+
+
+@user_errors
+def resume_training(
+    state: dict[str, Any], max_steps: float, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[dict[str, Any], str]:
+    me = visitor(request, profile)
     old = REGISTRY.get(state.get("job_id"))
-    if old is not None and old.active:
-        raise UserInputError("this run is still training; stop it first")
     if not state.get("run_dir"):
         raise UserInputError("nothing to resume yet: start a training run first")
     run_dir = Path(state["run_dir"])
     meta = ckpt.read_meta(run_dir)
     cfg = Config.from_dict(meta["config"])
-    cfg = apply_overrides(cfg, [f"train.max_steps={int(max_steps)}"])
+    cfg = apply_overrides(cfg, [f"train.max_steps={max_steps}"])
     check_limits(cfg, int(meta.get("params", 0)))
     data = load_prepared(meta["data_dir"]) if meta.get("data_dir") else current_data(state)
     history = old.snapshot()["series"] if old is not None else Series()
-    job = REGISTRY.start(cfg, data, run_dir, resume=run_dir, history=history)
-    return {**state, "job_id": job.id}, f"Resumed from step {meta['step']} → `{run_dir}`"
+    left = max(0, cfg.train.max_steps - int(meta.get("step", 0)))
+    estimate = estimate_s(cfg, 6.0 * int(meta.get("params", 0)), left)
+    job = _submit(state, me, request, cfg, data, run_dir, estimate, resume=run_dir, history=history)
+    what = "In line to resume" if job.status == jobs.QUEUED else "Resumed"
+    return {**state, "job_id": job.id}, f"{what} from step {meta['step']} → `{me.name(run_dir)}`"
 
 
-def progress_html(snap: dict[str, Any]) -> str:
+def progress_html(snap: dict[str, Any], run_name: str) -> str:
+    """The progress bar and its line; while the run waits in line, its position and when it should start."""
+    if snap["status"] == jobs.QUEUED and snap["queue"] is not None:
+        position, length, wait = snap["queue"]
+        return (
+            f'<div class="progress-box"><b>Waiting in line: position {position} of {length}</b> · '
+            f"the runs ahead should end in about {format_duration(wait)}; yours starts then. "
+            "Keep this page open (closing it leaves the queue) or press Leave.</div>"
+        )
     last = snap["last"]
     step, total = last.get("step", 0), max(1, last.get("max_steps", 1))
     pct = 100 * step / total
@@ -192,9 +255,14 @@ def progress_html(snap: dict[str, Any]) -> str:
         f'<div class="progress-box"><div style="background:#eee;border-radius:6px;height:14px;overflow:hidden">'
         f'<div style="width:{pct:.1f}%;background:{colour};height:14px"></div></div>'
         f'<div style="margin-top:6px"><b>{status}</b> · {" · ".join(bits)}</div>'
-        f'<div style="color:#666;font-size:0.9em">TensorBoard logs: <code>{snap["run_dir"]}/tb</code> — open with '
-        f"<code>tensorboard --logdir {snap['run_dir']}</code></div></div>"
+        f'<div style="color:#666;font-size:0.9em">{tensorboard_hint(snap["run_dir"], run_name)}</div></div>'
     )
+
+
+def tensorboard_hint(run_dir: str, run_name: str) -> str:
+    if PRIVATE:  # visitors of a shared server see names, not the server's paths
+        return f"Run <code>{html.escape(run_name)}</code>: download its checkpoint below to keep it."
+    return f"TensorBoard logs: <code>{run_dir}/tb</code> — open with <code>tensorboard --logdir {run_dir}</code>"
 
 
 # Chart refresh period while this session's run trains. Each refresh of the two figures costs headless chromium ~450 ms
@@ -204,45 +272,51 @@ def progress_html(snap: dict[str, Any]) -> str:
 REFRESH_S = 2.0
 
 
-def poll(state: dict[str, Any], seen: int) -> tuple[Any, ...]:
+def poll(state: dict[str, Any], seen: str) -> tuple[Any, ...]:
     """Timer tick: redraw only when the job has new events since this session's last refresh; once the run has
-    ended and its last state is shown, switch the timer off (Start and Resume switch it on again)."""
+    ended and its last state is shown, switch the timer off (Start and Resume switch it on again). While the run
+    waits in line, only the line with its position and wait is refreshed."""
     job = REGISTRY.get(state.get("job_id"))
     if job is None:
-        return (gr.skip(),) * 5 + (seen, gr.Timer(active=False))
+        return (gr.skip(),) * 6 + (seen, gr.Timer(active=False))
     snap = job.snapshot()
+    name = Visitor(None).name(snap["run_dir"]) if not PRIVATE else Path(snap["run_dir"]).name
+    leave = gr.update(visible=snap["status"] == jobs.QUEUED)
+    if snap["status"] == jobs.QUEUED:
+        snap["queue"] = REGISTRY.queue_position(job.id)
+        return (progress_html(snap, name), *(gr.skip(),) * 3, snap["status"], leave, seen, gr.skip())
     timer = gr.skip() if snap["status"] in jobs.ACTIVE else gr.Timer(active=False)
-    if snap["version"] == seen:
-        return (gr.skip(),) * 5 + (seen, timer)
+    version = f"{snap['id']}:{snap['version']}"  # per run: a new run's first events must redraw too
+    if version == seen:
+        return (gr.skip(),) * 6 + (seen, timer)
     sample = f"[step {snap['sample'][0]}]\n{snap['sample'][1]}" if snap["sample"] else ""
     return (
-        progress_html(snap),
+        progress_html(snap, name),
         charts.loss_figure(snap["series"]),
         charts.rate_figure(snap["series"]),
         sample,
         snap["status"],
-        snap["version"],
+        leave,
+        version,
         timer,
     )
 
 
-def checkpoint_rows() -> list[list[Any]]:
+def checkpoint_rows(me: Visitor) -> list[list[Any]]:
     return [
-        [
-            short_path(r["path"]),
-            r["step"],
-            None if r["val_loss"] is None else round(r["val_loss"], 4),
-            r["params"],
-            r["size_mb"],
-        ]
-        for r in ckpt.list_checkpoints(runs_root())
+        [r["name"], r["step"], None if r["val_loss"] is None else round(r["val_loss"], 4), r["params"], r["size_mb"]]
+        for r in me.checkpoints()
     ]
 
 
+@user_errors
 def refresh_checkpoints(
-    current: str | None = None, state: dict[str, Any] | None = None
+    current: str | None = None,
+    state: dict[str, Any] | None = None,
+    request: gr.Request | None = None,
+    profile: gr.OAuthProfile | None = None,
 ) -> tuple[list[list[Any]], dict[str, Any]]:
-    return checkpoint_rows(), checkpoint_dropdown_update(current, state)
+    return checkpoint_rows(visitor(request, profile)), checkpoint_dropdown_update(current, state, request, profile)
 
 
 DOWNLOAD_TTL_S = 3600
@@ -259,10 +333,8 @@ def download_dir() -> Path:
 
 
 @user_errors
-def download_checkpoint(path: str | None) -> str:
-    if not path:
-        raise UserInputError("choose a checkpoint to download")
-    src = ckpt.resolve(path)
+def download_checkpoint(name: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+    src = ckpt.resolve(visitor(request, profile).resolve(name))
     ckpt.read_meta(src)
     out = download_dir()
     name = f"{src.parent.name}-{src.name}.zip"
@@ -270,13 +342,11 @@ def download_checkpoint(path: str | None) -> str:
 
 
 @user_errors
-def export_hf(path: str | None) -> str:
+def export_hf(name: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
     """The checkpoint as a Hugging Face GPT-2 directory, zipped: ready for from_pretrained or the Hub."""
     from gpt.interop import to_hf
 
-    if not path:
-        raise UserInputError("choose a checkpoint to export")
-    src = ckpt.resolve(path)
+    src = ckpt.resolve(visitor(request, profile).resolve(name))
     out = download_dir()
     name = f"{src.parent.name}-{src.name}-hf"
     hf_dir = to_hf(src, out / name)
@@ -284,10 +354,14 @@ def export_hf(path: str | None) -> str:
 
 
 @user_errors
-def upload_checkpoint(file: str | None) -> tuple[str, list[list[Any]], dict[str, Any]]:
+def upload_checkpoint(
+    file: str | None, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[str, list[list[Any]], dict[str, Any]]:
     if not file:
         raise UserInputError("choose a checkpoint .zip to upload")
-    target = runs_root() / "uploaded" / f"{Path(file).stem[:40]}-{uuid.uuid4().hex[:6]}"
+    me = visitor(request, profile)
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(file).stem)[:40]
+    target = me.home / "uploaded" / f"{stem}-{uuid.uuid4().hex[:6]}"
     staging = Path(tempfile.mkdtemp(prefix="ckpt-upload-"))
     try:
         safe_extract(file, staging, max_bytes=LIMITS.max_upload_mb * 1_000_000 * 20, max_files=20)
@@ -304,8 +378,9 @@ def upload_checkpoint(file: str | None) -> tuple[str, list[list[Any]], dict[str,
         shutil.move(str(found[0]), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    rows, dropdown = refresh_checkpoints(str(target))
-    return f"Imported checkpoint at step {loaded.step} → `{target}`", rows, dropdown
+    enforce_quota(protected=[j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]] + [target])
+    rows, dropdown = refresh_checkpoints(me.name(target), None, request, profile)
+    return f"Imported checkpoint at step {loaded.step} → `{me.name(target)}`", rows, dropdown
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
@@ -323,6 +398,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
                 start = gr.Button("Start", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
                 resume = gr.Button("Resume")
+                leave = gr.Button("Leave the queue", visible=False)
             status = gr.Markdown()
             with gr.Accordion("Model and training settings", open=True):
                 inputs: list[Any] = []
@@ -351,7 +427,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         upload = gr.File(label="Upload a checkpoint .zip", file_types=[".zip"])
         upload_msg = gr.Markdown()
 
-    seen = gr.State(-1)
+    seen = gr.State("")
     timer = gr.Timer(REFRESH_S, active=False)
     preset.change(
         lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
@@ -367,13 +443,15 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     )
     start_event.success(watch, None, timer, api_visibility="private")
     stop.click(stop_training, state, status, api_name="stop_training")
+    leave.click(leave_queue, state, status, api_name="leave_queue")
+    demo.unload(page_closed)
     max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
     resume_event = resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
     resume_event.success(watch, None, timer, api_visibility="private")
     timer.tick(
         poll,
         [state, seen],
-        [progress, loss_plot, rate_plot, sample, job_status, seen, timer],
+        [progress, loss_plot, rate_plot, sample, job_status, leave, seen, timer],
         api_name="poll",
         queue=False,
         show_progress="hidden",  # no loading animation on the charts at every tick: the browser would redraw them
@@ -382,7 +460,6 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
     download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint")
     download_hf.click(export_hf, chosen, zip_out, api_name="export_hf")
-    start_from_update = functools.partial(checkpoint_dropdown_update, with_new=True)
     for trigger in (tab.select, demo.load, job_status.change):
         trigger(start_from_update, init_from, init_from, api_visibility="private")
     upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint")

@@ -47,9 +47,10 @@ def _free_port() -> int:
 
 
 class AppURL(str):
-    """The app's address, with the server's process id (for memory readings)."""
+    """The app's address, with the server's process id (for memory readings) and its runs directory."""
 
     pid: int = 0
+    runs: Path = Path()
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +68,13 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs)],
         cwd=root,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        # A closed client is noticed within a second (Gradio's default heartbeat is 15 s).
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_HEARTBEAT_INTERVAL": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = AppURL(f"http://127.0.0.1:{port}/")
-    url.pid = proc.pid
+    url.pid, url.runs = proc.pid, runs
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

@@ -31,8 +31,8 @@ UPLOAD, PASTE = "Upload files", "Paste text"
 class Ctx:
     """What the cases need: a client, a scratch directory, a trained checkpoint."""
 
-    def __init__(self, client: Client, tmp: Path, checkpoint: str) -> None:
-        self.c, self.tmp, self.ckpt = client, tmp, checkpoint
+    def __init__(self, client: Client, tmp: Path, checkpoint: str, checkpoint_dir: Path) -> None:
+        self.c, self.tmp, self.ckpt, self.ckpt_dir = client, tmp, checkpoint, checkpoint_dir
         self.marker = tmp / "pwned"
 
     def file(self, name: str, data: bytes) -> Any:
@@ -49,7 +49,7 @@ class Ctx:
 
     def ckpt_zip(self, name: str, **replace: bytes) -> Any:
         """Our real checkpoint, zipped, with some files replaced."""
-        d = Path(self.ckpt)
+        d = self.ckpt_dir
         files = {f"ck/{f.name}": f.read_bytes() for f in d.iterdir() if f.is_file()}
         files.update({f"ck/{k.replace('_', '.')}": v for k, v in replace.items()})
         return self.zip(name, files)
@@ -102,8 +102,9 @@ def direct(endpoint: str, *args: Any, **changes: Any) -> Callable[[Ctx], Any]:
         if endpoint == "data":
             return data_tab.prepare_data(*args, new_session())
         if endpoint == "train":
-            return train_tab.start_training(new_session(), *train_args(**changes))
-        return list(generate_tab.generate(x.ckpt, "ROMEO:", *(GEN_DEFAULTS | changes).values()))
+            init, preset, *values = train_args(**changes)
+            return train_tab.start_training(new_session(), init, preset, None, None, *values)
+        return list(generate_tab.generate(x.ckpt, "ROMEO:", None, None, *(GEN_DEFAULTS | changes).values()))
 
     return run
 
@@ -177,8 +178,10 @@ CASES: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("temperature NaN", direct("generate", temperature=NAN), "temperature must be"),
     ("max new tokens 10^6", gen(n=1_000_000), "greater than maximum"),
     ("unseen characters", gen(prompt="ROMEO: 日本語 ☃"), "never saw"),
-    ("no checkpoint", gen(checkpoint="/nonexistent/run"), "not a checkpoint"),
-    ("checkpoint path outside runs", gen(checkpoint="/etc"), "not a checkpoint"),
+    ("no checkpoint", gen(checkpoint="/nonexistent/run"), "not one of your checkpoints"),
+    ("checkpoint path outside runs", gen(checkpoint="/etc"), "not one of your checkpoints"),
+    ("checkpoint path climbing out", gen(checkpoint="../../../etc"), "not one of your checkpoints"),
+    ("the runs folder itself", gen(checkpoint="."), "not one of your checkpoints"),
     ("inspect empty prompt", inspect(""), "enter a prompt"),
     ("inspect layer 100", inspect("ROMEO", layer=100), "greater than maximum"),
     # checkpoints
@@ -199,11 +202,11 @@ CASES: list[tuple[str, Callable[[Ctx], Any], str]] = [
 
 
 def _weights(x: Ctx) -> bytes:
-    return (Path(x.ckpt) / "model.safetensors").read_bytes()
+    return (x.ckpt_dir / "model.safetensors").read_bytes()
 
 
 def _mutated(x: Ctx, **model: int) -> bytes:
-    meta = json.loads((Path(x.ckpt) / "config.json").read_text())
+    meta = json.loads((x.ckpt_dir / "config.json").read_text())
     meta["config"]["model"].update(model)
     return json.dumps(meta).encode()
 
@@ -218,7 +221,8 @@ def ctx(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     poll_until(c, lambda r: r[4] == "stopped")
     choices = c.predict(api_name="/list_checkpoints")[1]["choices"]
     latest = next(p for _, p in choices if p.endswith("latest") and "run-" in p)
-    return Ctx(Client(app_url, verbose=False), tmp_path_factory.mktemp("hostile"), latest)
+    runs = app_url.runs  # type: ignore[attr-defined]
+    return Ctx(Client(app_url, verbose=False), tmp_path_factory.mktemp("hostile"), latest, runs / latest)
 
 
 @pytest.mark.parametrize("name,action,message", CASES, ids=[c[0] for c in CASES])

@@ -43,14 +43,33 @@ def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Pa
     job = reg.start(config(100_000), data, tmp_path / "run")
     assert job.process.pid != os.getpid() and job.status == "running"
     wait_for(job, lambda j: len(j.series.steps) >= 3)
-    with pytest.raises(UserInputError, match="Busy"):
-        reg.start(config(10), data, tmp_path / "other")
     job.stop()
     wait_for(job, lambda j: not j.active)
     assert job.status == "stopped" and job.message.startswith("Training stopped at step")
     assert (tmp_path / "run" / "latest" / "model.safetensors").is_file()  # the stop saved a checkpoint
     job.process.join(30)
     assert job.process.exitcode == 0
+
+
+def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    reg = Registry(max_jobs=1, max_queue=2)
+    first = reg.start(config(100_000), data, tmp_path / "a", owner="a", estimate_s=100)
+    second = reg.start(config(20), data, tmp_path / "b", owner="b", estimate_s=30)
+    third = reg.start(config(20), data, tmp_path / "c", owner="c", session="page-c", estimate_s=30)
+    assert (first.status, second.status, third.status) == ("running", "queued", "queued")
+    with pytest.raises(UserInputError, match="already have a run waiting"):
+        reg.start(config(20), data, tmp_path / "b2", owner="b")
+    with pytest.raises(UserInputError, match="Busy"):
+        reg.start(config(20), data, tmp_path / "d", owner="d")
+    pos2 = reg.queue_position(second.id)
+    pos3 = reg.queue_position(third.id)
+    assert pos2 is not None and pos3 is not None and pos2[:2] == (1, 2) and pos3[:2] == (2, 2)
+    assert pos3[2] == pytest.approx(pos2[2] + 30)  # the run ahead takes its estimate after the slot frees up
+    reg.leave_session("page-c")  # its page was closed
+    assert third.status == "left" and reg.queue_position(third.id) is None and reg.queue_position(second.id)[:2] == (1, 1)
+    first.stop()
+    wait_for(second, lambda j: j.status == "completed")  # started by itself when the slot freed, and ran to its end
+    assert first.status == "stopped" and not (tmp_path / "c").exists()
 
 
 def test_bad_settings_found_by_the_child_reach_start(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -64,10 +64,13 @@ def test_twenty_sessions_while_one_trains(app_url: str) -> None:
         errors = [e for errs in pool.map(session, range(SESSIONS)) for e in errs]
     assert errors == []
 
-    # two more training requests while one runs: "busy", not a crash
-    for _ in range(2):
-        with pytest.raises(AppError, match="Busy"):
-            Client(app_url, verbose=False).predict(*TRAIN, api_name="/start_training")
+    # two more training requests while one runs: they wait in line, in order, and can leave it
+    waiting = [Client(app_url, verbose=False) for _ in range(2)]
+    for w in waiting:
+        assert "in line" in w.predict(*TRAIN, api_name="/start_training").lower()
+    assert "position 2 of 2" in waiting[1].predict(api_name="/poll")[0]
+    for w in waiting:
+        assert "left the queue" in w.predict(api_name="/leave_queue")
     trainer.predict(api_name="/stop_training")
     poll_until(trainer, lambda r: r[4] == "stopped")
     late = Client(app_url, verbose=False)  # the queue drains: the next request trains
