@@ -134,10 +134,14 @@ def read_hf_config(path: str | Path) -> ModelConfig:
     try:
         with open(f, "rb") as fh:  # read a bounded amount: the path could be a link to an endless file
             raw = fh.read(MAX_HF_CONFIG_BYTES + 1)
-        if len(raw) > MAX_HF_CONFIG_BYTES:
-            raise CheckpointError(f"{f.name} is larger than {MAX_HF_CONFIG_BYTES >> 10} kB; not a GPT-2 config")
+    except OSError as e:
+        raise CheckpointError(f"{f.parent.name} is not a Hugging Face model directory: no readable config.json "
+                              f"({type(e).__name__})") from None  # fmt: skip
+    if len(raw) > MAX_HF_CONFIG_BYTES:
+        raise CheckpointError(f"{f.name} is larger than {MAX_HF_CONFIG_BYTES >> 10} kB; not a GPT-2 config")
+    try:
         hf_cfg = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{f.parent.name} is not a Hugging Face model directory: no readable config.json "
                               f"({type(e).__name__})") from None  # fmt: skip
     if not isinstance(hf_cfg, dict):

@@ -56,6 +56,11 @@ class AppURL(str):
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The real app (`python app.py`) launched on 127.0.0.1 in a subprocess, with its own runs directory."""
+    yield from launch_app(tmp_path_factory)
+
+
+def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):  # type: ignore[no-untyped-def]
+    """Launch `python app.py` with `env` added; yield its URL; stop it and check its log for crashes."""
     import subprocess
     import sys
     import time
@@ -69,7 +74,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         [sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs)],
         cwd=root,
         # A closed client is noticed within a second (Gradio's default heartbeat is 15 s).
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_HEARTBEAT_INTERVAL": "1"},
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_HEARTBEAT_INTERVAL": "1", **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -66,7 +66,9 @@ def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Pat
     assert pos2 is not None and pos3 is not None and pos2[:2] == (1, 2) and pos3[:2] == (2, 2)
     assert pos3[2] == pytest.approx(pos2[2] + 30)  # the run ahead takes its estimate after the slot frees up
     reg.leave_session("page-c")  # its page was closed
-    assert third.status == "left" and reg.queue_position(third.id) is None and reg.queue_position(second.id)[:2] == (1, 1)
+    assert (
+        third.status == "left" and reg.queue_position(third.id) is None and reg.queue_position(second.id)[:2] == (1, 1)
+    )
     first.stop()
     wait_for(second, lambda j: j.status == "completed")  # started by itself when the slot freed, and ran to its end
     assert first.status == "stopped" and not (tmp_path / "c").exists()

@@ -1,0 +1,209 @@
+"""Many strangers, one server: each visitor's runs are theirs alone, Start over the slots waits in a fair queue,
+the storage quota never removes a run in use, and pretrained models are checked against the caps before download.
+
+The API tests launch the app as a public Space runs it (private mode, one training slot) and drive it with several
+gradio_client sessions, each a different visitor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from tests.app_helpers import TRAIN, poll_until, step_of
+from tests.conftest import SHAKESPEARE, launch_app
+
+# start from, preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval, sample, seed
+SHORT = ["", "custom", 1, 2, 32, 32, 0.0, 8, 3e-3, "cosine", 5, 40, 20, 0, 1]
+LONG = [*SHORT[:11], 20_000, *SHORT[12:]]
+GEN = [0.8, 40, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, ""]
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    yield from launch_app(
+        tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1", GPT_PLAYGROUND_MAX_JOBS="1", GPT_PLAYGROUND_MAX_QUEUE="3"
+    )
+
+
+def visitor(url: str) -> Client:
+    c = Client(url, verbose=False)
+    c.predict("Paste text", [], SHAKESPEARE * 30, "char", 0.1, api_name="/prepare_data")
+    return c
+
+
+def names(c: Client) -> list[str]:
+    return [n for _, n in c.predict(api_name="/list_checkpoints")[1]["choices"]]
+
+
+def refused(call: Any, match: str = "not one of your checkpoints") -> None:
+    with pytest.raises(AppError, match=match):
+        call()
+
+
+@pytest.mark.slow
+def test_each_visitor_sees_and_uses_only_their_own_runs(shared_app: Any) -> None:
+    runs: Path = shared_app.runs
+    alice, bob = visitor(shared_app), visitor(shared_app)
+    status = alice.predict(*SHORT, api_name="/start_training")
+    assert "Training started" in status and str(runs) not in status
+    done = poll_until(alice, lambda r: r[4] == "completed")
+    assert str(runs) not in done[0]  # no server path in the progress box either
+    (mine,) = [n for n in names(alice) if n.endswith("latest")]
+    assert not mine.startswith("/") and "users" not in mine
+    assert alice.predict(mine, "ROMEO:", *GEN, api_name="/generate")[1]
+
+    # Bob neither sees Alice's run nor reaches it by name, by server path or by climbing out of his folder
+    assert names(bob) == []
+    (real,) = runs.glob(f"users/*/{mine}")
+    for name in (
+        mine,
+        str(real),
+        f"../{real.parent.parent.name}/{mine}",
+        f"../../users/{real.parent.parent.name}/{mine}",
+    ):
+        refused(lambda n=name: bob.predict(n, "ROMEO:", *GEN, api_name="/generate"))
+        refused(lambda n=name: bob.predict(n, "ROMEO:", 1, 1, "", api_name="/inspect"))
+        refused(lambda n=name: bob.predict(n, "", api_name="/embeddings"))
+        refused(lambda n=name: bob.predict(n, api_name="/download_checkpoint"))
+        refused(lambda n=name: bob.predict(n, api_name="/export_hf"))
+        refused(lambda n=name: bob.predict(n, *SHORT[1:], api_name="/start_training"))
+    refused(lambda: bob.predict(api_name="/stop_training"), "no training run of yours")
+    refused(lambda: bob.predict(500, api_name="/resume_training"), "nothing to resume")
+    refused(lambda: bob.predict(str(runs), api_name="/import_pretrained"), "Hub only")
+    assert names(bob) == []
+
+    # what the server's owner publishes, everyone sees and uses
+    shutil.copytree(real, runs / "published" / "demo")
+    assert "published/demo" in names(bob)
+    assert bob.predict("published/demo", "ROMEO:", *GEN, api_name="/generate")[1]
+    # and Alice still has hers, downloadable
+    assert Path(alice.predict(mine, api_name="/download_checkpoint")).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_start_over_the_slots_waits_in_a_fair_queue(shared_app: Any) -> None:
+    url = str(shared_app)
+    first, b, c, d, e = (visitor(url) for _ in range(5))
+    assert "Training started" in first.predict(*TRAIN, api_name="/start_training")
+    poll_until(first, lambda r: step_of(r) >= 1)
+
+    assert "In line" in b.predict(*SHORT, api_name="/start_training")
+    assert "In line" in c.predict(*LONG, api_name="/start_training")
+    r = b.predict(api_name="/poll")
+    assert r[4] == "queued" and "position 1 of 2" in r[0] and "should end in about" in r[0]
+    assert "position 2 of 2" in c.predict(api_name="/poll")[0]
+    refused(lambda: c.predict(*SHORT, api_name="/start_training"), "waiting")  # one waiting run per visitor
+
+    assert "left the queue" in b.predict(api_name="/leave_queue")  # Leave
+    assert "position 1 of 1" in c.predict(api_name="/poll")[0]
+    assert "In line" in d.predict(*SHORT, api_name="/start_training")
+    assert "In line" in e.predict(*SHORT, api_name="/start_training")
+    refused(lambda: visitor(url).predict(*SHORT, api_name="/start_training"), "Busy")  # the queue is full (3)
+    d.close()  # closing the page leaves the queue
+    poll_until(e, lambda r: "position 2 of 2" in r[0], timeout=30)
+
+    first.predict(api_name="/stop_training")  # the slot frees up: the first in line starts, the others move up
+    poll_until(first, lambda r: r[4] == "stopped")
+    poll_until(c, lambda r: r[4] == "running", timeout=60)
+    assert "position 1 of 1" in e.predict(api_name="/poll")[0]
+    c.predict(api_name="/stop_training")
+    poll_until(e, lambda r: r[4] == "completed", timeout=120)  # ... and runs when c's run is over
+
+
+# ---- in-process: the quota and the pretrained caps -----------------------------------------------------------
+
+
+def _fake_run(root: Path, rel: str, age_s: float, size: int = 1000) -> Path:
+    d = root / rel / "latest"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"\0" * size)
+    t = time.time() - age_s
+    for f in d.iterdir():
+        os.utime(f, (t, t))
+    return root / rel
+
+
+def test_quota_removes_the_oldest_runs_never_one_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from playground.hosting import enforce_quota
+
+    monkeypatch.setenv("GPT_PLAYGROUND_RUNS", str(tmp_path))
+    training = _fake_run(tmp_path, "users/aaa/run-1", age_s=500)  # the oldest, but training
+    queued = _fake_run(tmp_path, "users/bbb/run-2", age_s=400)
+    old = _fake_run(tmp_path, "users/ccc/run-3", age_s=300)
+    pretrained = _fake_run(tmp_path, "pretrained/gpt2", age_s=200)
+    new = _fake_run(tmp_path, "users/aaa/run-5", age_s=100)
+    removed = enforce_quota(protected=[training, queued], max_runs=3, max_mb=0)
+    assert removed == [old, pretrained]
+    assert training.is_dir() and queued.is_dir() and new.is_dir() and not (tmp_path / "users" / "ccc").exists()
+    # by disk: 3 runs of 1 MB against a 1 MB cap; the unprotected one goes, the protected stay even if still over
+    big = _fake_run(tmp_path, "users/ddd/run-6", age_s=50, size=1_000_000)
+    assert enforce_quota(protected=[training, queued, big], max_runs=0, max_mb=1) == [new]
+    assert enforce_quota(protected=[], max_runs=0, max_mb=0) == []  # no quota: nothing goes
+
+
+def _hf_dir(tmp_path: Path, **cfg: int) -> Path:
+    d = tmp_path / "hf"
+    d.mkdir(exist_ok=True)
+    base = {"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_layer": 2, "n_head": 2, "n_embd": 64}
+    (d / "config.json").write_text(json.dumps(base | cfg))
+    (d / "model.safetensors").write_bytes(b"not weights: reading them would fail differently")
+    return d
+
+
+def test_pretrained_over_the_caps_is_refused_before_its_weights(tmp_path: Path) -> None:
+    from gpt.errors import UserInputError
+    from gpt.interop import from_hf
+    from playground.common import check_model_size
+
+    xl = _hf_dir(tmp_path, n_layer=48, n_head=25, n_embd=1600)  # gpt2-xl's shape, 1.5B parameters
+    with pytest.raises(UserInputError, match=r"1\d\d\d\.\dM parameters; the limit here is 30M"):
+        from_hf(xl, tmp_path / "out", check_model_size)
+    long = _hf_dir(tmp_path, n_positions=4096, n_embd=32)
+    with pytest.raises(UserInputError, match="context 4096 asked; the limit here is 1024"):
+        from_hf(long, tmp_path / "out", check_model_size)
+    (xl / "config.json").write_bytes(b" " * (2 << 20))  # an endless config is not read to its end
+    with pytest.raises(UserInputError, match="larger than"):
+        from_hf(xl, tmp_path / "out", check_model_size)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_download_fetches_weights_only_within_the_caps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    from gpt.errors import UserInputError
+    from gpt.interop import fetch_hf
+    from playground.common import check_model_size
+
+    asked: list[str] = []
+    (tmp_path / "big").mkdir()
+    (tmp_path / "small").mkdir()
+    hub = {"big/model": _hf_dir(tmp_path / "big", n_layer=48, n_head=25, n_embd=1600),
+           "small/model": _hf_dir(tmp_path / "small")}  # fmt: skip
+
+    def hf_hub_download(name: str, filename: str, **_: Any) -> str:
+        asked.append(f"{name}:{filename}")
+        return str(hub[name] / filename)
+
+    def snapshot_download(name: str, **_: Any) -> str:
+        asked.append(f"{name}:weights")
+        return str(hub[name])
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(UserInputError, match="parameters; the limit"):
+        fetch_hf("big/model", check_model_size)
+    assert asked == ["big/model:config.json"]  # the weights were never asked for
+    assert fetch_hf("small/model", check_model_size) == hub["small/model"]
+    assert asked[1:] == ["small/model:config.json", "small/model:weights"]
+    with pytest.raises(UserInputError, match="not a Hugging Face model name"):
+        fetch_hf("x" * 5000, check_model_size)
