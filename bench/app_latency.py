@@ -31,15 +31,25 @@ SETTINGS = {"top_k": 40, "top_p": 1.0, "repetition": 1.0, "min_p": 0.0, "max_new
             "presence": 0.0, "frequency": 0.0, "stop": ""}  # fmt: skip
 
 
+class AppURL(str):
+    """The launched app's address, with its server's process id and how long it took to answer."""
+
+    pid: int = 0
+    start_s: float = 0.0
+
+
 @contextmanager
-def launched_app(runs: Path) -> Iterator[str]:
+def launched_app(runs: Path, **env: str) -> Iterator[AppURL]:
+    """`python app.py` on 127.0.0.1 with a fresh runs directory (and `env` added), until the block ends."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    t0 = time.time()
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = AppURL(f"http://127.0.0.1:{port}/")
+    url.pid = proc.pid
     try:
         deadline = time.time() + 120
         while True:
@@ -50,6 +60,7 @@ def launched_app(runs: Path) -> Iterator[str]:
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError("the app did not start") from None
                 time.sleep(0.5)
+        url.start_s = time.time() - t0
         yield url
     finally:
         proc.terminate()

@@ -1,0 +1,88 @@
+"""A public Space's figures: start time, server memory idle and while training, and the queue's shown wait
+against the real one.
+
+    python -m bench.hosting [--steps 300]
+
+Launches `python app.py` as a Space would run it (SPACE_ID set: private visitors, one training slot). Visitor A
+trains the tiny preset for --steps steps on the built-in corpus; visitor B presses Start meanwhile and waits in line.
+B's wait as the Train tab shows it at that moment is compared with the time B's run really waited. Memory is the
+resident set (RSS) of the server and of the training process, read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from bench.app_latency import ROOT, launched_app
+
+# start from, preset, then the tiny preset's form: layers, heads, embd, context, dropout, batch, lr, schedule, warmup,
+# steps (set below), eval, sample, seed
+TINY = ["", "tiny", 4, 4, 128, 64, 0.0, 12, 1e-3, "cosine", 100, 0, 250, 500, 1337]
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids = (task / "children").read_text().split()
+        out += [int(k) for k in kids]
+    return out + [g for k in out for g in children(k)]
+
+
+def seconds(text: str) -> float:
+    """Back from format_duration: "1h02m03s" or "2m05s"."""
+    h, m, s = re.search(r"(?:(\d+)h)?(\d+)m(\d+)s", text).groups()  # type: ignore[union-attr]
+    return int(h or 0) * 3600 + int(m) * 60 + int(s)
+
+
+def main() -> None:
+    from gradio_client import Client
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    args = ap.parse_args()
+    form = [*TINY[:11], args.steps, *TINY[12:]]
+    with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), SPACE_ID="bench/hosting") as url:
+        time.sleep(5)  # the fork server and the start-up measurement settle
+        idle = rss_mb(url.pid)
+        a, b = Client(url, verbose=False), Client(url, verbose=False)
+        for c in (a, b):
+            c.predict("Shakespeare (built-in)", [], "", "char", 0.1, api_name="/prepare_data")
+        a.predict(*form, api_name="/start_training")
+        while "step" not in (r := a.predict(api_name="/poll"))[0] or " 0 / " in r[0]:
+            time.sleep(0.5)
+        time.sleep(5)  # the run's ETA settles
+        assert "In line" in b.predict(*form, api_name="/start_training")
+        queued_at = time.time()
+        shown = seconds(b.predict(api_name="/poll")[0].split("should end in about")[1])
+        training_rss = [rss_mb(url.pid), sum(rss_mb(k) for k in children(url.pid))]
+        while b.predict(api_name="/poll")[4] == "queued":
+            time.sleep(0.5)
+        real = time.time() - queued_at
+        while b.predict(api_name="/poll")[4] in ("starting", "running"):
+            time.sleep(1)
+    report = {
+        "start_s": round(url.start_s, 1),
+        "server_rss_idle_mb": round(idle, 1),
+        "server_rss_training_mb": round(training_rss[0], 1),
+        "children_rss_training_mb": round(training_rss[1], 1),
+        "queue_wait_shown_s": shown,
+        "queue_wait_real_s": round(real, 1),
+    }
+    out = ROOT / "bench" / "results" / "hosting.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
