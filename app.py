@@ -56,8 +56,15 @@ def main() -> None:
     if args.runs_dir:
         os.environ["GPT_PLAYGROUND_RUNS"] = args.runs_dir
     demo = build_app()
+    # show_error: what Gradio itself refuses before a handler runs (a value of the wrong type sent to the API, too few
+    # values) reaches the caller as its message instead of a bare "Error". Our handlers' own failures are all
+    # gr.Error messages already (playground.common.user_errors).
     demo.queue(default_concurrency_limit=8).launch(
-        server_name=args.host, server_port=args.port, css=CSS, max_file_size=f"{LIMITS.max_upload_mb}mb"
+        server_name=args.host,
+        server_port=args.port,
+        css=CSS,
+        max_file_size=f"{LIMITS.max_upload_mb}mb",
+        show_error=True,
     )
 
 

@@ -11,9 +11,12 @@ A run directory holds `latest/` and `best/` checkpoints plus TensorBoard logs un
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gpt.archive import check_entries, safe_extract
 from gpt.config import Config
 from gpt.errors import CheckpointError, UserInputError
 from gpt.model import GPT
@@ -29,6 +33,7 @@ from gpt.tokenizer import Tokenizer, from_spec
 
 WEIGHTS, CONFIG, TRAINER = "model.safetensors", "config.json", "trainer.pt"
 FORMAT = "gpt-playground-checkpoint"
+log = logging.getLogger(__name__)
 MAX_CONFIG_BYTES = 4 << 20  # a char vocabulary is small; anything bigger is not ours
 
 
@@ -115,18 +120,48 @@ def resolve(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """config.json of a checkpoint, checked to be ours."""
+    """config.json of a checkpoint, checked to be ours: read at most MAX_CONFIG_BYTES, every field typed."""
     p = resolve(path)
     cfg_file = p / CONFIG
-    if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+    with open(cfg_file, "rb") as fh:  # bounded: the file could be a link to something endless
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
         raise CheckpointError(f"{cfg_file} is too large to be a checkpoint config")
     try:
-        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e}); the checkpoint is corrupt") from None
+        meta = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({type(e).__name__}); the checkpoint is corrupt") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a GPT Playground checkpoint (no format marker in {CONFIG})")
+    _check_meta(meta, p)
     return meta
+
+
+def _check_meta(meta: dict[str, Any], p: Path) -> None:
+    """The fields `save` writes, with their types and ranges: anything else is a corrupt or foreign file."""
+
+    def bad(field: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{p.name}: {CONFIG} field {field!r} must be {what}; the checkpoint is corrupt")
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+    if not whole(meta.get("step", 0)):
+        raise bad("step", "a whole number from 0")
+    if not whole(meta.get("params", 0)):
+        raise bad("params", "a whole number from 0")
+    t = meta.get("time", 0)
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
+        raise bad("time", "a number (seconds since 1970)")
+    metrics = meta.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+        isinstance(k, str) and (v is None or (isinstance(v, int | float) and not isinstance(v, bool)))
+        for k, v in metrics.items()
+    ):
+        raise bad("metrics", "an object of numbers")
+    for field in ("tokenizer", "config"):
+        if not isinstance(meta.get(field), dict):
+            raise bad(field, "an object")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -157,6 +192,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
             (missing and f"missing {missing[:3]}") or (extra and f"unexpected {extra[:3]}") or f"shape of {wrong[:3]}"
         )
         raise CheckpointError(f"{p}: weights do not match the config ({detail})")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(
+            f"{p}: the weights hold NaN or infinite values ({broken[0]}): the training diverged; "
+            "use an earlier checkpoint, or train again with a lower learning rate"
+        )
     model = model.to_empty(device="cpu")
     state["transformer.wte.weight"] = state["lm_head.weight"]
     model.load_state_dict(state, strict=True)
@@ -176,6 +217,34 @@ def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{f} cannot be loaded safely ({type(e).__name__}); it is corrupt or not ours") from None
 
 
+def unpack(archive: str | Path, dest: str | Path, max_bytes: int) -> Path:
+    """Extract an uploaded checkpoint .zip under `dest` and return its directory. The zip must hold one checkpoint
+    (config.json and model.safetensors, optionally trainer.pt, in one folder) and nothing else; its sizes are checked
+    before anything is written. The result still has to pass `load` before it is trusted."""
+    label = Path(archive).name[:80]
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{label} is not a valid zip archive ({e})") from None
+    with zf:
+        files = check_entries(zf, label, max_files=100)
+    names = [n for _, n in files]
+    extra = [n.as_posix() for n in names if n.name not in (CONFIG, WEIGHTS, TRAINER)]
+    if extra or len({n.parent for n in names}) != 1 or not {CONFIG, WEIGHTS} <= {n.name for n in names}:
+        found = ", ".join(n.as_posix()[:60] for n in names[:5]) or "nothing"
+        raise CheckpointError(
+            f"{label} must hold one checkpoint: a folder with {CONFIG}, {WEIGHTS} and optionally {TRAINER}, "
+            f"nothing else (it holds {found})"
+        )
+    declared = sum(i.file_size for i, _ in files)
+    if declared > max_bytes:
+        raise CheckpointError(
+            f"{label} holds {declared / 1e6:.0f} MB; checkpoints here are at most {max_bytes / 1e6:.0f} MB"
+        )
+    safe_extract(archive, dest, max_bytes=max_bytes, max_files=3)
+    return Path(dest).joinpath(*names[0].parent.parts)
+
+
 def list_checkpoints(root: str | Path) -> list[dict[str, Any]]:
     """Every complete checkpoint under `root` (run/latest, run/best, ...), newest first."""
     rows = []
@@ -185,7 +254,8 @@ def list_checkpoints(root: str | Path) -> list[dict[str, Any]]:
             continue  # temporary (half-written) directories start with a dot
         try:
             meta = read_meta(d)
-        except (CheckpointError, OSError):
+        except (CheckpointError, OSError) as e:  # one bad directory must not break the list for everyone
+            log.warning("not listed: %s (%s)", d, e)
             continue
         size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
         rows.append(

@@ -189,10 +189,18 @@ def _scan(files: list[Path], want_chars: bool) -> _Scan:
     return _Scan(h.hexdigest(), total, "".join(sorted(chars)) if want_chars else None)
 
 
-def iter_text_chunks(files: list[Path], chunk_chars: int = READ_BLOCK) -> Iterator[str]:
+MAX_RUN = 1 << 20  # characters: longer stretches with no safe cut are cut anyway (see iter_text_chunks)
+
+
+def iter_text_chunks(
+    files: list[Path], chunk_chars: int = READ_BLOCK, forced: list[int] | None = None
+) -> Iterator[str]:
     """Yield the corpus as text chunks cut just after a newline that precedes a non-space character.
 
-    Cutting there gives the same GPT-2 pre-tokenization as encoding the whole text at once.
+    Cutting there gives the same GPT-2 pre-tokenization as encoding the whole text at once. A stretch of more than
+    MAX_RUN characters with no such newline is cut before a space that follows a non-space character (also exact),
+    and failing that (megabytes of digits, say) anywhere: without a cut the whole stretch would be one chunk, whose
+    tokenization takes minutes. Each such forced cut is counted in `forced` (tokens may differ at those points).
     """
     carry = ""
     for f in files:
@@ -200,6 +208,12 @@ def iter_text_chunks(files: list[Path], chunk_chars: int = READ_BLOCK) -> Iterat
             while block := fh.read(chunk_chars):
                 text = carry + block
                 cut = _last_safe_cut(text)
+                if cut == 0 and len(text) > MAX_RUN:
+                    cut = _last_space_cut(text)
+                    if cut == 0:
+                        cut = len(text)
+                        if forced is not None:
+                            forced.append(1)
                 carry, piece = text[cut:], text[:cut]
                 if piece:
                     yield piece
@@ -215,6 +229,18 @@ def _last_safe_cut(text: str) -> int:
             return 0
         if not text[i + 1].isspace():
             return i + 1
+
+
+def _last_space_cut(text: str) -> int:
+    """The last position just before a space that follows a non-space character: " word" pre-tokenizes the same
+    whether or not the text is cut there."""
+    i = len(text)
+    while True:
+        i = text.rfind(" ", 0, i)
+        if i <= 0:
+            return 0
+        if not text[i - 1].isspace():
+            return i
 
 
 def _encode_chunks(tok: Tokenizer, chunks: list[str]) -> list[np.ndarray]:
@@ -234,6 +260,7 @@ def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fracti
         all_path = work / "tokens.bin"
         counts = np.zeros(tok.vocab_size, dtype=np.int64)
         n_chars = 0
+        forced: list[int] = []
         batch: list[str] = []
         with open(all_path, "wb") as out:
 
@@ -244,7 +271,7 @@ def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fracti
                     ids.tofile(out)
                 batch.clear()
 
-            for chunk in iter_text_chunks(files):
+            for chunk in iter_text_chunks(files, forced=forced):
                 n_chars += len(chunk)
                 batch.append(chunk)
                 if len(batch) >= 2 * (os.cpu_count() or 1):
@@ -271,6 +298,7 @@ def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fracti
             "val_tokens": n_val,
             "val_fraction": val_fraction,
             "vocab_used": int(np.count_nonzero(counts)),
+            "forced_cuts": len(forced),
         }
         os.replace(all_path, target / "train.bin")
         os.replace(work / "val.bin", target / "val.bin")

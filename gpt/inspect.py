@@ -31,14 +31,24 @@ class Analysis:
     lens_tokens: list[list[str]]  # (layers + 1) x T: the top token each layer would predict at each position
     lens_probs: np.ndarray  # (layers + 1, T): that token's probability
     lens_layers: list[str]  # row names: "embed", "layer 1", ...
+    dropped: int = 0  # tokens cut from the start of the prompt (the context, or the per-request cap, is shorter)
+
+
+# The Inspect tab's work per request: the logit lens reads every position through the head at every layer
+# ((layers + 1) x tokens x vocabulary values) and the heatmaps send tokens² cells per head to the browser. A prompt is
+# cut to its last MAX_TOKENS tokens, and the lens is computed a few positions at a time, within LENS_CHUNK values.
+MAX_TOKENS = 128
+LENS_CHUNK = 1 << 22
 
 
 @torch.no_grad()
-def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20) -> Analysis:
-    """One explicit-attention forward pass over the prompt, read out every way the Inspect tab shows."""
+def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20, max_tokens: int = MAX_TOKENS) -> Analysis:
+    """One explicit-attention forward pass over the prompt's last `max_tokens` tokens, read out every way the
+    Inspect tab shows."""
     if not prompt:
         raise UserInputError("enter a prompt to inspect")
-    ids = tokenizer.encode(prompt)[-model.config.block_size :]
+    all_ids = tokenizer.encode(prompt)
+    ids = all_ids[-min(model.config.block_size, max_tokens) :]
     if not ids:
         raise UserInputError("the prompt has no tokens; enter some text")
     device = model.lm_head.weight.device
@@ -47,11 +57,16 @@ def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20) -> A
     probs = torch.softmax(out.logits[0, -1, :vocab].float(), dim=-1)
     top = torch.topk(probs, min(top_k, vocab))
     lens_tokens, lens_probs = [], []
+    step = max(1, LENS_CHUNK // model.config.vocab_size)  # positions per chunk
     for h in out.hidden_states:
-        p = torch.softmax(model.logit_lens(h)[0, :, :vocab].float(), dim=-1)
-        best = p.max(dim=-1)
-        lens_tokens.append([label(tokenizer.token_text(int(i))) for i in best.indices])
-        lens_probs.append(best.values.cpu().numpy())
+        best_p, best_i = [], []
+        for i in range(0, len(ids), step):
+            logits = model.logit_lens(h[:, i : i + step])[0, :, :vocab].float()
+            top1 = logits.max(dim=-1)
+            best_p.append(torch.exp(top1.values - torch.logsumexp(logits, dim=-1)))  # softmax of the top token only
+            best_i.append(top1.indices)
+        lens_tokens.append([label(tokenizer.token_text(int(i))) for i in torch.cat(best_i)])
+        lens_probs.append(torch.cat(best_p).cpu().numpy())
     return Analysis(
         tokens=[label(tokenizer.token_text(i)) for i in ids],
         token_ids=ids,
@@ -62,6 +77,7 @@ def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20) -> A
         lens_tokens=lens_tokens,
         lens_probs=np.stack(lens_probs),
         lens_layers=["embed"] + [f"layer {i + 1}" for i in range(model.config.n_layer)],
+        dropped=len(all_ids) - len(ids),
     )
 
 

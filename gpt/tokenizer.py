@@ -97,6 +97,11 @@ class ByteTokenizer(Tokenizer):
         return {"type": "byte"}
 
 
+# A char vocabulary travels in every checkpoint's config.json (at most ~12 bytes a character there), which loading
+# reads up to 4 MiB: this cap keeps what training writes readable, and covers any real script's alphabet.
+MAX_CHAR_VOCAB = 65_536
+
+
 class CharTokenizer(Tokenizer):
     """One token per character, vocabulary built from the corpus (sorted, as in nanoGPT)."""
 
@@ -106,6 +111,11 @@ class CharTokenizer(Tokenizer):
         chars = sorted(set(chars))
         if not chars:
             raise UserInputError("a char tokenizer needs at least one character; the corpus is empty")
+        if len(chars) > MAX_CHAR_VOCAB:
+            raise UserInputError(
+                f"the corpus has {len(chars):,} different characters; the char tokenizer takes at most "
+                f"{MAX_CHAR_VOCAB:,} (one embedding row each): choose the byte-level or GPT-2 tokenizer"
+            )
         self.chars = chars
         self.vocab_size = len(chars)
         self._stoi = {c: i for i, c in enumerate(chars)}

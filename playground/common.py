@@ -20,6 +20,7 @@ from gpt.device import sampling_model
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from playground.hosting import Visitor, enforce_quota, scrub_paths, visitor
+from playground.inputs import text
 from playground.settings import LIMITS, runs_root
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -159,6 +160,13 @@ def check_model_size(cfg: ModelConfig, params: int | None = None) -> None:
         raise UserInputError(f"context {cfg.block_size} asked; the limit here is {LIMITS.max_context}")
 
 
+def _is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):  # a name too long for the disk, a NUL byte: not a directory
+        return False
+
+
 # Gradio shows the progress of the tqdm bars huggingface_hub draws while it downloads weights.
 DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)
 
@@ -175,11 +183,11 @@ def import_pretrained(
     `pretrained/`, which every visitor may use."""
     from gpt.interop import HUB_NAME, fetch_hf, from_hf, hf_cache_dirs
 
-    source = (source or "").strip() if isinstance(source, str) else ""
+    source = text(source, "model name", 4096).strip()
     if not source:
         raise UserInputError("enter a Hugging Face model name such as gpt2 (or, locally, a model directory)")
     me = visitor(request, profile)
-    if me.owner is None and len(source) < 4096 and Path(source).is_dir():
+    if me.owner is None and _is_dir(source):
         hf_dir = Path(source)
     elif not HUB_NAME.match(source):
         where = "" if me.owner is None else " (this shared server loads models from the Hugging Face Hub only)"

@@ -10,12 +10,14 @@ from typing import Any
 
 import gradio as gr
 
-from gpt.archive import safe_extract
+from gpt.archive import Budget, safe_extract
 from gpt.corpus import sample_corpus_path
 from gpt.data import PreparedData, load_prepared, prepare, prepare_text
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
+from playground import inputs
 from playground.common import user_errors
+from playground.inputs import number
 from playground.settings import LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
@@ -38,10 +40,12 @@ def corpus_files(source: str, files: list[str] | None, workdir: Path) -> list[Pa
     if total > cap:
         raise UserInputError(f"the upload is {total / 1e6:.1f} MB; the limit here is {LIMITS.max_upload_mb} MB")
     out: list[Path] = []
+    # One budget for the whole upload: plain files and every archive's expanded text together stay under the cap.
+    budget = Budget(cap, used=sum(p.stat().st_size for p in paths if p.suffix.lower() != ".zip"))
     for p in paths:
         if p.suffix.lower() == ".zip":
             dest = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir))
-            extracted = safe_extract(p, dest, max_bytes=cap, max_files=LIMITS.max_files)
+            extracted = safe_extract(p, dest, max_bytes=budget, max_files=max(0, LIMITS.max_files - len(out)))
             texts = [f for f in extracted if f.suffix.lower() in (".txt", ".md")]
             if not texts:
                 raise UserInputError(f"{p.name} has no .txt or .md files inside")
@@ -66,6 +70,11 @@ def stats_markdown(d: PreparedData, label: str) -> str:
         "|---|---|---|---|---|---|\n"
         f"| {m['chars']:,} | {tokens:,} | {m['vocab_used']:,} of {m['vocab_size']:,} | "
         f"{m['chars'] / max(tokens, 1):.2f} | {m['train_tokens']:,} | {m['val_tokens']:,} |"
+    ) + (
+        f"\n\n{m['forced_cuts']:,} stretch(es) of over a million characters with no line break or space were cut "
+        "to keep tokenizing fast; tokens at those cuts may differ from tokenizing the text whole."
+        if m.get("forced_cuts")
+        else ""
     )
 
 
@@ -86,18 +95,15 @@ def token_view_html(d: PreparedData, n_tokens: int = 300) -> str:
 def prepare_data(
     source: str, files: list[str] | None, text: str, tokenizer: str, val_fraction: float, state: dict[str, Any]
 ) -> tuple[str, str, dict[str, Any]]:
+    val_fraction = number(val_fraction, "val_fraction")
     if source == PASTE:
-        if len(text or "") > LIMITS.max_paste_chars:
-            raise UserInputError(
-                f"the pasted text has {len(text):,} characters; the limit is {LIMITS.max_paste_chars:,}"
-            )
-        d = prepare_text(text or "", tokenizer=tokenizer, val_fraction=float(val_fraction))
+        d = prepare_text(inputs.text(text, "pasted text", LIMITS.max_paste_chars), tokenizer, val_fraction)
         label = "Pasted text"
     else:
         workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
         try:
             paths = corpus_files(source, files, workdir)
-            d = prepare(paths, tokenizer=tokenizer, val_fraction=float(val_fraction))
+            d = prepare(paths, tokenizer=tokenizer, val_fraction=val_fraction)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # read once: the prepared tokens are cached by content
         label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"

@@ -13,12 +13,14 @@ from gpt.errors import UserInputError
 from gpt.sampling import stream
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.hosting import visitor
+from playground.inputs import number, text
 from playground.settings import LIMITS
 
 # Probability buckets, coloured from confident (green) to surprising (red).
 BUCKETS = [(0.5, "p ≥ 0.5"), (0.2, "0.2–0.5"), (0.05, "0.05–0.2"), (0.0, "p < 0.05")]
 COLOURS = {"p ≥ 0.5": "#b7e4c7", "0.2–0.5": "#fff3b0", "0.05–0.2": "#ffd6a5", "p < 0.05": "#ffadad"}
 REFRESH_S = 0.05  # stream at most ~20 UI updates per second
+PROMPT_CHARS = 100_000  # far more than any context holds; only its last tokens are used
 
 
 def bucket(p: float) -> str:
@@ -37,22 +39,20 @@ def sample_config(
     frequency: float,
     stop: str,
 ) -> SampleConfig:
-    values = [temperature, top_k, top_p, repetition_penalty, min_p, max_new_tokens, presence, frequency]
-    if any(v is None for v in values):
-        raise UserInputError("every sampling setting needs a value")
-    if max_new_tokens > LIMITS.max_new_tokens:
+    n = number(max_new_tokens, "max_new_tokens", 1, None, integer=True)
+    if n > LIMITS.max_new_tokens:
         raise UserInputError(f"at most {LIMITS.max_new_tokens} new tokens on this server")
     cfg = SampleConfig(
-        max_new_tokens=int(max_new_tokens),
-        temperature=float(temperature),
-        top_k=int(top_k),
-        top_p=float(top_p),
-        min_p=float(min_p),
-        repetition_penalty=float(repetition_penalty),
-        presence_penalty=float(presence),
-        frequency_penalty=float(frequency),
-        seed=None if seed is None or seed == "" else int(seed),
-        stop=[s for s in (stop or "").split("|") if s],
+        max_new_tokens=n,
+        temperature=number(temperature, "temperature"),
+        top_k=number(top_k, "top_k", integer=True),
+        top_p=number(top_p, "top_p"),
+        min_p=number(min_p, "min_p"),
+        repetition_penalty=number(repetition_penalty, "repetition_penalty"),
+        presence_penalty=number(presence, "presence_penalty"),
+        frequency_penalty=number(frequency, "frequency_penalty"),
+        seed=None if seed is None or seed == "" else number(seed, "seed", 0, 2**63 - 1, integer=True),
+        stop=[s for s in text(stop, "stop text", 1000).split("|") if s],
     )
     cfg.validate()
     return cfg
@@ -64,21 +64,22 @@ def generate(
 ) -> Iterator[tuple[list[tuple[str, str | None]], str, list[dict[str, Any]]]]:
     """Stream (highlighted tokens, plain text, per-token details); the prompt is shown uncoloured first."""
     cfg = sample_config(*settings)
+    prompt = text(prompt, "prompt", PROMPT_CHARS)
     loaded = load_checkpoint(checkpoint, visitor(request, profile), for_sampling=True)
     pieces: list[tuple[str, str | None]] = [(prompt, None)] if prompt else []
     details: list[dict[str, Any]] = []
-    text = ""
+    plain = ""
     last = 0.0
     for tok in stream(loaded.model, loaded.tokenizer, prompt or "", cfg):
         if not tok.text:
             continue
         pieces.append((tok.text, bucket(tok.prob)))
         details.append({"text": tok.text, "prob": tok.prob, "alternatives": tok.alternatives})
-        text += tok.text
+        plain += tok.text
         if time.perf_counter() - last >= REFRESH_S:
             last = time.perf_counter()
-            yield pieces, text, details
-    yield pieces, text, details
+            yield pieces, plain, details
+    yield pieces, plain, details
 
 
 def show_alternatives(details: list[dict[str, Any]], prompt: str, evt: gr.SelectData) -> list[list[Any]]:

@@ -10,6 +10,9 @@ from gpt.inspect import analyse, embedding_projection, parameter_table
 from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.hosting import visitor
+from playground.inputs import number, text
+
+PROMPT_CHARS = 100_000  # only the last tokens are inspected (gpt.inspect.MAX_TOKENS)
 
 
 @user_errors
@@ -22,10 +25,14 @@ def inspect_prompt(
     request: gr.Request,
     profile: gr.OAuthProfile | None,
 ) -> tuple[Any, ...]:
+    prompt, words = text(prompt, "prompt", PROMPT_CHARS), text(words, "tokens to project", PROMPT_CHARS)
+    layer_n, head_n = number(layer, "layer", 1, None, integer=True), number(head, "head", 1, None, integer=True)
     loaded = load_checkpoint(checkpoint, visitor(request, profile))
     mc = loaded.config.model
-    layer_i, head_i = min(int(layer), mc.n_layer) - 1, min(int(head), mc.n_head) - 1
-    a = analyse(loaded.model, loaded.tokenizer, prompt or "")
+    layer_i, head_i = min(layer_n, mc.n_layer) - 1, min(head_n, mc.n_head) - 1
+    a = analyse(loaded.model, loaded.tokenizer, prompt)
+    if a.dropped:
+        gr.Info(f"Showing the last {len(a.token_ids)} tokens of the prompt ({a.dropped:,} before them are left out).")
     params = [[r["module"], r["parameters"], r["share"]] for r in parameter_table(loaded.model)]
     return (
         charts.attention_figure(a, layer_i, head_i),
@@ -33,16 +40,22 @@ def inspect_prompt(
         charts.next_token_figure(a),
         charts.logit_lens_figure(a),
         params,
-        charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words or "")),
-        gr.update(maximum=mc.n_layer, value=layer_i + 1),
-        gr.update(maximum=mc.n_head, value=head_i + 1),
+        charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words)),
+        slider_update(mc.n_layer, layer_i + 1),
+        slider_update(mc.n_head, head_i + 1),
     )
+
+
+def slider_update(count: int, value: int) -> dict[str, Any]:
+    """A 1..count slider; with one layer (or head) there is nothing to choose, and a slider needs max > min."""
+    return gr.update(maximum=max(count, 2), value=value, interactive=count > 1)
 
 
 @user_errors
 def project_embeddings(checkpoint: str | None, words: str, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
+    words = text(words, "tokens to project", PROMPT_CHARS)
     loaded = load_checkpoint(checkpoint, visitor(request, profile))
-    return charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words or ""))
+    return charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words))
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:

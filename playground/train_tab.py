@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import shutil
 import tempfile
 import time
@@ -15,7 +16,7 @@ import gradio as gr
 import torch
 
 from gpt import checkpoint as ckpt
-from gpt.archive import safe_extract, zip_dir
+from gpt.archive import zip_dir
 from gpt.config import Config, apply_overrides, load_config
 from gpt.data import load_prepared
 from gpt.device import pick_device, pick_dtype
@@ -33,9 +34,11 @@ from playground.common import (
 )
 from playground.data_tab import current_data
 from playground.hosting import Visitor, enforce_quota, visitor
+from playground.inputs import number, text
 from playground.jobs import Registry, Series
 from playground.settings import LIMITS, PRIVATE
 
+log = logging.getLogger("playground")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ["tiny", "small", "custom"]
 REGISTRY = Registry(LIMITS.max_jobs, LIMITS.max_queue)
@@ -72,9 +75,16 @@ def build_config(preset: str, values: list[Any]) -> Config:
     """The preset's YAML with the form's values applied (validated: nonsense values get a clear message)."""
     cfg = load_config(CONFIGS / f"{preset if preset != 'custom' else 'tiny'}.yaml")
     overrides = []
-    for (key, label, *_), value in zip(FIELDS, values, strict=True):
+    if len(values) != len(FIELDS):
+        raise UserInputError(f"expected {len(FIELDS)} settings, got {len(values)}")
+    for (key, label, kind, _), value in zip(FIELDS, values, strict=True):
         if value is None or value == "":
             raise UserInputError(f"{label} is empty; enter a value")
+        if kind != "dropdown":  # a number from the wire: finite, and plain (no "1e3; x=y" smuggled into an override)
+            value = number(value, label)
+            value = int(value) if value == int(value) and abs(value) < 2**63 else value
+        else:
+            value = text(value, label, 40)
         overrides.append(f"{key}={value}")
     return apply_overrides(cfg, overrides)
 
@@ -128,6 +138,9 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
         params, flops = model_size(cfg, vocab)
     except UserInputError as e:
         return f"⚠️ {e}"
+    except Exception:  # noqa: BLE001 - the form's live description must never break; the log has the details
+        log.exception("describe")
+        return "⚠️ these settings cannot be estimated; check the values"
     per_100 = estimate_s(cfg, flops, 100)
     total = estimate_s(cfg, flops)
     return (
@@ -210,6 +223,7 @@ def page_closed(request: gr.Request) -> None:
 def resume_training(
     state: dict[str, Any], max_steps: float, request: gr.Request, profile: gr.OAuthProfile | None
 ) -> tuple[dict[str, Any], str]:
+    max_steps = number(max_steps, "Steps", 1, None, integer=True)
     me = visitor(request, profile)
     old = REGISTRY.get(state.get("job_id"))
     if not state.get("run_dir"):
@@ -364,18 +378,14 @@ def upload_checkpoint(
     target = me.home / "uploaded" / f"{stem}-{uuid.uuid4().hex[:6]}"
     staging = Path(tempfile.mkdtemp(prefix="ckpt-upload-"))
     try:
-        safe_extract(file, staging, max_bytes=LIMITS.max_upload_mb * 1_000_000 * 20, max_files=20)
-        found = [p.parent for p in staging.rglob(ckpt.CONFIG)]
-        if len(found) != 1:
-            raise UserInputError(
-                "the zip must hold exactly one checkpoint (a folder with config.json and model.safetensors)"
-            )
-        loaded = ckpt.load(found[0])  # validates format, config and tensors without unpickling anything
-        if (found[0] / ckpt.TRAINER).exists():
-            ckpt.load_trainer_state(found[0])
+        # At most the weights of the largest model allowed here, plus its optimizer state (2 more copies) and config.
+        found = ckpt.unpack(file, staging, max_bytes=4 * 3 * LIMITS.max_params + ckpt.MAX_CONFIG_BYTES)
+        loaded = ckpt.load(found)  # validates format, config and tensors without unpickling anything
+        if (found / ckpt.TRAINER).exists():
+            ckpt.load_trainer_state(found)
         check_limits(loaded.config, loaded.model.num_params())
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(found[0]), target)
+        shutil.move(str(found), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     enforce_quota(protected=[j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]] + [target])

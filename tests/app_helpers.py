@@ -41,3 +41,27 @@ def _decode(v: Any) -> Any:
 
 def step_of(r: tuple[Any, ...]) -> int:
     return int(re.search(r"step ([\d,]+) / ", r[0]).group(1).replace(",", ""))  # type: ignore[union-attr]
+
+
+def raw_call(url: str, api_name: str, data: list[Any], timeout: float = 120) -> tuple[str, Any]:
+    """Call an endpoint with hand-made JSON, as any HTTP client may (gradio_client refuses to send some values:
+    lone surrogates, NaN). Returns ("complete", outputs) or ("error", message); any other answer raises."""
+    import urllib.error
+    import urllib.request
+
+    base = f"{url.rstrip('/')}/gradio_api/call/{api_name.lstrip('/')}"
+    body = json.dumps({"data": data}).encode()  # ASCII-escaped: a lone surrogate travels as \ud800, NaN as NaN
+    req = urllib.request.Request(base, data=body, headers={"Content-Type": "application/json"})
+    try:
+        event_id = json.loads(urllib.request.urlopen(req, timeout=timeout).read())["event_id"]
+    except urllib.error.HTTPError as e:  # refused before it was queued (the request itself is malformed)
+        return "error", f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
+    stream = urllib.request.urlopen(f"{base}/{event_id}", timeout=timeout).read().decode()
+    events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
+    kind, payload = events[-1]
+    if kind == "complete":
+        return "complete", json.loads(payload)
+    if kind == "error":
+        message = json.loads(payload)
+        return "error", message.get("error") if isinstance(message, dict) else message
+    raise AssertionError(f"unexpected answer from {api_name}: {stream[:300]}")

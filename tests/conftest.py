@@ -99,12 +99,13 @@ def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):  # type: i
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
-    # Whatever the tests threw at it, no handler crashed: the only exceptions in the log are Gradio's own
-    # input-validation messages (gradio.exceptions.Error, shown to the user as they are).
-    lines = Path(log.name).read_text().splitlines()
-    crashes = [
-        line
-        for line in lines
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b", line) and not line.startswith("gradio.exceptions.Error")
-    ]
-    assert not crashes, crashes
+    assert not crashes_in(Path(log.name).read_text())
+
+
+def crashes_in(log: str) -> list[str]:
+    """Tracebacks in the app's log that pass through our code (gpt/, playground/, app.py): a handler crashed, or
+    met something it did not foresee (user_errors logs those). Gradio's own refusals of malformed API input
+    (wrong types, too few values) are tracebacks through Gradio only, and the caller got their message."""
+    blocks = re.split(r"\n(?=Traceback \(most recent call last\))", log)
+    ours = re.compile(r'File ".*(/playground/|/gpt/|/app\.py)')
+    return [b[-800:] for b in blocks if b.startswith("Traceback") and ours.search(b)]
