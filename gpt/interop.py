@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,7 @@ def fetch_hf(name: str, check: SizeCheck | None = None) -> Path:
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
 
+        _hub_reachable()
         config = hf_hub_download(name, "config.json")
     except Exception as e:  # noqa: BLE001 - offline, unknown name, no huggingface_hub: one clear message
         raise UserInputError(
@@ -234,6 +236,17 @@ def fetch_hf(name: str, check: SizeCheck | None = None) -> Path:
         return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
     except Exception as e:  # noqa: BLE001 - a failed download: say so, nothing half-done is kept by the hub cache
         raise UserInputError(f"the weights of {name!r} could not be downloaded ({type(e).__name__})") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> None:
+    """Fail at once when the Hub cannot be reached: huggingface_hub itself retries for ~25 s before giving up."""
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ConnectionError("HF_HUB_OFFLINE is set")
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+        pass
 
 
 def hf_cache_dirs(name: str = "gpt2") -> list[Path]:

@@ -29,6 +29,7 @@ import gradio as gr
 from gpt import checkpoint as ckpt
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
+from playground.inputs import text
 from playground.settings import LIMITS, PRIVATE, runs_root
 
 SHARED = ("pretrained", "published")  # folders of the runs directory every visitor sees
@@ -56,9 +57,10 @@ class Visitor:
 
     def resolve(self, name: str | None) -> Path:
         """The directory a name stands for; refused unless it is this visitor's own or shared."""
-        if not name or not isinstance(name, str):
+        name = text(name, "checkpoint name", MAX_NAME)
+        if not name:
             raise UserInputError("choose a checkpoint first (train one in the Train tab, or upload one)")
-        if len(name) > MAX_NAME or "\x00" in name:
+        if "\x00" in name:
             raise UserInputError("that is not a checkpoint name; pick one from the list")
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if not parts or parts[0] == "/" or ".." in parts or re.match(r"^[A-Za-z]:", parts[0]):

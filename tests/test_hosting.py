@@ -198,6 +198,7 @@ def test_hub_download_fetches_weights_only_within_the_caps(tmp_path: Path, monke
         asked.append(f"{name}:weights")
         return str(hub[name])
 
+    monkeypatch.setattr("gpt.interop._hub_reachable", lambda: None)  # a fake Hub, reachable offline
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     with pytest.raises(UserInputError, match="parameters; the limit"):
