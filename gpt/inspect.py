@@ -93,7 +93,7 @@ class Projection:
 def embedding_projection(model: GPT, tokenizer: Tokenizer, words: str = "", limit: int = 400) -> Projection:
     """PCA of token embeddings to 2-D: the tokens of `words` if given, else the first `limit` of the vocabulary."""
     if words.strip():
-        ids = list(dict.fromkeys(tokenizer.encode(words)))
+        ids = list(dict.fromkeys(tokenizer.encode(words)))[: 5 * limit]  # a map of thousands of labels is unreadable
     else:
         ids = list(range(min(limit, tokenizer.vocab_size)))
     if len(ids) < 3:

@@ -21,7 +21,7 @@ from gpt.errors import UserInputError
 from gpt.model import GPT
 from playground.hosting import Visitor, enforce_quota, scrub_paths, visitor
 from playground.inputs import text
-from playground.settings import LIMITS, runs_root
+from playground.settings import HEAVY, LIMITS, runs_root
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("playground")
@@ -226,6 +226,5 @@ def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_ne
             button = gr.Button("Load", scale=1)
         message = gr.Markdown()
     handler = import_pretrained_to_start_from if with_new else import_pretrained
-    button.click(
-        handler, source, [message, checkpoint], api_name=api_name, api_visibility="public" if api_name else "private"
-    )
+    visibility = "public" if api_name else "private"
+    button.click(handler, source, [message, checkpoint], api_name=api_name, api_visibility=visibility, **HEAVY)

@@ -18,7 +18,7 @@ from gpt.paths import cache_dir
 from playground import inputs
 from playground.common import user_errors
 from playground.inputs import number
-from playground.settings import LIMITS
+from playground.settings import HEAVY, LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
 TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte")]
@@ -154,4 +154,5 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         [source, files, text, tokenizer, val_fraction, state],
         [stats, tokens, state],
         api_name="prepare_data",
+        **HEAVY,
     )

@@ -29,6 +29,7 @@ import gradio as gr
 from gpt import checkpoint as ckpt
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
+from playground import jobs
 from playground.inputs import text
 from playground.settings import LIMITS, PRIVATE, runs_root
 
@@ -130,13 +131,13 @@ def _age(d: Path) -> float:
 
 def enforce_quota(protected: Iterable[Path] = (), max_runs: int | None = None, max_mb: int | None = None) -> list[Path]:
     """Remove the oldest runs while there are more than `max_runs` or they take more than `max_mb` (0: no cap);
-    never one in `protected` (training or queued). Returns what was removed."""
+    never one that trains or waits in line, nor one in `protected`. Returns what was removed."""
     max_runs = LIMITS.max_runs if max_runs is None else max_runs
     max_mb = LIMITS.max_disk_mb if max_mb is None else max_mb
     if not max_runs and not max_mb:
         return []
     root = runs_root()
-    keep = {Path(p).resolve() for p in protected}
+    keep = {Path(p).resolve() for p in [*protected, *jobs.in_use()]}
     units = sorted(((_age(d), d, _size(d)) for d in run_dirs(root)), key=lambda u: u[0])
     count, total = len(units), sum(size for *_, size in units)
     removed = []

@@ -29,6 +29,7 @@ from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
 from gpt.trainer import Event, error_data
+from playground.settings import LIMITS
 
 ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
 QUEUED = "queued"  # waiting for a slot
@@ -319,11 +320,17 @@ class Registry:
             ids = [j.id for j in self._queue]
             if job_id not in ids:
                 return None
-            free_at = sorted(j.remaining_s() for j in self.active())
+            active = self.active()
+            free_at = sorted(j.remaining_s() for j in active)
             free_at += [0.0] * max(0, self.max_jobs - len(free_at))
+            # Estimates come from a FLOP count and a matmul benchmark; a run in progress shows how far off they are
+            # on this machine (by 3x or more where the matmul has an accelerator that training barely uses).
+            observed = [(j.last["elapsed"] + j.last["eta"]) / j.estimate_s for j in active
+                        if j.estimate_s > 0 and "eta" in j.last and "elapsed" in j.last]  # fmt: skip
+            scale = observed[0] if observed else 1.0
             for ahead in self._queue[: ids.index(job_id)]:
                 soonest = free_at.pop(0)
-                free_at = sorted([*free_at, soonest + ahead.estimate_s])
+                free_at = sorted([*free_at, soonest + ahead.estimate_s * scale])
             return ids.index(job_id) + 1, len(ids), free_at[0]
 
     def _ended(self, job: Job) -> None:
@@ -361,3 +368,11 @@ class Registry:
 
     def waiting(self) -> list[Job]:
         return list(self._queue)
+
+
+REGISTRY = Registry(LIMITS.max_jobs, LIMITS.max_queue)  # this server's runs
+
+
+def in_use() -> list[Path]:
+    """Run directories that must stay on disk: training, or waiting in line."""
+    return [j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]]

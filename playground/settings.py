@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpt.paths import on_space, runs_dir
 
@@ -65,6 +66,10 @@ class Limits:
 
 
 LIMITS = Limits()
+
+# Handlers that hold a core for seconds (tokenizing an upload, unpacking or zipping a checkpoint, importing a model)
+# share these few workers, so a burst of them waits in Gradio's queue instead of stalling every other request.
+HEAVY: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": 2}
 
 
 def runs_root() -> Path:

@@ -35,13 +35,12 @@ from playground.common import (
 from playground.data_tab import current_data
 from playground.hosting import Visitor, enforce_quota, visitor
 from playground.inputs import number, text
-from playground.jobs import Registry, Series
-from playground.settings import LIMITS, PRIVATE
+from playground.jobs import REGISTRY, Series
+from playground.settings import HEAVY, LIMITS, PRIVATE
 
 log = logging.getLogger("playground")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ["tiny", "small", "custom"]
-REGISTRY = Registry(LIMITS.max_jobs, LIMITS.max_queue)
 
 # (setting, label, kind, range): the fields of the form, in order; kind picks the component.
 FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]] = [
@@ -188,7 +187,7 @@ def _submit(state: dict[str, Any], me: Visitor, request: gr.Request, cfg: Config
     old = REGISTRY.get(state.get("job_id"))
     if old is not None and (old.active or old.status == jobs.QUEUED):
         raise UserInputError("your run is still training or waiting; stop it (or leave the queue) first")
-    enforce_quota(protected=[j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]] + [run_dir])
+    enforce_quota(protected=[run_dir])
     session = request.session_hash if request else None
     # One waiting run per visitor: their account or session on a shared server, their session locally.
     return REGISTRY.start(cfg, data, run_dir, owner=me.owner or session, session=session, estimate_s=estimate,
@@ -388,7 +387,7 @@ def upload_checkpoint(
         shutil.move(str(found), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    enforce_quota(protected=[j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]] + [target])
+    enforce_quota(protected=[target])
     rows, dropdown = refresh_checkpoints(me.name(target), None, request, profile)
     return f"Imported checkpoint at step {loaded.step} → `{me.name(target)}`", rows, dropdown
 
@@ -468,10 +467,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     )
     job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
-    download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint")
-    download_hf.click(export_hf, chosen, zip_out, api_name="export_hf")
+    download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint", **HEAVY)
+    download_hf.click(export_hf, chosen, zip_out, api_name="export_hf", **HEAVY)
     for trigger in (tab.select, demo.load, job_status.change):
         trigger(start_from_update, init_from, init_from, api_visibility="private")
-    upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint")
+    upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint", **HEAVY)
     demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
     demo.load(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")

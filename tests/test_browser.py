@@ -19,18 +19,28 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str):  # type: ignore[no-untyped-def]
+def browser():  # type: ignore[no-untyped-def]
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: apt-get install -y chromium (scripts/test.sh does it)")
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.goto(app_url)
-        pg.get_by_role("tab", name="Data").wait_for()
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_app(browser, url: str):  # type: ignore[no-untyped-def]
+    """A new visitor: a fresh browser context (its own session) on the app."""
+    pg = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    pg.goto(url)
+    pg.get_by_role("tab", name="Data").wait_for()
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url: str):  # type: ignore[no-untyped-def]
+    return open_app(browser, app_url)
 
 
 def n_points(page, index: int = 0) -> int:  # type: ignore[no-untyped-def]
@@ -100,3 +110,27 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
     )  # fmt: skip
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
+
+
+def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_role("tab", name="Train").click()
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("5000")
+    steps.press("Tab")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Training…").wait_for(timeout=60_000)
+
+    other = open_app(browser, app_url)
+    other.get_by_role("tab", name="Train").click()
+    leave = other.get_by_role("button", name="Leave the queue")
+    assert not leave.is_visible()
+    other.get_by_role("button", name="Start").click()
+    other.get_by_text("Waiting in line: position 1 of 1").wait_for(timeout=30_000)
+    assert leave.is_visible()
+    other.screenshot(path=str(ARTIFACTS / "5-queue.png"), full_page=True)
+    leave.click()
+    other.get_by_text("You left the queue.").first.wait_for(timeout=10_000)
+    other.get_by_role("button", name="Leave the queue").wait_for(state="hidden", timeout=10_000)
+
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("Training stopped at step").wait_for(timeout=60_000)

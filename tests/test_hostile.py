@@ -26,6 +26,7 @@ from tests.app_helpers import TRAIN, poll_until, raw_call
 from tests.conftest import SHAKESPEARE
 
 NAN, INF = math.nan, math.inf
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 UPLOAD, PASTE = "Upload files", "Paste text"
 
 
@@ -33,7 +34,7 @@ class Ctx:
     """What the cases need: a client, a scratch directory, a trained checkpoint."""
 
     def __init__(self, url: str, tmp: Path, checkpoint: str, checkpoint_dir: Path) -> None:
-        self.url, self.c, self.tmp = url, Client(url, verbose=False), tmp
+        self.url, self.c, self.tmp, self.rss_before = url, Client(url, verbose=False), tmp, 0.0
         self.ckpt, self.ckpt_dir = checkpoint, checkpoint_dir
         self.marker = tmp / "pwned"
 
@@ -351,7 +352,14 @@ def ctx(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     choices = c.predict(api_name="/list_checkpoints")[1]["choices"]
     latest = next(p for _, p in choices if p.endswith("latest") and "run-" in p)
     runs = app_url.runs  # type: ignore[attr-defined]
-    return Ctx(app_url, tmp_path_factory.mktemp("hostile"), latest, runs / latest)
+    x = Ctx(app_url, tmp_path_factory.mktemp("hostile"), latest, runs / latest)
+    x.rss_before = rss_mb(app_url.pid)  # type: ignore[attr-defined]
+    return x
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
 
 
 @pytest.mark.parametrize("name,action,message", CASES, ids=[c[0] for c in CASES])
@@ -381,5 +389,11 @@ def test_app_keeps_serving_and_nothing_is_lost(ctx: Ctx) -> None:
     choices = ctx.c.predict(api_name="/list_checkpoints")[1]["choices"]
     assert ctx.ckpt in [p for _, p in choices]
     assert not any("evil" in p or "trunc" in p or "absurd" in p or "broken" in p for _, p in choices)
+    # memory: what the server holds after every case above, against before them (written for the record)
+    after = rss_mb(int(ctx.url.pid))  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "hostile-rss.json").write_text(json.dumps({"cases": len(CASES), "rss_before_mb": ctx.rss_before,
+                                                            "rss_after_mb": after}))  # fmt: skip
+    assert after < ctx.rss_before + 300, (ctx.rss_before, after)
     uploads = Path(os.environ["GPT_PLAYGROUND_CACHE"]) / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())  # extracted archives are cleaned up, good or bad

@@ -60,6 +60,13 @@ def test_each_visitor_sees_and_uses_only_their_own_runs(shared_app: Any) -> None
     (mine,) = [n for n in names(alice) if n.endswith("latest")]
     assert not mine.startswith("/") and "users" not in mine
     assert alice.predict(mine, "ROMEO:", *GEN, api_name="/generate")[1]
+    # a 1-layer model inspects (its layer slider has nothing to choose)
+    layer = alice.predict(mine, "ROMEO:", 1, 1, "", api_name="/inspect")[6]
+    assert layer["interactive"] is False and layer["value"] == 1
+    # a second run of the same session gets its own progress and charts (the poll does not stay on the first)
+    second = alice.predict(*SHORT, api_name="/start_training").split("`")[1]
+    assert second != mine.split("/")[0]
+    poll_until(alice, lambda r: second in r[0] and r[4] == "completed")
 
     # Bob neither sees Alice's run nor reaches it by name, by server path or by climbing out of his folder
     assert names(bob) == []

@@ -53,7 +53,7 @@ def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Pa
 
 def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     reg = Registry(max_jobs=1, max_queue=2)
-    first = reg.start(config(100_000), data, tmp_path / "a", owner="a", estimate_s=100)
+    first = reg.start(config(100_000), data, tmp_path / "a", owner="a")  # no estimate: no rescaling below
     second = reg.start(config(20), data, tmp_path / "b", owner="b", estimate_s=30)
     third = reg.start(config(20), data, tmp_path / "c", owner="c", session="page-c", estimate_s=30)
     assert (first.status, second.status, third.status) == ("running", "queued", "queued")
