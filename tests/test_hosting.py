@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,9 @@ def test_each_visitor_sees_and_uses_only_their_own_runs(shared_app: Any) -> None
         refused(lambda n=name: bob.predict(n, api_name="/download_checkpoint"))
         refused(lambda n=name: bob.predict(n, api_name="/export_hf"))
         refused(lambda n=name: bob.predict(n, *SHORT[1:], api_name="/start_training"))
+    for path in (real / "config.json", real / "model.safetensors"):  # nor through Gradio's file route
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{shared_app}gradio_api/file={path}", timeout=10)
     refused(lambda: bob.predict(api_name="/stop_training"), "no training run of yours")
     refused(lambda: bob.predict(500, api_name="/resume_training"), "nothing to resume")
     refused(lambda: bob.predict(str(runs), api_name="/import_pretrained"), "Hub only")
