@@ -20,10 +20,10 @@ import torch
 from gpt.cli import resolve_config_path
 from gpt.config import SampleConfig, load_config
 from gpt.device import autocast, pick_dtype, sampling_model
+from gpt.estimate import padded_vocab
 from gpt.model import GPT
 from gpt.sampling import stream
 from gpt.tokenizer import ByteTokenizer
-from gpt.trainer import padded_vocab
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:

@@ -86,6 +86,8 @@ def resolve_config_path(name: str) -> Path:
 def _train(args: argparse.Namespace) -> int:
     from gpt import checkpoint as ckpt
     from gpt.config import Config, apply_overrides, load_config
+    from gpt.estimate import model_size, train_seconds
+    from gpt.events import format_duration, run_listeners
     from gpt.trainer import Trainer
 
     resume_meta = ckpt.read_meta(args.resume) if args.resume else None
@@ -105,7 +107,12 @@ def _train(args: argparse.Namespace) -> int:
 
         name = Path(args.config).stem if args.config else "tiny"
         out = runs_dir() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = Trainer(cfg, data, out, resume=args.resume, init_from=args.init_from, echo=True)
+    listeners = run_listeners(out, cfg.train.tensorboard, echo=True)
+    trainer = Trainer(cfg, data, out, resume=args.resume, init_from=args.init_from, listeners=listeners)
+    if trainer.is_main and not args.resume:
+        params, flops = model_size(trainer.cfg, data.tokenizer.vocab_size)
+        print(f"{params / 1e6:.2f}M parameters; {cfg.train.max_steps:,} steps should take about "
+              f"{format_duration(train_seconds(trainer.cfg, flops))} on this machine", flush=True)  # fmt: skip
     previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop with a checkpoint
     try:
         result = trainer.run()

@@ -1,24 +1,26 @@
-"""The training loop, shared by the CLI, the web UI (in a background thread) and torchrun (DDP).
+"""The training loop, shared by the CLI, the web app (in a training process of its own) and torchrun (DDP).
 
-`Trainer(config, data, out_dir).run()` trains and returns a `Result`. Listeners receive `Event`s:
-step (loss, lr, tokens/s, grad norm, ETA), eval (val loss, perplexity), sample (text), checkpoint, done
-(status "completed" or "stopped") and error. `stop()` may be called from any thread: the loop finishes
-its step, writes a checkpoint and reports "stopped at step N".
+`Trainer(config, data, out_dir, listeners=[...]).run()` trains and returns a `Result`. The trainer only fires
+`gpt.events.Event`s (start, step, eval, sample, checkpoint, done, error); its listeners decide what to show
+(`gpt.events.print_event`, `gpt.events.TensorBoard`, the app's Train tab). `stop()` may be called from any thread:
+the loop finishes its step, writes a checkpoint and reports "stopped at step N".
 
-Exact resume: the checkpoint's trainer.pt holds optimizer, step, RNG and data-sampler state; evaluation
-and samples use their own generators so they never disturb the training RNG stream.
-Fine-tuning: `init_from` starts from a checkpoint's weights and architecture, with a fresh optimizer at step 0.
+Three starting points, one function (`starting_point`): from scratch; fine-tuning (`init_from`: a checkpoint's
+weights and architecture, a fresh optimizer at step 0); resuming (`resume`: the weights plus trainer.pt's optimizer,
+step, RNG and data position, so the losses continue exactly as if the run had never stopped). Evaluation and
+samples use their own generators, so they never disturb the training RNG stream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from gpt.config import Config, SampleConfig, TrainConfig
 from gpt.data import Batches, PreparedData
 from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
+from gpt.estimate import padded_vocab
+from gpt.events import Checkpoint, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
 from gpt.model import GPT
 from gpt.sampling import generate
 
@@ -39,27 +43,12 @@ class DivergenceError(UserInputError):
 
 
 @dataclass
-class Event:
-    kind: str  # step | eval | sample | checkpoint | done | error
-    step: int
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Result:
-    status: str  # completed | stopped
+    status: Status
     step: int
     train_loss: float | None
     val_loss: float | None
     run_dir: Path
-
-
-Listener = Callable[[Event], None]
-
-
-def error_data(e: Exception) -> dict[str, Any]:
-    """An "error" event's data: the message, the exception's type, and whether it is the user's to fix."""
-    return {"message": str(e), "type": type(e).__name__, "user": isinstance(e, UserInputError)}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -76,9 +65,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
 
 
-def padded_vocab(vocab_size: int) -> int:
-    """Large vocabularies are padded to a multiple of 64 (faster matmuls); the sampler never picks the padding."""
-    return vocab_size if vocab_size <= 1024 else (vocab_size + 63) // 64 * 64
+class Meter:
+    """The loop's clock: steps since the last logged step, a smoothed step time, and from it the ETA."""
+
+    def __init__(self) -> None:
+        self.start = self.window_start = time.perf_counter()
+        self.steps = 0  # in the current window
+        self.smoothed: float | None = None
+
+    def lap(self, steps_left: int) -> tuple[float, float, float]:
+        """(seconds per step in this window, seconds since the start, ETA); starts a new window."""
+        now = time.perf_counter()
+        step_time = (now - self.window_start) / max(1, self.steps)
+        self.smoothed = step_time if self.smoothed is None else 0.7 * self.smoothed + 0.3 * step_time
+        self.window_start, self.steps = now, 0
+        return step_time, now - self.start, self.smoothed * steps_left
 
 
 class Trainer:
@@ -90,20 +91,18 @@ class Trainer:
         resume: str | Path | None = None,
         listeners: Iterable[Listener] = (),
         init_from: str | Path | None = None,
-        echo: bool = False,
     ) -> None:
-        self.cfg = config
-        self.data = data
+        self.cfg = cfg = copy.deepcopy(config)  # the architecture may come from a checkpoint: the caller's stays
+        self.data, self.tokenizer = data, data.tokenizer
         self.out_dir = Path(out_dir)
         self.listeners = list(listeners)
-        self.echo = echo
         self._stop = threading.Event()
         self.step = 0
         self.best_val = float("inf")
         self.last_val: float | None = None
         self.last_train: float | None = None
 
-        tc = config.train
+        tc = cfg.train
         self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.rank, self.world = 0, 1
         if self.ddp:
@@ -116,42 +115,13 @@ class Trainer:
         if self.dtype == torch.bfloat16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserInputError("this GPU has no bfloat16; set train.dtype=float16 or float32")
 
-        self.tokenizer = tokenizer = data.tokenizer
-        start_from = resume or init_from
-        loaded = ckpt.load(start_from) if start_from else None
-        if loaded is not None:
-            if loaded.tokenizer.spec() != tokenizer.spec():
-                kind = loaded.tokenizer.name
-                raise UserInputError(
-                    f"the checkpoint at {start_from} uses the {kind} tokenizer"
-                    + (" with its own character set" if kind == "char" else "")
-                    + f"; prepare the data with the same tokenizer (this data uses {tokenizer.name})"
-                )
-            config.model = loaded.config.model  # the architecture comes with the weights
-        else:
-            config.model.vocab_size = padded_vocab(tokenizer.vocab_size)
-        config.validate()
-        data.check_fits(config.model.block_size)
-
-        torch.manual_seed(tc.seed + self.rank)
-        self.model = loaded.model.to(self.device).train() if loaded else GPT(config.model).to(self.device)
-        state = None
-        if resume:
-            state = ckpt.load_trainer_state(resume)
-            if state is None:
-                raise UserInputError(f"{resume} has no trainer state (trainer.pt); it cannot be resumed, only sampled")
-        self.raw_model = self.model
+        loaded, state = self.starting_point(resume, init_from)
+        torch.manual_seed(tc.seed + self.rank)  # before the new model's random init
+        self.model = loaded.model.to(self.device).train() if loaded else GPT(cfg.model).to(self.device)
+        self.raw_model = self.model  # the plain module, whatever wraps self.model below
         self.optimizer = self.model.optimizer(tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), self.device.type)
-        self.batches = Batches(
-            data.train,
-            config.model.block_size,
-            tc.batch_size,
-            config.data.sampling,
-            config.data.stride,
-            seed=tc.seed,
-            rank=self.rank,
-            world=self.world,
-        )
+        self.batches = Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling, cfg.data.stride,
+                               seed=tc.seed, rank=self.rank, world=self.world)  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
             self._load_state(state)
@@ -162,8 +132,37 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids)  # type: ignore[assignment]
-        self.tokens_per_step = tc.batch_size * config.model.block_size * tc.grad_accum * self.world
-        self._writer: Any = None
+        self.tokens_per_step = tc.batch_size * cfg.model.block_size * tc.grad_accum * self.world
+
+    def starting_point(
+        self, resume: str | Path | None, init_from: str | Path | None
+    ) -> tuple[ckpt.Checkpoint | None, dict[str, Any] | None]:
+        """The checkpoint to start from (None: from scratch) and the trainer state to restore (resume only).
+
+        The architecture comes with a checkpoint's weights; from scratch it is the config's, with the vocabulary of
+        the data's tokenizer. Either way the data must fit the context."""
+        cfg, tokenizer = self.cfg, self.tokenizer
+        start_from = resume or init_from
+        loaded = ckpt.load(start_from) if start_from else None
+        if loaded is not None:
+            if loaded.tokenizer.spec() != tokenizer.spec():
+                kind = loaded.tokenizer.name
+                raise UserInputError(
+                    f"the checkpoint at {start_from} uses the {kind} tokenizer"
+                    + (" with its own character set" if kind == "char" else "")
+                    + f"; prepare the data with the same tokenizer (this data uses {tokenizer.name})"
+                )
+            cfg.model = loaded.config.model
+        else:
+            cfg.model.vocab_size = padded_vocab(tokenizer.vocab_size)
+        cfg.validate()
+        self.data.check_fits(cfg.model.block_size)
+        state = None
+        if resume:
+            state = ckpt.load_trainer_state(resume)
+            if state is None:
+                raise UserInputError(f"{resume} has no trainer state (trainer.pt); it cannot be resumed, only sampled")
+        return loaded, state
 
     # ----- public -----------------------------------------------------------------------------------
 
@@ -177,13 +176,13 @@ class Trainer:
 
     def run(self) -> Result:
         try:
+            if self.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
             return self._run()
         except Exception as e:
-            self._emit("error", error_data(e))
+            self._emit(Failed.of(e))
             raise
         finally:
-            if self._writer is not None:
-                self._writer.close()
             if self.ddp and dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -191,100 +190,103 @@ class Trainer:
 
     def _run(self) -> Result:
         tc = self.cfg.train
-        if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            if tc.tensorboard:
-                self._writer = _tensorboard(self.out_dir / "tb")
-        amp = autocast(self.device, self.dtype)
-        self._emit(
-            "start",
-            {
-                "params": self.raw_model.num_params(),
-                "max_steps": tc.max_steps,
-                "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", ""),
-                "world": self.world,
-                "run_dir": str(self.out_dir),
-            },
-        )
-        loss_sum = torch.zeros((), device=self.device)
-        n_in_window, t_window, start_time = 0, time.perf_counter(), time.perf_counter()
-        step_time_ema: float | None = None
-        status = "completed"
+        self._emit(Start(self.raw_model.num_params(), tc.max_steps, str(self.device),
+                         str(self.dtype).replace("torch.", ""), self.world, str(self.out_dir)))  # fmt: skip
+        meter, status = Meter(), "completed"  # type: Meter, Status
+        loss_sum = torch.zeros((), device=self.device)  # summed on the device: read once per log interval
         while self.step < tc.max_steps:
+            # termination: Stop (or Ctrl-C, or the app going away) ends the loop here; the checkpoint is saved below
             if self._stop.is_set():
                 status = "stopped"
                 break
-            lr = lr_at(self.step, tc)
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            for micro in range(tc.grad_accum):
-                x, y = (t.to(self.device, non_blocking=True) for t in self.batches.next())
-                sync = micro == tc.grad_accum - 1
-                ctx = self.model.no_sync() if self.ddp and not sync else contextlib.nullcontext()  # type: ignore[operator]
-                with ctx, amp:
-                    _, loss = self.model(x, y)
-                    loss = loss / tc.grad_accum
-                self.scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf")
-            )
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            n_in_window += 1
 
+            # determine and set the learning rate for this step
+            lr = lr_at(self.step, tc)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+            # forward, backward and update, over grad_accum micro-batches
+            grad_norm = self._train_step(loss_sum)
+            self.step += 1
+            meter.steps += 1
             last = self.step == tc.max_steps
+
+            # timing and logging: one host sync per log interval, not per step
             if self.step % tc.log_interval == 0 or last:
-                # One host sync per log interval, not per step.
-                if self.ddp:
-                    dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-                train_loss = float(loss_sum) / n_in_window
-                if not math.isfinite(train_loss):
-                    raise DivergenceError(
-                        f"the loss became {train_loss} at step {self.step}; the learning rate ({tc.lr:g}) is "
-                        "probably too high: lower train.lr and start again"
-                    )
-                now = time.perf_counter()
-                step_time = (now - t_window) / n_in_window
-                step_time_ema = step_time if step_time_ema is None else 0.7 * step_time_ema + 0.3 * step_time
-                self.last_train = train_loss
-                self._emit(
-                    "step",
-                    {
-                        "loss": train_loss,
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "tokens_per_s": self.tokens_per_step / step_time,
-                        "step_time": step_time,
-                        "elapsed": now - start_time,
-                        "eta": step_time_ema * (tc.max_steps - self.step),
-                        "max_steps": tc.max_steps,
-                    },
-                )
-                loss_sum.zero_()
-                n_in_window, t_window = 0, time.perf_counter()
+                self._log(loss_sum, lr, grad_norm, meter)
+
+            # evaluate on the validation split, and keep the best model so far in best/
             if self.step % tc.eval_interval == 0 or last:
-                self._evaluate()
+                val = self.estimate_val_loss()
+                improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
+                self._emit(Eval(val, math.exp(min(val, 50.0)), improved))
+                if improved:
+                    self._save("best", with_state=False)
+
+            # sample some text: how the model writes now
             if tc.sample_interval and (self.step % tc.sample_interval == 0 or last) and self.is_main:
-                self._emit("sample", {"text": self.sample_text()})
+                self._emit(Sample(self.sample_text()))
+
+            # checkpoint now and then, so that a crash loses little (the last one is saved after the loop)
             if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and not last:
                 self._save("latest")
         self._save("latest")
-        self._emit("done", {"status": status, "train_loss": self.last_train, "val_loss": self.last_val})
+        self._emit(Done(status, self.last_train, self.last_val))
         return Result(status, self.step, self.last_train, self.last_val, self.out_dir)
 
+    def _train_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """One optimizer step over grad_accum micro-batches; adds the loss to `loss_sum`, returns the grad norm."""
+        tc = self.cfg.train
+        amp = autocast(self.device, self.dtype)
+        for micro in range(tc.grad_accum):
+            x, y = (t.to(self.device, non_blocking=True) for t in self.batches.next())
+            # DDP averages gradients across processes at each backward: only the last micro-batch needs it
+            sync = micro == tc.grad_accum - 1
+            ctx = self.model.no_sync() if self.ddp and not sync else contextlib.nullcontext()  # type: ignore[operator]
+            with ctx, amp:
+                _, loss = self.model(x, y)
+                # the gradients add up over micro-batches: scaled, their sum is the mean over the whole batch
+                loss = loss / tc.grad_accum
+            self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not fp16-scaled ones
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf")
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _log(self, loss_sum: torch.Tensor, lr: float, grad_norm: torch.Tensor, meter: Meter) -> None:
+        """Report the mean train loss of the window, its speed and the ETA; stop a run whose loss diverged."""
+        tc = self.cfg.train
+        window = meter.steps
+        if self.ddp:
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+        train_loss = float(loss_sum) / window
+        loss_sum.zero_()
+        if not math.isfinite(train_loss):
+            raise DivergenceError(
+                f"the loss became {train_loss} at step {self.step}; the learning rate ({tc.lr:g}) is "
+                "probably too high: lower train.lr and start again"
+            )
+        step_time, elapsed, eta = meter.lap(tc.max_steps - self.step)
+        self.last_train = train_loss
+        self._emit(Step(train_loss, lr, float(grad_norm), self.tokens_per_step / step_time, step_time, elapsed, eta,
+                        tc.max_steps))  # fmt: skip
+
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean val loss over eval_iters batches, always the same windows (own generator)."""
+    def estimate_val_loss(self) -> float:
+        """Mean val loss over eval_iters batches, always the same windows (own generator).
+
+        It runs the raw model: the compiled one would compile again for eval mode, and DDP's wrapper is only
+        needed to average gradients. Each process evaluates its own share and the results are averaged."""
         tc, mc = self.cfg.train, self.cfg.model
         batches = Batches(
             self.data.val, mc.block_size, tc.batch_size, seed=tc.seed + 7, rank=self.rank, world=self.world
         )
-        self.model.eval()
+        self.raw_model.eval()
         total = torch.zeros((), device=self.device)
         amp = autocast(self.device, self.dtype)
         for _ in range(tc.eval_iters):
@@ -292,7 +294,7 @@ class Trainer:
             with amp:
                 _, loss = self.raw_model(x, y)
             total += loss
-        self.model.train()
+        self.raw_model.train()
         if self.ddp:
             dist.all_reduce(total, op=dist.ReduceOp.AVG)
         return float(total) / tc.eval_iters
@@ -302,15 +304,6 @@ class Trainer:
         return generate(self.raw_model, self.tokenizer, "", cfg)  # unconditional: the sampler picks the start
 
     # ----- helpers ----------------------------------------------------------------------------------
-
-    def _evaluate(self) -> None:
-        val = self.evaluate()
-        self.last_val = val
-        improved = val < self.best_val
-        self.best_val = min(self.best_val, val)
-        self._emit("eval", {"val_loss": val, "perplexity": math.exp(min(val, 50.0)), "best": improved})
-        if improved:
-            self._save("best", with_state=False)
 
     def _metrics(self) -> dict[str, float]:
         m: dict[str, float] = {}
@@ -326,17 +319,9 @@ class Trainer:
         if not self.is_main:
             return
         state = self._state() if with_state else None
-        path = ckpt.save(
-            self.out_dir / name,
-            self.raw_model,
-            self.cfg,
-            self.tokenizer,
-            self.step,
-            self._metrics(),
-            state,
-            extra={"data_dir": str(self.data.dir)},
-        )
-        self._emit("checkpoint", {"path": str(path), "name": name})
+        path = ckpt.save(self.out_dir / name, self.raw_model, self.cfg, self.tokenizer, self.step, self._metrics(),
+                         state, extra={"data_dir": str(self.data.dir)})  # fmt: skip
+        self._emit(Checkpoint(str(path), name))
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -371,14 +356,10 @@ class Trainer:
                 f"(e.g. train.max_steps={2 * self.step})"
             )
 
-    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+    def _emit(self, data: Payload) -> None:
         if not self.is_main:
             return
-        event = Event(kind, self.step, data)
-        if self._writer is not None:
-            _log_scalars(self._writer, event)
-        if self.echo:
-            _echo(event)
+        event = Event(self.step, data)
         for listener in self.listeners:
             listener(event)
 
@@ -393,56 +374,3 @@ class Trainer:
         else:
             self.device = torch.device("cpu")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-
-
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional for the library
-        return None
-    return SummaryWriter(str(path))
-
-
-def _log_scalars(writer: Any, e: Event) -> None:
-    if e.kind == "step":
-        for key in ("loss", "lr", "tokens_per_s", "grad_norm"):
-            writer.add_scalar(f"train/{key}", e.data[key], e.step)
-    elif e.kind == "eval":
-        writer.add_scalar("val/loss", e.data["val_loss"], e.step)
-        writer.add_scalar("val/perplexity", e.data["perplexity"], e.step)
-    elif e.kind == "sample":
-        writer.add_text("sample", e.data["text"], e.step)
-    elif e.kind == "done":
-        writer.flush()
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-def _echo(e: Event) -> None:
-    d = e.data
-    if e.kind == "start":
-        print(
-            f"training {d['params'] / 1e6:.2f}M parameters on {d['device']} ({d['dtype']}, {d['world']} process(es)) "
-            f"for {d['max_steps']} steps -> {d['run_dir']}",
-            flush=True,
-        )
-    elif e.kind == "step":
-        print(
-            f"step {e.step}/{d['max_steps']} | loss {d['loss']:.4f} | lr {d['lr']:.2e} | "
-            f"{d['tokens_per_s']:,.0f} tok/s | {d['step_time'] * 1000:.0f} ms/step | eta {format_duration(d['eta'])}",
-            flush=True,
-        )
-    elif e.kind == "eval":
-        print(f"step {e.step} | val loss {d['val_loss']:.4f} | perplexity {d['perplexity']:.2f}", flush=True)
-    elif e.kind == "sample":
-        print(f"--- sample at step {e.step} ---\n{d['text']}\n---", flush=True)
-    elif e.kind == "checkpoint":
-        print(f"saved checkpoint {d['path']}", flush=True)
-    elif e.kind == "done":
-        word = "completed" if d["status"] == "completed" else "stopped"
-        print(f"training {word} at step {e.step}", flush=True)

@@ -28,7 +28,7 @@ from typing import Any
 from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
-from gpt.trainer import Event, error_data
+from gpt.events import Done, Eval, Event, Failed, Sample, Start, Step, run_listeners
 from playground.settings import LIMITS
 
 ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
@@ -60,18 +60,17 @@ def warm_up() -> None:
 
 
 def _train_in_child(spec: dict[str, Any], events: Any, stop: StopFlag) -> None:
-    """The child process: build the trainer, run it, send every event home. Errors travel as "error" events."""
+    """The child process: build the trainer, run it, send every event home. Errors travel as `Failed` events."""
     from gpt.data import load_prepared
     from gpt.trainer import Trainer
 
-    def send(e: Event) -> None:
-        events.put((e.kind, e.step, e.data))
-
+    config = Config.from_dict(spec["config"])
+    listeners = [*run_listeners(spec["run_dir"], config.train.tensorboard), events.put]  # events: our own dataclasses
     try:
-        trainer = Trainer(Config.from_dict(spec["config"]), load_prepared(spec["data_dir"]), spec["run_dir"],
-                          resume=spec["resume"], init_from=spec["init_from"], listeners=[send])  # fmt: skip
+        trainer = Trainer(config, load_prepared(spec["data_dir"]), spec["run_dir"], resume=spec["resume"],
+                          init_from=spec["init_from"], listeners=listeners)  # fmt: skip
     except Exception as e:  # noqa: BLE001 - reported to the UI, the child ends
-        send(Event("error", 0, error_data(e)))
+        events.put(Event(0, Failed.of(e)))
         return
     parent = os.getppid()
 
@@ -124,7 +123,8 @@ class Job:
         self.series = history or Series()
         self.status = "starting"  # queued | starting | running | completed | stopped | error | left
         self.message = ""
-        self.last: dict[str, Any] = {"step": 0, "max_steps": config.train.max_steps}
+        self.step, self.max_steps = 0, config.train.max_steps
+        self.last: Step | None = None  # the latest logged step (loss, speed, ETA)
         self.samples: list[tuple[int, str]] = []
         self.started = time.time()
         self.version = 0  # bumped on every event: pollers skip redrawing when it has not moved
@@ -158,7 +158,7 @@ class Job:
     def _read(self) -> None:
         while True:
             try:
-                kind, step, data = self._events.get(timeout=1.0)
+                event: Event = self._events.get(timeout=1.0)
             except queue.Empty:
                 if self.process.is_alive():
                     continue
@@ -166,8 +166,8 @@ class Job:
                     code = self.process.exitcode
                     self._finish("error", f"the training process ended unexpectedly (exit code {code})")
                 break
-            self._on_event(Event(kind, step, data))
-            if kind in ("done", "error"):
+            self._on_event(event)
+            if isinstance(event.data, Done | Failed):
                 break
         self.process.join(timeout=60)
         for callback in self.on_end:
@@ -181,33 +181,30 @@ class Job:
 
     def _on_event(self, e: Event) -> None:
         with self._lock:
-            d = e.data
-            if e.kind == "start":
-                self.status = "running"
-                self.last["step"] = e.step
-            elif e.kind == "step":
-                s = self.series
-                s.steps.append(e.step)
-                s.loss.append(d["loss"])
-                s.smooth.append(d["loss"] if not s.smooth else 0.6 * s.smooth[-1] + 0.4 * d["loss"])
-                s.lr.append(d["lr"])
-                s.tokens_per_s.append(d["tokens_per_s"])
-                self.last = {"step": e.step, **d}
-            elif e.kind == "eval":
-                self.series.eval_steps.append(e.step)
-                self.series.val_loss.append(d["val_loss"])
-            elif e.kind == "sample":
-                self.samples.append((e.step, d["text"]))
-            elif e.kind == "done":
-                self.status = d["status"]
-                self.last["step"] = e.step
-                word = "completed" if d["status"] == "completed" else "stopped"
-                self.message = f"Training {word} at step {e.step}."
-            elif e.kind == "error":
-                self.status = "error"
-                self.message = d["message"] if d.get("user") else f"training failed: {d['type']}: {d['message']}"
+            self.step = e.step
+            match e.data:
+                case Start():
+                    self.status = "running"
+                case Step() as d:
+                    s = self.series
+                    s.steps.append(e.step)
+                    s.loss.append(d.loss)
+                    s.smooth.append(d.loss if not s.smooth else 0.6 * s.smooth[-1] + 0.4 * d.loss)
+                    s.lr.append(d.lr)
+                    s.tokens_per_s.append(d.tokens_per_s)
+                    self.last, self.max_steps = d, d.max_steps
+                case Eval() as d:
+                    self.series.eval_steps.append(e.step)
+                    self.series.val_loss.append(d.val_loss)
+                case Sample() as d:
+                    self.samples.append((e.step, d.text))
+                case Done() as d:
+                    self.status, self.message = d.status, f"Training {d.status} at step {e.step}."
+                case Failed() as d:
+                    self.status = "error"
+                    self.message = d.message if d.user else f"training failed: {d.type}: {d.message}"
             self.version += 1
-        if e.kind in ("start", "error"):
+        if isinstance(e.data, Start | Failed):
             self._answered.set()
 
     @property
@@ -219,26 +216,34 @@ class Job:
 
     def remaining_s(self) -> float:
         """Seconds until this run should end: the trainer's ETA once it trains, else the estimate."""
-        eta = self.last.get("eta")
-        if self.status == "running" and eta is not None:
-            return max(0.0, float(eta))
+        if self.status == "running" and self.last is not None:
+            return max(0.0, self.last.eta)
         return self.estimate_s
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """A consistent copy for one UI refresh."""
         with self._lock:
-            s = self.series
-            return {
-                "id": self.id,
-                "status": self.status,
-                "message": self.message,
-                "version": self.version,
-                "last": dict(self.last),
-                "run_dir": str(self.run_dir),
-                "queue": None,
-                "series": Series(**{k: list(v) for k, v in vars(s).items()}),
-                "sample": self.samples[-1] if self.samples else None,
-            }
+            series = Series(**{k: list(v) for k, v in vars(self.series).items()})
+            sample = self.samples[-1] if self.samples else None
+            return Snapshot(self.id, self.status, self.message, self.version, self.step, self.max_steps, self.last,
+                            str(self.run_dir), series, sample)  # fmt: skip
+
+
+@dataclass
+class Snapshot:
+    """One job as one UI refresh sees it."""
+
+    id: str
+    status: str
+    message: str
+    version: int  # bumped at every event
+    step: int
+    max_steps: int
+    last: Step | None
+    run_dir: str
+    series: Series
+    sample: tuple[int, str] | None
+    queue: tuple[int, int, float] | None = None  # (position, length, wait) while queued
 
 
 class Registry:
@@ -325,8 +330,8 @@ class Registry:
             free_at += [0.0] * max(0, self.max_jobs - len(free_at))
             # Estimates come from a FLOP count and a matmul benchmark; a run in progress shows how far off they are
             # on this machine (by 3x or more where the matmul has an accelerator that training barely uses).
-            observed = [(j.last["elapsed"] + j.last["eta"]) / j.estimate_s for j in active
-                        if j.estimate_s > 0 and "eta" in j.last and "elapsed" in j.last]  # fmt: skip
+            observed = [(j.last.elapsed + j.last.eta) / j.estimate_s for j in active
+                        if j.estimate_s > 0 and j.last is not None]  # fmt: skip
             scale = observed[0] if observed else 1.0
             for ahead in self._queue[: ids.index(job_id)]:
                 soonest = free_at.pop(0)

@@ -11,10 +11,11 @@ import gpt.device as device
 from gpt.config import Config, ModelConfig, SampleConfig
 from gpt.data import prepare
 from gpt.device import autocast, pick_dtype, sampling_model
+from gpt.events import Event
 from gpt.model import GPT
 from gpt.sampling import stream
 from gpt.tokenizer import ByteTokenizer
-from gpt.trainer import Event, Trainer
+from gpt.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -59,8 +60,8 @@ def test_training_with_bf16_autocast_learns(corpus_file: Path, tmp_path: Path) -
     events: list[Event] = []
     data = prepare([corpus_file], tokenizer="char", out=tmp_path / "data")
     Trainer(cfg.validate(), data, tmp_path / "run", listeners=[events.append]).run()
-    assert events[0].data["dtype"] == "bfloat16"
-    steps = [e.data["loss"] for e in events if e.kind == "step"]
+    assert events[0].data.dtype == "bfloat16"
+    steps = [e.data.loss for e in events if e.kind == "step"]
     assert steps[-1] < 0.6 * steps[0]  # a repeated verse: the loss must fall well below where it started
 
 

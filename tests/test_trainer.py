@@ -12,7 +12,8 @@ from gpt import checkpoint as ckpt
 from gpt.config import Config, apply_overrides
 from gpt.data import prepare
 from gpt.errors import UserInputError
-from gpt.trainer import DivergenceError, Event, Trainer, lr_at
+from gpt.events import Event, run_listeners
+from gpt.trainer import DivergenceError, Trainer, lr_at
 
 
 def small_config(**train: object) -> Config:
@@ -35,12 +36,13 @@ def data(corpus_file: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def run(cfg: Config, data, out: Path, resume: Path | None = None) -> list[Event]:  # type: ignore[no-untyped-def]
     events: list[Event] = []
-    Trainer(cfg, data, out, resume=resume, listeners=[events.append]).run()
+    listeners = [events.append, *run_listeners(out, cfg.train.tensorboard)]  # as gpt-train runs it
+    Trainer(cfg, data, out, resume=resume, listeners=listeners).run()
     return events
 
 
 def losses(events: list[Event]) -> dict[int, float]:
-    return {e.step: e.data["loss"] for e in events if e.kind == "step"}
+    return {e.step: e.data.loss for e in events if e.kind == "step"}
 
 
 def test_events_and_checkpoints(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -49,12 +51,12 @@ def test_events_and_checkpoints(data, tmp_path: Path) -> None:  # type: ignore[n
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert kinds.count("step") == 30 and kinds.count("eval") == 3 and kinds.count("sample") == 2
-    assert events[-1].data["status"] == "completed"
+    assert events[-1].data.status == "completed"
     step = next(e for e in events if e.kind == "step").data
-    assert {"loss", "lr", "tokens_per_s", "grad_norm", "eta", "elapsed"} <= set(step)
+    assert {"loss", "lr", "tokens_per_s", "grad_norm", "eta", "elapsed"} <= set(vars(step))
     evals = [e.data for e in events if e.kind == "eval"]
-    assert all(abs(e["perplexity"] - 2.718281828 ** e["val_loss"]) < 1e-3 for e in evals)
-    sample = next(e for e in events if e.kind == "sample").data["text"]
+    assert all(abs(e.perplexity - 2.718281828**e.val_loss) < 1e-3 for e in evals)
+    sample = next(e for e in events if e.kind == "sample").data.text
     assert isinstance(sample, str) and sample
     for name in ("latest", "best"):
         assert (tmp_path / "run" / name / "model.safetensors").is_file()
@@ -92,7 +94,7 @@ def test_stop_from_another_thread_saves_and_says_stopped(data, tmp_path: Path) -
     trainer.stop()
     t.join(60)
     done = events[-1]
-    assert done.kind == "done" and done.data["status"] == "stopped"
+    assert done.kind == "done" and done.data.status == "stopped"
     assert ckpt.load(tmp_path / "run").step == done.step >= 5
 
 
@@ -142,7 +144,7 @@ def test_fine_tune_from_a_checkpoint_starts_at_step_0_with_its_weights(data, tmp
     assert torch.equal(trainer.raw_model.lm_head.weight, base.model.lm_head.weight)
     first = next(e for e in run_trainer(trainer) if e.kind == "step")
     fresh = next(e for e in run(small_config(max_steps=3), data, tmp_path / "fresh") if e.kind == "step")
-    assert first.data["loss"] < fresh.data["loss"]  # it starts from what the base model learned
+    assert first.data.loss < fresh.data.loss  # it starts from what the base model learned
 
 
 def test_fine_tune_refuses_data_with_another_tokenizer(data, corpus_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

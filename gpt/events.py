@@ -1,0 +1,163 @@
+"""What the trainer reports, and the listeners that present it.
+
+The trainer fires an `Event` at each step it logs, evaluation, sample, checkpoint, and at start and end (minGPT's
+callbacks are the model); it never prints. Whoever runs it decides what to do with them: the CLI prints them
+(`print_event`) and logs TensorBoard scalars (`TensorBoard`), the web app sends them to its Train tab.
+
+One dataclass per kind of payload, so a misspelt field is a type error, not a KeyError at step 10,000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+EventKind = Literal["start", "step", "eval", "sample", "checkpoint", "done", "error"]
+Status = Literal["completed", "stopped"]
+
+
+@dataclass(frozen=True)
+class Start:
+    params: int
+    max_steps: int
+    device: str
+    dtype: str
+    world: int  # processes training together (DDP)
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class Step:
+    loss: float  # mean train loss since the last logged step
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    step_time: float  # seconds per step since the last logged step
+    elapsed: float  # seconds since the start of this run (or of this resumed part)
+    eta: float  # seconds to max_steps, from a smoothed step time
+    max_steps: int
+
+
+@dataclass(frozen=True)
+class Eval:
+    val_loss: float
+    perplexity: float
+    best: bool  # the lowest val loss so far (saved to best/)
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    name: str  # latest | best
+
+
+@dataclass(frozen=True)
+class Done:
+    status: Status
+    train_loss: float | None
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+    type: str  # the exception's class name
+    user: bool  # a UserInputError: the message says what to change
+
+    @classmethod
+    def of(cls, e: Exception) -> Failed:
+        from gpt.errors import UserInputError
+
+        return cls(str(e), type(e).__name__, isinstance(e, UserInputError))
+
+
+Payload = Start | Step | Eval | Sample | Checkpoint | Done | Failed
+KINDS: dict[type, EventKind] = {Start: "start", Step: "step", Eval: "eval", Sample: "sample",
+                                Checkpoint: "checkpoint", Done: "done", Failed: "error"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Event:
+    step: int  # the optimizer steps taken so far
+    data: Payload
+
+    @property
+    def kind(self) -> EventKind:
+        return KINDS[type(self.data)]
+
+
+Listener = Callable[[Event], None]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def print_event(e: Event) -> None:
+    """The console view of a run, as `gpt-train` prints it."""
+    match e.data:
+        case Start() as d:
+            line = (f"training {d.params / 1e6:.2f}M parameters on {d.device} ({d.dtype}, {d.world} process(es)) "
+                    f"for {d.max_steps} steps -> {d.run_dir}")  # fmt: skip
+        case Step() as d:
+            line = (f"step {e.step}/{d.max_steps} | loss {d.loss:.4f} | lr {d.lr:.2e} | {d.tokens_per_s:,.0f} tok/s | "
+                    f"{d.step_time * 1000:.0f} ms/step | eta {format_duration(d.eta)}")  # fmt: skip
+        case Eval() as d:
+            line = f"step {e.step} | val loss {d.val_loss:.4f} | perplexity {d.perplexity:.2f}"
+        case Sample() as d:
+            line = f"--- sample at step {e.step} ---\n{d.text}\n---"
+        case Checkpoint() as d:
+            line = f"saved checkpoint {d.path}"
+        case Done() as d:
+            line = f"training {d.status} at step {e.step}"
+        case Failed():
+            return  # the caller reports errors (the CLI prints one line and exits with code 2)
+    print(line, flush=True)
+
+
+class TensorBoard:
+    """Train and val scalars and samples into a TensorBoard log (`tensorboard --logdir RUN_DIR`).
+
+    The writer opens at the first event, so processes that never receive one (DDP ranks other than 0) write nothing.
+    """
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer: Any = None
+
+    def __call__(self, e: Event) -> None:
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional for the library
+                return
+            self._writer = SummaryWriter(str(self.log_dir))
+        w = self._writer
+        match e.data:
+            case Step() as d:
+                for key in ("loss", "lr", "tokens_per_s", "grad_norm"):
+                    w.add_scalar(f"train/{key}", getattr(d, key), e.step)
+            case Eval() as d:
+                w.add_scalar("val/loss", d.val_loss, e.step)
+                w.add_scalar("val/perplexity", d.perplexity, e.step)
+            case Sample() as d:
+                w.add_text("sample", d.text, e.step)
+            case Done() | Failed():
+                w.close()
+                self._writer = None
+
+
+def run_listeners(run_dir: str | Path, tensorboard: bool, echo: bool = False) -> list[Listener]:
+    """What a run reports to by default: TensorBoard under RUN_DIR/tb (if on), and the console (if `echo`)."""
+    out: list[Listener] = [TensorBoard(Path(run_dir) / "tb")] if tensorboard else []
+    return out + ([print_event] if echo else [])
