@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from gpt.errors import UserInputError
@@ -141,16 +142,14 @@ def _load_data(path: str | None, tokenizer: str, val_fraction: float):  # type: 
 def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from nothing)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float, help="0 = greedy")
-    p.add_argument("--top-k", type=int, help="0 disables")
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--min-p", type=float)
-    p.add_argument("--repetition-penalty", type=float)
-    p.add_argument("--presence-penalty", type=float)
-    p.add_argument("--frequency-penalty", type=float)
-    p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
-    p.add_argument("--seed", type=int)
+    from gpt.config import SampleConfig
+
+    for f in fields(SampleConfig):  # one flag per sampling setting, described where the setting is defined
+        flag, label = "--" + f.name.replace("_", "-"), f.metadata["label"]
+        if f.name == "stop":
+            p.add_argument(flag, action="append", help="stop when this text appears (repeatable)")
+        else:
+            p.add_argument(flag, type=int if f.type.startswith("int") else float, help=label)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--device", default="auto")
 
@@ -160,15 +159,13 @@ def _generate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from gpt import checkpoint as ckpt
+    from gpt.config import SampleConfig
     from gpt.device import pick_device, sampling_model
     from gpt.sampling import stream
 
     loaded = ckpt.load(args.checkpoint, device=pick_device(args.device))
-    names = [
-        "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
-        "presence_penalty", "frequency_penalty", "seed", "stop",
-    ]  # fmt: skip
-    cfg = replace(loaded.config.sample, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    given = {f.name: getattr(args, f.name) for f in fields(SampleConfig) if getattr(args, f.name) is not None}
+    cfg = replace(loaded.config.sample, **given)
     cfg.validate()
     pieces = stream(sampling_model(loaded.model), loaded.tokenizer, args.prompt, cfg)
     if args.stream:

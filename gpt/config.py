@@ -116,18 +116,28 @@ class TrainConfig:
             raise UserInputError(f"train.dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
 
 
+def _ui(label: str, lo: float | None = None, hi: float | None = None, step: float | None = None, ui: Any = None,
+        more: bool = False) -> dict[str, Any]:  # fmt: skip
+    return {"label": label, "range": (lo, hi, step), "ui": ui, "more": more}
+
+
 @dataclass
 class SampleConfig:
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 0  # 0 disables
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+    """How to sample. Each field's metadata is the one description of the setting: `gpt-generate` makes its flag
+    from it and the Generate tab its control (label, range and step of the slider; "ui": the app's starting value
+    where it differs from the library's default; "more": under the "More" fold). The fields are in the order of
+    the Generate tab's controls and of its API."""
+
+    temperature: float = field(default=0.8, metadata=_ui("Temperature (0 = greedy)", 0.0, 2.0, 0.05))
+    top_k: int = field(default=0, metadata=_ui("Top-k (0 = off)", 0, 200, 1, ui=40))
+    top_p: float = field(default=1.0, metadata=_ui("Top-p", 0.05, 1.0, 0.05))
+    repetition_penalty: float = field(default=1.0, metadata=_ui("Repetition penalty", 1.0, 2.0, 0.05))
+    min_p: float = field(default=0.0, metadata=_ui("Min-p (1 = greedy)", 0.0, 1.0, 0.01))
+    max_new_tokens: int = field(default=200, metadata=_ui("Max new tokens", 1, None, 1))
+    seed: int | None = field(default=None, metadata=_ui("Seed (same seed: same text)", ui=42))
+    presence_penalty: float = field(default=0.0, metadata=_ui("Presence penalty", -2.0, 2.0, 0.1, more=True))
+    frequency_penalty: float = field(default=0.0, metadata=_ui("Frequency penalty", -2.0, 2.0, 0.1, more=True))
+    stop: list[str] = field(default_factory=list, metadata=_ui("Stop text (separate several with |)", more=True))
 
     def validate(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, 1, 100_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import Field, fields
 from typing import Any
 
 import gradio as gr
@@ -27,35 +28,40 @@ def bucket(p: float) -> str:
     return next(name for lo, name in BUCKETS if p >= lo)
 
 
-def sample_config(
-    temperature: float,
-    top_k: float,
-    top_p: float,
-    repetition_penalty: float,
-    min_p: float,
-    max_new_tokens: float,
-    seed: float | None,
-    presence: float,
-    frequency: float,
-    stop: str,
-) -> SampleConfig:
-    n = number(max_new_tokens, "max_new_tokens", 1, None, integer=True)
-    if n > LIMITS.max_new_tokens:
+SETTINGS = fields(SampleConfig)  # one control per field, in order: what /generate takes after checkpoint and prompt
+
+
+def sample_config(*values: Any) -> SampleConfig:
+    """The SampleConfig the Generate tab's controls describe, each value checked as it comes from the wire."""
+    if len(values) != len(SETTINGS):
+        raise UserInputError(f"expected {len(SETTINGS)} sampling settings, got {len(values)}")
+    kw: dict[str, Any] = {}
+    for f, value in zip(SETTINGS, values, strict=True):
+        if f.name == "stop":
+            kw["stop"] = [s for s in text(value, "stop text", 1000).split("|") if s]
+        elif f.name == "seed":
+            kw["seed"] = None if value is None or value == "" else number(value, "seed", 0, 2**63 - 1, integer=True)
+        else:
+            kw[f.name] = number(value, f.name, integer=f.type == "int")
+    if kw["max_new_tokens"] > LIMITS.max_new_tokens:
         raise UserInputError(f"at most {LIMITS.max_new_tokens} new tokens on this server")
-    cfg = SampleConfig(
-        max_new_tokens=n,
-        temperature=number(temperature, "temperature"),
-        top_k=number(top_k, "top_k", integer=True),
-        top_p=number(top_p, "top_p"),
-        min_p=number(min_p, "min_p"),
-        repetition_penalty=number(repetition_penalty, "repetition_penalty"),
-        presence_penalty=number(presence, "presence_penalty"),
-        frequency_penalty=number(frequency, "frequency_penalty"),
-        seed=None if seed is None or seed == "" else number(seed, "seed", 0, 2**63 - 1, integer=True),
-        stop=[s for s in text(stop, "stop text", 1000).split("|") if s],
-    )
+    cfg = SampleConfig(**kw)
     cfg.validate()
     return cfg
+
+
+def setting_control(f: Field[Any]) -> gr.Component:
+    """A field of SampleConfig as a control: a slider where its metadata gives a range, else a box."""
+    meta = f.metadata
+    value: Any = meta["ui"] if meta["ui"] is not None else f.default
+    lo, hi, step = meta["range"]
+    if f.name == "max_new_tokens":
+        hi = LIMITS.max_new_tokens
+    if lo is not None:
+        return gr.Slider(lo, hi, value=value, step=step, label=meta["label"])
+    if f.name == "stop":
+        return gr.Textbox(label=meta["label"])
+    return gr.Number(value=value, precision=0, label=meta["label"])
 
 
 @user_errors
@@ -100,17 +106,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
             refresh = gr.Button("Refresh checkpoints", size="sm")
             pretrained_row(checkpoint, api_name="import_pretrained")
             prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3)
-            temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = greedy)")
-            top_k = gr.Slider(0, 200, value=40, step=1, label="Top-k (0 = off)")
-            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
-            repetition = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
-            min_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Min-p (1 = greedy)")
-            max_new = gr.Slider(1, LIMITS.max_new_tokens, value=200, step=1, label="Max new tokens")
-            seed = gr.Number(value=42, precision=0, label="Seed (same seed: same text)")
+            settings = [setting_control(f) for f in SETTINGS if not f.metadata["more"]]
             with gr.Accordion("More", open=False):
-                presence = gr.Slider(-2.0, 2.0, value=0.0, step=0.1, label="Presence penalty")
-                frequency = gr.Slider(-2.0, 2.0, value=0.0, step=0.1, label="Frequency penalty")
-                stop = gr.Textbox(label="Stop text (separate several with |)")
+                settings += [setting_control(f) for f in SETTINGS if f.metadata["more"]]
             go = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
             output = gr.HighlightedText(
@@ -124,10 +122,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
             plain = gr.Textbox(label="Plain text", lines=6, buttons=["copy"])
             alternatives = gr.Dataframe(headers=["token", "probability"], label="Alternatives at the chosen step")
     details = gr.State([])
-    settings = [temperature, top_k, top_p, repetition, min_p, max_new, seed, presence, frequency, stop]
     outputs = [output, plain, details]
     go.click(generate, [checkpoint, prompt, *settings], outputs, api_name="generate")
-    for slider in [temperature, top_k, top_p, repetition, min_p, max_new, presence, frequency]:
+    for slider in [c for c in settings if isinstance(c, gr.Slider)]:
         # live tuning: releasing a slider re-generates with the same seed
         slider.release(
             generate, [checkpoint, prompt, *settings], outputs, api_visibility="private", trigger_mode="always_last"

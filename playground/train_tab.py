@@ -257,7 +257,7 @@ def poll(state: dict[str, Any], seen: str) -> dict[str, Any]:
     timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(active=False)}
     version = f"{snap.id}:{snap.version}"  # per run: a new run's first events must redraw too
     if version == seen:
-        return timer
+        return {"seen": seen, **timer}  # never empty: Gradio takes an empty dict for a single value
     return {
         "progress": progress_html(snap, name),
         "loss": charts.loss_figure(snap.series),
