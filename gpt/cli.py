@@ -13,9 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from gpt.config import resolve_config_path
 from gpt.errors import UserInputError
-
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _fail(message: str) -> int:
@@ -70,17 +69,6 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", help="run or checkpoint directory to continue from")
     p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights (gpt-convert from-hf first)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=3e-4 model.n_layer=6")
-
-
-def resolve_config_path(name: str) -> Path:
-    p = Path(name)
-    if p.is_file():
-        return p
-    preset = REPO_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if preset.is_file():
-        return preset
-    known = ", ".join(sorted(f.stem for f in REPO_CONFIGS.glob("*.yaml")))
-    raise UserInputError(f"config {name!r} not found; give a YAML file or a preset ({known})")
 
 
 @_guard

@@ -21,6 +21,7 @@ MAX_LAYERS = 96
 MAX_EMBD = 12288
 MAX_BLOCK_SIZE = 32768
 MAX_VOCAB = 1_000_000
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"  # tiny.yaml, small.yaml, gpt2.yaml
 
 
 @dataclass
@@ -274,3 +275,15 @@ def _check_float(name: str, value: Any, lo: float, hi: float, low_open: bool = F
     if not ok:
         lo_s = f"above {lo}" if low_open else f"from {lo}"
         raise UserInputError(f"{name} must be a number {lo_s} up to {hi}, got {value!r}")
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML file, or the name of a preset in configs/ ("tiny", "small.yaml")."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    preset = PRESETS_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if preset.is_file():
+        return preset
+    known = ", ".join(sorted(f.stem for f in PRESETS_DIR.glob("*.yaml")))
+    raise UserInputError(f"config {name!r} not found; give a YAML file or a preset ({known})")

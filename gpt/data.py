@@ -26,7 +26,7 @@ import torch
 
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
-from gpt.tokenizer import ByteTokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, from_spec
+from gpt.tokenizer import Tokenizer, from_spec
 
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".markdown")
 READ_BLOCK = 1 << 20  # bytes read at a time
@@ -54,16 +54,6 @@ class PreparedData:
                     f"the {name} split has {len(arr):,} tokens (corpus: {total:,}), but a context of "
                     f"{block_size} needs at least {need:,}; add more text or {hint}"
                 )
-
-
-def make_tokenizer(name: str, chars: str | None = None) -> Tokenizer:
-    if name == "gpt2":
-        return GPT2Tokenizer()
-    if name == "byte":
-        return ByteTokenizer()
-    if name == "char":
-        return CharTokenizer(chars or "")
-    raise UserInputError(f"unknown tokenizer {name!r}; choose gpt2, char or byte")
 
 
 def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -96,7 +86,7 @@ def prepare(
         raise UserInputError(f"val_fraction must be above 0 and at most 0.5, got {val_fraction!r}")
     files = collect_files(inputs)
     scan = _scan(files, want_chars=(tokenizer == "char"))
-    tok = make_tokenizer(tokenizer, scan.chars)
+    tok = from_spec({"type": tokenizer, "chars": scan.chars})
     key = hashlib.sha256(json.dumps([FORMAT_VERSION, scan.digest, tok.spec(), val_fraction]).encode()).hexdigest()[:24]
     target = Path(out) if out is not None else cache_dir() / "datasets" / key
     meta_path = target / "meta.json"
@@ -243,15 +233,6 @@ def _last_space_cut(text: str) -> int:
             return i
 
 
-def _encode_chunks(tok: Tokenizer, chunks: list[str]) -> list[np.ndarray]:
-    if isinstance(tok, CharTokenizer):
-        codepoints = np.array([ord(c) for c in tok.chars], dtype=np.uint32)
-        return [np.searchsorted(codepoints, np.frombuffer(c.encode("utf-32-le"), dtype=np.uint32)) for c in chunks]
-    if isinstance(tok, ByteTokenizer):
-        return [np.frombuffer(c.encode("utf-8"), dtype=np.uint8) for c in chunks]
-    return [np.asarray(ids, dtype=np.uint32) for ids in tok.encode_batch(chunks)]
-
-
 def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fraction: float, scan: _Scan) -> PreparedData:
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
     target.mkdir(parents=True, exist_ok=True)
@@ -265,7 +246,7 @@ def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fracti
         with open(all_path, "wb") as out:
 
             def flush() -> None:
-                for ids in _encode_chunks(tok, batch):
+                for ids in tok.encode_arrays(batch):
                     ids = ids.astype(dtype, copy=False)
                     counts[:] += np.bincount(ids, minlength=tok.vocab_size)[: tok.vocab_size]
                     ids.tofile(out)

@@ -29,7 +29,7 @@ from gpt import checkpoint as ckpt
 from gpt.config import Config, ModelConfig
 from gpt.errors import CheckpointError, UserInputError
 from gpt.model import GPT
-from gpt.tokenizer import GPT2Tokenizer, Tokenizer, from_spec, gpt2_file_paths
+from gpt.tokenizer import GPT2Tokenizer, Tokenizer, from_spec
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TOKENIZER_FILE = "gpt_playground_tokenizer.json"
@@ -63,7 +63,7 @@ def hf_config_to_model(hf: dict[str, Any]) -> ModelConfig:
 
 
 def model_to_hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-    eos = 50256 if tokenizer.name == "gpt2" else None
+    eos = tokenizer.eos_id
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -201,10 +201,9 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": hf_cfg["bos_token_id"], "eos_token_id": hf_cfg["eos_token_id"]}), encoding="utf-8"
     )
-    if loaded.tokenizer.name == "gpt2":
-        files = gpt2_file_paths()
-        shutil.copyfile(files["encoder.json"], out / "vocab.json")
-        shutil.copyfile(files["vocab.bpe"], out / "merges.txt")
+    if hf_files := loaded.tokenizer.hf_files():  # GPT-2 BPE: Hugging Face's own tokenizer files
+        for name, source in hf_files.items():
+            shutil.copyfile(source, out / name)
         eot = "<|endoftext|>"
         tok_cfg = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": loaded.config.model.block_size,
                    "bos_token": eot, "eos_token": eot, "unk_token": eot}  # fmt: skip

@@ -14,9 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from gpt.config import SampleConfig
-from gpt.errors import UserInputError
 from gpt.model import GPT, KVCache
-from gpt.tokenizer import GPT2_EOT, Tokenizer
+from gpt.tokenizer import Tokenizer
 
 NEG_INF = float("-inf")
 
@@ -190,15 +189,7 @@ def generate(model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SampleConfig) -
 
 def _encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     ids = tokenizer.encode(prompt) if prompt else []
-    if not ids:
-        # An empty prompt starts from a newline (char/byte) or GPT-2's <|endoftext|>, as unconditional sampling.
-        if tokenizer.name == "gpt2":
-            return [GPT2_EOT]
-        try:
-            return tokenizer.encode("\n")
-        except UserInputError:
-            return [0]
-    return ids
+    return ids or tokenizer.start_ids()  # an empty prompt: unconditional sampling
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

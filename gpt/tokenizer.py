@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gpt.errors import UserInputError
 
 REPLACEMENT = "\ufffd"
@@ -64,6 +66,27 @@ class Tokenizer:
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
+    def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        """Many texts at once, as arrays of ids (how a corpus is prepared); subclasses do it faster."""
+        return [np.asarray(ids, dtype=np.uint32) for ids in self.encode_batch(texts)]
+
+    def start_ids(self) -> list[int]:
+        """Where sampling from an empty prompt starts: a newline, else the first token."""
+        try:
+            return self.encode("\n")
+        except UserInputError:  # a char vocabulary without newlines
+            return [0]
+
+    @property
+    def eos_id(self) -> int | None:
+        """The end-of-text token, for formats that record one (Hugging Face's config); None if there is none."""
+        return None
+
+    def hf_files(self) -> dict[str, Path]:
+        """Files that let Hugging Face's tokenizers load this tokenizer (name in the model directory -> source);
+        empty when there are none (our spec travels instead)."""
+        return {}
+
 
 class StreamDecoder:
     """Turns token ids arriving one at a time into text, holding back incomplete UTF-8 sequences."""
@@ -95,6 +118,9 @@ class ByteTokenizer(Tokenizer):
 
     def spec(self) -> dict[str, Any]:
         return {"type": "byte"}
+
+    def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
 
 
 # A char vocabulary travels in every checkpoint's config.json (at most ~12 bytes a character there), which loading
@@ -142,6 +168,11 @@ class CharTokenizer(Tokenizer):
     def spec(self) -> dict[str, Any]:
         return {"type": "char", "chars": "".join(self.chars)}
 
+    def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        # Vectorised: code points looked up in the sorted vocabulary (a prepared corpus holds only known characters).
+        codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        return [np.searchsorted(codepoints, np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32)) for t in texts]
+
 
 class GPT2Tokenizer(Tokenizer):
     """GPT-2's byte-level BPE through tiktoken, built from local files (no network needed)."""
@@ -172,6 +203,17 @@ class GPT2Tokenizer(Tokenizer):
     def spec(self) -> dict[str, Any]:
         return {"type": "gpt2"}
 
+    def start_ids(self) -> list[int]:
+        return [GPT2_EOT]  # unconditional GPT-2 samples start from <|endoftext|>
+
+    @property
+    def eos_id(self) -> int | None:
+        return GPT2_EOT
+
+    def hf_files(self) -> dict[str, Path]:
+        files = gpt2_file_paths()
+        return {"vocab.json": files["encoder.json"], "merges.txt": files["vocab.bpe"]}
+
 
 def from_spec(spec: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.spec()` (as stored in meta.json and checkpoints)."""
@@ -180,9 +222,9 @@ def from_spec(spec: dict[str, Any]) -> Tokenizer:
         return GPT2Tokenizer()
     if kind == "byte":
         return ByteTokenizer()
-    if kind == "char" and isinstance(spec.get("chars"), str) and spec["chars"]:
-        return CharTokenizer(spec["chars"])
-    raise UserInputError(f"unknown tokenizer spec {str(spec)[:80]!r}; expected type gpt2, char or byte")
+    if kind == "char" and isinstance(spec.get("chars"), str):
+        return CharTokenizer(spec["chars"])  # an empty vocabulary: an empty corpus, said so there
+    raise UserInputError(f"unknown tokenizer {str(kind or spec)[:80]!r}; choose gpt2, char or byte")
 
 
 def gpt2_file_paths() -> dict[str, Path]:

@@ -11,8 +11,9 @@ from typing import Any
 import gradio as gr
 
 from gpt.archive import Budget, safe_extract
+from gpt.config import load_config, resolve_config_path
 from gpt.corpus import sample_corpus_path
-from gpt.data import PreparedData, load_prepared, prepare, prepare_text
+from gpt.data import TEXT_SUFFIXES, PreparedData, load_prepared, prepare, prepare_text
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
 from playground import inputs
@@ -22,7 +23,7 @@ from playground.settings import HEAVY, LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
 TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte")]
-TINY_CONTEXT = 64  # configs/tiny.yaml's block_size: the preset a new user trains first
+TINY_CONTEXT = load_config(resolve_config_path("tiny")).model.block_size  # the preset a new user trains first
 _COLOURS = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d8f3dc", "#ffd6a5", "#cddafd"]
 
 
@@ -46,7 +47,7 @@ def corpus_files(source: str, files: list[str] | None, workdir: Path) -> list[Pa
         if p.suffix.lower() == ".zip":
             dest = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir))
             extracted = safe_extract(p, dest, max_bytes=budget, max_files=max(0, LIMITS.max_files - len(out)))
-            texts = [f for f in extracted if f.suffix.lower() in (".txt", ".md")]
+            texts = [f for f in extracted if f.suffix.lower() in TEXT_SUFFIXES]
             if not texts:
                 raise UserInputError(f"{p.name} has no .txt or .md files inside")
             out.extend(sorted(texts))
@@ -134,7 +135,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         with gr.Column(scale=1):
             source = gr.Radio([SAMPLE, UPLOAD, PASTE], value=SAMPLE, label="Corpus")
             files = gr.File(
-                label="Text files or a .zip", file_count="multiple", file_types=[".txt", ".md", ".zip"], visible=False
+                label="Text files or a .zip", file_count="multiple", file_types=[*TEXT_SUFFIXES, ".zip"], visible=False
             )
             text = gr.Textbox(label="Paste text", lines=8, visible=False, max_length=LIMITS.max_paste_chars)
             tokenizer = gr.Dropdown(TOKENIZERS, value="char", label="Tokenizer")

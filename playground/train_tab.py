@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from gpt import checkpoint as ckpt
-from gpt.config import Config, apply_overrides, load_config
+from gpt.config import Config, apply_overrides, load_config, resolve_config_path
 from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import machine_flops, model_size, train_seconds
@@ -33,7 +33,6 @@ from playground.jobs import REGISTRY, Series, Snapshot
 from playground.settings import LIMITS, PRIVATE
 
 log = logging.getLogger("playground")
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ["tiny", "small", "custom"]
 
 # (setting, label, kind, range): the fields of the form, in order; kind picks the component.
@@ -55,7 +54,7 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
 
 
 def preset_values(name: str) -> list[Any]:
-    cfg = load_config(CONFIGS / f"{name}.yaml")
+    cfg = load_config(resolve_config_path(name))
     return [_get(cfg, key) for key, *_ in FIELDS]
 
 
@@ -66,7 +65,7 @@ def _get(cfg: Config, dotted: str) -> Any:
 
 def build_config(preset: str, values: list[Any]) -> Config:
     """The preset's YAML with the form's values applied (validated: nonsense values get a clear message)."""
-    cfg = load_config(CONFIGS / f"{preset if preset != 'custom' else 'tiny'}.yaml")
+    cfg = load_config(resolve_config_path(preset if preset != "custom" else "tiny"))
     overrides = []
     if len(values) != len(FIELDS):
         raise UserInputError(f"expected {len(FIELDS)} settings, got {len(values)}")
