@@ -233,35 +233,41 @@ def _last_space_cut(text: str) -> int:
             return i
 
 
+def _encode_to(out_path: Path, files: list[Path], tok: Tokenizer, dtype: type) -> tuple[int, np.ndarray, int]:
+    """Tokenize the corpus into one flat file of ids, a few chunks at a time (tokenized in parallel).
+    Returns (characters read, count of each token id, forced cuts)."""
+    counts = np.zeros(tok.vocab_size, dtype=np.int64)
+    n_chars, forced, batch = 0, [], []  # type: int, list[int], list[str]
+    with open(out_path, "wb") as out:
+
+        def flush() -> None:
+            for ids in tok.encode_arrays(batch):
+                ids = ids.astype(dtype, copy=False)
+                counts[:] += np.bincount(ids, minlength=tok.vocab_size)[: tok.vocab_size]
+                ids.tofile(out)
+            batch.clear()
+
+        for chunk in iter_text_chunks(files, forced=forced):
+            n_chars += len(chunk)
+            batch.append(chunk)
+            if len(batch) >= 2 * (os.cpu_count() or 1):
+                flush()
+        flush()
+    return n_chars, counts, len(forced)
+
+
 def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fraction: float, scan: _Scan) -> PreparedData:
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
     target.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target))
     try:
         all_path = work / "tokens.bin"
-        counts = np.zeros(tok.vocab_size, dtype=np.int64)
-        n_chars = 0
-        forced: list[int] = []
-        batch: list[str] = []
-        with open(all_path, "wb") as out:
-
-            def flush() -> None:
-                for ids in tok.encode_arrays(batch):
-                    ids = ids.astype(dtype, copy=False)
-                    counts[:] += np.bincount(ids, minlength=tok.vocab_size)[: tok.vocab_size]
-                    ids.tofile(out)
-                batch.clear()
-
-            for chunk in iter_text_chunks(files, forced=forced):
-                n_chars += len(chunk)
-                batch.append(chunk)
-                if len(batch) >= 2 * (os.cpu_count() or 1):
-                    flush()
-            flush()
-        n_total = all_path.stat().st_size // np.dtype(dtype).itemsize
+        n_chars, counts, forced = _encode_to(all_path, files, tok, dtype)
+        # the last val_fraction of the ids is the validation split: moved out, the rest truncated in place
+        itemsize = np.dtype(dtype).itemsize
+        n_total = all_path.stat().st_size // itemsize
         n_val = int(n_total * val_fraction)
         n_train = n_total - n_val
-        itemsize = np.dtype(dtype).itemsize
         with open(all_path, "rb") as src, open(work / "val.bin", "wb") as dst:
             src.seek(n_train * itemsize)
             shutil.copyfileobj(src, dst, READ_BLOCK)
@@ -279,7 +285,7 @@ def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fracti
             "val_tokens": n_val,
             "val_fraction": val_fraction,
             "vocab_used": int(np.count_nonzero(counts)),
-            "forced_cuts": len(forced),
+            "forced_cuts": forced,
         }
         os.replace(all_path, target / "train.bin")
         os.replace(work / "val.bin", target / "val.bin")

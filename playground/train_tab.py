@@ -269,6 +269,20 @@ def poll(state: dict[str, Any], seen: str) -> dict[str, Any]:
     }
 
 
+def settings_form() -> list[Any]:
+    """One control per FIELDS row, showing the tiny preset."""
+    inputs: list[Any] = []
+    for (_key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
+        if kind == "slider" and isinstance(spec, tuple):
+            lo, hi, step = spec
+            inputs.append(gr.Slider(lo, hi, value=value, step=step, label=label))
+        elif kind == "dropdown" and isinstance(spec, list):
+            inputs.append(gr.Dropdown(spec, value=value, label=label))
+        else:
+            inputs.append(gr.Number(value=value, label=label))
+    return inputs
+
+
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     machine_flops()  # measured once at start-up, while the machine is quiet
     jobs.warm_up()  # the process training jobs fork from
@@ -287,15 +301,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
                 leave = gr.Button("Leave the queue", visible=False)
             status = gr.Markdown()
             with gr.Accordion("Model and training settings", open=True):
-                inputs: list[Any] = []
-                for (_key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
-                    if kind == "slider" and isinstance(spec, tuple):
-                        lo, hi, step = spec
-                        inputs.append(gr.Slider(lo, hi, value=value, step=step, label=label))
-                    elif kind == "dropdown" and isinstance(spec, list):
-                        inputs.append(gr.Dropdown(spec, value=value, label=label))
-                    else:
-                        inputs.append(gr.Number(value=value, label=label))
+                inputs = settings_form()
         with gr.Column(scale=2):
             progress = gr.HTML('<div class="progress-box">No training run yet.</div>')
             loss_plot = gr.Plot(label="Loss", show_label=False)
@@ -304,8 +310,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
             job_status = gr.Textbox(visible=False)
     table, chosen = checkpoint_panel.build(demo, state, job_status)
 
-    seen = gr.State("")
-    timer = gr.Timer(REFRESH_S, active=False)
+    # what the form does
     preset.change(
         lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
         preset,
@@ -314,6 +319,13 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     )
     for comp in [preset, *inputs]:
         comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
+    demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
+    for trigger in (tab.select, demo.load, job_status.change):
+        trigger(start_from_update, init_from, init_from, api_visibility="private")
+
+    # the run: start, stop, leave the queue, resume; the timer watches it while it trains or waits
+    seen = gr.State("")
+    timer = gr.Timer(REFRESH_S, active=False)
     watch = functools.partial(gr.Timer, active=True)
     start_event = start.click(
         start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training"
@@ -334,6 +346,3 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         queue=False,
         show_progress="hidden",  # no loading animation on the charts at every tick: the browser would redraw them
     )
-    for trigger in (tab.select, demo.load, job_status.change):
-        trigger(start_from_update, init_from, init_from, api_visibility="private")
-    demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
