@@ -248,6 +248,8 @@ def unpack(archive: str | Path, dest: str | Path, max_bytes: int) -> Path:
 def list_checkpoints(root: str | Path) -> list[dict[str, Any]]:
     """Every complete checkpoint under `root` (run/latest, run/best, ...), newest first."""
     rows = []
+    for old in Path(root).glob("**/.*.old*"):  # a save killed between its renames: the previous one goes back
+        _recover(old.parent / old.name[1:].split(".old")[0])
     for cfg_file in Path(root).glob("**/" + CONFIG):
         d = cfg_file.parent
         if any(part.startswith(".") for part in d.relative_to(root).parts) or not (d / WEIGHTS).is_file():

@@ -22,9 +22,48 @@ ARGS = ["--config", "tiny", "train.max_steps=100000", "train.checkpoint_interval
         "model.block_size=32", "train.batch_size=4", "train.tensorboard=false"]  # fmt: skip
 
 
-def start(data: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "gpt.cli", "train", "--data", str(data), "--out", str(out), *ARGS, *extra]
+# The child runs gpt-train with a pause planted inside checkpoint.save: at PAUSE=write after the temporary directory
+# is complete and before any rename, at PAUSE=rename between the two renames (the old checkpoint moved aside, the
+# new one not yet in place). It touches FLAG and sleeps there, so the kill lands exactly at that point.
+PAUSED_SAVE = """
+import os, sys, time, types
+from pathlib import Path
+import gpt.checkpoint as ckpt
+
+where, flag = os.environ["PAUSE"], Path(os.environ["FLAG"])
+renames = 0
+
+def pause():
+    flag.touch()
+    time.sleep(600)
+
+def replace(src, dst):
+    src_name, dst_name = Path(src).name, Path(dst).name
+    in_save = src_name.startswith(".latest.tmp") or dst_name.startswith(".latest.old")
+    if where == "write" and in_save and ckpt.save_count >= 2:
+        pause()
+    os.replace(src, dst)
+    if where == "rename" and dst_name.startswith(".latest.old") and ckpt.save_count >= 2:
+        pause()
+
+real_save = ckpt.save
+def save(*args, **kwargs):
+    ckpt.save_count += 1
+    return real_save(*args, **kwargs)
+
+ckpt.save_count = 0
+ckpt.save = save
+names = {k: getattr(os, k) for k in dir(os) if not k.startswith("__")}
+ckpt.os = types.SimpleNamespace(**{**names, "replace": replace})
+from gpt.cli import train_main
+sys.exit(train_main(sys.argv[1:]))
+"""
+
+
+def start(data: Path, out: Path, *extra: str, pause: str = "", flag: Path | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PAUSE": pause, "FLAG": str(flag or "")}
+    args = ["--data", str(data), "--out", str(out), *ARGS, *extra]
+    cmd = [sys.executable, "-c", PAUSED_SAVE, *args] if pause else [sys.executable, "-m", "gpt.cli", "train", *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -36,10 +75,9 @@ def prepared(tmp_path: Path, corpus_file: Path) -> Path:
 
 def kill_when(proc: subprocess.Popen[str], condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if condition():
-            break
-        time.sleep(0.0005)
+    while time.time() < deadline and proc.poll() is None and not condition():
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""  # it was still running when killed
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
 
@@ -47,22 +85,20 @@ def kill_when(proc: subprocess.Popen[str], condition, timeout: float = 60) -> No
 def test_sigkill_mid_run_and_mid_write_then_resume(tmp_path: Path, corpus_file: Path) -> None:
     data, run = prepared(tmp_path, corpus_file), tmp_path / "run"
     rng = random.Random(0)
-    caught_mid_write = 0
-    for attempt in range(6):
-        proc = start(data, run, *(["--resume", str(run)] if attempt else []))
-        if attempt % 2 == 0:  # at a random moment after the first checkpoint
+    for attempt, pause in enumerate(["", "write", "", "rename", "", "write"]):
+        flag = tmp_path / f"paused-{attempt}"
+        proc = start(data, run, *(["--resume", str(run)] if attempt else []), pause=pause, flag=flag)
+        if not pause:  # at a random moment after the first checkpoint
             until = time.time() + rng.uniform(0.5, 2.0)
             kill_when(proc, lambda until=until: (run / "latest").exists() and time.time() > until)
-        else:  # the moment a checkpoint write is under way
-            kill_when(
-                proc, lambda: any(p.name.startswith(".latest.") for p in run.iterdir()) if run.exists() else False
-            )
-            caught_mid_write += any(p.name.startswith(".latest.") for p in run.iterdir())
+        else:  # inside a save, at the planted pause
+            kill_when(proc, flag.exists)
+            assert flag.exists()
+            assert any(p.name.startswith(".latest.") for p in run.iterdir())  # a save was under way
         listed = ckpt.list_checkpoints(run)
         assert listed and all(not Path(r["path"]).name.startswith(".") for r in listed)  # no half-written one
         loaded = ckpt.load(run)  # the latest complete checkpoint loads
         assert ckpt.load_trainer_state(run) is not None and loaded.step >= 1
-    assert caught_mid_write >= 1  # at least one kill really landed inside a save
 
     step = ckpt.load(run).step
     done = subprocess.run(
