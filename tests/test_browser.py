@@ -56,7 +56,12 @@ def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:
     """Open a tab, refresh its checkpoint list, press its button and wait until `done_js` holds."""
     page.get_by_role("tab", name=tab).click()
     page.get_by_role("button", name=refresh).click()
-    page.wait_for_timeout(1000)
+    # the checkpoint list has arrived: the tab's dropdown shows a run
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('input[role=listbox], input')].some(i => i.offsetParent"
+        " && /run-.*latest/.test(i.value))",
+        timeout=30_000,
+    )
     page.get_by_role("button", name=button).click()
     page.wait_for_function(done_js, timeout=60_000)
 
@@ -81,10 +86,17 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
         timeout=60_000,
     )
     early = n_points(page)
-    page.wait_for_timeout(3000)
-    assert n_points(page) > early
+    page.wait_for_function(  # the chart gains points while it trains
+        "(n) => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length > n)",
+        arg=early,
+        timeout=30_000,
+    )
     page.get_by_text("Training completed at step 300").wait_for(timeout=120_000)
-    page.wait_for_timeout(1500)
+    page.wait_for_function(  # the last redraw has the last step
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length"
+        " && p.calcdata[0][p.calcdata[0].length - 1].x == 300)",
+        timeout=30_000,
+    )
     page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)
 
     # Generate: the newest checkpoint is chosen; text appears, coloured by probability.
@@ -92,7 +104,11 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
         page, "Generate", "Refresh checkpoints", "Generate",
         "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length > 50)",
     )  # fmt: skip
-    page.wait_for_timeout(1000)  # let the stream finish
+    # the stream has finished: all 200 new characters are in the plain text (a char model: a token each)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length >= 200)",
+        timeout=60_000,
+    )
     # Clicking a generated token shows the alternatives the model weighed at that step.
     token = page.locator('[data-testid="highlighted-text"] .token.highlighted').nth(5)
     clicked = token.inner_text()
@@ -108,7 +124,10 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.offsetParent && p.data"
         " && p.data[0].type === 'heatmap')",
     )  # fmt: skip
-    page.wait_for_timeout(1000)
+    page.wait_for_function(  # every chart of the tab is drawn: attention, all heads, next token, logit lens
+        "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.offsetParent && p.data).length >= 4",
+        timeout=30_000,
+    )
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
 
 
