@@ -16,7 +16,7 @@ SAMPLE = "Shakespeare (built-in)"
 TRAIN = ["", "custom", 2, 2, 64, 32, 0.0, 8, 3e-3, "cosine", 20, 20000, 50, 100, 1]
 
 
-def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ...]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         r = client.predict(api_name="/poll")
@@ -40,7 +40,7 @@ def _decode(v: Any) -> Any:
 
 
 def step_of(r: tuple[Any, ...]) -> int:
-    return int(re.search(r"step ([\d,]+) / ", r[0]).group(1).replace(",", ""))  # type: ignore[union-attr]
+    return int(re.search(r"step ([\d,]+) / ", r[0]).group(1).replace(",", ""))
 
 
 def raw_call(url: str, api_name: str, data: list[Any], timeout: float = 120) -> tuple[str, Any]:

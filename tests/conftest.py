@@ -54,12 +54,12 @@ class AppURL(str):
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def app_url(tmp_path_factory: pytest.TempPathFactory):
     """The real app (`python app.py`) launched on 127.0.0.1 in a subprocess, with its own runs directory."""
     yield from launch_app(tmp_path_factory)
 
 
-def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):  # type: ignore[no-untyped-def]
+def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):
     """Launch `python app.py` with `env` added; yield its URL; stop it and check its log for crashes."""
     import subprocess
     import sys

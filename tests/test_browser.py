@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
+def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: apt-get install -y chromium (scripts/test.sh does it)")
@@ -30,7 +30,7 @@ def browser():  # type: ignore[no-untyped-def]
         b.close()
 
 
-def open_app(browser, url: str):  # type: ignore[no-untyped-def]
+def open_app(browser, url: str):
     """A new visitor: a fresh browser context (its own session) on the app."""
     pg = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     pg.goto(url)
@@ -39,11 +39,11 @@ def open_app(browser, url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def page(browser, app_url: str):  # type: ignore[no-untyped-def]
+def page(browser, app_url: str):
     return open_app(browser, app_url)
 
 
-def n_points(page, index: int = 0) -> int:  # type: ignore[no-untyped-def]
+def n_points(page, index: int = 0) -> int:
     """Points in the first trace of the index-th Plotly chart on the page (0 when not drawn yet)."""
     return page.evaluate(
         """(i) => { const p = [...document.querySelectorAll('.js-plotly-plot')].filter(e => e.offsetParent)[i];
@@ -52,7 +52,7 @@ def n_points(page, index: int = 0) -> int:  # type: ignore[no-untyped-def]
     )
 
 
-def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:  # type: ignore[no-untyped-def]
+def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:
     """Open a tab, refresh its checkpoint list, press its button and wait until `done_js` holds."""
     page.get_by_role("tab", name=tab).click()
     page.get_by_role("button", name=refresh).click()
@@ -66,7 +66,7 @@ def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:
     page.wait_for_function(done_js, timeout=60_000)
 
 
-def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
     # Data: the built-in corpus is offered; prepare it and see statistics and the token view.
     page.get_by_role("button", name="Prepare data").click()
     page.get_by_text("chars / token").wait_for(timeout=60_000)
@@ -131,7 +131,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:  # typ
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
 
 
-def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, page, app_url: str) -> None:
     page.get_by_role("tab", name="Train").click()
     steps = page.get_by_label("Steps", exact=True)
     steps.fill("5000")

@@ -36,7 +36,7 @@ def test_round_trip(tmp_path: Path) -> None:
     ref = GPT(loaded.config.model)
     x = torch.tensor([[0, 1, 2]])
     assert torch.equal(ref.eval()(x)[0], loaded.model(x)[0])
-    assert ckpt.load_trainer_state(path)["step"] == 3  # type: ignore[index]
+    assert ckpt.load_trainer_state(path)["step"] == 3
     rows = ckpt.list_checkpoints(tmp_path)
     assert [r["step"] for r in rows] == [3] and rows[0]["val_loss"] == 1.5
 
@@ -54,7 +54,7 @@ def test_malicious_pickle_in_trainer_state_is_not_executed(tmp_path: Path) -> No
     marker = tmp_path / "pwned"
 
     class Evil:
-        def __reduce__(self):  # type: ignore[no-untyped-def]
+        def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
     with open(path / "trainer.pt", "wb") as f:
@@ -90,7 +90,7 @@ def test_config_that_does_not_match_tensors_is_rejected(tmp_path: Path) -> None:
         (lambda m: m.update(tokenizer={"type": "evil"}), "bad config"),
     ],
 )
-def test_foreign_or_absurd_configs_are_rejected(tmp_path: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_foreign_or_absurd_configs_are_rejected(tmp_path: Path, mutate, message: str) -> None:
     path = saved(tmp_path)
     meta = json.loads((path / "config.json").read_text())
     mutate(meta)

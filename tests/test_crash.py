@@ -73,7 +73,7 @@ def prepared(tmp_path: Path, corpus_file: Path) -> Path:
     return prepare([corpus_file], tokenizer="char", out=tmp_path / "data").dir
 
 
-def kill_when(proc: subprocess.Popen[str], condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def kill_when(proc: subprocess.Popen[str], condition, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and not condition():
         time.sleep(0.01)

@@ -56,7 +56,7 @@ def _values(param: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def fuzz_app(tmp_path_factory: pytest.TempPathFactory):
     # small caps: whatever the fuzzer manages to start stays small
     yield from launch_app(
         tmp_path_factory,

@@ -59,16 +59,16 @@ class Ctx:
 
     def evil_pickle(self) -> bytes:
         class Evil:
-            def __reduce__(self):  # type: ignore[no-untyped-def]
+            def __reduce__(self):
                 return (os.system, (f"touch {self.marker}",))
 
-        Evil.marker = self.marker  # type: ignore[attr-defined]
+        Evil.marker = self.marker
         buf = io.BytesIO()
         pickle.dump({"step": Evil()}, buf)
         return buf.getvalue()
 
 
-def prep(source: str, files: list[Any] | None = None, text: str = "", tok: str = "char", val: float = 0.1):  # type: ignore[no-untyped-def]
+def prep(source: str, files: list[Any] | None = None, text: str = "", tok: str = "char", val: float = 0.1):
     return lambda x: x.c.predict(source, files or [], text, tok, val, api_name="/prepare_data")
 
 
@@ -144,7 +144,7 @@ def short_corpus_then_train(text: str) -> Callable[[Ctx], Any]:
     return run
 
 
-def patched_zip(name: str, entries: dict[str, bytes], patch: Callable[[bytearray], None], stored: bool = True):  # type: ignore[no-untyped-def]
+def patched_zip(name: str, entries: dict[str, bytes], patch: Callable[[bytearray], None], stored: bool = True):
     """A zip written normally, then changed byte-wise (what zipfile will not write: bad CRCs, unknown methods...)."""
 
     def make(x: Ctx) -> list[Any]:
@@ -351,9 +351,9 @@ def ctx(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     poll_until(c, lambda r: r[4] == "stopped")
     choices = c.predict(api_name="/list_checkpoints")[1]["choices"]
     latest = next(p for _, p in choices if p.endswith("latest") and "run-" in p)
-    runs = app_url.runs  # type: ignore[attr-defined]
+    runs = app_url.runs
     x = Ctx(app_url, tmp_path_factory.mktemp("hostile"), latest, runs / latest)
-    x.rss_before = rss_mb(app_url.pid)  # type: ignore[attr-defined]
+    x.rss_before = rss_mb(app_url.pid)
     return x
 
 
@@ -390,7 +390,7 @@ def test_app_keeps_serving_and_nothing_is_lost(ctx: Ctx) -> None:
     assert ctx.ckpt in [p for _, p in choices]
     assert not any("evil" in p or "trunc" in p or "absurd" in p or "broken" in p for _, p in choices)
     # memory: what the server holds after every case above, against before them (written for the record)
-    after = rss_mb(int(ctx.url.pid))  # type: ignore[attr-defined]
+    after = rss_mb(int(ctx.url.pid))
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "hostile-rss.json").write_text(json.dumps({"cases": len(CASES), "rss_before_mb": ctx.rss_before,
                                                             "rss_after_mb": after}))  # fmt: skip

@@ -30,7 +30,7 @@ GEN = [0.8, 40, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, ""]
 
 
 @pytest.fixture(scope="module")
-def shared_app(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def shared_app(tmp_path_factory: pytest.TempPathFactory):
     yield from launch_app(
         tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1", GPT_PLAYGROUND_MAX_JOBS="1", GPT_PLAYGROUND_MAX_QUEUE="3"
     )

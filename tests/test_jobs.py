@@ -24,7 +24,7 @@ def config(max_steps: int) -> Config:
     return cfg.validate()
 
 
-def wait_for(job: Job, predicate, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+def wait_for(job: Job, predicate, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate(job):
@@ -34,11 +34,11 @@ def wait_for(job: Job, predicate, timeout: float = 120) -> None:  # type: ignore
 
 
 @pytest.fixture
-def data(corpus_file: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def data(corpus_file: Path, tmp_path: Path):
     return prepare([corpus_file], tokenizer="char", out=tmp_path / "data")
 
 
-def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Path) -> None:
     reg = Registry(max_jobs=1)
     job = reg.start(config(100_000), data, tmp_path / "run")
     assert job.process.pid != os.getpid() and job.status == "running"
@@ -51,7 +51,7 @@ def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Pa
     assert job.process.exitcode == 0
 
 
-def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Path) -> None:
     reg = Registry(max_jobs=1, max_queue=2)
     first = reg.start(config(100_000), data, tmp_path / "a", owner="a")  # no estimate: no rescaling below
     second = reg.start(config(20), data, tmp_path / "b", owner="b", estimate_s=30)
@@ -74,12 +74,12 @@ def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Pat
     assert first.status == "stopped" and not (tmp_path / "c").exists()
 
 
-def test_bad_settings_found_by_the_child_reach_start(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_settings_found_by_the_child_reach_start(data, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="nothing-here. is not a checkpoint"):
         Registry(max_jobs=1).start(config(10), data, tmp_path / "run", resume=tmp_path / "nothing-here")
 
 
-def test_a_killed_training_process_is_reported(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_training_process_is_reported(data, tmp_path: Path) -> None:
     job = Registry(max_jobs=1).start(config(100_000), data, tmp_path / "run")
     wait_for(job, lambda j: len(j.series.steps) >= 1)
     assert job.process.pid is not None

@@ -13,7 +13,7 @@ from gpt.model import GPT
 
 def tiny(**kw: object) -> GPT:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, **kw)  # type: ignore[arg-type]
+    cfg = ModelConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, **kw)
     return GPT(cfg).eval()
 
 

@@ -83,7 +83,7 @@ def test_temperature_scales_logits_before_filters() -> None:
     ],
 )
 def test_bad_parameters_get_clear_messages(field: str, value: float) -> None:
-    cfg = SampleConfig(**{field: value})  # type: ignore[arg-type]
+    cfg = SampleConfig(**{field: value})
     with pytest.raises(UserInputError, match=field):
         cfg.validate()
 

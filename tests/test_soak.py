@@ -28,7 +28,7 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_memory_stays_flat(app_url) -> None:  # type: ignore[no-untyped-def]
+def test_memory_stays_flat(app_url) -> None:
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
     c = Client(app_url, verbose=False)
     c.predict("Paste text", [], SHAKESPEARE * 30, "char", 0.1, api_name="/prepare_data")

@@ -31,7 +31,7 @@ def test_gpt2_known_ids_offline() -> None:
 
 
 @pytest.mark.parametrize("tok", [ByteTokenizer(), CharTokenizer.from_text(TEXT), GPT2Tokenizer()])
-def test_round_trip_and_spec(tok) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_and_spec(tok) -> None:
     assert tok.decode(tok.encode(TEXT)) == TEXT
     again = from_spec(tok.spec())
     assert again.encode(TEXT) == tok.encode(TEXT)
@@ -39,7 +39,7 @@ def test_round_trip_and_spec(tok) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("tok", [ByteTokenizer(), CharTokenizer("abc"), GPT2Tokenizer()])
-def test_decode_never_raises(tok) -> None:  # type: ignore[no-untyped-def]
+def test_decode_never_raises(tok) -> None:
     assert isinstance(tok.decode([-1, 10**9, 0, 1]), str)
     assert tok.decode([10**9]) == "\ufffd"
 
@@ -66,7 +66,7 @@ def test_bad_spec_is_rejected() -> None:
         from_spec({"type": "pickle"})
 
 
-def test_gpt2_files_prefer_tiktoken_cache_and_ignore_wrong_hashes(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_gpt2_files_prefer_tiktoken_cache_and_ignore_wrong_hashes(tmp_path: Path, monkeypatch) -> None:
     package_paths = gpt2_file_paths()
     assert set(package_paths) == {"vocab.bpe", "encoder.json"}
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))

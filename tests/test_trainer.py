@@ -30,11 +30,11 @@ def small_config(**train: object) -> Config:
 
 
 @pytest.fixture
-def data(corpus_file: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def data(corpus_file: Path, tmp_path: Path):
     return prepare([corpus_file], tokenizer="char", out=tmp_path / "data")
 
 
-def run(cfg: Config, data, out: Path, resume: Path | None = None) -> list[Event]:  # type: ignore[no-untyped-def]
+def run(cfg: Config, data, out: Path, resume: Path | None = None) -> list[Event]:
     events: list[Event] = []
     listeners = [events.append, *run_listeners(out, cfg.train.tensorboard)]  # as gpt-train runs it
     Trainer(cfg, data, out, resume=resume, listeners=listeners).run()
@@ -45,7 +45,7 @@ def losses(events: list[Event]) -> dict[int, float]:
     return {e.step: e.data.loss for e in events if e.kind == "step"}
 
 
-def test_events_and_checkpoints(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_events_and_checkpoints(data, tmp_path: Path) -> None:
     cfg = small_config(sample_interval=15, tensorboard=True)
     events = run(cfg, data, tmp_path / "run")
     kinds = [e.kind for e in events]
@@ -66,7 +66,7 @@ def test_events_and_checkpoints(data, tmp_path: Path) -> None:  # type: ignore[n
     assert last < first  # it learns
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data, tmp_path: Path) -> None:
     full = losses(run(small_config(max_steps=24), data, tmp_path / "full"))
     part = Trainer(small_config(max_steps=24), data, tmp_path / "part")
     part.listeners.append(lambda e: part.stop() if e.kind == "step" and e.step == 12 else None)
@@ -78,7 +78,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data, tmp_path: Pa
         assert loss == pytest.approx(full[step], abs=1e-6), step
 
 
-def test_stop_from_another_thread_saves_and_says_stopped(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_stop_from_another_thread_saves_and_says_stopped(data, tmp_path: Path) -> None:
     events: list[Event] = []
     trainer = Trainer(small_config(max_steps=100000), data, tmp_path / "run", listeners=[events.append])
     steps_seen = threading.Event()
@@ -110,7 +110,7 @@ def test_lr_schedules() -> None:
     assert lr_at(100, cfg.train) == 1.0
 
 
-def test_divergence_stops_with_a_clear_message(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_divergence_stops_with_a_clear_message(data, tmp_path: Path) -> None:
     events: list[Event] = []
     trainer = Trainer(small_config(max_steps=50), data, tmp_path / "run", listeners=[events.append])
     with pytest.MonkeyPatch.context() as mp:
@@ -121,20 +121,20 @@ def test_divergence_stops_with_a_clear_message(data, tmp_path: Path) -> None:  #
     assert not (tmp_path / "run" / "latest").exists()  # nothing saved from a diverged run
 
 
-def test_context_longer_than_corpus_is_refused(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_context_longer_than_corpus_is_refused(data, tmp_path: Path) -> None:
     cfg = small_config()
     cfg.model.block_size = 20000
     with pytest.raises(UserInputError, match="needs at least 20,001"):
         Trainer(cfg, data, tmp_path / "run")
 
 
-def test_resume_past_max_steps_says_what_to_raise(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_resume_past_max_steps_says_what_to_raise(data, tmp_path: Path) -> None:
     run(small_config(max_steps=5), data, tmp_path / "run")
     with pytest.raises(UserInputError, match="train.max_steps"):
         Trainer(small_config(max_steps=5), data, tmp_path / "run", resume=tmp_path / "run")
 
 
-def test_fine_tune_from_a_checkpoint_starts_at_step_0_with_its_weights(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fine_tune_from_a_checkpoint_starts_at_step_0_with_its_weights(data, tmp_path: Path) -> None:
     run(small_config(max_steps=20), data, tmp_path / "base")
     base = ckpt.load(tmp_path / "base")
     cfg = small_config(max_steps=3)
@@ -147,7 +147,7 @@ def test_fine_tune_from_a_checkpoint_starts_at_step_0_with_its_weights(data, tmp
     assert first.data.loss < fresh.data.loss  # it starts from what the base model learned
 
 
-def test_fine_tune_refuses_data_with_another_tokenizer(data, corpus_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fine_tune_refuses_data_with_another_tokenizer(data, corpus_file: Path, tmp_path: Path) -> None:
     run(small_config(max_steps=2), data, tmp_path / "base")
     other = prepare([corpus_file], tokenizer="byte", out=tmp_path / "bytes")
     with pytest.raises(UserInputError, match="uses the char tokenizer"):
