@@ -9,9 +9,10 @@ import argparse
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from gpt.config import resolve_config_path
 from gpt.errors import UserInputError
@@ -129,7 +130,9 @@ def _load_data(path: str | None, tokenizer: str, val_fraction: float):  # type: 
 
 def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
-    p.add_argument("--prompt", default="", help="text to continue (empty: start from nothing)")
+    p.add_argument(
+        "--prompt", help="text to continue (empty: start from nothing); none, in a terminal: ask for prompts"
+    )
     from gpt.config import SampleConfig
 
     for f in fields(SampleConfig):  # one flag per sampling setting, described where the setting is defined
@@ -155,15 +158,34 @@ def _generate(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(SampleConfig) if getattr(args, f.name) is not None}
     cfg = replace(loaded.config.sample, **given)
     cfg.validate()
-    pieces = stream(sampling_model(loaded.model), loaded.tokenizer, args.prompt, cfg)
-    if args.stream:
+    model = sampling_model(loaded.model)
+    if args.prompt is not None or not sys.stdin.isatty():
+        _print_continuation(stream(model, loaded.tokenizer, args.prompt or "", cfg), args.stream)
+        return 0
+    # interactive: a prompt, its continuation streamed, again; a blank line or Ctrl-D ends it
+    print("Type a prompt and press Enter (a blank line or Ctrl-D quits).", flush=True)
+    while True:
+        try:
+            prompt = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not prompt.strip():
+            return 0
+        try:
+            _print_continuation(stream(model, loaded.tokenizer, prompt, cfg), stream_out=True)
+        except UserInputError as e:  # characters the model never saw, say: the next prompt may be fine
+            print(f"error: {e}", flush=True)
+
+
+def _print_continuation(pieces: Iterable[Any], stream_out: bool) -> None:
+    if stream_out:
         for tok in pieces:
             sys.stdout.write(tok.text)
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
         print("".join(t.text for t in pieces))
-    return 0
 
 
 # ----- gpt-convert ----------------------------------------------------------------------------------
@@ -221,7 +243,8 @@ def _run(command: str, argv: Sequence[str] | None, prog: str) -> int:
     help_text, build, fn = COMMANDS[command]
     parser = argparse.ArgumentParser(prog=prog, description=help_text)
     build(parser)
-    return fn(parser.parse_args(argv))
+    # intermixed: `section.key=value` overrides may come before, between or after the options
+    return fn(parser.parse_intermixed_args(argv))
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:

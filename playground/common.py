@@ -196,7 +196,8 @@ def import_pretrained(
         hf_dir = cached[0]
     else:
         hf_dir = fetch_hf(source, check_model_size)
-    target = runs_root() / "pretrained" / "".join(c if c.isalnum() or c in "-_." else "-" for c in hf_dir.name)[:60]
+    name = hf_dir.name if hf_dir == Path(source) else source  # a Hub model by its name, not its snapshot's hash
+    target = runs_root() / "pretrained" / "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
     if not (target / ckpt.CONFIG).is_file():
         from_hf(hf_dir, target, check_model_size)
         enforce_quota(protected=[target])

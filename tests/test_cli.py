@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,9 @@ def test_prepare_train_resume_generate(tmp_path: Path, corpus_file: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert "train" in r.stdout and (tmp_path / "data/mine/train.bin").is_file()
 
-    r = cli("train", "--config", "tiny", "--data", "data/mine", "--out", "run", *FAST, cwd=tmp_path)
+    # overrides may come anywhere on the line: before, between and after the options
+    r = cli("train", *FAST[:3], "--config", "tiny", *FAST[3:6], "--data", "data/mine", "--out", "run", *FAST[6:],
+            cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "step 30/30 | loss" in r.stdout and "tok/s" in r.stdout and "training completed at step 30" in r.stdout
     assert ckpt.load(tmp_path / "run").step == 30
@@ -52,6 +55,20 @@ def test_prepare_train_resume_generate(tmp_path: Path, corpus_file: Path) -> Non
     assert len(a.stdout.strip()) > 10 and a.stdout == b.stdout  # same seed: same text, streamed or not
     greedy = cli(*args, "--temperature", "0", cwd=tmp_path)
     assert greedy.stdout == cli(*args, "--temperature", "0", "--seed", "2", cwd=tmp_path).stdout
+
+    # no --prompt in a terminal: prompts are asked for, each continuation streamed, a blank line ends it
+    master, terminal = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "gpt.cli", "generate", "--checkpoint", "run", "--max-new-tokens",
+                             "20", "--seed", "1"], cwd=tmp_path, env=env, stdin=terminal, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(terminal)
+    os.write(master, b"ROMEO:\nJULIET:\n\n")
+    out, err = proc.communicate(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0, err
+    assert out.startswith("Type a prompt") and out.count("> ") == 3  # two prompts answered, then the blank line
+    assert len(out.split("> ")[1].strip()) >= 10  # a continuation of ROMEO:
 
 
 def test_default_corpus_needs_no_data_argument(tmp_path: Path) -> None:
