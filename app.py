@@ -21,6 +21,15 @@ from playground.common import new_session  # noqa: E402
 from playground.settings import LIMITS, PRIVATE  # noqa: E402
 
 TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab)]
+# Enter in a slider's number box of the Generate tab regenerates, as releasing the slider does: Gradio fires a
+# slider's "release" when its box loses focus, so Enter takes the focus away.
+JS = """
+() => document.addEventListener("keydown", (e) => {
+  const box = e.target;
+  const inSettings = box instanceof HTMLInputElement && box.closest("#generate-settings");
+  if (e.key === "Enter" && inSettings && box.type === "number") box.blur();
+})
+"""
 CSS = """
 .token-view .tok { border-radius: 3px; padding: 0 1px; margin: 0 1px 0 0; }
 #generated .token-container, #generated .token { margin: 0 !important; padding: 0 1px !important; gap: 0 !important; }
@@ -63,6 +72,7 @@ def main() -> None:
         server_name=args.host,
         server_port=args.port,
         css=CSS,
+        js=JS,
         max_file_size=f"{LIMITS.max_upload_mb}mb",
         show_error=True,
     )

@@ -86,6 +86,11 @@ check-device:
 pre-commit:
     python -m pip install pre-commit && pre-commit install
 
+# Open the quickstart notebook in Jupyter (installs Jupyter's notebook app the first time)
+notebook:
+    python -m pip install -q notebook
+    python -m jupyter notebook notebooks/quickstart.ipynb
+
 # Remove caches and test leftovers (not your runs or prepared data)
 clean:
     rm -rf .pytest_cache .ruff_cache .mypy_cache .coverage .coverage.* htmlcov test-artifacts bench/results

@@ -101,7 +101,7 @@ def show_alternatives(details: list[dict[str, Any]], prompt: str, evt: gr.Select
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
+        with gr.Column(scale=1, min_width=300, elem_id="generate-settings"):
             checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True)
             refresh = gr.Button("Refresh checkpoints", size="sm")
             pretrained_row(checkpoint, api_name="import_pretrained")

@@ -118,6 +118,17 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
     assert not clicked.strip() or repr(clicked) in chosen.inner_text()
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"), full_page=True)
 
+    # Typing a value in a slider's box and pressing Enter regenerates, as releasing the slider does.
+    before = page.evaluate("() => [...document.querySelectorAll('textarea')].map(t => t.value).join('|')")
+    box = page.get_by_label("number input for Temperature (0 = greedy)")
+    box.fill("1.6")
+    box.press("Enter")
+    page.wait_for_function(
+        "(b) => [...document.querySelectorAll('textarea')].map(t => t.value).join('|') !== b",
+        arg=before,
+        timeout=30_000,
+    )
+
     # Inspect: a heatmap is drawn.
     run_in_tab(
         page, "Inspect", "Refresh", "Inspect",
