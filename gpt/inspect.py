@@ -1,4 +1,5 @@
-"""Looking inside a model: attention maps, next-token probabilities, the logit lens, embedding maps.
+"""Looking inside a model: attention maps, next-token probabilities, the logit lens, embedding maps, and how the
+sampler's settings reshape a next-token distribution.
 
 Everything returns plain Python / numpy data (no plotting), so the UI, notebooks and tests can use it.
 """
@@ -10,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.model import GPT
+from gpt.sampling import STAGES, process_stages
 from gpt.tokenizer import Tokenizer
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", " ": "·", "\r": "␍"}
@@ -124,3 +127,52 @@ def parameter_table(model: GPT) -> list[dict[str, object]]:
         rows[key] = rows.get(key, 0) + p.numel()
     total = sum(rows.values())
     return [{"module": k, "parameters": n, "share": round(100 * n / total, 2)} for k, n in rows.items()]
+
+
+@dataclass
+class SamplingStep:
+    """How the sampler's settings reshape one next-token distribution, for its most likely candidates."""
+
+    labels: list[str]  # the candidates (the model's top tokens, and the sampled one)
+    token_ids: list[int]
+    model: list[float]  # the model's probability of each (softmax of the raw logits)
+    stages: list[tuple[str, list[float]]]  # each stage of the sampler: the probability of each candidate after it
+    removed_by: list[str | None]  # the stage that took each candidate out of the draw, if one did
+    final: list[float]  # what the sampler draws from: the last stage (at temperature 0, all on the argmax)
+    drawable: int  # tokens of the whole vocabulary that can still be drawn
+
+
+@torch.no_grad()
+def next_logits(model: GPT, ids: list[int]) -> torch.Tensor:
+    """The raw logits for the token after `ids` (its last context-length tokens): one forward pass."""
+    x = torch.tensor([ids[-model.config.block_size :]], device=model.lm_head.weight.device)
+    return model(x, last_only=True)[0][0, -1].float().cpu()
+
+
+def explain_sampling(
+    logits: torch.Tensor, history: list[int], cfg: SampleConfig, tokenizer: Tokenizer, top: int = 20
+) -> SamplingStep:
+    """Each stage of `gpt.sampling.process_stages` (the sampler's own code) applied to `logits`, read out for the
+    `top` tokens the model finds most likely."""
+    raw = logits[: tokenizer.vocab_size].float()  # as the sampler: never the vocabulary padding
+    stages = list(process_stages(raw, torch.tensor(history, dtype=torch.long), cfg))
+    probs = [torch.softmax(s, dim=-1) for s in stages]
+    final = probs[-1]
+    if cfg.temperature == 0:  # greedy: the sampler takes the argmax of the processed logits
+        final = torch.zeros_like(final)
+        final[int(torch.argmax(stages[-1]))] = 1.0
+    candidates = torch.topk(raw, min(top, raw.numel())).indices.tolist()
+    removed_by: list[str | None] = []
+    for i in candidates:
+        gone = [name for name, s in zip(STAGES, stages, strict=True) if s[i] == float("-inf")]
+        removed_by.append(gone[0] if gone else None)
+    model_probs = torch.softmax(raw, dim=-1)
+    return SamplingStep(
+        labels=[label(tokenizer.token_text(i)) for i in candidates],
+        token_ids=candidates,
+        model=[float(model_probs[i]) for i in candidates],
+        stages=[(name, [float(p[i]) for i in candidates]) for name, p in zip(STAGES, probs, strict=True)],
+        removed_by=removed_by,
+        final=[float(final[i]) for i in candidates],
+        drawable=int((final > 0).sum()),
+    )

@@ -66,18 +66,30 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(probs < min_p * probs.max(), NEG_INF)
 
 
-def process_logits(logits: torch.Tensor, history: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
-    """All processors in order; `history` is every token id so far (prompt included)."""
+STAGES = ("penalties", "temperature", "top-k", "top-p", "min-p")  # the order in which they apply
+
+
+def process_stages(logits: torch.Tensor, history: torch.Tensor, cfg: SampleConfig) -> Iterator[torch.Tensor]:
+    """The logits after each of STAGES in turn (unchanged by a stage that is off); `history` is every token id so
+    far (prompt included). The sampler uses the last; the Generate tab's explainer draws them all."""
     logits = logits.float()
     if cfg.repetition_penalty != 1.0 or cfg.presence_penalty or cfg.frequency_penalty:
         counts = torch.bincount(history, minlength=logits.size(-1))[: logits.size(-1)]
         logits = repetition_penalty(logits, torch.nonzero(counts).flatten(), cfg.repetition_penalty)
         logits = presence_frequency_penalty(logits, counts, cfg.presence_penalty, cfg.frequency_penalty)
-    if cfg.temperature > 0:
+    yield logits
+    if cfg.temperature > 0:  # 0 is greedy: the argmax, which a temperature does not move
         logits = logits / cfg.temperature
-    logits = top_k_filter(logits, cfg.top_k)
-    logits = top_p_filter(logits, cfg.top_p)
-    return min_p_filter(logits, cfg.min_p)
+    yield logits
+    yield (logits := top_k_filter(logits, cfg.top_k))
+    yield (logits := top_p_filter(logits, cfg.top_p))
+    yield min_p_filter(logits, cfg.min_p)
+
+
+def process_logits(logits: torch.Tensor, history: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
+    """All processors in order: what the sampler draws from (softmax of it; its argmax at temperature 0)."""
+    *_, final = process_stages(logits, history, cfg)
+    return final
 
 
 @dataclass
@@ -99,7 +111,7 @@ def stream(
 ) -> Iterator[Token]:
     """Generate token by token. Stops after `max_new_tokens` or when a stop string appears (not emitted)."""
     cfg.validate()
-    ids = _encode_prompt(tokenizer, prompt)
+    ids = encode_prompt(tokenizer, prompt)
     device = model.lm_head.weight.device
     gen = torch.Generator(device=device)
     if cfg.seed is not None:
@@ -187,7 +199,8 @@ def generate(model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SampleConfig) -
     return "".join(t.text for t in stream(model, tokenizer, prompt, cfg))
 
 
-def _encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids generation starts from; an empty prompt: the tokenizer's start (unconditional sampling)."""
     ids = tokenizer.encode(prompt) if prompt else []
     return ids or tokenizer.start_ids()  # an empty prompt: unconditional sampling
 

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gpt.inspect import Analysis, Projection
+from gpt.inspect import Analysis, Projection, SamplingStep
 from playground.jobs import Series
 
 MAX_POINTS = 2000
@@ -157,4 +157,24 @@ def embedding_figure(p: Projection) -> go.Figure:
         yaxis_title=f"PC2 ({p.explained[1]:.0%})",
         **{**_LAYOUT, "height": 480},
     )
+    return fig
+
+
+def sampling_figure(s: SamplingStep, title: str) -> go.Figure:
+    """The model's distribution over its top candidates, after penalties and temperature, and what the sampler
+    finally draws from; the candidates a filter took out are marked with the filter's name."""
+    x = list(range(len(s.labels)))
+    shaped = dict(s.stages)["temperature"]  # penalties, then temperature: before any filter
+    fig = go.Figure()
+    fig.add_bar(x=x, y=s.model, name="the model", marker_color="#c6dbef")
+    fig.add_bar(x=x, y=shaped, name="after penalties and temperature", marker_color="#6baed6")
+    fig.add_bar(x=x, y=s.final, name="what the sampler draws from", marker_color="#08519c")
+    for i, why in enumerate(s.removed_by):
+        if why is not None:
+            fig.add_annotation(x=i, y=max(s.model[i], shaped[i]), text=f"✕ {why}", showarrow=False, yshift=12,
+                               font=dict(color="#d62728", size=11), textangle=-60)  # fmt: skip
+    fig.update_xaxes(tickmode="array", tickvals=x, ticktext=s.labels)
+    fig.update_layout(title=dict(text=f"{title} · {s.drawable:,} token(s) can be drawn", font=dict(size=14)),
+                      yaxis_title="probability", barmode="group", **{**_LAYOUT, "height": 420},
+                      legend=dict(orientation="h", y=-0.12, x=0.5, xanchor="center", yanchor="top"))  # fmt: skip
     return fig

@@ -11,7 +11,9 @@ import gradio as gr
 
 from gpt.config import SampleConfig
 from gpt.errors import UserInputError
-from gpt.sampling import stream
+from gpt.inspect import explain_sampling, next_logits
+from gpt.sampling import encode_prompt, stream
+from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.hosting import visitor
 from playground.inputs import number, text
@@ -50,7 +52,7 @@ def sample_config(*values: Any) -> SampleConfig:
     return cfg
 
 
-def setting_control(f: Field[Any]) -> gr.Component:
+def setting_control(f: Field[Any]) -> gr.Slider | gr.Textbox | gr.Number:
     """A field of SampleConfig as a control: a slider where its metadata gives a range, else a box."""
     meta = f.metadata
     value: Any = meta["ui"] if meta["ui"] is not None else f.default
@@ -76,11 +78,15 @@ def generate(
     details: list[dict[str, Any]] = []
     plain = ""
     last = 0.0
+    ids: list[int] = []  # token ids of the piece being completed (a UTF-8 character may take several tokens)
     for tok in stream(loaded.model, loaded.tokenizer, prompt or "", cfg):
+        if tok.alternatives:  # (the last piece, text held back for a stop string, repeats the last id)
+            ids.append(tok.id)
         if not tok.text:
             continue
         pieces.append((tok.text, bucket(tok.prob)))
-        details.append({"text": tok.text, "prob": tok.prob, "alternatives": tok.alternatives})
+        details.append({"text": tok.text, "prob": tok.prob, "alternatives": tok.alternatives, "ids": ids})
+        ids = []
         plain += tok.text
         if time.perf_counter() - last >= REFRESH_S:
             last = time.perf_counter()
@@ -88,15 +94,57 @@ def generate(
     yield pieces, plain, details
 
 
-def show_alternatives(details: list[dict[str, Any]], prompt: str, evt: gr.SelectData) -> list[list[Any]]:
-    """Clicking a generated token shows what else the model considered at that step."""
+def show_alternatives(details: list[dict[str, Any]], prompt: str, evt: gr.SelectData) -> tuple[list[list[Any]], Any]:
+    """Clicking a generated token shows what else the model considered at that step, and moves the explainer there."""
     index = evt.index - (1 if prompt else 0)
     if not 0 <= index < len(details):
-        return []
+        return [], gr.skip()
     d = details[index]
     rows = [[f"→ {d['text']!r} (chosen)", round(d["prob"], 4)]]
     rows += [[repr(t), round(p, 4)] for t, p in d["alternatives"]]
-    return rows
+    return rows, index
+
+
+@user_errors
+def explain(
+    checkpoint: str | None,
+    prompt: str,
+    step: float,
+    details: list[dict[str, Any]],
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
+    *settings: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The explainer at generated piece `step` (0: the first): one forward pass, kept for the redraws."""
+    sample_config(*settings)  # checked before the model runs
+    prompt = text(prompt, "prompt", PROMPT_CHARS)
+    at: int = number(step, "step", 0, None, integer=True)
+    loaded = load_checkpoint(checkpoint, visitor(request, profile), for_sampling=True)
+    details = details or []
+    if at >= max(1, len(details)):
+        at = 0
+    before = [i for d in details[:at] for i in d["ids"]] + (details[at]["ids"][:-1] if details else [])
+    history = encode_prompt(loaded.tokenizer, prompt) + before
+    shown = (prompt + "".join(d["text"] for d in details[:at]))[-16:]
+    cache = {"checkpoint": checkpoint, "history": history, "logits": next_logits(loaded.model, history),
+             "title": f"Step {at + 1}: the token after “{shown}”"}  # fmt: skip
+    return redraw(cache, request, profile, *settings), cache
+
+
+@user_errors
+def redraw(
+    cache: dict[str, Any] | None, request: gr.Request | None, profile: gr.OAuthProfile | None, *settings: Any
+) -> Any:
+    """The explainer again for new settings: no model run, the distribution is the cached one."""
+    if not cache:
+        return gr.skip()
+    try:
+        cfg = sample_config(*settings)
+    except UserInputError:  # a half-typed value: keep the picture until it is a valid one
+        return gr.skip()
+    tokenizer = load_checkpoint(cache["checkpoint"], visitor(request, profile), for_sampling=True).tokenizer
+    step = explain_sampling(cache["logits"], cache["history"], cfg, tokenizer)
+    return charts.sampling_figure(step, cache["title"])
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
@@ -121,14 +169,33 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
             )
             plain = gr.Textbox(label="Plain text", lines=6, buttons=["copy"])
             alternatives = gr.Dataframe(headers=["token", "probability"], label="Alternatives at the chosen step")
+            explainer = gr.Plot(label="How sampling reshapes the next-token distribution", show_label=False)
+            gr.Markdown(
+                "<small>The bars come from the sampler's own code: the model's probabilities, after the penalties and "
+                "the temperature, and after the top-k / top-p / min-p filters. Moving a slider redraws them at once; "
+                "click a generated token to see its step.</small>"
+            )
     details = gr.State([])
+    step = gr.Number(0, visible=False)
+    cache = gr.State(None)
     outputs = [output, plain, details]
-    go.click(generate, [checkpoint, prompt, *settings], outputs, api_name="generate")
+    explain_inputs = [checkpoint, prompt, step, details, *settings]
+    # for API clients (registered first, so it gets the name): the explainer at a step of this session's last text
+    gr.Button(visible=False).click(explain, explain_inputs, [explainer, cache], api_name="explain")
+    first_step = dict(fn=lambda: 0, outputs=step, api_visibility="private", queue=False)
+    go.click(generate, [checkpoint, prompt, *settings], outputs, api_name="generate").then(**first_step).then(
+        explain, explain_inputs, [explainer, cache], api_visibility="private"
+    )
     for slider in [c for c in settings if isinstance(c, gr.Slider)]:
-        # live tuning: releasing a slider re-generates with the same seed
+        # live tuning: releasing a slider re-generates with the same seed (and the explainer follows)
         slider.release(
             generate, [checkpoint, prompt, *settings], outputs, api_visibility="private", trigger_mode="always_last"
-        )
-    output.select(show_alternatives, [details, prompt], alternatives, api_visibility="private")
+        ).then(**first_step).then(explain, explain_inputs, [explainer, cache], api_visibility="private")
+    for control in settings:  # the explainer redraws as a setting moves: the distribution is cached
+        control.change(redraw, [cache, *settings], explainer, api_visibility="private", trigger_mode="always_last",
+                       show_progress="hidden")  # fmt: skip
+    output.select(show_alternatives, [details, prompt], [alternatives, step], api_visibility="private").then(
+        explain, explain_inputs, [explainer, cache], api_visibility="private"
+    )
     for trigger in (refresh.click, tab.select, demo.load):
         trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")

@@ -185,3 +185,18 @@ def test_pretrained_gpt2_load_generate_fine_tune_and_export(
     model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir)
     assert model.config.n_layer == 2
     assert transformers.AutoTokenizer.from_pretrained(hf_dir)("Hello world")["input_ids"] == [15496, 995]
+
+
+def test_sampling_explainer_follows_the_settings(trained: dict[str, Any]) -> None:
+    c = trained["client"]
+    ckpt = latest_checkpoint(c)
+    gen(c, ckpt, n=10)  # a generation of this session: the explainer reads its steps
+    settings = {"temperature": 1.0, "top_k": 3, "top_p": 1.0, "rep": 1.0, "min_p": 0.0, "n": 10, "seed": 7,
+                "presence": 0.0, "frequency": 0.0, "stop": ""}  # fmt: skip
+    fig = c.predict(ckpt, "ROMEO:", 2, *settings.values(), api_name="/explain")
+    model, shaped, final = plot_data(fig)[:3]
+    assert sum(p > 0 for p in final["y"]) == 3 and abs(sum(final["y"]) - 1) < 1e-4  # top-k 3: three tokens left
+    assert shaped["y"] == pytest.approx(model["y"], abs=1e-6)  # temperature 1, no penalties: the model's own
+    assert "Step 3" in json.loads(fig["plot"])["layout"]["title"]["text"]
+    greedy = plot_data(c.predict(ckpt, "ROMEO:", 0, *{**settings, "temperature": 0.0}.values(), api_name="/explain"))
+    assert sorted(greedy[2]["y"])[-1] == 1.0 and sum(greedy[2]["y"]) == 1.0  # greedy: all on one token

@@ -129,6 +129,18 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
         timeout=30_000,
     )
 
+    # The sampling explainer: setting top-k to 3 leaves three tokens to draw from in its picture.
+    box = page.get_by_label("number input for Top-k (0 = off)")
+    box.fill("3")
+    box.press("Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.offsetParent && p.data"
+        " && p.data.length === 3 && p.data[2].type === 'bar' && [...p.data[2].y].filter(v => v > 0).length === 3)",
+        timeout=30_000,
+    )
+    page.get_by_text("token(s) can be drawn").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "3b-explainer.png"), full_page=True)
+
     # Inspect: a heatmap is drawn.
     run_in_tab(
         page, "Inspect", "Refresh", "Inspect",

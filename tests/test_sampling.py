@@ -191,3 +191,35 @@ def test_the_race_never_picks_a_filtered_token_even_when_the_noise_is_zero() -> 
     probs = torch.tensor([0.0, 0.7, 0.3, 0.0])  # tokens 0 and 3 were filtered out
     assert exponential_race(probs, torch.tensor([0.0, 1.0, 1.0, 0.0])) == 1
     assert exponential_race(probs, torch.tensor([1.0, 1.0, 0.0, 1.0])) == 2  # zero noise on a live token: it wins
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=1.0),
+        dict(temperature=0.7, top_k=5),
+        dict(temperature=1.3, top_p=0.6),
+        dict(temperature=0.9, min_p=0.2, repetition_penalty=1.5, presence_penalty=0.5, frequency_penalty=0.3),
+        dict(temperature=0.0, top_k=3),
+    ],  # fmt: skip
+)
+def test_the_explainer_shows_exactly_what_the_sampler_draws_from(settings: dict[str, float]) -> None:
+    from gpt.inspect import explain_sampling
+    from gpt.sampling import process_logits
+
+    torch.manual_seed(0)
+    tok = ByteTokenizer()
+    logits, history = torch.randn(tok.vocab_size) * 3, torch.tensor([104, 101, 108, 108, 111, 108])
+    cfg = SampleConfig(**settings)
+    step = explain_sampling(logits, history.tolist(), cfg, tok, top=40)
+    processed = process_logits(logits, history, cfg)  # the sampler's own distribution
+    if cfg.temperature == 0:
+        expected = torch.zeros_like(processed)
+        expected[int(torch.argmax(processed))] = 1.0
+    else:
+        expected = torch.softmax(processed, dim=-1)
+    assert step.final == pytest.approx([float(expected[i]) for i in step.token_ids], abs=1e-7)
+    assert step.drawable == int((expected > 0).sum())
+    assert step.model == pytest.approx([float(torch.softmax(logits, -1)[i]) for i in step.token_ids], abs=1e-7)
+    for p, why in zip(step.final, step.removed_by, strict=True):  # a filter's name marks exactly the removed ones
+        assert (why is not None) == (p == 0.0) or cfg.temperature == 0
