@@ -16,11 +16,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from playground import data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
+from playground import compare_tab, data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
 from playground.common import new_session  # noqa: E402
 from playground.settings import LIMITS, PRIVATE  # noqa: E402
 
-TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab)]
+TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab),
+        ("Compare", compare_tab)]  # fmt: skip
 # Enter in a slider's number box of the Generate tab regenerates, as releasing the slider does: Gradio fires a
 # slider's "release" when its box loses focus, so Enter takes the focus away.
 JS = """
@@ -48,10 +49,12 @@ def build_app() -> gr.Blocks:
             if PRIVATE and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: sign in to keep runs
                 gr.LoginButton("Sign in to keep your runs", scale=0, min_width=220)
         state = gr.State(new_session())
-        with gr.Tabs():
+        parts = {}  # what a tab offers the others
+        with gr.Tabs() as tabs:
             for name, module in TABS:
                 with gr.Tab(name, id=name.lower()) as tab:
-                    module.build(demo, state, tab)
+                    parts[name] = module.build(demo, state, tab)
+        compare_tab.link_from(parts["Train"]["checkpoints"], parts["Compare"], tabs)
     return demo
 
 

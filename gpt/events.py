@@ -9,6 +9,7 @@ One dataclass per kind of payload, so a misspelt field is a type error, not a Ke
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,13 @@ Status = Literal["completed", "stopped"]
 @dataclass(frozen=True)
 class Start:
     params: int
+    tokens_per_step: int
     max_steps: int
     device: str
     dtype: str
     world: int  # processes training together (DDP)
     run_dir: str
+    config: dict[str, Any]  # the run's settings as it trains them (a checkpoint's architecture when fine-tuning)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,65 @@ class TensorBoard:
                 self._writer = None
 
 
+class MetricsLog:
+    """Each logged step and evaluation as a line of JSON in RUN_DIR/metrics.jsonl, for comparing runs (the app's
+    Compare tab reads it while a run trains). A resumed run appends; its training time continues where it was."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._offset = 0.0  # training time of the earlier parts of a resumed run
+        self._tokens_per_step = 0
+
+    def __call__(self, e: Event) -> None:
+        match e.data:
+            case Start() as d:
+                self._tokens_per_step, self._offset = d.tokens_per_step, read_metrics(self.path)["time"]
+                line: dict[str, Any] = {"start": e.step, "config": d.config, "params": d.params}
+            case Step() as d:
+                line = {"step": e.step, "loss": d.loss, "tokens": e.step * self._tokens_per_step,
+                        "time": round(self._offset + d.elapsed, 3), "tokens_per_s": d.tokens_per_s}  # fmt: skip
+            case Eval() as d:
+                line = {"step": e.step, "val_loss": d.val_loss}
+            case _:
+                return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def read_metrics(path: str | Path, max_bytes: int = 64 << 20) -> dict[str, Any]:
+    """A metrics.jsonl as series: step/loss/tokens/time/tokens_per_s, eval step/val_loss, the last config and
+    params, and the training time so far. A missing file is an empty run; unreadable lines are skipped."""
+    out: dict[str, Any] = {"step": [], "loss": [], "tokens": [], "time": 0.0, "times": [], "tokens_per_s": [],
+                           "eval_step": [], "val_loss": [], "config": None, "params": None}  # fmt: skip
+    p = Path(path)
+    if not p.is_file():
+        return out
+    with open(p, "rb") as f:
+        raw = f.read(max_bytes)  # bounded: a run writes a line per log interval, far below this
+    for text in raw.decode("utf-8", "replace").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if not isinstance(line, dict):
+            continue
+        if "config" in line:
+            out["config"], out["params"] = line["config"], line.get("params")
+        elif "loss" in line:
+            for key in ("step", "loss", "tokens", "tokens_per_s"):
+                out[key].append(line.get(key))
+            out["times"].append(line.get("time", 0.0))
+            out["time"] = line.get("time", out["time"])
+        elif "val_loss" in line:
+            out["eval_step"].append(line.get("step"))
+            out["val_loss"].append(line.get("val_loss"))
+    return out
+
+
 def run_listeners(run_dir: str | Path, tensorboard: bool, echo: bool = False) -> list[Listener]:
-    """What a run reports to by default: TensorBoard under RUN_DIR/tb (if on), and the console (if `echo`)."""
-    out: list[Listener] = [TensorBoard(Path(run_dir) / "tb")] if tensorboard else []
+    """What a run reports to by default: RUN_DIR/metrics.jsonl, TensorBoard under RUN_DIR/tb (if on), and the
+    console (if `echo`)."""
+    out: list[Listener] = [MetricsLog(Path(run_dir) / "metrics.jsonl")]
+    out += [TensorBoard(Path(run_dir) / "tb")] if tensorboard else []
     return out + ([print_event] if echo else [])

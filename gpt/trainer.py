@@ -190,8 +190,9 @@ class Trainer:
 
     def _run(self) -> Result:
         tc = self.cfg.train
-        self._emit(Start(self.raw_model.num_params(), tc.max_steps, str(self.device),
-                         str(self.dtype).replace("torch.", ""), self.world, str(self.out_dir)))  # fmt: skip
+        dtype = str(self.dtype).replace("torch.", "")
+        self._emit(Start(self.raw_model.num_params(), self.tokens_per_step, tc.max_steps, str(self.device), dtype,
+                         self.world, str(self.out_dir), self.cfg.to_dict()))  # fmt: skip
         meter, status = Meter(), "completed"  # type: Meter, Status
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: read once per log interval
         while self.step < tc.max_steps:

@@ -7,6 +7,7 @@ maximum), so a refresh costs about the same at step 100 and at step 100,000.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -16,6 +17,7 @@ from gpt.inspect import Analysis, Projection, SamplingStep
 from playground.jobs import Series
 
 MAX_POINTS = 2000
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]  # one per run
 _LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=40), height=340)
 
 
@@ -177,4 +179,21 @@ def sampling_figure(s: SamplingStep, title: str) -> go.Figure:
     fig.update_layout(title=dict(text=f"{title} · {s.drawable:,} token(s) can be drawn", font=dict(size=14)),
                       yaxis_title="probability", barmode="group", **{**_LAYOUT, "height": 420},
                       legend=dict(orientation="h", y=-0.12, x=0.5, xanchor="center", yanchor="top"))  # fmt: skip
+    return fig
+
+
+def compare_figure(runs: dict[str, dict[str, Any]], key: str) -> go.Figure:
+    """Train loss (lines) and val loss (dashed, with markers) of each run (`gpt.events.read_metrics`) against its
+    series `key`: step, tokens or times."""
+    axis = {"step": "step", "tokens": "tokens seen", "times": "training time (s)"}.get(key, key)
+    fig = go.Figure()
+    for (name, m), colour in zip(runs.items(), COLOURS, strict=False):
+        x_of = dict(zip(m["step"], m[key], strict=True))  # val points sit at their step's x
+        x, y = decimate(m[key], m["loss"])
+        fig.add_scatter(x=x, y=y, name=f"{name} train", mode="lines", line=dict(color=colour, width=1.5))
+        val_x = [x_of.get(s, s if key == "step" else None) for s in m["eval_step"]]
+        fig.add_scatter(x=val_x, y=m["val_loss"], name=f"{name} val", mode="lines+markers",
+                        line=dict(color=colour, dash="dash"))  # fmt: skip
+    fig.update_layout(title="Loss", xaxis_title=axis, yaxis_title="cross-entropy",
+                      **{**_LAYOUT, "height": 420})  # fmt: skip
     return fig

@@ -75,10 +75,19 @@ class Visitor:
             raise UserInputError(f"{name!r} is not one of your checkpoints; pick one from the list")
         return path
 
+    def roots(self) -> list[Path]:
+        """The folders this visitor sees: the whole runs directory locally; else their home and the shared ones."""
+        return [self.home] if self.owner is None else [self.home, *(runs_root() / s for s in SHARED)]
+
+    def runs(self) -> list[str]:
+        """Names of the runs this visitor may compare (those with a metrics log, training ones included), newest
+        first."""
+        logs = [f for root in self.roots() if root.is_dir() for f in root.glob("**/metrics.jsonl")]
+        return [self.name(f.parent) for f in sorted(logs, key=lambda f: f.stat().st_mtime, reverse=True)]
+
     def checkpoints(self) -> list[dict[str, Any]]:
         """The complete checkpoints this visitor may use, newest first, each with its `name`."""
-        roots = [self.home] if self.owner is None else [self.home, *(runs_root() / s for s in SHARED)]
-        rows = [r for root in roots if root.is_dir() for r in ckpt.list_checkpoints(root)]
+        rows = [r for root in self.roots() if root.is_dir() for r in ckpt.list_checkpoints(root)]
         for r in rows:
             r["name"] = self.name(r["path"])
         return sorted(rows, key=lambda r: r["time"], reverse=True)

@@ -283,7 +283,7 @@ def settings_form() -> list[Any]:
     return inputs
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
     machine_flops()  # measured once at start-up, while the machine is quiet
     jobs.warm_up()  # the process training jobs fork from
     with gr.Row():
@@ -346,3 +346,4 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         queue=False,
         show_progress="hidden",  # no loading animation on the charts at every tick: the browser would redraw them
     )
+    return {"checkpoints": table}

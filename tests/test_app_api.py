@@ -200,3 +200,20 @@ def test_sampling_explainer_follows_the_settings(trained: dict[str, Any]) -> Non
     assert "Step 3" in json.loads(fig["plot"])["layout"]["title"]["text"]
     greedy = plot_data(c.predict(ckpt, "ROMEO:", 0, *{**settings, "temperature": 0.0}.values(), api_name="/explain"))
     assert sorted(greedy[2]["y"])[-1] == 1.0 and sum(greedy[2]["y"]) == 1.0  # greedy: all on one token
+
+
+def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -> None:
+    c = trained["client"]
+    c.predict(*TRAIN[:11], 40, *TRAIN[12:], api_name="/start_training")  # a second, short run of this session
+    poll_until(c, lambda r: r[4] == "completed")
+    runs = [n for n, _ in c.predict(api_name="/list_checkpoints")[1]["choices"]]
+    names = list(dict.fromkeys(str(Path(n).parent) for n in runs if n.startswith("run-")))[:2]
+    assert len(names) == 2
+    fig, summary, diff, _ = c.predict(names, "tokens seen", api_name="/compare")
+    traces = plot_data(fig)
+    assert len(traces) == 4  # train and val of each
+    assert all(x % 256 == 0 for x in traces[0]["x"])  # tokens seen: steps x 8 x 32
+    assert [row[0] for row in summary["data"]] == names and all(row[1] > 0 for row in summary["data"])
+    assert any(r[0] == "train.max_steps" for r in diff["data"])  # the setting that differs between them
+    with pytest.raises(AppError, match="not one of your checkpoints"):
+        c.predict(["../../etc"], "step", api_name="/compare")

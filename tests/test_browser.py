@@ -138,7 +138,6 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
         " && p.data.length === 3 && p.data[2].type === 'bar' && [...p.data[2].y].filter(v => v > 0).length === 3)",
         timeout=30_000,
     )
-    page.get_by_text("token(s) can be drawn").first.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "3b-explainer.png"), full_page=True)
 
     # Inspect: a heatmap is drawn.
@@ -152,6 +151,18 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
         timeout=30_000,
     )
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
+
+    # Compare: one click on the run's row in the Train tab's checkpoint table opens it in the Compare tab.
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Checkpoints", exact=True).click()
+    page.get_by_test_id("cell-0-0").click()
+    page.get_by_role("tab", name="Compare", selected=True).wait_for(timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.offsetParent && p.calcdata"
+        " && p.calcdata.length === 2 && p.calcdata[0].length > 3)",
+        timeout=30_000,
+    )
+    page.screenshot(path=str(ARTIFACTS / "5-compare.png"), full_page=True)
 
 
 def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, page, app_url: str) -> None:
@@ -169,7 +180,7 @@ def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, pag
     other.get_by_role("button", name="Start").click()
     other.get_by_text("Waiting in line: position 1 of 1").wait_for(timeout=30_000)
     assert leave.is_visible()
-    other.screenshot(path=str(ARTIFACTS / "5-queue.png"), full_page=True)
+    other.screenshot(path=str(ARTIFACTS / "6-queue.png"), full_page=True)
     leave.click()
     other.get_by_text("You left the queue.").first.wait_for(timeout=10_000)
     other.get_by_role("button", name="Leave the queue").wait_for(state="hidden", timeout=10_000)

@@ -129,6 +129,7 @@ def test_ddp_two_processes_gloo(tmp_path: Path, corpus_file: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")) == [
         "best",
         "latest",
+        "metrics.jsonl",  # written once: by rank 0
         "tb",
     ]
     assert ckpt.load(tmp_path / "run").step == 30

@@ -1,0 +1,108 @@
+"""The Compare tab: several runs' loss curves overlaid, their results side by side, and the settings that differ.
+
+It reads each run's metrics.jsonl (written as the run trains), so runs still training keep growing here too.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gpt.errors import UserInputError
+from gpt.events import read_metrics
+from playground import charts, jobs
+from playground.common import user_errors
+from playground.hosting import visitor
+
+AXES = {"step": "step", "tokens seen": "tokens", "training time (s)": "times"}  # label -> series in read_metrics
+MAX_RUNS = len(charts.COLOURS)
+REFRESH_S = 5.0  # while a compared run trains
+
+
+def flat(config: dict[str, Any] | None) -> dict[str, Any]:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}."""
+    return {f"{section}.{k}": v for section, values in (config or {}).items() for k, v in (values or {}).items()}
+
+
+def summary_rows(runs: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for name, m in runs.items():
+        vals = [v for v in m["val_loss"] if v is not None]
+        rate = statistics.median(m["tokens_per_s"]) if m["tokens_per_s"] else None
+        rows.append([name, m["step"][-1] if m["step"] else 0, round(vals[-1], 4) if vals else None,
+                     round(min(vals), 4) if vals else None, round(rate) if rate else None, m["params"]])  # fmt: skip
+    return rows
+
+
+def differences(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings whose values differ between the runs, one row each."""
+    configs = {name: flat(m["config"]) for name, m in runs.items()}
+    keys = sorted({k for c in configs.values() for k in c})
+    rows = [[k, *(str(c.get(k, "")) for c in configs.values())] for k in keys]
+    differing = [r for r in rows if len(set(r[1:])) > 1]
+    return {"headers": ["setting", *configs], "data": differing or [["(no difference)", *[""] * len(configs)]]}
+
+
+@user_errors
+def compare(
+    names: list[str] | None, axis: str, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[Any, list[list[Any]], dict[str, Any], Any]:
+    if not names:
+        raise UserInputError("pick one or more runs to compare")
+    if not isinstance(names, list) or len(names) > MAX_RUNS:
+        raise UserInputError(f"compare at most {MAX_RUNS} runs at a time")
+    if axis not in AXES:
+        raise UserInputError(f"the x axis is one of {', '.join(AXES)}")
+    me = visitor(request, profile)
+    dirs = {name: me.resolve(name) for name in names}
+    runs = {name: read_metrics(d / "metrics.jsonl") for name, d in dirs.items()}
+    training = {Path(j.run_dir).resolve() for j in jobs.REGISTRY.active()}
+    live = any(d.resolve() in training for d in dirs.values())
+    return charts.compare_figure(runs, AXES[axis]), summary_rows(runs), differences(runs), gr.Timer(active=live)
+
+
+def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
+    names = visitor(request, profile).runs()
+    return gr.update(choices=names, value=[n for n in current or [] if n in names])
+
+
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
+    gr.Markdown("Pick runs to overlay their curves. Clicking a run in the Train tab's checkpoint table adds it here.")
+    with gr.Row():
+        # any name may come in (the choices are this visitor's runs, filled in per session); compare() resolves each
+        runs = gr.Dropdown(label="Runs", choices=[], multiselect=True, allow_custom_value=True, scale=3)
+        with gr.Column(scale=1):
+            axis = gr.Radio(list(AXES), value="step", label="x axis")
+            go_btn = gr.Button("Compare", variant="primary")
+    plot = gr.Plot(label="Loss", show_label=False)
+    summary = gr.Dataframe(headers=["run", "steps", "val loss", "best val loss", "tokens/s", "parameters"],
+                           label="Results", interactive=False)  # fmt: skip
+    diff = gr.Dataframe(label="Settings that differ", interactive=False)
+    timer = gr.Timer(REFRESH_S, active=False)
+    outputs = [plot, summary, diff, timer]
+    go_btn.click(compare, [runs, axis], outputs, api_name="compare")
+    axis.change(compare, [runs, axis], outputs, api_visibility="private")
+    timer.tick(compare, [runs, axis], outputs, api_visibility="private", show_progress="hidden")
+    for trigger in (tab.select, demo.load):
+        trigger(run_list, runs, runs, api_visibility="private")
+    return {"runs": runs, "axis": axis, "outputs": outputs}
+
+
+def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -> None:
+    """One click on a run's row in the Train tab's checkpoint table adds it to the comparison and opens this tab."""
+
+    def pick(current: list[str] | None, evt: gr.SelectData, request: gr.Request) -> tuple[Any, Any]:
+        row = evt.row_value or []
+        run = str(Path(str(row[0])).parent) if row else ""
+        if run not in visitor(request, None).runs() and run not in (current or []):
+            gr.Warning(f"{run or 'this checkpoint'} has no training log to compare (uploaded or imported)")
+            return gr.skip(), gr.skip()
+        return gr.update(value=list(dict.fromkeys([*(current or []), run]))), gr.Tabs(selected="compare")
+
+    runs, axis = compare_tab["runs"], compare_tab["axis"]
+    table.select(pick, runs, [runs, tabs], api_visibility="private").then(
+        compare, [runs, axis], compare_tab["outputs"], api_visibility="private"
+    )
