@@ -72,19 +72,30 @@ def _train_in_child(spec: dict[str, Any], events: Any, stop: StopFlag) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the UI, the child ends
         events.put(Event(0, Failed.of(e)))
         return
-    parent = os.getppid()
-
     def watch() -> None:  # Stop pressed, or the app went away: finish the step, save, end
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                break
-        trainer.stop()
+        # The app, not this process's parent: that is the fork server, which can outlive the app. And stop in any
+        # case: the stop flag lives in the app, and waiting on it may fail once the app is gone.
+        try:
+            while _alive(spec["app_pid"]) and not stop.wait(1.0):
+                pass
+        finally:
+            trainer.stop()
 
     threading.Thread(target=watch, daemon=True).start()
     try:
         trainer.run()
     except Exception:  # noqa: BLE001, S110 - the trainer has already sent it as an "error" event
         pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
 
 
 @dataclass
@@ -138,6 +149,7 @@ class Job:
             "run_dir": str(run_dir),
             "resume": str(resume) if resume else None,
             "init_from": str(init_from) if init_from else None,
+            "app_pid": os.getpid(),
         }
         self.process = _CTX.Process(target=_train_in_child, args=(spec, self._events, self._stop), daemon=True)
         self._reader = threading.Thread(target=self._read, name=f"train-{self.id}", daemon=True)

@@ -86,3 +86,43 @@ def test_a_killed_training_process_is_reported(data, tmp_path: Path) -> None:
     os.kill(job.process.pid, signal.SIGKILL)
     wait_for(job, lambda j: not j.active)
     assert job.status == "error" and "ended unexpectedly" in job.message
+
+
+APP = """
+import sys, time
+from pathlib import Path
+from gpt.data import load_prepared
+from playground.jobs import Registry
+from tests.test_jobs import config
+
+job = Registry(max_jobs=1).start(config(100_000), load_prepared(sys.argv[1]), Path(sys.argv[2]))
+print(job.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_training_stops_and_saves_when_the_app_goes_away(data, tmp_path: Path) -> None:
+    """Ctrl-C on `python app.py` (or a crash) must not leave a run training on, unseen, burning the CPU."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    app = subprocess.Popen([sys.executable, "-c", APP, str(data.dir), str(tmp_path / "run")], cwd=root,
+                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = int(app.stdout.readline())
+    deadline = time.time() + 60
+    while not (tmp_path / "run" / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)  # training has begun
+    app.kill()
+    app.wait(10)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the training process went on after the app was gone")
+    assert (tmp_path / "run" / "latest" / "model.safetensors").is_file()  # it saved on its way out
