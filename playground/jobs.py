@@ -72,6 +72,7 @@ def _train_in_child(spec: dict[str, Any], events: Any, stop: StopFlag) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the UI, the child ends
         events.put(Event(0, Failed.of(e)))
         return
+
     def watch() -> None:  # Stop pressed, or the app went away: finish the step, save, end
         # The app, not this process's parent: that is the fork server, which can outlive the app. And stop in any
         # case: the stop flag lives in the app, and waiting on it may fail once the app is gone.

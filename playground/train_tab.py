@@ -283,6 +283,22 @@ def settings_form() -> list[Any]:
     return inputs
 
 
+def _wire_form(demo: gr.Blocks, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, inputs: list[Any], info: gr.Markdown,
+               init_from: gr.Dropdown, job_status: gr.Textbox) -> None:  # fmt: skip
+    """What the form does: a preset fills it, every change re-estimates size and time, "Start from" stays fresh."""
+    preset.change(
+        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
+        preset,
+        inputs,
+        api_visibility="private",
+    )
+    for comp in [preset, *inputs]:
+        comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
+    demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
+    for trigger in (tab.select, demo.load, job_status.change):
+        trigger(start_from_update, init_from, init_from, api_visibility="private")
+
+
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
     machine_flops()  # measured once at start-up, while the machine is quiet
     jobs.warm_up()  # the process training jobs fork from
@@ -310,18 +326,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
             job_status = gr.Textbox(visible=False)
     table, chosen = checkpoint_panel.build(demo, state, job_status)
 
-    # what the form does
-    preset.change(
-        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
-        preset,
-        inputs,
-        api_visibility="private",
-    )
-    for comp in [preset, *inputs]:
-        comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
-    demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
-    for trigger in (tab.select, demo.load, job_status.change):
-        trigger(start_from_update, init_from, init_from, api_visibility="private")
+    _wire_form(demo, tab, state, preset, inputs, info, init_from, job_status)
 
     # the run: start, stop, leave the queue, resume; the timer watches it while it trains or waits
     seen = gr.State("")
