@@ -220,3 +220,32 @@ def test_hub_download_fetches_weights_only_within_the_caps(tmp_path: Path, monke
     assert asked[1:] == ["small/model:config.json", "small/model:weights"]
     with pytest.raises(UserInputError, match="not a Hugging Face model name"):
         fetch_hf("x" * 5000, check_model_size)
+
+
+def test_a_signed_in_visitor_keeps_their_runs_across_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
+    from playground import hosting
+
+    monkeypatch.setattr(hosting, "PRIVATE", True)
+
+    class Request:  # what Gradio hands a handler: each browser session has its own hash
+        def __init__(self, session: str) -> None:
+            self.session_hash = session
+
+    ada = gr.OAuthProfile({"preferred_username": "ada", "name": "Ada", "profile": "", "picture": ""})
+    monday, tuesday = hosting.visitor(Request("s1"), ada), hosting.visitor(Request("s2"), ada)  # type: ignore[arg-type]
+    assert monday.owner == tuesday.owner  # signed in: the same home on every visit
+    anonymous = [hosting.visitor(Request(s), None).owner for s in ("s1", "s2")]  # type: ignore[arg-type]
+    assert anonymous[0] != anonymous[1] and monday.owner not in anonymous  # sessions apart, and apart from accounts
+
+
+@pytest.mark.slow
+def test_a_space_with_sign_in_starts_and_offers_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`hf_oauth: true` gives the Space these variables; the app must start (gradio[oauth] installed) and show it."""
+    env = {"SPACE_ID": "tester/gpt-playground", "SYSTEM": "spaces", "OAUTH_CLIENT_ID": "id", "OAUTH_SCOPES": "openid",
+           "OAUTH_CLIENT_SECRET": "secret", "OPENID_PROVIDER_URL": "https://huggingface.co"}  # fmt: skip
+    for url in launch_app(tmp_path_factory, **env):
+        config = json.loads(urllib.request.urlopen(f"{url}config", timeout=10).read())
+        buttons = [c["props"].get("value") for c in config["components"] if c.get("type") == "button"]
+        assert "Sign in to keep your runs" in buttons
