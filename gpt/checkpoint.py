@@ -119,18 +119,30 @@ def resolve(path: str | Path) -> Path:
     raise CheckpointError(f"{str(p)!r} is not a checkpoint: it has no {CONFIG} (nor latest/ or best/ inside)")
 
 
+def read_json(path: Path, max_bytes: int, what: str) -> Any:
+    """A small JSON file (a config), read bounded before it is parsed: the path could be a link to an endless file.
+    Anything unreadable, too large or not JSON is a CheckpointError saying its folder is not `what`."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as e:
+        raise CheckpointError(
+            f"{path.parent.name} is not {what}: no readable {path.name} ({type(e).__name__})"
+        ) from None
+    if len(raw) > max_bytes:
+        raise CheckpointError(f"{path.name} is larger than {max_bytes >> 10} kB; {path.parent.name} is not {what}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(
+            f"{path.name} is corrupt: not valid JSON ({type(e).__name__}); {path.parent.name} is not {what}"
+        ) from None
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """config.json of a checkpoint, checked to be ours: read at most MAX_CONFIG_BYTES, every field typed."""
     p = resolve(path)
-    cfg_file = p / CONFIG
-    with open(cfg_file, "rb") as fh:  # bounded: the file could be a link to something endless
-        raw = fh.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{cfg_file} is too large to be a checkpoint config")
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({type(e).__name__}); the checkpoint is corrupt") from None
+    meta = read_json(p / CONFIG, MAX_CONFIG_BYTES, "a usable GPT Playground checkpoint")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a GPT Playground checkpoint (no format marker in {CONFIG})")
     _check_meta(meta, p)

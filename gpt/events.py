@@ -172,7 +172,7 @@ class MetricsLog:
     def __call__(self, e: Event) -> None:
         match e.data:
             case Start() as d:
-                self._tokens_per_step, self._offset = d.tokens_per_step, read_metrics(self.path)["time"]
+                self._tokens_per_step, self._offset = d.tokens_per_step, (read_metrics(self.path)["times"] or [0.0])[-1]
                 line: dict[str, Any] = {"start": e.step, "config": d.config, "params": d.params}
             case Step() as d:
                 line = {"step": e.step, "loss": d.loss, "tokens": e.step * self._tokens_per_step,
@@ -188,8 +188,8 @@ class MetricsLog:
 
 def read_metrics(path: str | Path, max_bytes: int = 64 << 20) -> dict[str, Any]:
     """A metrics.jsonl as series: step/loss/tokens/time/tokens_per_s, eval step/val_loss, the last config and
-    params, and the training time so far. A missing file is an empty run; unreadable lines are skipped."""
-    out: dict[str, Any] = {"step": [], "loss": [], "tokens": [], "time": 0.0, "times": [], "tokens_per_s": [],
+    params. A missing file is an empty run; unreadable lines are skipped."""
+    out: dict[str, Any] = {"step": [], "loss": [], "tokens": [], "times": [], "tokens_per_s": [],
                            "eval_step": [], "val_loss": [], "config": None, "params": None}  # fmt: skip
     p = Path(path)
     if not p.is_file():
@@ -209,7 +209,6 @@ def read_metrics(path: str | Path, max_bytes: int = 64 << 20) -> dict[str, Any]:
             for key in ("step", "loss", "tokens", "tokens_per_s"):
                 out[key].append(line.get(key))
             out["times"].append(line.get("time", 0.0))
-            out["time"] = line.get("time", out["time"])
         elif "val_loss" in line:
             out["eval_step"].append(line.get("step"))
             out["val_loss"].append(line.get("val_loss"))

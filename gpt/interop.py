@@ -132,19 +132,7 @@ def read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
 def read_hf_config(path: str | Path) -> ModelConfig:
     """A Hugging Face config.json as our model config; the file is size-checked before it is read."""
     f = Path(path)
-    try:
-        with open(f, "rb") as fh:  # read a bounded amount: the path could be a link to an endless file
-            raw = fh.read(MAX_HF_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise CheckpointError(f"{f.parent.name} is not a Hugging Face model directory: no readable config.json "
-                              f"({type(e).__name__})") from None  # fmt: skip
-    if len(raw) > MAX_HF_CONFIG_BYTES:
-        raise CheckpointError(f"{f.name} is larger than {MAX_HF_CONFIG_BYTES >> 10} kB; not a GPT-2 config")
-    try:
-        hf_cfg = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        raise CheckpointError(f"{f.parent.name} is not a Hugging Face model directory: no readable config.json "
-                              f"({type(e).__name__})") from None  # fmt: skip
+    hf_cfg = ckpt.read_json(f, MAX_HF_CONFIG_BYTES, "a Hugging Face model directory")
     if not isinstance(hf_cfg, dict):
         raise CheckpointError(f"{f.parent.name}: config.json is not a JSON object")
     return hf_config_to_model(hf_cfg)

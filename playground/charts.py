@@ -182,10 +182,9 @@ def sampling_figure(s: SamplingStep, title: str) -> go.Figure:
     return fig
 
 
-def compare_figure(runs: dict[str, dict[str, Any]], key: str) -> go.Figure:
+def compare_figure(runs: dict[str, dict[str, Any]], key: str, axis: str) -> go.Figure:
     """Train loss (lines) and val loss (dashed, with markers) of each run (`gpt.events.read_metrics`) against its
-    series `key`: step, tokens or times."""
-    axis = {"step": "step", "tokens": "tokens seen", "times": "training time (s)"}.get(key, key)
+    series `key` (step, tokens or times), whose title is `axis`."""
     fig = go.Figure()
     for (name, m), colour in zip(runs.items(), COLOURS, strict=False):
         x_of = dict(zip(m["step"], m[key], strict=True))  # val points sit at their step's x

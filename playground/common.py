@@ -167,26 +167,15 @@ def _is_dir(path: str) -> bool:
         return False
 
 
-# Gradio shows the progress of the tqdm bars huggingface_hub draws while it downloads weights.
-DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)
-
-
-@user_errors
-def import_pretrained(
-    source: str,
-    request: gr.Request,
-    profile: gr.OAuthProfile | None,
-    progress: gr.Progress = DOWNLOAD_PROGRESS,
-) -> tuple[str, Any]:
+def _import(source: str, me: Visitor) -> tuple[str, str]:
     """A GPT-2 from the Hugging Face Hub by name (or the local HF cache), or, for the local single user, from a
     directory; refused before its weights are read if it is over the caps; converted once into a checkpoint under
-    `pretrained/`, which every visitor may use."""
+    `pretrained/`, which every visitor may use. Returns the message and the checkpoint's name."""
     from gpt.interop import HUB_NAME, fetch_hf, from_hf, hf_cache_dirs
 
     source = text(source, "model name", 4096).strip()
     if not source:
         raise UserInputError("enter a Hugging Face model name such as gpt2 (or, locally, a model directory)")
-    me = visitor(request, profile)
     if me.owner is None and _is_dir(source):
         hf_dir = Path(source)
     elif not HUB_NAME.match(source):
@@ -202,8 +191,25 @@ def import_pretrained(
         from_hf(hf_dir, target, check_model_size)
         enforce_quota(protected=[target])
     loaded = load_checkpoint(me.name(target), me)
-    label = f"Loaded {source} ({loaded.model.num_params() / 1e6:.1f}M parameters) as `{me.name(target)}`"
-    return label, checkpoint_dropdown_update(me.name(target), None, request, profile)
+    return f"Loaded {source} ({loaded.model.num_params() / 1e6:.1f}M parameters) as `{me.name(target)}`", me.name(
+        target
+    )
+
+
+# Gradio shows the progress of the tqdm bars huggingface_hub draws while it downloads weights.
+DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)
+
+
+@user_errors
+def import_pretrained(
+    source: str,
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
+    progress: gr.Progress = DOWNLOAD_PROGRESS,
+) -> tuple[str, Any]:
+    """ "Load a pretrained GPT-2": the imported model becomes the tab's selected checkpoint."""
+    label, name = _import(source, visitor(request, profile))
+    return label, checkpoint_dropdown_update(name, None, request, profile)
 
 
 @user_errors
@@ -213,8 +219,9 @@ def import_pretrained_to_start_from(
     profile: gr.OAuthProfile | None,
     progress: gr.Progress = DOWNLOAD_PROGRESS,
 ) -> tuple[str, Any]:
-    label, update = import_pretrained(source, request, profile)
-    return label, start_from_update(update["value"], request, profile)
+    """The same in the Train tab: the imported model becomes "Start from" (fine-tuning it)."""
+    label, name = _import(source, visitor(request, profile))
+    return label, start_from_update(name, request, profile)
 
 
 def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_new: bool = False) -> None:

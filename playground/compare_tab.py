@@ -61,7 +61,7 @@ def compare(
     runs = {name: read_metrics(d / "metrics.jsonl") for name, d in dirs.items()}
     training = {Path(j.run_dir).resolve() for j in jobs.REGISTRY.active()}
     live = any(d.resolve() in training for d in dirs.values())
-    return charts.compare_figure(runs, AXES[axis]), summary_rows(runs), differences(runs), gr.Timer(active=live)
+    return charts.compare_figure(runs, AXES[axis], axis), summary_rows(runs), differences(runs), gr.Timer(active=live)
 
 
 def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
@@ -94,10 +94,12 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
 def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -> None:
     """One click on a run's row in the Train tab's checkpoint table adds it to the comparison and opens this tab."""
 
-    def pick(current: list[str] | None, evt: gr.SelectData, request: gr.Request) -> tuple[Any, Any]:
+    def pick(
+        current: list[str] | None, evt: gr.SelectData, request: gr.Request, profile: gr.OAuthProfile | None
+    ) -> tuple[Any, Any]:
         row = evt.row_value or []
         run = str(Path(str(row[0])).parent) if row else ""
-        if run not in visitor(request, None).runs() and run not in (current or []):
+        if run not in visitor(request, profile).runs() and run not in (current or []):
             gr.Warning(f"{run or 'this checkpoint'} has no training log to compare (uploaded or imported)")
             return gr.skip(), gr.skip()
         return gr.update(value=list(dict.fromkeys([*(current or []), run]))), gr.Tabs(selected="compare")

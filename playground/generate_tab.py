@@ -13,6 +13,7 @@ from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.inspect import explain_sampling, next_logits
 from gpt.sampling import encode_prompt, stream
+from gpt.tokenizer import Tokenizer
 from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.hosting import visitor
@@ -116,7 +117,7 @@ def explain(
     *settings: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """The explainer at generated piece `step` (0: the first): one forward pass, kept for the redraws."""
-    sample_config(*settings)  # checked before the model runs
+    cfg = sample_config(*settings)  # checked before the model runs
     prompt = text(prompt, "prompt", PROMPT_CHARS)
     at: int = number(step, "step", 0, None, integer=True)
     loaded = load_checkpoint(checkpoint, visitor(request, profile), for_sampling=True)
@@ -128,7 +129,7 @@ def explain(
     shown = (prompt + "".join(d["text"] for d in details[:at]))[-16:]
     cache = {"checkpoint": checkpoint, "history": history, "logits": next_logits(loaded.model, history),
              "title": f"Step {at + 1}: the token after “{shown}”"}  # fmt: skip
-    return redraw(cache, request, profile, *settings), cache
+    return explainer_figure(cache, cfg, loaded.tokenizer), cache
 
 
 @user_errors
@@ -143,6 +144,11 @@ def redraw(
     except UserInputError:  # a half-typed value: keep the picture until it is a valid one
         return gr.skip()
     tokenizer = load_checkpoint(cache["checkpoint"], visitor(request, profile), for_sampling=True).tokenizer
+    return explainer_figure(cache, cfg, tokenizer)
+
+
+def explainer_figure(cache: dict[str, Any], cfg: SampleConfig, tokenizer: Tokenizer) -> Any:
+    """The cached step's distribution through the sampler's stages with these settings."""
     step = explain_sampling(cache["logits"], cache["history"], cfg, tokenizer)
     return charts.sampling_figure(step, cache["title"])
 

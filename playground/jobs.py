@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import queue
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as StopFlag
@@ -138,7 +137,6 @@ class Job:
         self.step, self.max_steps = 0, config.train.max_steps
         self.last: Step | None = None  # the latest logged step (loss, speed, ETA)
         self.samples: list[tuple[int, str]] = []
-        self.started = time.time()
         self.version = 0  # bumped on every event: pollers skip redrawing when it has not moved
         self._lock = threading.Lock()
         self._answered = threading.Event()  # the child said "start" or what went wrong
@@ -158,7 +156,7 @@ class Job:
     def start(self) -> None:
         """Start the child and wait until it trains; bad settings it finds raise UserInputError here."""
         with self._lock:
-            self.status, self.message, self.started = "starting", "", time.time()
+            self.status, self.message = "starting", ""
             self.version += 1
         self.process.start()
         self._reader.start()

@@ -81,6 +81,12 @@ def build_config(preset: str, values: list[Any]) -> Config:
     return apply_overrides(cfg, overrides)
 
 
+def checkpoint_size(meta: dict[str, Any]) -> tuple[int, float]:
+    """(parameters, training FLOPs per token) of a checkpoint's model, from its config (its vocabulary is padded)."""
+    cfg = Config.from_dict(meta["config"])
+    return model_size(cfg, cfg.model.vocab_size)
+
+
 def check_limits(cfg: Config, params: int) -> None:
     check_model_size(cfg.model, params)
     if cfg.train.max_steps > LIMITS.max_steps:
@@ -123,8 +129,7 @@ def start_training(
         meta = ckpt.read_meta(start_from)
         # No data chosen yet: the built-in corpus, tokenized the way the model expects (GPT-2 BPE for GPT-2).
         data = current_data(state, tokenizer=meta["tokenizer"].get("type", "char"))
-        params = int(meta.get("params", 0))
-        flops = 6.0 * params
+        params, flops = checkpoint_size(meta)
     else:
         data = current_data(state)
         params, flops = model_size(cfg, data.tokenizer.vocab_size)
@@ -188,11 +193,11 @@ def resume_training(
     meta = ckpt.read_meta(run_dir)
     cfg = Config.from_dict(meta["config"])
     cfg = apply_overrides(cfg, [f"train.max_steps={max_steps}"])
-    check_limits(cfg, int(meta.get("params", 0)))
+    params, flops = checkpoint_size(meta)
+    check_limits(cfg, params)
     data = load_prepared(meta["data_dir"]) if meta.get("data_dir") else current_data(state)
     history = old.snapshot().series if old is not None else Series()
-    left = max(0, cfg.train.max_steps - int(meta.get("step", 0)))
-    estimate = train_seconds(cfg, 6.0 * int(meta.get("params", 0)), left)
+    estimate = train_seconds(cfg, flops, max(0, cfg.train.max_steps - int(meta.get("step", 0))))
     job = _submit(state, me, request, cfg, data, run_dir, estimate, resume=run_dir, history=history)
     what = "In line to resume" if job.status == jobs.QUEUED else "Resumed"
     return {**state, "job_id": job.id}, f"{what} from step {meta['step']} → `{me.name(run_dir)}`"

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,3 +66,27 @@ def raw_call(url: str, api_name: str, data: list[Any], timeout: float = 120) -> 
         message = json.loads(payload)
         return "error", message.get("error") if isinstance(message, dict) else message
     raise AssertionError(f"unexpected answer from {api_name}: {stream[:300]}")
+
+
+def wait_until_serving(url: str, proc: Any, log: Path, timeout: float) -> None:
+    """Wait for the launched app (`proc`) to answer at `url`; if it exits or never answers, fail with its log."""
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError(f"the app did not come up on {url}: {log.read_text()[-3000:]}") from None
+            time.sleep(0.5)
+
+
+def stop_app(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except Exception:  # noqa: BLE001 - it did not stop in time
+        proc.kill()

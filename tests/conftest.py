@@ -63,8 +63,8 @@ def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):
     """Launch `python app.py` with `env` added; yield its URL; stop it and check its log for crashes."""
     import subprocess
     import sys
-    import time
-    import urllib.request
+
+    from tests.app_helpers import stop_app, wait_until_serving
 
     root = Path(__file__).resolve().parent.parent
     port = _free_port()
@@ -80,24 +80,9 @@ def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):
     )
     url = AppURL(f"http://127.0.0.1:{port}/")
     url.pid, url.runs = proc.pid, runs
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited: {Path(log.name).read_text()[-2000:]}") from None
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("app did not start within 120 s")
+    wait_until_serving(url, proc, Path(log.name), timeout=120)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_app(proc)
     log.close()
     assert not crashes_in(Path(log.name).read_text())
 

@@ -16,14 +16,13 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
-from tests.app_helpers import SAMPLE, poll_until, step_of
+from tests.app_helpers import SAMPLE, poll_until, step_of, stop_app, wait_until_serving
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,25 +133,11 @@ def space() -> Iterator[dict[str, str]]:
         )
         host = _non_loopback_ip() or "127.0.0.1"
         url = f"http://{host}:{port}/"
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    log_tail = (base / "app.log").read_text()[-3000:]
-                    raise AssertionError(f"the app did not come up on {url}: {log_tail}") from None
-                time.sleep(0.5)
+        wait_until_serving(url, proc, base / "app.log", timeout=180)
         start_s = time.time() - t0
         print(f"\nSpace build {build_s:.0f} s, app start {start_s:.1f} s, reached on {url}")
         yield {"url": url, "data": str(data), "log": str(base / "app.log"), "host": host, "as_root": str(as_root)}
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
         log.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
