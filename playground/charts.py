@@ -21,19 +21,21 @@ COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 _LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=40), height=340)
 
 
-def decimate(x: Sequence[float], y: Sequence[float], max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most `max_points` points: the min and the max of each of max_points/2 buckets, in order."""
-    xa, ya = np.asarray(x), np.asarray(y, dtype=float)
-    n = len(xa)
+def decimate(x: Sequence[Any], y: Sequence[float], max_points: int = MAX_POINTS) -> tuple[list[Any], list[float]]:
+    """At most `max_points` points: the min and the max of each of max_points/2 buckets, in order. Plain lists, not
+    numpy arrays: plotly would send those as typed arrays of the smallest dtype (int8 steps), which a live chart
+    cannot append to (`playground.live_chart`)."""
+    n = len(x)
     if n <= max_points:
-        return xa, ya
+        return list(x), [float(v) for v in y]
+    xa, ya = np.asarray(x), np.asarray(y, dtype=float)
     edges = np.linspace(0, n, max_points // 2 + 1).astype(int)
     keep = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         lo, hi = a + int(np.argmin(ya[a:b])), a + int(np.argmax(ya[a:b]))
         keep.extend(sorted({lo, hi}))
     idx = np.array(keep)
-    return xa[idx], ya[idx]
+    return xa[idx].tolist(), ya[idx].tolist()
 
 
 def loss_figure(s: Series) -> go.Figure:

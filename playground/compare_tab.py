@@ -61,7 +61,8 @@ def compare(
     runs = {name: read_metrics(d / "metrics.jsonl") for name, d in dirs.items()}
     training = {Path(j.run_dir).resolve() for j in jobs.REGISTRY.active()}
     live = any(d.resolve() in training for d in dirs.values())
-    return charts.compare_figure(runs, AXES[axis], axis), summary_rows(runs), differences(runs), gr.Timer(active=live)
+    figure = charts.compare_figure(runs, AXES[axis], axis)
+    return figure, summary_rows(runs), differences(runs), gr.Timer(REFRESH_S, active=live)
 
 
 def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:

@@ -18,7 +18,7 @@ from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import machine_flops, model_size, train_seconds
 from gpt.events import format_duration
-from playground import charts, checkpoint_panel, jobs
+from playground import checkpoint_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
     check_model_size,
@@ -235,43 +235,50 @@ def tensorboard_hint(run_dir: str, run_name: str) -> str:
     return f"TensorBoard logs: <code>{run_dir}/tb</code> — open with <code>tensorboard --logdir {run_dir}</code>"
 
 
-# Chart refresh period while this session's run trains. Each refresh of the two figures costs headless chromium ~450 ms
-# of CPU and the server ~100 ms, taken from the training when they share a small machine (`python -m bench.train_tab`:
-# 0.62-0.73x of the CLI's tokens/s on 2 cores with the tab open); 2 s keeps the curves live at half of 1 s's cost.
-# Between runs the timer is off.
+# Chart refresh period while this session's run trains: the page appends the new points only (playground.live_chart),
+# so a tick costs little. Between runs the timer is off.
 REFRESH_S = 2.0
 
 
 POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer")  # what a tick may update
 
 
-def poll(state: dict[str, Any], seen: str) -> dict[str, Any]:
-    """Timer tick, keyed by POLLED (what is left out stays as it is): redraw only when the job has new events since
-    this session's last refresh; once the run has ended and its last state is shown, switch the timer off (Start
-    and Resume switch it on again). While the run waits in line, only its position and wait are refreshed."""
+def poll(state: dict[str, Any], seen: dict[str, Any], held: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Timer tick, keyed by POLLED (what is left out stays as it is): refresh only when the job has new events since
+    this session's last refresh (`seen`), the charts with what each lacks of what the page says it holds (`held`,
+    per chart), the sample and the Leave button only when they change (every value the page gets costs it a
+    re-render); once the run has ended and its last state is shown, switch the timer off (Start and Resume switch
+    it on again). While the run waits in line, only its position and wait are refreshed."""
     job = REGISTRY.get(state.get("job_id"))
     if job is None:
-        return {"timer": gr.Timer(active=False)}
+        return {"timer": gr.Timer(REFRESH_S, active=False)}
     snap = job.snapshot()
-    name = Visitor(None).name(snap.run_dir) if not PRIVATE else Path(snap.run_dir).name
-    leave = gr.update(visible=snap.status == jobs.QUEUED)
+    run_name = Visitor(None).name(snap.run_dir) if not PRIVATE else Path(snap.run_dir).name
     if snap.status == jobs.QUEUED:
         snap.queue = REGISTRY.queue_position(job.id)
-        return {"progress": progress_html(snap, name), "status": snap.status, "leave": leave}
-    timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(active=False)}
-    version = f"{snap.id}:{snap.version}"  # per run: a new run's first events must redraw too
-    if version == seen:
+        return {"progress": progress_html(snap, run_name), "status": snap.status, "leave": gr.update(visible=True),
+                "seen": {}}  # fmt: skip
+    timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(REFRESH_S, active=False)}
+    seen = seen or {}
+    now = {"version": f"{snap.id}:{snap.version}",  # per run: a new run's first events must redraw too
+           "sample": f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else "", "leave": False}  # fmt: skip
+    if now["version"] == seen.get("version"):
         return {"seen": seen, **timer}  # never empty: Gradio takes an empty dict for a single value
-    return {
-        "progress": progress_html(snap, name),
-        "loss": charts.loss_figure(snap.series),
-        "rate": charts.rate_figure(snap.series),
-        "sample": f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else "",
+    out = {
+        "progress": progress_html(snap, run_name),
+        **{
+            name: live_chart.update(name, snap.id, snap.series, (held or {}).get(name)) or gr.skip()
+            for name in live_chart.CHARTS
+        },
         "status": snap.status,
-        "leave": leave,
-        "seen": version,
+        "seen": now,
         **timer,
     }
+    if now["sample"] != seen.get("sample"):
+        out["sample"] = now["sample"]
+    if seen.get("leave") is not False:  # shown while the run waited in line
+        out["leave"] = gr.update(visible=False)
+    return out
 
 
 def settings_form() -> list[Any]:
@@ -325,8 +332,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
                 inputs = settings_form()
         with gr.Column(scale=2):
             progress = gr.HTML('<div class="progress-box">No training run yet.</div>')
-            loss_plot = gr.Plot(label="Loss", show_label=False)
-            rate_plot = gr.Plot(label="Learning rate and throughput", show_label=False)
+            live = {
+                "loss": live_chart.live_chart("loss", "The loss curves appear here once training starts."),
+                "rate": live_chart.live_chart("rate", "Learning rate and throughput appear here."),
+            }
             sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
             job_status = gr.Textbox(visible=False)
     table, chosen = checkpoint_panel.build(demo, state, job_status)
@@ -334,9 +343,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
     _wire_form(demo, tab, state, preset, inputs, info, init_from, job_status)
 
     # the run: start, stop, leave the queue, resume; the timer watches it while it trains or waits
-    seen = gr.State("")
+    seen = gr.State({})
     timer = gr.Timer(REFRESH_S, active=False)
-    watch = functools.partial(gr.Timer, active=True)
+    # the period again: a Timer sent as an update without one goes back to Gradio's default, 1 s
+    watch = functools.partial(gr.Timer, REFRESH_S, active=True)
     start_event = start.click(
         start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training"
     )
@@ -347,10 +357,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
     max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
     resume_event = resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
     resume_event.success(watch, None, timer, api_visibility="private")
-    polled = dict(zip(POLLED, [progress, loss_plot, rate_plot, sample, job_status, leave, seen, timer], strict=True))
+    polled = dict(zip(POLLED, [progress, *live.values(), sample, job_status, leave, seen, timer], strict=True))
     timer.tick(
-        lambda st, sn: {polled[k]: v for k, v in poll(st, sn).items()},
-        [state, seen],
+        lambda st, sn, *held: {polled[k]: v for k, v in poll(st, sn, dict(zip(live, held, strict=True))).items()},
+        [state, seen, *live.values()],  # the charts as inputs: what the page holds
         list(polled.values()),
         api_name="poll",
         queue=False,

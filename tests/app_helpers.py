@@ -27,8 +27,13 @@ def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ..
     raise AssertionError(f"condition not reached in {timeout}s; last poll: {r}")
 
 
-def plot_data(plot: dict[str, Any]) -> list[dict[str, Any]]:
-    """The traces of a Plotly figure as the browser gets it, with binary-encoded arrays decoded to lists."""
+def plot_data(plot: dict[str, Any] | str) -> list[dict[str, Any]]:
+    """The traces of a Plotly figure as the browser gets it, with binary-encoded arrays decoded to lists: a gr.Plot's
+    value, or a live chart's (a client that says it holds nothing gets the whole figure)."""
+    if isinstance(plot, str):
+        update = json.loads(plot)
+        assert update["kind"] == "full", update["kind"]
+        return update["figure"]["data"]
     return [{k: _decode(v) for k, v in trace.items()} for trace in json.loads(plot["plot"])["data"]]
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gpt.events import read_metrics
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -66,16 +68,26 @@ def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:
     page.wait_for_function(done_js, timeout=60_000)
 
 
-def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
+# Counts the live charts' whole draws and appends (playground.live_chart).
+COUNT_DRAWS = """() => { window.draws = { react: 0, extendTraces: 0 };
+  for (const name of ["react", "extendTraces"]) {
+    const original = Plotly[name];
+    Plotly[name] = (...args) => { window.draws[name] += 1; return original(...args); };
+  } }"""
+
+
+def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> None:
     # Data: the built-in corpus is offered; prepare it and see statistics and the token view.
     page.get_by_role("button", name="Prepare data").click()
     page.get_by_text("chars / token").wait_for(timeout=60_000)
     assert page.locator(".token-view .tok").count() == 300
     page.screenshot(path=str(ARTIFACTS / "1-data.png"), full_page=True)
 
-    # Train: tiny preset, a few dozen steps; the loss chart gains points while it trains.
+    # Train: tiny preset, a few hundred steps; the loss chart gains points while it trains.
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("parameters** (without", exact=False).or_(page.get_by_text("parameters (without")).first.wait_for()
+    page.wait_for_function("() => window.Plotly")  # the live charts' plotly.js has loaded
+    page.evaluate(COUNT_DRAWS)
     steps = page.get_by_label("Steps", exact=True)
     steps.fill("300")
     steps.press("Tab")
@@ -97,6 +109,12 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page) -> None:
         " && p.calcdata[0][p.calcdata[0].length - 1].x == 300)",
         timeout=30_000,
     )
+    # The page got each logged point once, appended (drawn whole once per chart): train and val as the run logged.
+    logged = read_metrics(max(app_url.runs.rglob("metrics.jsonl"), key=lambda p: p.stat().st_mtime))  # this run's
+    loss_x = page.evaluate("() => document.querySelector('#live-loss .live-chart').data.map(t => Array.from(t.x))")
+    assert loss_x == [logged["step"], logged["step"], logged["eval_step"]]
+    draws = page.evaluate("() => window.draws")
+    assert draws["react"] == 2 and draws["extendTraces"] >= 4, draws
     page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)
 
     # Generate: the newest checkpoint is chosen; text appears, coloured by probability.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from gpt.errors import UserInputError
 from gpt.events import Step
+from playground import live_chart
 from playground.charts import decimate
 from playground.jobs import Series, Snapshot
 from playground.train_tab import FIELDS, build_config, preset_values, progress_html
@@ -17,9 +20,9 @@ def test_decimate_keeps_the_extremes_in_order_within_the_budget() -> None:
     y = np.sin(x / 500.0) + np.where(x == 31_337, 5.0, 0.0)  # one spike that must survive
     dx, dy = decimate(x, y, max_points=2000)
     assert len(dx) <= 2000 and np.all(np.diff(dx) > 0)
-    assert dy.max() == y.max() and dy.min() == y.min() and 31_337 in dx
+    assert max(dy) == y.max() and min(dy) == y.min() and 31_337 in dx
     short_x, short_y = decimate([1, 2, 3], [3.0, 1.0, 2.0])
-    assert list(short_x) == [1, 2, 3] and list(short_y) == [3.0, 1.0, 2.0]  # short series pass unchanged
+    assert short_x == [1, 2, 3] and short_y == [3.0, 1.0, 2.0]  # short series pass unchanged
 
 
 def test_build_config_applies_the_form_and_refuses_what_is_wrong() -> None:
@@ -57,3 +60,79 @@ def test_progress_line_says_where_the_run_is() -> None:
     assert "Starting…" in starting and "tokens/s" not in starting
     queued = progress_html(snapshot("queued", None, queue=(2, 3, 125.0)), "run-1")
     assert "position 2 of 3" in queued and "2m05s" in queued
+
+
+class Page:
+    """What the browser does with the live chart's updates (playground.live_chart.JS), in Python."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.traces, self.have = name, [], ""
+
+    def tick(self, run: str, series: Series) -> dict | None:
+        raw = live_chart.update(self.name, run, series, self.have)
+        if raw is None:
+            return None
+        update = json.loads(raw)
+        if update["kind"] == "full":
+            self.traces = [(list(t["x"]), list(t["y"])) for t in update["figure"]["data"]]
+        else:
+            assert update["from"] == json.loads(self.have)["sent"]  # exactly the points the page lacks
+            for i, x, y in zip(update["traces"], update["x"], update["y"], strict=True):
+                self.traces[i][0].extend(x)
+                self.traces[i][1].extend(y)
+        self.have = json.dumps({"kind": "have", "run": update["run"], "sent": update["sent"],
+                                "shown": len(self.traces[0][0])})  # fmt: skip
+        return update
+
+
+def grow(series: Series, steps: range) -> None:
+    for step in steps:
+        series.steps.append(step)
+        series.loss.append(3.0 - step / 1e4 + (1.0 if step == 3_333 else 0.0))  # one spike that must stay visible
+        series.smooth.append(3.0 - step / 1e4)
+        series.lr.append(1e-3)
+        series.tokens_per_s.append(20_000.0)
+        if step % 50 == 0:
+            series.eval_steps.append(step)
+            series.val_loss.append(3.1 - step / 1e4)
+
+
+def test_live_chart_sends_each_point_once_then_decimates_a_long_run() -> None:
+    series, page = Series(), Page("loss")
+    grow(series, range(1, 101))
+    assert page.tick("run-a", series)["kind"] == "full"  # a page that holds nothing gets the figure
+    assert page.tick("run-a", series) is None  # nothing new: nothing sent
+    grow(series, range(101, 121))
+    update = page.tick("run-a", series)
+    assert update["kind"] == "extend" and [len(x) for x in update["x"]] == [20, 20, 0]  # only the 20 new points
+    assert len(json.dumps(update)) < 1500
+    grow(series, range(121, 151))
+    page.tick("run-a", series)
+    assert page.traces[0] == (series.steps, series.loss) and page.traces[2] == (series.eval_steps, series.val_loss)
+    kinds = []
+    for start in range(151, 10_001, 150):  # a long run: the page never holds more than 2 x MAX_POINTS points
+        grow(series, range(start, start + 150))
+        kinds.append(page.tick("run-a", series)["kind"])
+        assert len(page.traces[0][0]) <= live_chart.MAX_SHOWN
+    assert "full" in kinds[1:] and kinds.count("extend") > 10 * kinds.count("full")
+    x, y = page.traces[0]
+    assert x[-1] == series.steps[-1] and x == sorted(set(x)) and max(y) == max(series.loss)
+    assert page.traces[2] == (series.eval_steps, series.val_loss)  # val points are never decimated
+    assert page.tick("run-b", series)["kind"] == "full"  # another run: drawn whole
+
+
+@pytest.mark.parametrize(
+    "have",
+    ["", None, 7, ["x"], "{", "null", "[]", '"have"', '{"kind": "have"}', "x" * 5000,
+     '{"kind": "have", "run": "run-a", "sent": {"steps": 1e400, "eval_steps": 0}, "shown": 1}',
+     '{"kind": "have", "run": "run-a", "sent": {"steps": NaN, "eval_steps": 0}, "shown": 1}',
+     '{"kind": "have", "run": "run-a", "sent": {"steps": 999, "eval_steps": 0}, "shown": 1}',
+     '{"kind": "have", "run": "run-a", "sent": {"steps": -1, "eval_steps": 0}, "shown": 1}',
+     '{"kind": "have", "run": "run-a", "sent": "steps", "shown": 1}',
+     '{"kind": "have", "run": "other", "sent": {"steps": 1, "eval_steps": 0}, "shown": 1}'],
+)  # fmt: skip
+def test_live_chart_answers_anything_a_page_may_claim_with_the_whole_figure(have: object) -> None:
+    series = Series()
+    grow(series, range(1, 11))
+    update = json.loads(live_chart.update("loss", "run-a", series, have))
+    assert update["kind"] == "full" and update["figure"]["data"][0]["x"] == series.steps

@@ -1,0 +1,142 @@
+"""Live training charts that cost the page almost nothing: the page gets each new point once and appends it.
+
+Redrawing whole Plotly figures at every refresh cost headless chromium ~450 ms of CPU and the server ~100 ms,
+taken from the training they show when both share a small machine. Here a chart is a `gr.HTML` that draws with
+plotly.js itself, and each refresh sends only what the page lacks:
+
+- the page reports what it holds in the component's own value, `{"kind": "have", "run", "sent", "shown"}`, which
+  the next timer tick reads back as an input: the page, not the server, is the record of what was delivered, so a
+  lost or repeated update, a reload or a second tab never leaves a chart with a gap;
+- the server answers with `{"kind": "extend", ...}` (the points after `sent`, appended with `Plotly.extendTraces`)
+  or, for a new run, a page that holds nothing, or a chart past 2 x MAX_POINTS points, `{"kind": "full", ...}`: the
+  figure from `playground.charts`, decimated again, so a long run keeps a bounded chart with its extremes.
+
+A client without a browser (`gradio_client`) sends no "have" and gets the whole (decimated) figure every time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import gradio as gr
+import plotly
+import plotly.graph_objects as go
+
+from playground import charts
+from playground.jobs import Series
+
+# plotly.js from the plotly package the server already has: served as a static file, loaded once per page.
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+gr.set_static_paths([PLOTLY_JS])
+HEAD = f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}"></script>'  # relative: works under a root path too
+MAX_SHOWN = 2 * charts.MAX_POINTS  # past this many points in the page, a chart is sent again, decimated
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A live figure: how to draw it whole, and the (x, y) series of each of its traces, in the figure's order."""
+
+    figure: Callable[[Series], go.Figure]
+    traces: tuple[tuple[str, str], ...]
+
+
+CHARTS = {
+    "loss": Chart(charts.loss_figure, (("steps", "loss"), ("steps", "smooth"), ("eval_steps", "val_loss"))),
+    "rate": Chart(charts.rate_figure, (("steps", "lr"), ("steps", "tokens_per_s"))),
+}
+
+# Runs once per chart in the page (Gradio's js_on_load, after HEAD's plotly.js has loaded). `watch` fires when the
+# server sends a value; the page then writes back what it holds, for the next tick to read.
+JS = """
+const gd = element.querySelector(".live-chart");
+const empty = element.querySelector(".live-chart-empty");
+const config = { displaylogo: false, responsive: true };
+let have = null;  // what this page holds: the run, the points sent per x series, the points drawn
+const follows = (u) => have && have.run === u.run && Object.keys(u.from).every((k) => u.from[k] === have.sent[k]);
+function apply() {
+  let update;
+  try { update = JSON.parse(props.value || "null"); } catch (e) { return; }
+  if (!update || (update.kind !== "full" && update.kind !== "extend")) return;
+  if (update.kind === "full") {
+    empty.style.display = "none";
+    Plotly.react(gd, update.figure.data, update.figure.layout, config);
+  } else if (follows(update)) {
+    Plotly.extendTraces(gd, { x: update.x, y: update.y }, update.traces);
+  } else {  // not the points this page is missing (it was reloaded, or missed an update): ask for the whole figure
+    have = null;
+    props.value = JSON.stringify({ kind: "have", run: null });
+    return;
+  }
+  have = { kind: "have", run: update.run, sent: update.sent, shown: gd.data[0].x.length };
+  props.value = JSON.stringify(have);
+}
+watch("value", apply);
+apply();
+// A chart drawn in a hidden tab has no width: redraw at the real size once it shows, and when the window changes.
+new ResizeObserver(() => { if (gd.data) Plotly.Plots.resize(gd); }).observe(gd);
+"""
+
+
+def live_chart(name: str, placeholder: str) -> gr.HTML:
+    """An empty chart that the timer's updates (from `update`) fill; `placeholder` shows until the first."""
+    return gr.HTML(
+        "",
+        html_template=f'<div class="live-chart-empty">{placeholder}</div><div class="live-chart"></div>',
+        css_template=".live-chart-empty { color: var(--body-text-color-subdued); padding: 2em 0; text-align: center; }",
+        js_on_load=JS,
+        head=HEAD,
+        elem_id=f"live-{name}",
+        container=True,
+    )
+
+
+def update(name: str, run: str, series: Series, have: Any) -> str | None:
+    """What chart `name` of the page needs to show `series` of run `run`, given what the page says it holds
+    (`have`, the component's value as it came in: anything at all from a crafted call); None when nothing new."""
+    chart = CHARTS[name]
+    sizes = {key: len(getattr(series, key)) for key in {x for x, _ in chart.traces}}
+    held = _held(have, run, sizes)
+    if held is None:
+        figure = chart.figure(series).to_plotly_json()
+        # plain lists, not plotly's base64 arrays: the page appends to them
+        return json.dumps({"kind": "full", "run": run, "sent": sizes, "figure": figure}, default=_plain)
+    sent, shown = held
+    if sent == sizes:
+        return None
+    x = [getattr(series, xs)[sent[xs] :] for xs, _ in chart.traces]
+    y = [getattr(series, ys)[sent[xs] :] for xs, ys in chart.traces]
+    extend = {"kind": "extend", "run": run, "from": sent, "sent": sizes, "x": x, "y": y,
+              "traces": list(range(len(chart.traces)))}  # fmt: skip
+    return json.dumps(extend)
+
+
+def _held(have: Any, run: str, sizes: dict[str, int]) -> tuple[dict[str, int], int] | None:
+    """(points sent per x series, points in the page) when the page holds an earlier state of this run's chart
+    that may grow by appending; None when it must be sent whole."""
+    if not isinstance(have, str) or len(have) > 1000:
+        return None
+    try:
+        h = json.loads(have)
+        if h["kind"] != "have" or h["run"] != run:
+            return None
+        sent = {k: int(h["sent"][k]) for k in sizes}
+        shown = int(h["shown"])
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
+        return None
+    if any(not 0 <= sent[k] <= sizes[k] for k in sizes):
+        return None
+    if shown + sizes["steps"] - sent["steps"] > MAX_SHOWN:  # a long run: decimate again
+        return None
+    return sent, shown
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and numbers as JSON lists and numbers."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
