@@ -58,6 +58,15 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+def idle_gently(demo: gr.Blocks) -> None:
+    """Gradio's queue looks for work 1,000 times a second while it has none (and for progress to report 100 times):
+    5% of a core, all the time, taken from the training the app runs on the same CPU. Every 10 ms (and 100 ms) adds
+    at most 10 ms before a queued event starts. (Attributes of gradio 6.31's Queue, which requirements.txt pins;
+    tests/test_ui_units.py checks they are still its own.)"""
+    queue = demo._queue
+    queue.sleep_when_free, queue.progress_update_sleep_when_free = 0.01, 0.1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run the GPT Playground web app.")
     env = os.environ.get
@@ -71,7 +80,9 @@ def main() -> None:
     # show_error: what Gradio itself refuses before a handler runs (a value of the wrong type sent to the API, too few
     # values) reaches the caller as its message instead of a bare "Error". Our handlers' own failures are all
     # gr.Error messages already (playground.common.user_errors).
-    demo.queue(default_concurrency_limit=8).launch(
+    demo.queue(default_concurrency_limit=8)
+    idle_gently(demo)
+    demo.launch(
         server_name=args.host,
         server_port=args.port,
         css=CSS,

@@ -38,6 +38,26 @@ class AppURL(str):
     start_s: float = 0.0
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of process `pid`, or of all chromium processes when None."""
+    pids = [pid] if pid else [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_chromium(p)]
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (in clock ticks)
+        except (OSError, IndexError, ValueError):
+            pass  # it ended meanwhile
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _is_chromium(proc: Path) -> bool:
+    try:
+        return "chrom" in (proc / "comm").read_text()
+    except OSError:
+        return False
+
+
 @contextmanager
 def launched_app(runs: Path, **env: str) -> Iterator[AppURL]:
     """`python app.py` on 127.0.0.1 with a fresh runs directory (and `env` added), until the block ends."""

@@ -6,7 +6,8 @@ against the real one.
 Launches `python app.py` as a Space would run it (SPACE_ID set: private visitors, one training slot). Visitor A
 trains the tiny preset for --steps steps on the built-in corpus; visitors B and C press Start meanwhile and wait in
 line. Each one's wait as the Train tab shows it at that moment is compared with the time its run really waited.
-Memory is the resident set (RSS) of the server and of the training process, read from /proc.
+Memory is the resident set (RSS) of the server and of the training process, read from /proc, and so is the CPU the
+idle server spends (taken from any training on the same machine).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.app_latency import ROOT, launched_app
+from bench.app_latency import ROOT, cpu_seconds, launched_app
 
 # start from, preset, then the tiny preset's form: layers, heads, embd, context, dropout, batch, lr, schedule, warmup,
 # steps (set below), eval, sample, seed
@@ -54,6 +55,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), SPACE_ID="bench/hosting") as url:
         time.sleep(5)  # the fork server and the start-up measurement settle
         idle = rss_mb(url.pid)
+        cpu = cpu_seconds(url.pid)
+        time.sleep(10)
+        idle_cpu = (cpu_seconds(url.pid) - cpu) / 10
         a, b, c = (Client(url, verbose=False) for _ in range(3))
         for v in (a, b, c):
             v.predict("Shakespeare (built-in)", [], "", "char", 0.1, api_name="/prepare_data")
@@ -79,6 +83,7 @@ def main() -> None:
     report = {
         "start_s": round(url.start_s, 1),
         "server_rss_idle_mb": round(idle, 1),
+        "server_cpu_idle": round(idle_cpu, 4),  # CPU seconds per second with nobody on the page
         "server_rss_training_mb": round(training_rss[0], 1),
         "children_rss_training_mb": round(training_rss[1], 1),
         "queue_wait_shown_s": shown,  # b: first in line (the running run's ETA); c: second (plus b's estimate)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.app_latency import ROOT, AppURL, launched_app
+from bench.app_latency import ROOT, AppURL, cpu_seconds, launched_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,26 +43,6 @@ def cli_run(steps: int, out: Path) -> float:
     subprocess.run([sys.executable, "-m", "gpt.cli", "train", "--config", "tiny", "--out", str(out),
                     f"train.max_steps={steps}"], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
     return logged_rate(out)
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system) of process `pid`, or of all chromium processes when None."""
-    pids = [pid] if pid else [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_chromium(p)]
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (in clock ticks)
-        except (OSError, IndexError, ValueError):
-            pass  # it ended meanwhile
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _is_chromium(proc: Path) -> bool:
-    try:
-        return "chrom" in (proc / "comm").read_text()
-    except OSError:
-        return False
 
 
 def browser_run(page, url: AppURL, runs: Path, steps: int, watch: bool) -> tuple[float, tuple[float, float, float]]:  # type: ignore[no-untyped-def]

@@ -136,3 +136,17 @@ def test_live_chart_answers_anything_a_page_may_claim_with_the_whole_figure(have
     grow(series, range(1, 11))
     update = json.loads(live_chart.update("loss", "run-a", series, have))
     assert update["kind"] == "full" and update["figure"]["data"][0]["x"] == series.steps
+
+
+def test_the_app_slows_gradios_idle_polling() -> None:
+    """app.idle_gently sets attributes of Gradio's queue: they must still be Gradio's own, or setting them does
+    nothing (an upgrade of the pinned gradio that renames them fails here)."""
+    import gradio as gr
+
+    from app import idle_gently
+
+    demo = gr.Blocks()
+    demo.queue()
+    assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.001, 0.01)
+    idle_gently(demo)
+    assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.01, 0.1)
