@@ -6,7 +6,8 @@ Alternates (CLI, browser, CLI, browser, ...) the tiny preset for --steps steps o
 `gpt-train`, once started from the Train tab of `python app.py` in headless chromium (Playwright) that stays open on
 the live charts until the run completes (with --detach, the page is left as soon as the run starts: what the
 server alone costs). Both read tokens/s from the run's own TensorBoard log (the median over
-its log windows, the first two dropped as warm-up). The target: the browser run at 0.9x of the CLI or better. It
+its log windows, the first two dropped as warm-up). The target: the browser run at 0.9x of the CLI or better (the
+ratio of the medians, and the median of each pair's ratio, which the machine's drift disturbs less). It
 also reports the CPU seconds the browser (all chromium processes) and the app's server process spent while a run
 trained from the tab: what watching costs, read from /proc.
 """
@@ -106,11 +107,13 @@ def main() -> None:
         page.screenshot(path=str(tmp / "train-tab.png"), full_page=True)
         chromium.close()
     c, b = statistics.median(cli), statistics.median(browser)
+    # each browser run against the CLI run just before it: the machine's speed drifts less within a pair
+    paired = statistics.median(x / y for x, y in zip(browser, cli, strict=True))
     wall = sum(x[2] for x in costs)
     per_s = [sum(x[k] for x in costs) / wall for k in (0, 1)]
     print(f"training tokens/s, tiny preset, {args.steps} steps: CLI {c:,.0f} | {where} {b:,.0f} "
-          f"| {b / c:.2f}x (target >= 0.9x); CPU per second of training: browser {per_s[0]:.3f} s, "
-          f"server {per_s[1]:.3f} s; screenshot {tmp / 'train-tab.png'}")  # fmt: skip
+          f"| {b / c:.2f}x, paired {paired:.2f}x (target >= 0.9x); CPU per second of training: "
+          f"browser {per_s[0]:.3f} s, server {per_s[1]:.3f} s; screenshot {tmp / 'train-tab.png'}")  # fmt: skip
 
 
 if __name__ == "__main__":
