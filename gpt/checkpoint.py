@@ -66,7 +66,9 @@ def save(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _recover(target)
-    for stale in target.parent.glob(f".{target.name}.tmp*"):  # left by a process killed while saving
+    # Left by a process killed while saving (.tmp) or while deleting the checkpoint it had just replaced (.old; any
+    # complete one was put back above when `target` was missing).
+    for stale in [*target.parent.glob(f".{target.name}.tmp*"), *target.parent.glob(f".{target.name}.old*")]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     tmp.mkdir()

@@ -24,7 +24,8 @@ ARGS = ["--config", "tiny", "train.max_steps=100000", "train.checkpoint_interval
 
 # The child runs gpt-train with a pause planted inside checkpoint.save: at PAUSE=write after the temporary directory
 # is complete and before any rename, at PAUSE=rename between the two renames (the old checkpoint moved aside, the
-# new one not yet in place). It touches FLAG and sleeps there, so the kill lands exactly at that point.
+# new one not yet in place), at PAUSE=delete after them (the new one in place, the old one not yet deleted). It
+# touches FLAG and sleeps there, so the kill lands exactly at that point.
 PAUSED_SAVE = """
 import os, sys, time, types
 from pathlib import Path
@@ -44,6 +45,8 @@ def replace(src, dst):
         pause()
     os.replace(src, dst)
     if where == "rename" and dst_name.startswith(".latest.old") and ckpt.save_count >= 2:
+        pause()
+    if where == "delete" and src_name.startswith(".latest.tmp") and ckpt.save_count >= 2:
         pause()
 
 real_save = ckpt.save
@@ -85,7 +88,7 @@ def kill_when(proc: subprocess.Popen[str], condition, timeout: float = 60) -> No
 def test_sigkill_mid_run_and_mid_write_then_resume(tmp_path: Path, corpus_file: Path) -> None:
     data, run = prepared(tmp_path, corpus_file), tmp_path / "run"
     rng = random.Random(0)
-    for attempt, pause in enumerate(["", "write", "", "rename", "", "write"]):
+    for attempt, pause in enumerate(["", "write", "", "rename", "", "delete", "write"]):
         flag = tmp_path / f"paused-{attempt}"
         proc = start(data, run, *(["--resume", str(run)] if attempt else []), pause=pause, flag=flag)
         if not pause:  # at a random moment after the first checkpoint
