@@ -261,7 +261,7 @@ def poll(state: dict[str, Any], seen: dict[str, Any], held: dict[str, Any] | Non
     timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(REFRESH_S, active=False)}
     seen = seen or {}
     now = {"version": f"{snap.id}:{snap.version}",  # per run: a new run's first events must redraw too
-           "sample": f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else "", "leave": False}  # fmt: skip
+           "sample": f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else ""}  # fmt: skip
     if now["version"] == seen.get("version"):
         return {"seen": seen, **timer}  # never empty: Gradio takes an empty dict for a single value
     out = {
@@ -276,7 +276,7 @@ def poll(state: dict[str, Any], seen: dict[str, Any], held: dict[str, Any] | Non
     }
     if now["sample"] != seen.get("sample"):
         out["sample"] = now["sample"]
-    if seen.get("leave") is not False:  # shown while the run waited in line
+    if not seen:  # a new session, or the run just left the line (the Leave button showed)
         out["leave"] = gr.update(visible=False)
     return out
 
