@@ -17,7 +17,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from playground import compare_tab, data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
-from playground.common import new_session  # noqa: E402
+from playground.common import forget_me, new_session, restore_session  # noqa: E402
+from playground.hosting import browser_state_secret, unbind  # noqa: E402
 from playground.settings import LIMITS, PRIVATE  # noqa: E402
 
 TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab),
@@ -35,27 +36,53 @@ CSS = """
 .token-view .tok { border-radius: 3px; padding: 0 1px; margin: 0 1px 0 0; }
 #generated .token-container, #generated .token { margin: 0 !important; padding: 0 1px !important; gap: 0 !important; }
 #generated .textfield { line-height: 1.9; }
+#header h1 { margin-bottom: 0.2em; }
 """
 
 
 def build_app() -> gr.Blocks:
     # delete_cache: Gradio's copies of uploads and downloads older than an hour go, checked hourly.
+    sign_in = PRIVATE and bool(os.environ.get("OAUTH_CLIENT_ID"))  # a Space with `hf_oauth: true`
     with gr.Blocks(title="GPT Playground", delete_cache=(3600, 3600)) as demo:
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             gr.Markdown(
                 "# GPT Playground\nUpload text, train a small GPT on it while the curves move, sample from it, "
-                f"and look inside. <small>{LIMITS.describe()}</small>"
+                f"and look inside.{keeper(sign_in)} <details style='display:inline'><summary><small>Limits on this "
+                f"server</small></summary><small>{LIMITS.describe()}</small></details>",
+                elem_id="header",
             )
-            if PRIVATE and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: sign in to keep runs
-                gr.LoginButton("Sign in to keep your runs", scale=0, min_width=220)
+            if PRIVATE:
+                with gr.Column(scale=0, min_width=200):
+                    if sign_in:
+                        gr.LoginButton("Sign in to keep your runs", min_width=220)
+                    forget = gr.Button("Forget me", size="sm", variant="secondary")
+        # Who this browser is, across reloads and tabs: a random secret in its localStorage (playground.hosting).
+        browser = gr.BrowserState(None, storage_key="gpt-playground-visitor", secret=browser_state_secret())
         state = gr.State(new_session())
+        # every tab's first refresh waits for this, so each finds the visitor's runs and data
+        ready = demo.load(restore_session, [browser, state], [browser, state], api_visibility="private")
+        demo.unload(unbind)
         parts = {}  # what a tab offers the others
         with gr.Tabs() as tabs:
             for name, module in TABS:
                 with gr.Tab(name, id=name.lower()) as tab:
-                    parts[name] = module.build(demo, state, tab)
+                    parts[name] = module.build(demo, state, tab, ready)
         compare_tab.link_from(parts["Train"]["checkpoints"], parts["Compare"], tabs)
+        if PRIVATE:
+            confirmed = gr.Checkbox(visible=False)
+            forget.click(
+                forget_me, confirmed, [browser, state, confirmed], api_visibility="private",
+                js="() => confirm('Delete your runs, uploads and data sets on this server, and forget this browser?')",
+            ).then(None, confirmed, None, js="(done) => { if (done) window.location.reload(); }")  # fmt: skip
     return demo
+
+
+def keeper(sign_in: bool) -> str:
+    """The header's word on what keeps a visitor's runs."""
+    if not PRIVATE:
+        return ""
+    where = "sign in to keep them anywhere" if sign_in else "another browser or a private window starts afresh"
+    return f" <small>Your runs are private and kept for this browser ({where}); Forget me deletes them.</small>"
 
 
 def idle_gently(demo: gr.Blocks) -> None:

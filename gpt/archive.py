@@ -119,12 +119,15 @@ def _remove(files: list[Path]) -> None:
         f.unlink(missing_ok=True)
 
 
-def zip_dir(src: str | Path, archive: str | Path) -> Path:
-    """Write the files of `src` (one level, as a checkpoint is) into a zip under a top folder named like `src`."""
+def zip_dir(src: str | Path, archive: str | Path, replace: dict[str, bytes] | None = None) -> Path:
+    """Write the files of `src` (one level, as a checkpoint is) into a zip under a top folder named like `src`;
+    a file named in `replace` is written with those bytes instead of its own."""
     src, archive = Path(src), Path(archive)
     archive.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(src.iterdir()):
-            if f.is_file():
+            if replace and f.name in replace:
+                zf.writestr(f"{src.name}/{f.name}", replace[f.name])
+            elif f.is_file():
                 zf.write(f, f"{src.name}/{f.name}")
     return archive

@@ -3,6 +3,7 @@ upload."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -50,13 +51,17 @@ def download_dir() -> Path:
     return root / uuid.uuid4().hex[:8]
 
 
+SERVER_ONLY = ("data_dir",)  # what a checkpoint's config.json holds for this server alone (a path on its disk)
+
+
 @user_errors
 def download_checkpoint(name: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
     src = ckpt.resolve(visitor(request, profile).resolve(name))
-    ckpt.read_meta(src)
+    meta = ckpt.read_meta(src)
     out = download_dir()
     name = f"{src.parent.name}-{src.name}.zip"
-    return str(zip_dir(src, out / name))
+    public = {k: v for k, v in meta.items() if k not in SERVER_ONLY}
+    return str(zip_dir(src, out / name, replace={ckpt.CONFIG: json.dumps(public, indent=2).encode()}))
 
 
 @user_errors
@@ -92,12 +97,12 @@ def upload_checkpoint(
         shutil.move(str(found), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    enforce_quota(protected=[target])
+    enforce_quota(me, protected=[target])
     rows, dropdown = refresh_checkpoints(me.name(target), None, request, profile)
     return f"Imported checkpoint at step {loaded.step} → `{me.name(target)}`", rows, dropdown
 
 
-def build(demo: gr.Blocks, state: gr.State, job_status: gr.Textbox) -> tuple[gr.Dataframe, gr.Dropdown]:
+def build(ready: Any, state: gr.State, job_status: gr.Textbox) -> tuple[gr.Dataframe, gr.Dropdown]:
     """The panel; it refreshes when the session's run changes status. Returns its table and checkpoint choice."""
     with gr.Accordion("Checkpoints", open=False):
         table = gr.Dataframe(headers=["checkpoint", "step", "val loss", "parameters", "size MB"], interactive=False)
@@ -114,5 +119,5 @@ def build(demo: gr.Blocks, state: gr.State, job_status: gr.Textbox) -> tuple[gr.
     download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint", **HEAVY)
     download_hf.click(export_hf, chosen, zip_out, api_name="export_hf", **HEAVY)
     upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint", **HEAVY)
-    demo.load(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
+    ready.then(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     return table, chosen

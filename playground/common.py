@@ -16,9 +16,12 @@ import gradio as gr
 
 from gpt import checkpoint as ckpt
 from gpt.config import ModelConfig
+from gpt.data import PreparedData, load_prepared
 from gpt.device import sampling_model
 from gpt.errors import UserInputError
 from gpt.model import GPT
+from gpt.paths import cache_dir
+from playground import hosting, jobs
 from playground.hosting import Visitor, enforce_quota, scrub_paths, visitor
 from playground.inputs import text
 from playground.settings import HEAVY, LIMITS, runs_root
@@ -70,6 +73,42 @@ def user_errors(fn: F) -> F:
             raise fail(e) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def restore_session(
+    secret: Any, state: dict[str, Any] | None, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[str, dict[str, Any]]:
+    """The page loaded: bind it to its browser (the secret it keeps), and find the visitor's work again: the data set
+    they prepared, their run (training, waiting in line, or the last one). Returns the secret to keep, and the
+    session's state."""
+    secret = hosting.bind_browser(secret, request)
+    me = visitor(request, profile)
+    state = {**new_session(), **(state or {})}
+    record = hosting.recall(me)
+    data_dir = record.get("data_dir")
+    if data_dir and (Path(data_dir) / "meta.json").is_file() and not state["data_dir"]:
+        state.update(data_dir=data_dir, data_label=record.get("data_label"))
+    job = jobs.REGISTRY.latest(me.key)
+    if job is not None:
+        state.update(job_id=job.id, run_dir=str(job.run_dir))
+    elif (run_dir := record.get("run_dir")) and Path(run_dir).is_dir():
+        state["run_dir"] = run_dir
+    return secret, state
+
+
+@user_errors
+def forget_me(confirmed: Any, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, Any, bool]:
+    """ "Forget me" (once the visitor confirmed): stop their run, delete everything they keep here, and let the
+    browser forget its secret (the page then reloads as a new visitor). Returns (secret, state, done)."""
+    if confirmed is not True:
+        return gr.skip(), gr.skip(), False
+    me = visitor(request, profile)
+    stopped = jobs.REGISTRY.stop_owner(me.key)
+    for job in stopped:  # let them save and end before their folder goes
+        job.process.join(timeout=30)
+    hosting.forget(me)
+    hosting.unbind(request)
+    return None, new_session(), True
 
 
 NEW_MODEL = ("a new model (sizes below)", "")
@@ -146,6 +185,34 @@ def load_checkpoint(name: str | None, me: Visitor, for_sampling: bool = False) -
         while len(_models) > 4:
             _models.popitem(last=False)
     return loaded
+
+
+def own_data(data_dir: Any, me: Visitor) -> PreparedData | None:
+    """The data set a checkpoint was trained on, if it is still there and this visitor may read it (theirs, or the
+    shared cache of the built-in corpus); a checkpoint's config could name any path."""
+    if not isinstance(data_dir, str) or not data_dir:
+        return None
+    path = Path(data_dir)
+    try:
+        real = path.resolve()
+        allowed = [me.home.resolve(), (cache_dir() / "datasets").resolve()]
+        if me.owner is not None and not any(real.is_relative_to(a) for a in allowed):
+            return None
+        return load_prepared(real) if (real / "meta.json").is_file() else None
+    except (OSError, ValueError, UserInputError):
+        return None
+
+
+def model_text(name: str | None, me: Visitor, lines: int = 1, max_chars: int = 60) -> str:
+    """The first lines of the text a checkpoint was trained on (a prompt in the model's own style), or ""."""
+    if not name:
+        return ""
+    data = own_data(ckpt.read_meta(ckpt.resolve(me.resolve(name))).get("data_dir"), me)
+    if data is None or len(data.train) == 0:
+        return ""
+    text = data.tokenizer.decode([int(i) for i in data.train[:256]])
+    first = [line.strip() for line in text.splitlines() if line.strip()][:lines]
+    return "\n".join(first)[:max_chars]
 
 
 def check_model_size(cfg: ModelConfig, params: int | None = None) -> None:

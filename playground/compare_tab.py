@@ -70,7 +70,7 @@ def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthPr
     return gr.update(choices=names, value=[n for n in current or [] if n in names])
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str, Any]:
     gr.Markdown("Pick runs to overlay their curves. Clicking a run in the Train tab's checkpoint table adds it here.")
     with gr.Row():
         # any name may come in (the choices are this visitor's runs, filled in per session); compare() resolves each
@@ -81,13 +81,17 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
     plot = gr.Plot(label="Loss", show_label=False)
     summary = gr.Dataframe(headers=["run", "steps", "val loss", "best val loss", "tokens/s", "parameters"],
                            label="Results", interactive=False)  # fmt: skip
-    diff = gr.Dataframe(label="Settings that differ", interactive=False)
+    diff = gr.Dataframe(
+        value={"headers": ["setting"], "data": [["Pick two or more runs above: the settings that differ show here."]]},
+        label="Settings that differ",
+        interactive=False,
+    )
     timer = gr.Timer(REFRESH_S, active=False)
     outputs = [plot, summary, diff, timer]
     go_btn.click(compare, [runs, axis], outputs, api_name="compare")
     axis.change(compare, [runs, axis], outputs, api_visibility="private")
     timer.tick(compare, [runs, axis], outputs, api_visibility="private", show_progress="hidden")
-    for trigger in (tab.select, demo.load):
+    for trigger in (tab.select, ready.then):
         trigger(run_list, runs, runs, api_visibility="private")
     return {"runs": runs, "axis": axis, "outputs": outputs}
 
@@ -95,11 +99,15 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
 def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -> None:
     """One click on a run's row in the Train tab's checkpoint table adds it to the comparison and opens this tab."""
 
+    @user_errors
     def pick(
         current: list[str] | None, evt: gr.SelectData, request: gr.Request, profile: gr.OAuthProfile | None
     ) -> tuple[Any, Any]:
-        row = evt.row_value or []
-        run = str(Path(str(row[0])).parent) if row else ""
+        current = [c for c in current if isinstance(c, str)] if isinstance(current, list) else []
+        row = getattr(evt, "row_value", None)
+        if not isinstance(row, list) or not row or not isinstance(row[0], str) or len(row[0]) > 300:
+            return gr.skip(), gr.skip()  # a crafted call: only a row of the table names a run
+        run = str(Path(row[0]).parent)
         if run not in visitor(request, profile).runs() and run not in (current or []):
             gr.Warning(f"{run or 'this checkpoint'} has no training log to compare (uploaded or imported)")
             return gr.skip(), gr.skip()

@@ -18,6 +18,7 @@ from gpt.errors import UserInputError
 from gpt.paths import cache_dir
 from playground import inputs
 from playground.common import user_errors
+from playground.hosting import Visitor, enforce_quota, remember, visitor
 from playground.inputs import number
 from playground.settings import HEAVY, LIMITS
 
@@ -92,22 +93,42 @@ def token_view_html(d: PreparedData, n_tokens: int = 300) -> str:
     )
 
 
+def data_home(me: Visitor) -> Path | None:
+    """Where this visitor's data sets go: their home on a shared server (their share of the disk counts them), else
+    the cache."""
+    return None if me.owner is None else me.home / "data"
+
+
 @user_errors
 def prepare_data(
-    source: str, files: list[str] | None, text: str, tokenizer: str, val_fraction: float, state: dict[str, Any]
+    source: str,
+    files: list[str] | None,
+    text: str,
+    tokenizer: str,
+    val_fraction: float,
+    state: dict[str, Any],
+    request: gr.Request,
+    profile: gr.OAuthProfile | None,
 ) -> tuple[str, str, dict[str, Any]]:
     val_fraction = number(val_fraction, "val_fraction")
+    if source not in (SAMPLE, UPLOAD, PASTE):
+        raise UserInputError(f"the corpus is one of {SAMPLE!r}, {UPLOAD!r} or {PASTE!r}")
+    me = visitor(request, profile)
+    home = data_home(me)
     if source == PASTE:
-        d = prepare_text(inputs.text(text, "pasted text", LIMITS.max_paste_chars), tokenizer, val_fraction)
+        d = prepare_text(inputs.text(text, "pasted text", LIMITS.max_paste_chars), tokenizer, val_fraction, home)
         label = "Pasted text"
     else:
         workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
         try:
             paths = corpus_files(source, files, workdir)
-            d = prepare(paths, tokenizer=tokenizer, val_fraction=val_fraction)
+            # the built-in corpus is everyone's: its tokens are prepared once, in the shared cache
+            d = prepare(paths, tokenizer=tokenizer, val_fraction=val_fraction, cache=None if source == SAMPLE else home)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # read once: the prepared tokens are cached by content
         label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"
+    enforce_quota(me, protected=[d.dir])
+    remember(me, data_dir=str(d.dir), data_label=label)
     short = min(len(d.train), len(d.val))
     if short < TINY_CONTEXT + 1:
         gr.Warning(
@@ -122,11 +143,27 @@ def prepare_data(
 def current_data(state: dict[str, Any], tokenizer: str = "char") -> PreparedData:
     """This session's data set; until the user prepares one, the built-in corpus with `tokenizer`."""
     if state.get("data_dir"):
+        if not (Path(state["data_dir"]) / "meta.json").is_file():
+            raise UserInputError(
+                "your prepared data set is no longer on the server (removed to stay within the storage quota, or "
+                "by Forget me); prepare it again in the Data tab"
+            )
         return load_prepared(state["data_dir"])
     return prepare([sample_corpus_path()], tokenizer=tokenizer)
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
+def shown_data(state: dict[str, Any]) -> tuple[Any, Any]:
+    """The Data tab's statistics for the session's data set (after a reload), or as they are."""
+    if not state.get("data_dir"):
+        return gr.skip(), gr.skip()
+    try:
+        d = load_prepared(state["data_dir"])
+    except UserInputError:
+        return gr.skip(), gr.skip()
+    return stats_markdown(d, state.get("data_label") or "Your data set"), token_view_html(d)
+
+
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     gr.Markdown(
         "Choose what the model learns from. The built-in corpus is Shakespeare's plays (about 4.8 M characters). "
         f"Uploads: .txt / .md files or a .zip of them, up to {LIMITS.max_upload_mb} MB."
@@ -157,3 +194,4 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
         api_name="prepare_data",
         **HEAVY,
     )
+    ready.then(shown_data, state, [stats, tokens], api_visibility="private")

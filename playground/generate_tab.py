@@ -16,7 +16,7 @@ from gpt.sampling import encode_prompt, stream
 from gpt.tokenizer import Tokenizer
 from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
-from playground.hosting import visitor
+from playground.hosting import heavy_slot, visitor
 from playground.inputs import number, text
 from playground.settings import LIMITS
 
@@ -25,6 +25,7 @@ BUCKETS = [(0.5, "p ≥ 0.5"), (0.2, "0.2–0.5"), (0.05, "0.05–0.2"), (0.0, "
 COLOURS = {"p ≥ 0.5": "#b7e4c7", "0.2–0.5": "#fff3b0", "0.05–0.2": "#ffd6a5", "p < 0.05": "#ffadad"}
 REFRESH_S = 0.05  # stream at most ~20 UI updates per second
 PROMPT_CHARS = 100_000  # far more than any context holds; only its last tokens are used
+DEFAULT_PROMPTS = ("ROMEO:", "ROMEO:\nBut soft, what light")  # before a model is chosen (the built-in corpus)
 
 
 def bucket(p: float) -> str:
@@ -74,7 +75,14 @@ def generate(
     """Stream (highlighted tokens, plain text, per-token details); the prompt is shown uncoloured first."""
     cfg = sample_config(*settings)
     prompt = text(prompt, "prompt", PROMPT_CHARS)
-    loaded = load_checkpoint(checkpoint, visitor(request, profile), for_sampling=True)
+    me = visitor(request, profile)
+    with heavy_slot(me, request):
+        yield from _generate(load_checkpoint(checkpoint, me, for_sampling=True), prompt, cfg)
+
+
+def _generate(
+    loaded: Any, prompt: str, cfg: SampleConfig
+) -> Iterator[tuple[list[tuple[str, str | None]], str, list[dict[str, Any]]]]:
     pieces: list[tuple[str, str | None]] = [(prompt, None)] if prompt else []
     details: list[dict[str, Any]] = []
     plain = ""
@@ -95,15 +103,47 @@ def generate(
     yield pieces, plain, details
 
 
-def show_alternatives(details: list[dict[str, Any]], prompt: str, evt: gr.SelectData) -> tuple[list[list[Any]], Any]:
-    """Clicking a generated token shows what else the model considered at that step, and moves the explainer there."""
-    index = evt.index - (1 if prompt else 0)
-    if not 0 <= index < len(details):
-        return [], gr.skip()
-    d = details[index]
-    rows = [[f"→ {d['text']!r} (chosen)", round(d["prob"], 4)]]
-    rows += [[repr(t), round(p, 4)] for t, p in d["alternatives"]]
-    return rows, index
+@user_errors
+def show_alternatives(details: Any, prompt: Any, evt: gr.SelectData) -> tuple[Any, Any]:
+    """Clicking a generated token shows what else the model considered at that step, and moves the explainer there.
+    (The page sends the click; a crafted call may send anything, which changes nothing.)"""
+    index = getattr(evt, "index", None)
+    if isinstance(index, list | tuple) and index:  # Gradio sends [i] for some components
+        index = index[0]
+    if isinstance(index, bool) or not isinstance(index, int) or not isinstance(details, list):
+        return gr.skip(), gr.skip()
+    index -= 1 if prompt else 0
+    if not 0 <= index < len(details) or not isinstance(details[index], dict):
+        return gr.skip(), gr.skip()
+    return alternatives_rows(details[index], index), index
+
+
+def alternatives_rows(d: dict[str, Any], step: int) -> list[list[Any]]:
+    """The chosen token first, then the others the model considered at that step (the chosen one not again)."""
+    rows = [[f"step {step + 1}: → {d['text']!r} (chosen)", round(float(d["prob"]), 4)]]
+    rows += [[repr(t), round(float(p), 4)] for t, p in d["alternatives"] if t != d["text"]]
+    return rows
+
+
+def first_alternatives(details: list[dict[str, Any]]) -> Any:
+    """After a (re)generation, the table shows step 1, as the explainer does."""
+    return alternatives_rows(details[0], 0) if details else []
+
+
+def suggested_prompt(checkpoint: str | None, current: str, suggested: str, request: gr.Request,
+                     profile: gr.OAuthProfile | None, lines: int = 1) -> tuple[Any, str]:  # fmt: skip
+    """A prompt from the chosen model's own training text (its first line), unless the visitor typed their own."""
+    from playground.common import model_text
+
+    if current and current != suggested and current not in DEFAULT_PROMPTS:
+        return gr.skip(), suggested
+    try:
+        new = model_text(checkpoint, visitor(request, profile), lines)
+    except UserInputError:
+        return gr.skip(), suggested
+    if not new:
+        return gr.skip(), suggested
+    return new, new
 
 
 @user_errors
@@ -120,14 +160,17 @@ def explain(
     cfg = sample_config(*settings)  # checked before the model runs
     prompt = text(prompt, "prompt", PROMPT_CHARS)
     at: int = number(step, "step", 0, None, integer=True)
-    loaded = load_checkpoint(checkpoint, visitor(request, profile), for_sampling=True)
+    me = visitor(request, profile)
+    loaded = load_checkpoint(checkpoint, me, for_sampling=True)
     details = details or []
     if at >= max(1, len(details)):
         at = 0
     before = [i for d in details[:at] for i in d["ids"]] + (details[at]["ids"][:-1] if details else [])
     history = encode_prompt(loaded.tokenizer, prompt) + before
     shown = (prompt + "".join(d["text"] for d in details[:at]))[-16:]
-    cache = {"checkpoint": checkpoint, "history": history, "logits": next_logits(loaded.model, history),
+    with heavy_slot(me, request):
+        logits = next_logits(loaded.model, history)
+    cache = {"checkpoint": checkpoint, "history": history, "logits": logits,
              "title": f"Step {at + 1}: the token after “{shown}”"}  # fmt: skip
     return explainer_figure(cache, cfg, loaded.tokenizer), cache
 
@@ -153,17 +196,19 @@ def explainer_figure(cache: dict[str, Any], cfg: SampleConfig, tokenizer: Tokeni
     return charts.sampling_figure(step, cache["title"])
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     with gr.Row():
+        # the prompt and Generate first: the button and the start of the output fit a laptop's screen
         with gr.Column(scale=1, min_width=300, elem_id="generate-settings"):
-            checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True)
-            refresh = gr.Button("Refresh checkpoints", size="sm")
-            pretrained_row(checkpoint, api_name="import_pretrained")
-            prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3)
+            with gr.Row():
+                checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=4)
+                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
+            prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPTS[0], lines=2)
+            go = gr.Button("Generate", variant="primary")
             settings = [setting_control(f) for f in SETTINGS if not f.metadata["more"]]
             with gr.Accordion("More", open=False):
                 settings += [setting_control(f) for f in SETTINGS if f.metadata["more"]]
-            go = gr.Button("Generate", variant="primary")
+            pretrained_row(checkpoint, api_name="import_pretrained")
         with gr.Column(scale=2):
             output = gr.HighlightedText(
                 label="Output, coloured by the model's probability of each token (click a token for alternatives)",
@@ -173,7 +218,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
                 combine_adjacent=False,
                 elem_id="generated",
             )
-            plain = gr.Textbox(label="Plain text", lines=6, buttons=["copy"])
+            plain = gr.Textbox(label="Plain text", lines=4, buttons=["copy"])
             alternatives = gr.Dataframe(headers=["token", "probability"], label="Alternatives at the chosen step")
             explainer = gr.Plot(label="How sampling reshapes the next-token distribution", show_label=False)
             gr.Markdown(
@@ -184,24 +229,34 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> None:
     details = gr.State([])
     step = gr.Number(0, visible=False)
     cache = gr.State(None)
+    suggested = gr.State("")
     outputs = [output, plain, details]
     explain_inputs = [checkpoint, prompt, step, details, *settings]
+    # A bad input shows its message and leaves the last good output in place (Gradio's progress tracker would cover
+    # the outputs with "Error" badges): the streaming text is the progress.
+    quiet: dict[str, Any] = dict(api_visibility="private", show_progress="hidden")
     # for API clients (registered first, so it gets the name): the explainer at a step of this session's last text
     gr.Button(visible=False).click(explain, explain_inputs, [explainer, cache], api_name="explain")
-    first_step = dict(fn=lambda: 0, outputs=step, api_visibility="private", queue=False)
-    go.click(generate, [checkpoint, prompt, *settings], outputs, api_name="generate").then(**first_step).then(
-        explain, explain_inputs, [explainer, cache], api_visibility="private"
-    )
+    first_step: dict[str, Any] = dict(fn=lambda: 0, outputs=step, api_visibility="private", queue=False)
+    after: list[dict[str, Any]] = [
+        dict(fn=first_alternatives, inputs=details, outputs=alternatives, queue=False, **quiet),
+        first_step,
+        dict(fn=explain, inputs=explain_inputs, outputs=[explainer, cache], **quiet),
+    ]
+    run = go.click(generate, [checkpoint, prompt, *settings], outputs, api_name="generate", show_progress="hidden")
     for slider in [c for c in settings if isinstance(c, gr.Slider)]:
         # live tuning: releasing a slider re-generates with the same seed (and the explainer follows)
-        slider.release(
-            generate, [checkpoint, prompt, *settings], outputs, api_visibility="private", trigger_mode="always_last"
-        ).then(**first_step).then(explain, explain_inputs, [explainer, cache], api_visibility="private")
+        slider_run = slider.release(generate, [checkpoint, prompt, *settings], outputs, trigger_mode="always_last",
+                                    **quiet)  # fmt: skip
+        for then in after:
+            slider_run = slider_run.success(**then)
+    for then in after:
+        run = run.success(**then)
     for control in settings:  # the explainer redraws as a setting moves: the distribution is cached
-        control.change(redraw, [cache, *settings], explainer, api_visibility="private", trigger_mode="always_last",
-                       show_progress="hidden")  # fmt: skip
-    output.select(show_alternatives, [details, prompt], [alternatives, step], api_visibility="private").then(
-        explain, explain_inputs, [explainer, cache], api_visibility="private"
+        control.change(redraw, [cache, *settings], explainer, trigger_mode="always_last", **quiet)
+    output.select(show_alternatives, [details, prompt], [alternatives, step], **quiet).then(
+        explain, explain_inputs, [explainer, cache], **quiet
     )
-    for trigger in (refresh.click, tab.select, demo.load):
+    for trigger in (refresh.click, tab.select, ready.then):
         trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")
+    checkpoint.change(suggested_prompt, [checkpoint, prompt, suggested], [prompt, suggested], **quiet)

@@ -3,7 +3,11 @@
 Locally (`python app.py`) there is one user, who sees the whole runs directory. With `GPT_PLAYGROUND_PRIVATE` on
 (the default when `SPACE_ID` is set) each visitor has a home folder, `users/<owner>/`, and sees only it plus the
 shared folders: `pretrained/` (GPT-2 imports) and `published/` (what the server's owner puts there). The owner is
-the Hugging Face account of a signed-in visitor (their runs survive the visit), else the browser session.
+the Hugging Face account of a signed-in visitor (their runs follow them to any device), else their browser: a
+random secret of 256 bits kept in the browser's localStorage (`gr.BrowserState`), which the page sends once when it
+loads (`bind_browser`), so a reload, a second tab or a laptop opened again finds the same runs. The secret is never
+put in a URL, a log or a folder name (only a hash of it is used). A client that sends none (an API script) is its
+session, as before.
 
 Checkpoints travel between the page and the server as *names* relative to what the visitor sees ("run-…/latest",
 "pretrained/gpt2"): a name never reveals a server path, and every name that comes back is resolved here and
@@ -16,11 +20,16 @@ refused unless it is the visitor's own or shared. Handlers get the visitor from 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,7 +40,9 @@ from gpt.errors import UserInputError
 from gpt.paths import cache_dir
 from playground import jobs
 from playground.inputs import text
-from playground.settings import LIMITS, PRIVATE, runs_root
+from playground.settings import LIMITS, PRIVATE, runs_root, scrub_paths
+
+__all__ = ["scrub_paths"]  # re-exported: the tabs import it from here
 
 SHARED = ("pretrained", "published")  # folders of the runs directory every visitor sees
 USERS = "users"
@@ -43,6 +54,9 @@ class Visitor:
     """Who is asking; `owner` None is the local single user, who sees everything under the runs directory."""
 
     owner: str | None
+    # Who they are for the queue and for finding their work again after a reload: a hash of their account, browser
+    # secret or session, also locally (where `owner` is None because one user sees everything).
+    key: str = field(default="", compare=False)
 
     @property
     def home(self) -> Path:
@@ -93,41 +107,176 @@ class Visitor:
         return sorted(rows, key=lambda r: r["time"], reverse=True)
 
 
+# ---- who is asking ------------------------------------------------------------------------------------------
+
+SECRET = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32): 256 random bits
+MAX_BOUND = 50_000  # page sessions remembered (oldest forgotten first); a forgotten one is bound again at its next load
+_bound: OrderedDict[str, str] = OrderedDict()  # Gradio session -> the key of the browser that opened it
+_bound_lock = threading.Lock()
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:20]
+
+
+def bind_browser(secret: Any, request: gr.Request | None) -> str:
+    """The page loaded: its session belongs to the browser holding `secret` (a new one when it has none or sends
+    something else). Returns the secret for the browser to keep."""
+    if not isinstance(secret, str) or not SECRET.match(secret):
+        secret = secrets.token_urlsafe(32)
+    session = getattr(request, "session_hash", None)
+    if session:
+        with _bound_lock:
+            _bound[session] = _hash(f"browser:{secret}")
+            _bound.move_to_end(session)
+            while len(_bound) > MAX_BOUND:
+                _bound.popitem(last=False)
+    return secret
+
+
+def browser_state_secret() -> str:
+    """The key Gradio's BrowserState encrypts the browser's value with: kept in the runs directory, so that browsers
+    are still recognised after the server restarts (a new key each start would make every browser a stranger)."""
+    path = runs_root() / ".browser-state-key"
+    try:
+        key = path.read_text().strip()
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    key = secrets.token_urlsafe(32)
+    try:
+        path.write_text(key)
+        path.chmod(0o600)
+    except OSError:
+        pass  # a read-only disk: browsers are recognised until the server restarts
+    return key
+
+
+def unbind(request: gr.Request | None) -> None:
+    """The page closed (or forgot its browser): its session no longer stands for the browser."""
+    session = getattr(request, "session_hash", None)
+    with _bound_lock:
+        _bound.pop(session or "", None)
+
+
 def visitor(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
-    """The visitor behind a request: their Hugging Face account when signed in, else their browser session."""
-    if not PRIVATE:
-        return Visitor(None)
+    """The visitor behind a request: their Hugging Face account when signed in, else their browser (once the page
+    has bound its session), else their session."""
+    session = getattr(request, "session_hash", None)
     if profile is not None and getattr(profile, "username", None):
-        key = f"hf:{profile.username}"
-    elif request is not None and request.session_hash:
-        key = f"session:{request.session_hash}"
-    else:
+        key = _hash(f"hf:{profile.username}")
+    elif session and session in _bound:
+        key = _bound[session]
+    elif session:
+        key = _hash(f"session:{session}")
+    elif PRIVATE:
         raise UserInputError("this server keeps each visitor's work private, and this request has no session")
-    # A hash, not the name itself: folder names stay short and safe whatever a username or session id holds.
-    return Visitor(hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:20])
+    else:
+        key = "local"
+    # A hash, not the name itself: folder names stay short and safe whatever a username or secret holds.
+    return Visitor(key if PRIVATE else None, key=key)
 
 
-def scrub_paths(message: str) -> str:
-    """A message as a visitor on a shared server may see it: no server paths (runs, cache, temporary files)."""
-    if not PRIVATE:
-        return message
-    for base in {str(runs_root()), str(cache_dir().resolve()), str(Path(tempfile.gettempdir()).resolve())}:
-        message = re.sub(re.escape(base) + r"(/users/[0-9a-f]+)?/?", "", message)
-    return message
+def client_address(request: gr.Request | None) -> str:
+    """The address a request came from. On a Space, behind its proxy, the last X-Forwarded-For hop is what the
+    proxy saw (earlier hops are whatever the client wrote)."""
+    if request is None:
+        return ""
+    forwarded = (request.headers.get("x-forwarded-for") or "") if os.environ.get("SPACE_ID") else ""
+    hop = forwarded.split(",")[-1].strip()
+    return hop or (request.client.host if request.client else "")
+
+
+# ---- heavy requests: a fair share of the workers ----------------------------------------------------------------
+
+_heavy: dict[str, int] = {}  # visitor key or address -> requests of theirs running now
+_heavy_lock = threading.Lock()
+
+
+@contextmanager
+def heavy_slot(me: Visitor, request: gr.Request | None) -> Iterator[None]:
+    """Hold one of this visitor's (and their address's) few places for a request that runs the model (generate,
+    inspect, explain): one visitor sending the most expensive legal requests leaves the other workers, and the CPU,
+    to everyone else. Over the cap, the request is refused with a message (it would only wait behind their own)."""
+    cap = LIMITS.max_heavy_per_visitor
+    address = client_address(request) if PRIVATE else ""
+    keys = [f"v:{me.key}"] + ([f"a:{address}"] if address else [])
+    caps = [cap, 2 * cap]  # an address may hold a few visitors (a classroom behind one router)
+    with _heavy_lock:
+        if cap and any(_heavy.get(k, 0) >= c for k, c in zip(keys, caps, strict=True)):
+            raise UserInputError(
+                f"you already have {cap} requests running (generating or inspecting); wait for one to finish"
+            )
+        for k in keys:
+            _heavy[k] = _heavy.get(k, 0) + 1
+    try:
+        yield
+    finally:
+        with _heavy_lock:
+            for k in keys:
+                _heavy[k] -= 1
+                if not _heavy[k]:
+                    del _heavy[k]
+
+
+# ---- what a visitor was doing, so that a reload finds it again ---------------------------------------------------
+
+
+def _record(me: Visitor) -> Path:
+    return cache_dir() / "visitors" / f"{me.key}.json"
+
+
+def remember(me: Visitor, **values: str | None) -> None:
+    """Keep `values` (the data set, the run) for this visitor's next page load."""
+    if not me.key:
+        return
+    path = _record(me)
+    record = {**recall(me), **values}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a reload will not find it again; nothing else depends on it
+
+
+def recall(me: Visitor) -> dict[str, Any]:
+    try:
+        record = json.loads(_record(me).read_text()[:10_000])
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {k: v for k, v in record.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def forget(me: Visitor) -> None:
+    """ "Forget me": this visitor's home (runs, uploads, data sets) and record go. Only on a shared server: locally
+    the home is the whole runs directory."""
+    if me.owner is not None:
+        shutil.rmtree(me.home, ignore_errors=True)
+    _record(me).unlink(missing_ok=True)
 
 
 # ---- the storage quota ----------------------------------------------------------------------------------------
+#
+# What a visitor keeps on the disk (their runs, uploaded checkpoints and prepared data sets) counts against their own
+# share; past it, their own oldest items go. Past the server's total, the oldest items of anyone go. Never removed:
+# what trains or waits in line, and what it will read (its data set, the checkpoint it resumes or fine-tunes), the
+# caller's `protected` items, and what the server's owner published.
 
 
-def run_dirs(root: Path) -> list[Path]:
-    """The units the quota counts and removes: each run directory, uploaded checkpoint and pretrained import."""
-    units = set()
-    for cfg in root.glob("**/" + ckpt.CONFIG):
-        d = cfg.parent
-        if any(part.startswith(".") for part in d.relative_to(root).parts):
-            continue
-        units.add(d.parent if d.name in ("latest", "best") else d)
-    return sorted(units)
+@dataclass(frozen=True)
+class Unit:
+    """One item the quota counts and removes whole."""
+
+    path: Path
+    owner: str | None  # the visitor whose share it is in; None for shared imports (pretrained/)
+    kind: str  # "run" (a run, an upload, an import) or "data" (a prepared data set)
+    size: int
+    age: float  # the newest file's time
 
 
 def _size(d: Path) -> int:
@@ -138,28 +287,97 @@ def _age(d: Path) -> float:
     return max((f.stat().st_mtime for f in d.rglob("*") if f.is_file()), default=d.stat().st_mtime)
 
 
-def enforce_quota(protected: Iterable[Path] = (), max_runs: int | None = None, max_mb: int | None = None) -> list[Path]:
-    """Remove the oldest runs while there are more than `max_runs` or they take more than `max_mb` (0: no cap);
-    never one that trains or waits in line, nor one in `protected`. Returns what was removed."""
-    max_runs = LIMITS.max_runs if max_runs is None else max_runs
-    max_mb = LIMITS.max_disk_mb if max_mb is None else max_mb
-    if not max_runs and not max_mb:
+def units(root: Path) -> list[Unit]:
+    """Everything the quota counts under the runs directory, oldest first."""
+    found: dict[Path, tuple[str | None, str]] = {}
+    for marker, kind in ((ckpt.CONFIG, "run"), ("meta.json", "data")):
+        for f in root.glob("**/" + marker):
+            rel = f.parent.relative_to(root).parts
+            if not rel or rel[0] == "published" or any(p.startswith(".") for p in rel):
+                continue
+            owner = rel[1] if rel[0] == USERS and len(rel) > 2 else None
+            if kind == "data" and not (owner and len(rel) == 4 and rel[2] == "data"):
+                continue  # a data set is users/<owner>/data/<key>; a meta.json anywhere else is not one
+            d = f.parent.parent if kind == "run" and f.parent.name in ("latest", "best") else f.parent
+            found.setdefault(d, (owner, kind))
+    out = []
+    for d, (owner, kind) in found.items():
+        try:
+            out.append(Unit(d, owner, kind, _size(d), _age(d)))
+        except OSError:  # removed meanwhile
+            continue
+    return sorted(out, key=lambda u: u.age)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The runs, uploads and imports the quota counts (data sets aside)."""
+    return sorted(u.path for u in units(root) if u.kind == "run")
+
+
+def enforce_quota(
+    me: Visitor | None = None,
+    protected: Iterable[Path] = (),
+    max_runs: int | None = None,
+    max_mb: int | None = None,
+    user_runs: int | None = None,
+    user_mb: int | None = None,
+) -> list[Path]:
+    """Make room: first within `me`'s share (at most `user_runs` runs and `user_mb` MB of theirs, their oldest
+    first), then within the server's total (`max_runs` runs, `max_mb` MB; from whoever keeps the most, their
+    oldest first). 0 is no cap. Returns what was removed."""
+    caps = (
+        LIMITS.max_runs if max_runs is None else max_runs,
+        LIMITS.max_disk_mb if max_mb is None else max_mb,
+        LIMITS.max_user_runs if user_runs is None else user_runs,
+        LIMITS.max_user_mb if user_mb is None else user_mb,
+    )
+    if not any(caps):
         return []
+    max_runs, max_mb, user_runs, user_mb = caps
     root = runs_root()
     keep = {Path(p).resolve() for p in [*protected, *jobs.in_use()]}
-    units = sorted(((_age(d), d, _size(d)) for d in run_dirs(root)), key=lambda u: u[0])
-    count, total = len(units), sum(size for *_, size in units)
-    removed = []
-    for _, d, size in units:
-        over = (max_runs and count > max_runs) or (max_mb and total > max_mb * 1_000_000)
-        if not over:
-            break
-        if d.resolve() in keep or any(k.is_relative_to(d.resolve()) for k in keep):
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-        count, total = count - 1, total - size
+    everything = units(root)
+    removed: list[Path] = []
+
+    def over(pool: list[Unit], runs_cap: float, mb_cap: float) -> bool:
+        live = [u for u in pool if u.path not in removed]
+        return bool((runs_cap and sum(u.kind == "run" for u in live) > runs_cap)
+                    or (mb_cap and sum(u.size for u in live) > mb_cap * 1_000_000))  # fmt: skip
+
+    def removable(u: Unit) -> bool:
+        real = u.path.resolve()
+        return u.path not in removed and real not in keep and not any(k.is_relative_to(real) for k in keep)
+
+    def evict(pool: list[Unit], runs_cap: float, mb_cap: float) -> None:
+        """While the pool is over a cap: the oldest removable item of whoever keeps the most (a visitor filling the
+        disk loses their own things before anyone else does)."""
+        while over(pool, runs_cap, mb_cap):
+            candidates = [u for u in pool if removable(u)]
+            if not candidates:
+                return  # all that is left is in use: over the cap until it ends
+            held: dict[str | None, int] = {}
+            for u in pool:
+                if u.path not in removed:
+                    held[u.owner] = held.get(u.owner, 0) + u.size
+            u = min(candidates, key=lambda u: (-held[u.owner], u.age))
+            shutil.rmtree(u.path, ignore_errors=True)
+            removed.append(u.path)
+
+    if me is not None and me.owner is not None and (user_runs or user_mb):
+        evict([u for u in everything if u.owner == me.owner], user_runs, user_mb)
+    if max_runs or max_mb:
+        evict(everything, max_runs, max_mb)
     for home in (root / USERS).glob("*"):  # empty homes of visitors whose runs are all gone
-        if home.is_dir() and not any(home.iterdir()):
-            home.rmdir()
+        for d in (home / "data", home / "uploaded", home):
+            try:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+            except OSError:
+                pass
     return removed
+
+
+def usage(me: Visitor) -> tuple[int, int]:
+    """(runs, bytes) this visitor keeps on the server."""
+    mine = [u for u in units(runs_root()) if me.owner is not None and u.owner == me.owner]
+    return sum(u.kind == "run" for u in mine), sum(u.size for u in mine)

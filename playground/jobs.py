@@ -8,8 +8,9 @@ process it trains as fast as `gpt-train`, its memory goes back to the system whe
 cannot take the app down. Children fork from a server process that has imported torch once (start ~0.1 s).
 
 The `Registry` caps how many jobs train at once. A run asked for while the slots are taken waits in a fair queue
-(first come, first served; one waiting run per visitor; a capped length): its session sees its position and when it
-should start, can leave, and leaves when the page closes. Runs start in order as slots free up.
+(first come, first served; one run per visitor, training or waiting, claimed atomically; a capped length, and a cap
+per address): its visitor sees its position and when it should start, can leave, and keeps the place only while a
+page of theirs asks for it (a reload keeps it; a closed page lets it lapse). Runs start in order as slots free up.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as StopFlag
@@ -28,7 +30,7 @@ from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
 from gpt.events import Done, Eval, Event, Failed, Sample, Start, Step, run_listeners
-from playground.settings import LIMITS
+from playground.settings import LIMITS, scrub_paths
 
 ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
 QUEUED = "queued"  # waiting for a slot
@@ -125,10 +127,16 @@ class Job:
         owner: str | None = None,
         session: str | None = None,
         estimate_s: float = 0.0,
+        address: str = "",
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.run_dir = run_dir
-        self.owner, self.session = owner, session  # whose run it is; the browser session that asked for it
+        self.owner, self.session = owner, session  # whose run it is (Visitor.key); the page session that asked
+        self.address = address  # where the request came from (the per-address cap of the queue)
+        self.seen_at = time.monotonic()  # when a page of its visitor last asked about it (a waiting run's place lapses)
+        self.shown_wait: tuple[float, float] | None = None  # (wait, when) last shown while it waits: it counts down
+        # what it reads while it trains: kept on disk by the quota while it trains or waits
+        self.sources = [Path(p) for p in (data.dir, resume, init_from) if p is not None]
         self.estimate_s = estimate_s  # how long it should train, for the ETAs of the runs queued behind it
         self.on_end: list[Any] = []  # called (with the job) once it has finished, for the registry
         self.series = history or Series()
@@ -186,7 +194,7 @@ class Job:
 
     def _finish(self, status: str, message: str) -> None:
         with self._lock:
-            self.status, self.message = status, message
+            self.status, self.message = status, scrub_paths(message)
             self.version += 1
         self._answered.set()
 
@@ -213,7 +221,8 @@ class Job:
                     self.status, self.message = d.status, f"Training {d.status} at step {e.step}."
                 case Failed() as d:
                     self.status = "error"
-                    self.message = d.message if d.user else f"training failed: {d.type}: {d.message}"
+                    # scrubbed here, where it is made: every view of it (progress, API, Resume) shows no server path
+                    self.message = scrub_paths(d.message if d.user else f"training failed: {d.type}: {d.message}")
             self.version += 1
         if isinstance(e.data, Start | Failed):
             self._answered.set()
@@ -237,7 +246,7 @@ class Job:
             series = Series(**{k: list(v) for k, v in vars(self.series).items()})
             sample = self.samples[-1] if self.samples else None
             return Snapshot(self.id, self.status, self.message, self.version, self.step, self.max_steps, self.last,
-                            str(self.run_dir), series, sample)  # fmt: skip
+                            str(self.run_dir), series, sample, stopping=self._stop.is_set())  # fmt: skip
 
 
 @dataclass
@@ -255,6 +264,7 @@ class Snapshot:
     series: Series
     sample: tuple[int, str] | None
     queue: tuple[int, int, float] | None = None  # (position, length, wait) while queued
+    stopping: bool = False  # Stop was pressed; the run finishes its step and saves
 
 
 class Registry:
@@ -279,19 +289,31 @@ class Registry:
         owner: str | None = None,
         session: str | None = None,
         estimate_s: float = 0.0,
+        address: str = "",
+        per_address: int = 0,
     ) -> Job:
-        """Start a run now if a slot is free and nobody waits (errors it finds raise here), else queue it."""
+        """Start a run now if a slot is free and nobody waits (errors it finds raise here), else queue it.
+
+        One run per `owner` at a time, training or waiting: checked and claimed under the lock, so two Starts sent at
+        once make one run, and every run has a visitor who can stop it. At most `per_address` (0: any number) of the
+        waiting runs come from one `address`."""
         job = Job(config, data, run_dir, resume=resume, init_from=init_from, history=history,
-                  owner=owner, session=session, estimate_s=estimate_s)  # fmt: skip
+                  owner=owner, session=session, estimate_s=estimate_s, address=address)  # fmt: skip
         job.on_end.append(self._ended)
         with self._lock:
+            self._lapse()
+            if owner is not None and any(j.owner == owner for j in [*self.active(), *self._queue]):
+                raise BusyError("your run is still training or waiting in line; stop it (or leave the queue) first")
             if len(self.active()) < self.max_jobs and not self._queue:
                 job_now = True
                 self._add(job)
             else:
                 job_now = False
-                if any(j.owner == owner for j in self._queue):
-                    raise BusyError("you already have a run waiting in line; leave the queue first to change it")
+                if per_address and address and sum(j.address == address for j in self._queue) >= per_address:
+                    raise BusyError(
+                        f"{per_address} runs from your address are already waiting in line, the most this server "
+                        "allows; wait for one of them to start"
+                    )
                 if len(self._queue) >= self.max_queue:
                     raise BusyError(
                         f"Busy: {self.max_jobs} run(s) training and {len(self._queue)} waiting, the most this "
@@ -322,10 +344,27 @@ class Registry:
             self._wake.notify_all()
             return True
 
-    def leave_session(self, session: str) -> None:
-        """The page of `session` was closed: its waiting run leaves the queue (a started run goes on)."""
-        for job in [j for j in self._queue if j.session == session]:
-            self.leave(job.id, "The page was closed, so the run left the queue.")
+    def touch(self, job_id: str | None) -> None:
+        """A page of the run's visitor asked about it: a waiting run keeps its place."""
+        job = self.get(job_id)
+        if job is not None:
+            job.seen_at = time.monotonic()
+
+    def _lapse(self, lapse_s: float | None = None) -> None:
+        """Waiting runs whose pages stopped asking (closed, or a client that never had one) leave the line. Under
+        the lock."""
+        lapse_s = LIMITS.queue_lapse_s if lapse_s is None else lapse_s
+        now = time.monotonic()
+        for job in [j for j in self._queue if now - j.seen_at > lapse_s]:
+            self._queue.remove(job)
+            job._finish("left", "No page asked about this run for a while (it was closed), so it left the queue.")
+            self._wake.notify_all()
+
+    def latest(self, owner: str) -> Job | None:
+        """The visitor's run that trains or waits, else their newest one (what a reloaded page shows again)."""
+        mine = [j for j in list(self._jobs.values()) if j.owner == owner]
+        live = [j for j in mine if j.active or j.status == QUEUED]
+        return (live or mine)[-1] if mine else None
 
     def queue_position(self, job_id: str) -> tuple[int, int, float] | None:
         """(position from 1, queue length, seconds until it should start) of a waiting run, else None.
@@ -333,6 +372,7 @@ class Registry:
         The seconds: the runs in the slots end at their ETAs, and each run ahead takes its estimate in the first slot
         to free up."""
         with self._lock:
+            self._lapse()
             ids = [j.id for j in self._queue]
             if job_id not in ids:
                 return None
@@ -347,7 +387,20 @@ class Registry:
             for ahead in self._queue[: ids.index(job_id)]:
                 soonest = free_at.pop(0)
                 free_at = sorted([*free_at, soonest + ahead.estimate_s * scale])
-            return ids.index(job_id) + 1, len(ids), free_at[0]
+            return ids.index(job_id) + 1, len(ids), self._countdown(self._jobs[job_id], free_at[0])
+
+    @staticmethod
+    def _countdown(job: Job, wait: float) -> float:
+        """The wait to show: what was shown, counted down, unless the new figure is clearly different (by a
+        quarter and 5 s), so that estimates refined from the running run's pace do not make it tick up and down."""
+        now = time.monotonic()
+        if job.shown_wait is not None:
+            shown, at = job.shown_wait
+            left = max(0.0, shown - (now - at))
+            if abs(wait - left) <= 0.25 * left + 5.0:
+                return left
+        job.shown_wait = (wait, now)
+        return wait
 
     def _ended(self, job: Job) -> None:
         with self._lock:
@@ -363,18 +416,28 @@ class Registry:
         while True:
             with self._lock:
                 while self._queue and len(self.active()) >= self.max_jobs:
-                    self._wake.wait(timeout=5.0)
+                    self._wake.wait(timeout=2.0)
+                    self._lapse()
                 if not self._queue:
                     self._dispatcher = None
                     return
                 job = self._queue.pop(0)
                 job.status = "starting"  # holds its slot from now on
+                job.version += 1
             try:
                 job.start()
             except UserInputError:
                 pass  # the job's status and message say what went wrong; its session's poll shows them
             except Exception as e:  # noqa: BLE001 - the child could not even be started: report it to its session
                 job._finish("error", f"the run could not start ({type(e).__name__}: {e})")
+
+    def stop_owner(self, owner: str) -> list[Job]:
+        """Stop every run of this visitor's (training, starting or waiting); returns them."""
+        mine = [j for j in list(self._jobs.values()) if j.owner == owner and (j.active or j.status == QUEUED)]
+        for job in mine:
+            if not self.leave(job.id):
+                job.stop()
+        return mine
 
     def get(self, job_id: str | None) -> Job | None:
         return self._jobs.get(job_id) if job_id else None
@@ -390,5 +453,5 @@ REGISTRY = Registry(LIMITS.max_jobs, LIMITS.max_queue)  # this server's runs
 
 
 def in_use() -> list[Path]:
-    """Run directories that must stay on disk: training, or waiting in line."""
-    return [j.run_dir for j in [*REGISTRY.active(), *REGISTRY.waiting()]]
+    """What must stay on disk: the runs training or waiting in line, and what each reads (data, checkpoints)."""
+    return [p for j in [*REGISTRY.active(), *REGISTRY.waiting()] for p in (j.run_dir, *j.sources)]

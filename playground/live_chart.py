@@ -107,6 +107,8 @@ def update(name: str, run: str, series: Series, have: Any) -> str | None:
     chart = CHARTS[name]
     sizes = {key: len(getattr(series, key)) for key in {x for x, _ in chart.traces}}
     sent = _sent(have, run, sizes)
+    if not any(sizes.values()):
+        return None  # no points yet: the placeholder stays (an empty chart says nothing)
     if sent is None:
         figure = chart.figure(series).to_plotly_json()
         # plain lists, not plotly's base64 arrays: the page appends to them

@@ -6,11 +6,13 @@ They are enforced where the UI calls the library (not only in slider ranges) and
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt.paths import on_space, runs_dir
+from gpt.paths import cache_dir, on_space, runs_dir
 
 
 def _env_int(name: str, default: int) -> int:
@@ -44,25 +46,39 @@ class Limits:
     # where strangers share the disk; a local user's runs are never deleted unless they ask for it.
     max_runs: int = _env_int("GPT_PLAYGROUND_MAX_RUNS", 100 if PRIVATE else 0)
     max_disk_mb: int = _env_int("GPT_PLAYGROUND_MAX_DISK_MB", 5000 if PRIVATE else 0)
+    # Each visitor's share of it (runs, uploads and data sets together); past it their own oldest items go first.
+    max_user_runs: int = _env_int("GPT_PLAYGROUND_MAX_USER_RUNS", 20 if PRIVATE else 0)
+    max_user_mb: int = _env_int("GPT_PLAYGROUND_MAX_USER_MB", 500 if PRIVATE else 0)
+    # Places in line from one address (anonymous visitors; a signed-in visitor has their one place): a client that
+    # makes up sessions cannot take the whole queue. 0: no cap.
+    max_queue_per_address: int = _env_int("GPT_PLAYGROUND_MAX_QUEUE_PER_ADDRESS", 2 if PRIVATE else 0)
+    # A place in line lapses when no page of its visitor has asked for it for this long (the page asks every 2 s).
+    queue_lapse_s: int = _env_int("GPT_PLAYGROUND_QUEUE_LAPSE_S", 30)
+    # Generate / Inspect requests of one visitor running at once; more wait for theirs (or are refused).
+    max_heavy_per_visitor: int = _env_int("GPT_PLAYGROUND_MAX_HEAVY_PER_VISITOR", 2)
 
     def describe(self) -> str:
+        shared = (
+            f"; {self.max_jobs} training run(s) at a time, {self.max_queue} in line (one per visitor)"
+            if PRIVATE
+            else ""
+        )
         return (
             f"Limits on this server: uploads {self.max_upload_mb} MB, {self.max_files} files; "
             f"models up to {self.max_params / 1e6:.0f}M parameters, context {self.max_context}, "
-            f"{self.max_steps:,} steps; {self.max_jobs} training run(s) at a time, {self.max_queue} in line "
-            f"(one per visitor); {self.max_new_tokens} generated tokens.{self.describe_storage()}"
+            f"{self.max_steps:,} steps{shared}; {self.max_new_tokens:,} generated tokens.{self.describe_storage()}"
         )
 
     def describe_storage(self) -> str:
-        rules = [f"{self.max_runs} runs"] if self.max_runs else []
-        rules += [f"{self.max_disk_mb:,} MB"] if self.max_disk_mb else []
+        share = [f"{self.max_user_runs} runs"] if self.max_user_runs else []
+        share += [f"{self.max_user_mb:,} MB"] if self.max_user_mb else []
         quota = (
-            f" Past {' or '.join(rules)} in all, the oldest runs are deleted (never one training or queued)."
-            if rules
+            f" Each visitor keeps up to {' and '.join(share)} (runs, uploads and data sets); past that, their own "
+            "oldest items are deleted first (never one training or in line)."
+            if share
             else ""
         )
-        privacy = " Your runs are private: other visitors cannot see them." if PRIVATE else ""
-        return (quota if rules else "") + privacy
+        return quota
 
 
 LIMITS = Limits()
@@ -77,3 +93,18 @@ def runs_root() -> Path:
     root = runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root.resolve()
+
+
+# A server path anywhere in a message: two or more /parts, not inside a word (so "train/val" stays).
+_ANY_PATH = re.compile(r"(?<![\w.~])(?:/[\w.@+-]+){2,}/?")
+
+
+def scrub_paths(message: str) -> str:
+    """A message as a visitor on a shared server may see it: no server paths. The runs directory, the cache and the
+    temporary folder are cut off (what is left is the name the visitor knows); any other path shows its last part."""
+    if not PRIVATE:
+        return message
+    bases = {str(runs_root()), str(cache_dir().resolve()), str(Path(tempfile.gettempdir()).resolve())}
+    for base in sorted(bases, key=len, reverse=True):
+        message = re.sub(re.escape(base) + r"(/users/[0-9a-f]+)?/?", "", message)
+    return _ANY_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], message)

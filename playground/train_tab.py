@@ -22,12 +22,13 @@ from playground import checkpoint_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
     check_model_size,
+    own_data,
     pretrained_row,
     start_from_update,
     user_errors,
 )
 from playground.data_tab import current_data
-from playground.hosting import Visitor, enforce_quota, visitor
+from playground.hosting import Visitor, client_address, enforce_quota, remember, visitor
 from playground.inputs import number, text
 from playground.jobs import REGISTRY, Series, Snapshot
 from playground.settings import LIMITS, PRIVATE
@@ -135,30 +136,40 @@ def start_training(
         params, flops = model_size(cfg, data.tokenizer.vocab_size)
     check_limits(cfg, params)
     run_dir = me.home / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    job = _submit(state, me, request, cfg, data, run_dir, train_seconds(cfg, flops), init_from=start_from)
+    job = _submit(me, request, profile, cfg, data, run_dir, train_seconds(cfg, flops), init_from=start_from)
     state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
-    what = f"fine-tuning `{me.name(start_from)}`" if start_from else "training started"
-    if job.status == jobs.QUEUED:
-        what = "in line: the run starts when the runs ahead of it end"
-    return state, f"{what[0].upper()}{what[1:]} → `{me.name(run_dir)}`"
+    snap = job.snapshot()
+    if snap.status in jobs.ACTIVE and not snap.stopping:
+        what = f"Fine-tuning `{me.name(start_from)}`" if start_from else "Training started"
+        return state, f"{what} → `{me.name(run_dir)}`"
+    return state, headline(snap, me.name(run_dir))
 
 
-def _submit(state: dict[str, Any], me: Visitor, request: gr.Request, cfg: Config, data: Any, run_dir: Path,
-            estimate: float, **kwargs: Any) -> jobs.Job:  # fmt: skip
-    """Start or queue a run of this session's, after making room on disk for it."""
-    old = REGISTRY.get(state.get("job_id"))
-    if old is not None and (old.active or old.status == jobs.QUEUED):
-        raise UserInputError("your run is still training or waiting; stop it (or leave the queue) first")
-    enforce_quota(protected=[run_dir])
-    session = request.session_hash if request else None
-    # One waiting run per visitor: their account or session on a shared server, their session locally.
-    return REGISTRY.start(cfg, data, run_dir, owner=me.owner or session, session=session, estimate_s=estimate,
-                          **kwargs)  # fmt: skip
+def _submit(me: Visitor, request: gr.Request, profile: gr.OAuthProfile | None, cfg: Config, data: Any,
+            run_dir: Path, estimate: float, **kwargs: Any) -> jobs.Job:  # fmt: skip
+    """Start or queue a run of this visitor's, after making room on disk for it (within their share)."""
+    sources = [p for p in (data.dir, kwargs.get("init_from"), kwargs.get("resume")) if p is not None]
+    enforce_quota(me, protected=[run_dir, *sources])
+    # One run per visitor (their account, browser or session); the per-address cap counts anonymous visitors only.
+    per_address = LIMITS.max_queue_per_address if profile is None else 0
+    job = REGISTRY.start(cfg, data, run_dir, owner=me.key, session=request.session_hash if request else None,
+                         estimate_s=estimate, address=client_address(request), per_address=per_address,
+                         **kwargs)  # fmt: skip
+    remember(me, run_dir=str(run_dir))
+    return job
+
+
+def my_job(state: dict[str, Any], me: Visitor) -> jobs.Job | None:
+    """This page's run, else the visitor's live one (started from another tab, or before a reload)."""
+    job = REGISTRY.get(state.get("job_id"))
+    if job is not None and job.owner == me.key:
+        return job
+    return REGISTRY.latest(me.key)
 
 
 @user_errors
-def stop_training(state: dict[str, Any]) -> str:
-    job = REGISTRY.get(state.get("job_id"))
+def stop_training(state: dict[str, Any], request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+    job = my_job(state, visitor(request, profile))
     if job is not None and REGISTRY.leave(job.id):
         return "You left the queue."
     if job is None or not job.active:
@@ -168,16 +179,11 @@ def stop_training(state: dict[str, Any]) -> str:
 
 
 @user_errors
-def leave_queue(state: dict[str, Any]) -> str:
-    if not REGISTRY.leave(state.get("job_id")):
+def leave_queue(state: dict[str, Any], request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+    job = my_job(state, visitor(request, profile))
+    if job is None or not REGISTRY.leave(job.id):
         raise UserInputError("no run of yours is waiting in line")
     return "You left the queue."
-
-
-def page_closed(request: gr.Request) -> None:
-    """The visitor closed the page: a run of theirs that waits in line leaves it (a started one goes on)."""
-    if request is not None and request.session_hash:
-        REGISTRY.leave_session(request.session_hash)
 
 
 @user_errors
@@ -186,52 +192,71 @@ def resume_training(
 ) -> tuple[dict[str, Any], str]:
     max_steps = number(max_steps, "Steps", 1, None, integer=True)
     me = visitor(request, profile)
-    old = REGISTRY.get(state.get("job_id"))
+    old = my_job(state, me)
     if not state.get("run_dir"):
         raise UserInputError("nothing to resume yet: start a training run first")
-    run_dir = Path(state["run_dir"])
+    run_dir = me.resolve(me.name(state["run_dir"]))  # still this visitor's (the state is the server's own)
     meta = ckpt.read_meta(run_dir)
     cfg = Config.from_dict(meta["config"])
     cfg = apply_overrides(cfg, [f"train.max_steps={max_steps}"])
     params, flops = checkpoint_size(meta)
     check_limits(cfg, params)
-    data = load_prepared(meta["data_dir"]) if meta.get("data_dir") else current_data(state)
-    history = old.snapshot().series if old is not None else Series()
+    data = own_data(meta.get("data_dir"), me) or current_data(state)
+    history = old.snapshot().series if old is not None and old.run_dir == run_dir else Series()
     estimate = train_seconds(cfg, flops, max(0, cfg.train.max_steps - int(meta.get("step", 0))))
-    job = _submit(state, me, request, cfg, data, run_dir, estimate, resume=run_dir, history=history)
-    what = "In line to resume" if job.status == jobs.QUEUED else "Resumed"
-    return {**state, "job_id": job.id}, f"{what} from step {meta['step']} → `{me.name(run_dir)}`"
+    job = _submit(me, request, profile, cfg, data, run_dir, estimate, resume=run_dir, history=history)
+    return {**state, "job_id": job.id}, headline(job.snapshot(), me.name(run_dir), resumed_from=int(meta["step"]))
+
+
+def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> str:
+    """What the run is doing, in one line: the status beside the buttons and the progress box say the same."""
+    name = f" → `{run_name}`" if run_name else ""
+    if snap.status == jobs.QUEUED:
+        return f"In line{' to resume' if resumed_from is not None else ''}: the run starts by itself when the runs " \
+               f"ahead of it end{name}"  # fmt: skip
+    if snap.status in jobs.ACTIVE:
+        if snap.stopping:
+            return f"Stopping after the current step (step {snap.step:,})…"
+        if snap.status == "starting":
+            return f"Starting…{name}"
+        return f"{'Resumed from step ' + format(resumed_from, ',') if resumed_from is not None else 'Training'}{name}"
+    return snap.message or snap.status
 
 
 def progress_html(snap: Snapshot, run_name: str) -> str:
     """The progress bar and its line; while the run waits in line, its position and when it should start."""
     if snap.status == jobs.QUEUED and snap.queue is not None:
         position, length, wait = snap.queue
+        when = f"in about {format_duration(wait)}" if wait >= 1 else "any moment now"
         return (
             f'<div class="progress-box"><b>Waiting in line: position {position} of {length}</b> · '
-            f"the runs ahead should end in about {format_duration(wait)}; yours starts then. "
-            "Keep this page open (closing it leaves the queue) or press Leave.</div>"
+            f"the runs ahead should end {when}; yours starts then by itself. "
+            "Keep this page open (a reload keeps your place; closing it gives the place up) or press Leave.</div>"
         )
+    if snap.status in ("left", jobs.QUEUED) or (snap.status == "error" and snap.last is None):
+        # it never trained: no bar, no steps, no checkpoint to point to
+        return f'<div class="progress-box"><b>{html.escape(headline(snap, run_name))}</b></div>'
     pct = 100 * snap.step / max(1, snap.max_steps)
     bits = [f"step {snap.step:,} / {snap.max_steps:,}"]
     if (last := snap.last) is not None:
         bits.append(f"elapsed {format_duration(last.elapsed)}")
-        if snap.status == "running":
+        if snap.status == "running" and not snap.stopping:
             bits.append(f"ETA {format_duration(last.eta)}")
         bits += [f"{last.tokens_per_s:,.0f} tokens/s", f"loss {last.loss:.3f}"]
-    status = snap.message or {"starting": "Starting…", "running": "Training…"}.get(snap.status, "")
+    status = headline(snap, "")
     colour = {"error": "#d62728", "stopped": "#ff7f0e", "completed": "#2ca02c"}.get(snap.status, "#1f77b4")
     return (
         f'<div class="progress-box"><div style="background:#eee;border-radius:6px;height:14px;overflow:hidden">'
         f'<div style="width:{pct:.1f}%;background:{colour};height:14px"></div></div>'
         f'<div style="margin-top:6px"><b>{html.escape(status)}</b> · {" · ".join(bits)}</div>'
-        f'<div style="color:#666;font-size:0.9em">{tensorboard_hint(snap.run_dir, run_name)}</div></div>'
+        f'<div style="color:#666;font-size:0.9em">{tensorboard_hint(snap.run_dir, run_name, snap.step > 0)}</div></div>'
     )
 
 
-def tensorboard_hint(run_dir: str, run_name: str) -> str:
+def tensorboard_hint(run_dir: str, run_name: str, has_checkpoint: bool = True) -> str:
     if PRIVATE:  # visitors of a shared server see names, not the server's paths
-        return f"Run <code>{html.escape(run_name)}</code>: download its checkpoint below to keep it."
+        keep = ": download its checkpoint below to keep it" if has_checkpoint else ""
+        return f"Run <code>{html.escape(run_name)}</code>{keep}."
     return f"TensorBoard logs: <code>{run_dir}/tb</code> — open with <code>tensorboard --logdir {run_dir}</code>"
 
 
@@ -240,27 +265,34 @@ def tensorboard_hint(run_dir: str, run_name: str) -> str:
 REFRESH_S = 2.0
 
 
-POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer")  # what a tick may update
+POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer", "message")  # what a tick updates
 
 
-def poll(state: dict[str, Any], seen: dict[str, Any], held: dict[str, Any] | None = None) -> dict[str, Any]:
+def poll(
+    state: dict[str, Any],
+    seen: dict[str, Any],
+    held: dict[str, Any] | None = None,
+    request: gr.Request | None = None,
+    profile: gr.OAuthProfile | None = None,
+) -> dict[str, Any]:
     """Timer tick, keyed by POLLED (what is left out stays as it is): refresh only when the job has new events since
     this session's last refresh (`seen`), the charts with what each lacks of what the page says it holds (`held`,
     per chart), the sample and the Leave button only when they change (every value the page gets costs it a
     re-render); once the run has ended and its last state is shown, switch the timer off (Start and Resume switch
-    it on again). While the run waits in line, only its position and wait are refreshed."""
+    it on again). While the run waits in line, only its position and wait are refreshed; each tick keeps its place."""
     job = REGISTRY.get(state.get("job_id"))
-    if job is None:
+    if job is None or (request is not None and job.owner != visitor(request, profile).key):
         return {"timer": gr.Timer(REFRESH_S, active=False)}
+    REGISTRY.touch(job.id)
     snap = job.snapshot()
     run_name = Visitor(None).name(snap.run_dir) if not PRIVATE else Path(snap.run_dir).name
     if snap.status == jobs.QUEUED:
         snap.queue = REGISTRY.queue_position(job.id)
         return {"progress": progress_html(snap, run_name), "status": snap.status, "leave": gr.update(visible=True),
-                "seen": {}}  # fmt: skip
+                "seen": {}, "message": headline(snap, run_name)}  # fmt: skip
     timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(REFRESH_S, active=False)}
     seen = seen or {}
-    now = {"version": f"{snap.id}:{snap.version}",  # per run: a new run's first events must redraw too
+    now = {"version": f"{snap.id}:{snap.version}:{snap.stopping}",  # per run: a new run's first events redraw too
            "sample": f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else ""}  # fmt: skip
     if now["version"] == seen.get("version"):
         return {"seen": seen, **timer}  # never empty: Gradio takes an empty dict for a single value
@@ -272,6 +304,7 @@ def poll(state: dict[str, Any], seen: dict[str, Any], held: dict[str, Any] | Non
         },
         "status": snap.status,
         "seen": now,
+        "message": headline(snap, run_name),
         **timer,
     }
     if now["sample"] != seen.get("sample"):
@@ -295,7 +328,7 @@ def settings_form() -> list[Any]:
     return inputs
 
 
-def _wire_form(demo: gr.Blocks, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, inputs: list[Any], info: gr.Markdown,
+def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, inputs: list[Any], info: gr.Markdown,
                init_from: gr.Dropdown, job_status: gr.Textbox) -> None:  # fmt: skip
     """What the form does: a preset fills it, every change re-estimates size and time, "Start from" stays fresh."""
     preset.change(
@@ -306,12 +339,26 @@ def _wire_form(demo: gr.Blocks, tab: gr.Tab, state: gr.State, preset: gr.Dropdow
     )
     for comp in [preset, *inputs]:
         comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
-    demo.load(describe, [preset, state, *inputs], info, api_visibility="private")
-    for trigger in (tab.select, demo.load, job_status.change):
+    ready.then(describe, [preset, state, *inputs], info, api_visibility="private")
+    for trigger in (tab.select, ready.then, job_status.change):
         trigger(start_from_update, init_from, init_from, api_visibility="private")
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
+def busy() -> tuple[Any, Any, str]:
+    return gr.update(interactive=False), gr.update(interactive=False), "Starting…"
+
+
+def max_steps_of(inputs: list[Any]) -> Any:
+    return inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
+
+
+def restore_watch(state: dict[str, Any]) -> Any:
+    """After a reload: watch the visitor's run again if it trains or waits."""
+    job = REGISTRY.get(state.get("job_id"))
+    return gr.Timer(REFRESH_S, active=job is not None and (job.active or job.status == jobs.QUEUED))
+
+
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str, Any]:
     machine_flops()  # measured once at start-up, while the machine is quiet
     jobs.warm_up()  # the process training jobs fork from
     with gr.Row():
@@ -338,32 +385,45 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab) -> dict[str, Any]:
             }
             sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
             job_status = gr.Textbox(visible=False)
-    table, chosen = checkpoint_panel.build(demo, state, job_status)
+    table, chosen = checkpoint_panel.build(ready, state, job_status)
 
-    _wire_form(demo, tab, state, preset, inputs, info, init_from, job_status)
+    _wire_form(ready, tab, state, preset, inputs, info, init_from, job_status)
 
     # the run: start, stop, leave the queue, resume; the timer watches it while it trains or waits
     seen = gr.State({})
     timer = gr.Timer(REFRESH_S, active=False)
     # the period again: a Timer sent as an update without one goes back to Gradio's default, 1 s
     watch = functools.partial(gr.Timer, REFRESH_S, active=True)
-    start_event = start.click(
-        start_training, [state, init_from, preset, *inputs], [state, status], api_name="start_training"
-    )
-    start_event.success(watch, None, timer, api_visibility="private")
-    stop.click(stop_training, state, status, api_name="stop_training")
-    leave.click(leave_queue, state, status, api_name="leave_queue")
-    demo.unload(page_closed)
-    max_steps = inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
-    resume_event = resume.click(resume_training, [state, max_steps], [state, status], api_name="resume_training")
-    resume_event.success(watch, None, timer, api_visibility="private")
-    polled = dict(zip(POLLED, [progress, *live.values(), sample, job_status, leave, seen, timer], strict=True))
+    polled = dict(zip(POLLED, [progress, *live.values(), sample, job_status, leave, seen, timer, status], strict=True))
+
+    def tick(request: gr.Request, profile: gr.OAuthProfile | None, st: dict[str, Any], sn: dict[str, Any],
+             *held: Any) -> dict[Any, Any]:  # fmt: skip
+        return {polled[k]: v for k, v in poll(st, sn, dict(zip(live, held, strict=True)), request, profile).items()}
+
+    poll_now = dict(fn=tick, inputs=[state, seen, *live.values()], outputs=list(polled.values()),
+                    show_progress="hidden", api_visibility="private")  # fmt: skip
+    for button, handler, handler_inputs, api_name in (
+        (start, start_training, [state, init_from, preset, *inputs], "start_training"),
+        (resume, resume_training, [state, max_steps_of(inputs)], "resume_training"),
+    ):
+        # Every press answers at once: the buttons off and "Starting…" (the child takes seconds to build its model),
+        # then the run's own status; the buttons come back whatever happened.
+        pressed = button.click(busy, None, [start, resume, status], queue=False, api_visibility="private",
+                               trigger_mode="once")  # fmt: skip
+        run = pressed.then(handler, handler_inputs, [state, status], api_name=api_name)
+        run.then(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [start, resume],
+                 queue=False, api_visibility="private")  # fmt: skip
+        run.success(watch, None, timer, api_visibility="private").then(**poll_now)
+    stop.click(stop_training, state, status, api_name="stop_training").then(**poll_now)
+    leave.click(leave_queue, state, status, api_name="leave_queue").then(**poll_now)
     timer.tick(
-        lambda st, sn, *held: {polled[k]: v for k, v in poll(st, sn, dict(zip(live, held, strict=True))).items()},
+        tick,
         [state, seen, *live.values()],  # the charts as inputs: what the page holds
         list(polled.values()),
         api_name="poll",
         queue=False,
         show_progress="hidden",  # no loading animation on the charts at every tick: the browser would redraw them
     )
+    # a reloaded page (or a second tab) finds the visitor's run: the timer goes on if it trains or waits
+    ready.then(restore_watch, state, timer, api_visibility="private").then(**poll_now)
     return {"checkpoints": table}

@@ -32,8 +32,9 @@ GEN = [0.8, 40, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, ""]
 @pytest.fixture(scope="module")
 def shared_app(tmp_path_factory: pytest.TempPathFactory):
     yield from launch_app(
-        tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1", GPT_PLAYGROUND_MAX_JOBS="1", GPT_PLAYGROUND_MAX_QUEUE="3"
-    )
+        tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1", GPT_PLAYGROUND_MAX_JOBS="1", GPT_PLAYGROUND_MAX_QUEUE="3",
+        GPT_PLAYGROUND_QUEUE_LAPSE_S="8", GPT_PLAYGROUND_MAX_QUEUE_PER_ADDRESS="3",
+    )  # fmt: skip
 
 
 def visitor(url: str) -> Client:
@@ -119,13 +120,13 @@ def test_start_over_the_slots_waits_in_a_fair_queue(shared_app: Any) -> None:
     assert "position 1 of 1" in c.predict(api_name="/poll")[0]
     assert "In line" in d.predict(*SHORT, api_name="/start_training")
     assert "In line" in e.predict(*SHORT, api_name="/start_training")
-    refused(lambda: visitor(url).predict(*SHORT, api_name="/start_training"), "Busy")  # the queue is full (3)
-    d.close()  # closing the page leaves the queue
-    poll_until(e, lambda r: "position 2 of 2" in r[0], timeout=30)
+    refused(lambda: visitor(url).predict(*SHORT, api_name="/start_training"), "Busy|address")  # full (3)
+    d.close()  # a closed page stops asking: its place lapses (the others keep theirs: their pages ask)
+    poll_until(e, lambda r: c.predict(api_name="/poll") and "position 2 of 2" in r[0], timeout=60)
 
     first.predict(api_name="/stop_training")  # the slot frees up: the first in line starts, the others move up
-    poll_until(first, lambda r: r[4] == "stopped")
-    poll_until(c, lambda r: r[4] == "running", timeout=60)
+    poll_until(first, lambda r: e.predict(api_name="/poll") and r[4] == "stopped")
+    poll_until(c, lambda r: e.predict(api_name="/poll") and r[4] == "running", timeout=60)
     assert "position 1 of 1" in e.predict(api_name="/poll")[0]
     c.predict(api_name="/stop_training")
     poll_until(e, lambda r: r[4] == "completed", timeout=120)  # ... and runs when c's run is over
@@ -155,12 +156,51 @@ def test_quota_removes_the_oldest_runs_never_one_in_use(tmp_path: Path, monkeypa
     pretrained = _fake_run(tmp_path, "pretrained/gpt2", age_s=200)
     new = _fake_run(tmp_path, "users/aaa/run-5", age_s=100)
     removed = enforce_quota(protected=[training, queued], max_runs=3, max_mb=0)
-    assert removed == [old, pretrained]
-    assert training.is_dir() and queued.is_dir() and new.is_dir() and not (tmp_path / "users" / "ccc").exists()
-    # by disk: 3 runs of 1 MB against a 1 MB cap; the unprotected one goes, the protected stay even if still over
+    assert removed == [new, old]  # aaa keeps the most (two runs): their free one first, then the oldest
+    assert training.is_dir() and queued.is_dir() and pretrained.is_dir() and not (tmp_path / "users" / "ccc").exists()
+    # by disk: against a 1 MB cap the unprotected one goes, the protected stay even if still over
     big = _fake_run(tmp_path, "users/ddd/run-6", age_s=50, size=1_000_000)
-    assert enforce_quota(protected=[training, queued, big], max_runs=0, max_mb=1) == [new]
-    assert enforce_quota(protected=[], max_runs=0, max_mb=0) == []  # no quota: nothing goes
+    assert enforce_quota(protected=[training, queued, big], max_runs=0, max_mb=1) == [pretrained]
+    assert enforce_quota(protected=[], max_runs=0, max_mb=0, user_runs=0, user_mb=0) == []  # no quota: none goes
+
+
+def _fake_data(root: Path, owner: str, key: str, age_s: float, size: int = 1000) -> Path:
+    d = root / "users" / owner / "data" / key
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text("{}")
+    (d / "train.bin").write_bytes(b"\0" * size)
+    t = time.time() - age_s
+    for f in d.iterdir():
+        os.utime(f, (t, t))
+    return d
+
+
+def test_each_visitor_has_a_share_and_loses_their_own_oldest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One visitor's uploads cannot delete another's run or the owner's published model; data sets count; what a
+    queued run will read (its source checkpoint, its data) stays."""
+    from playground.hosting import Visitor, enforce_quota, usage
+
+    monkeypatch.setenv("GPT_PLAYGROUND_RUNS", str(tmp_path))
+    published = _fake_run(tmp_path, "published/demo", age_s=9000)  # the oldest of all, and never counted
+    bobs_run = _fake_run(tmp_path, "users/bob/run-1", age_s=5000)
+    bobs_data = _fake_data(tmp_path, "bob", "k1", age_s=4000)
+    source = _fake_run(tmp_path, "users/carol/run-src", age_s=6000)  # a queued fine-tune of carol's reads it
+    mallory = Visitor("mallory", key="mallory")
+    uploads = [_fake_run(tmp_path, f"users/mallory/uploaded/u{i}", age_s=3000 - i * 100) for i in range(8)]
+    malloys_data = _fake_data(tmp_path, "mallory", "k2", age_s=100, size=5000)
+    removed = enforce_quota(mallory, protected=[malloys_data, source], max_runs=0, max_mb=0, user_runs=3, user_mb=0)
+    assert set(removed) == set(uploads[:5])  # within her share of 3: her own 5 oldest went, nobody else's
+    assert bobs_run.is_dir() and bobs_data.is_dir() and published.is_dir() and source.is_dir()
+    assert usage(mallory) == (3, 3 * 1002 + 5002)  # 3 uploads and her data set, config files included
+    # past the server's total, whoever keeps the most loses their oldest first: mallory, not bob
+    assert enforce_quota(None, protected=[source], max_runs=4, max_mb=0, user_runs=0, user_mb=0) == [uploads[5]]
+    assert bobs_run.is_dir() and source.is_dir() and published.is_dir()
+    # data sets count against the share by size, the oldest first
+    old_data = _fake_data(tmp_path, "mallory", "k0", age_s=7000, size=5000)
+    assert enforce_quota(mallory, max_runs=0, max_mb=0, user_runs=0, user_mb=0.011) == [old_data]
+    assert published.is_dir()
 
 
 def _hf_dir(tmp_path: Path, **cfg: int) -> Path:
@@ -241,6 +281,66 @@ def test_a_signed_in_visitor_keeps_their_runs_across_sessions(monkeypatch: pytes
 
 
 @pytest.mark.slow
+def test_hostile_round_three_through_the_api(shared_app: Any) -> None:
+    """Two Starts at once make one run; a downloaded checkpoint and a failed run's message hold no server path;
+    one visitor's most expensive legal requests leave a bystander's short one answered within seconds."""
+    import concurrent.futures
+    import zipfile
+
+    runs: Path = shared_app.runs
+    alice, bob = visitor(shared_app), visitor(shared_app)
+    # two Starts sent at once from one session: one run, and Stop stops it
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(alice.predict, *LONG, api_name="/start_training") for _ in range(2)]
+        outcomes = []
+        for f in calls:
+            try:
+                outcomes.append(f.result())
+            except AppError as e:
+                outcomes.append(f"refused: {e}")
+    assert sum("Training started" in o for o in outcomes) == 1, outcomes
+    assert sum("still training or waiting" in o for o in outcomes) == 1, outcomes
+    assert "Stopping" in alice.predict(api_name="/stop_training")
+    poll_until(alice, lambda r: r[4] == "stopped")
+    (mine,) = [n for n in names(alice) if n.endswith("latest")]
+
+    # the download's config.json: no data_dir, no server path anywhere in it
+    with zipfile.ZipFile(alice.predict(mine, api_name="/download_checkpoint")) as zf:
+        (config,) = [n for n in zf.namelist() if n.endswith("config.json")]
+        text = zf.read(config).decode()
+    assert "data_dir" not in text and str(runs) not in text and '"/' not in text
+
+    # the most expensive legal requests: many long generations at once from one visitor
+    gen_long = [0.8, 0, 1.0, 1.0, 0.0, 1000, 1, 0.0, 0.0, ""]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        heavy = [pool.submit(alice.predict, mine, "ROMEO:", *gen_long, api_name="/generate") for _ in range(8)]
+        time.sleep(1.0)
+        t0 = time.time()
+        assert bob.predict("published/demo" if "published/demo" in names(bob) else mine_of(bob), "ROMEO:",
+                           *[0.8, 40, 1.0, 1.0, 0.0, 30, 1, 0.0, 0.0, ""], api_name="/generate")[1]  # fmt: skip
+        bystander = time.time() - t0
+        refusals = 0
+        for f in heavy:
+            try:
+                f.result(timeout=300)
+            except AppError as e:
+                refusals += "requests running" in str(e)
+    assert refusals >= 8 - 2 - 1  # at most 2 at once per visitor (a finished one frees a place)
+    assert bystander < 10, f"a bystander's 30-token request took {bystander:.1f} s"
+    (shared_app.runs / "bystander_s.txt").write_text(f"{bystander:.2f}")
+
+
+def mine_of(c: Client) -> str:
+    """A checkpoint of this visitor's own, trained for the purpose."""
+    existing = [n for n in names(c) if n.endswith("latest")]
+    if existing:
+        return existing[0]
+    c.predict(*SHORT, api_name="/start_training")
+    poll_until(c, lambda r: r[4] == "completed")
+    return [n for n in names(c) if n.endswith("latest")][0]
+
+
+@pytest.mark.slow
 def test_a_space_with_sign_in_starts_and_offers_it(tmp_path_factory: pytest.TempPathFactory) -> None:
     """`hf_oauth: true` gives the Space these variables; the app must start (gradio[oauth] installed) and show it."""
     env = {"SPACE_ID": "tester/gpt-playground", "SYSTEM": "spaces", "OAUTH_CLIENT_ID": "id", "OAUTH_SCOPES": "openid",
@@ -249,3 +349,38 @@ def test_a_space_with_sign_in_starts_and_offers_it(tmp_path_factory: pytest.Temp
         config = json.loads(urllib.request.urlopen(f"{url}config", timeout=10).read())
         buttons = [c["props"].get("value") for c in config["components"] if c.get("type") == "button"]
         assert "Sign in to keep your runs" in buttons
+
+
+def test_a_browser_keeps_its_visitor_across_reloads_and_tabs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page sends its browser's secret when it loads: every session of that browser is the same visitor; a
+    session that sent none (an API client), or another browser, is someone else."""
+    import threading
+
+    from playground import hosting, settings
+    from playground.jobs import Job
+
+    monkeypatch.setattr(hosting, "PRIVATE", True)
+
+    class Request:
+        def __init__(self, session: str) -> None:
+            self.session_hash, self.headers, self.client = session, {}, None
+
+    secret = hosting.bind_browser(None, Request("tab-1"))  # type: ignore[arg-type]
+    assert hosting.SECRET.match(secret) and len(secret) * 6 >= 256  # a fresh 256-bit secret for a new browser
+    assert hosting.bind_browser(secret, Request("tab-2")) == secret  # type: ignore[arg-type]  # a reload, a 2nd tab
+    one, two = (hosting.visitor(Request(s)) for s in ("tab-1", "tab-2"))  # type: ignore[arg-type]
+    assert one == two and one.key == two.key and secret not in (one.owner or "")
+    other = hosting.bind_browser("not a secret", Request("elsewhere"))  # type: ignore[arg-type]
+    assert other != secret and hosting.visitor(Request("elsewhere")) != one  # type: ignore[arg-type]
+    assert hosting.visitor(Request("api-client")) != one  # type: ignore[arg-type]  # sent no secret
+    hosting.unbind(Request("tab-2"))  # type: ignore[arg-type]  # that page closed
+    assert hosting.visitor(Request("tab-2")) != one  # type: ignore[arg-type]
+
+    # a run's message is scrubbed where it is made: no server path reaches any view of it
+    monkeypatch.setattr(settings, "PRIVATE", True)
+    job = Job.__new__(Job)
+    job._lock, job._answered, job.version, job.status = threading.Lock(), threading.Event(), 0, ""
+    where = f"{settings.runs_root()}/users/4bcb1234/run-1/latest"
+    job._finish("error", f"the checkpoint at {where} uses the char tokenizer; see /srv/app/gpt/data.py")
+    assert "run-1/latest" in job.message and settings.runs_root().as_posix() not in job.message
+    assert "/srv/app" not in job.message

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,26 +53,69 @@ def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Pa
 
 
 def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Path) -> None:
-    reg = Registry(max_jobs=1, max_queue=2)
+    reg = Registry(max_jobs=1, max_queue=3)
     first = reg.start(config(100_000), data, tmp_path / "a", owner="a")  # no estimate: no rescaling below
-    second = reg.start(config(20), data, tmp_path / "b", owner="b", estimate_s=30)
+    second = reg.start(config(20), data, tmp_path / "b", owner="b", estimate_s=30, address="10.0.0.2", per_address=1)
     third = reg.start(config(20), data, tmp_path / "c", owner="c", session="page-c", estimate_s=30)
     assert (first.status, second.status, third.status) == ("running", "queued", "queued")
-    with pytest.raises(UserInputError, match="already have a run waiting"):
-        reg.start(config(20), data, tmp_path / "b2", owner="b")
+    for owner in ("a", "b"):  # one run per visitor, training or waiting
+        with pytest.raises(UserInputError, match="still training or waiting"):
+            reg.start(config(20), data, tmp_path / f"{owner}2", owner=owner)
+    with pytest.raises(UserInputError, match="from your address"):  # a new session from a full address
+        reg.start(config(20), data, tmp_path / "e", owner="e", address="10.0.0.2", per_address=1)
+    reg.start(config(20), data, tmp_path / "f", owner="f")
     with pytest.raises(UserInputError, match="Busy"):
         reg.start(config(20), data, tmp_path / "d", owner="d")
+    reg.leave(reg.latest("f").id)
     pos2 = reg.queue_position(second.id)
     pos3 = reg.queue_position(third.id)
     assert pos2 is not None and pos3 is not None and pos2[:2] == (1, 2) and pos3[:2] == (2, 2)
     assert pos3[2] == pytest.approx(pos2[2] + 30)  # the run ahead takes its estimate after the slot frees up
-    reg.leave_session("page-c")  # its page was closed
-    assert (
-        third.status == "left" and reg.queue_position(third.id) is None and reg.queue_position(second.id)[:2] == (1, 1)
-    )
+    # the third's page stops asking (closed): its place lapses; the second's page goes on asking
+    reg.touch(second.id)
+    third.seen_at -= 3600
+    assert reg.queue_position(second.id)[:2] == (1, 1)
+    assert third.status == "left" and reg.queue_position(third.id) is None and "left the queue" in third.message
     first.stop()
     wait_for(second, lambda j: j.status == "completed")  # started by itself when the slot freed, and ran to its end
     assert first.status == "stopped" and not (tmp_path / "c").exists()
+    assert reg.latest("b") is second and reg.latest("nobody") is None
+
+
+def test_the_shown_wait_counts_down() -> None:
+    """Refined estimates (the running run's pace) do not make the wait tick up and down: it counts down, and jumps
+    only when the new figure is clearly different."""
+    from types import SimpleNamespace
+
+    job: Any = SimpleNamespace(shown_wait=None)
+    assert Registry._countdown(job, 39.0) == 39.0
+    job.shown_wait = (39.0, time.monotonic() - 5)  # shown 5 s ago
+    assert Registry._countdown(job, 44.0) == pytest.approx(34.0, abs=0.5)  # not up to 44: down to 34
+    assert Registry._countdown(job, 90.0) == 90.0  # clearly longer now: shown as it is
+
+
+def test_two_starts_at_once_make_one_run(data, tmp_path: Path) -> None:
+    """Sent together from one visitor (two tabs, a double click, a script): one run, the other refused."""
+    import threading
+
+    reg = Registry(max_jobs=2, max_queue=2)
+    results: list[Any] = []
+
+    def start(i: int) -> None:
+        try:
+            results.append(reg.start(config(100_000), data, tmp_path / f"r{i}", owner="same"))
+        except UserInputError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    jobs_made = [r for r in results if not isinstance(r, Exception)]
+    assert len(jobs_made) == 1 and len(results) == 4
+    assert reg.stop_owner("same") == jobs_made  # and the visitor can stop it
+    wait_for(jobs_made[0], lambda j: not j.active)
 
 
 def test_bad_settings_found_by_the_child_reach_start(data, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from gpt.events import Step
 from playground import live_chart
 from playground.charts import decimate
 from playground.jobs import Series, Snapshot
-from playground.train_tab import FIELDS, build_config, preset_values, progress_html
+from playground.train_tab import FIELDS, build_config, headline, preset_values, progress_html
 
 
 def test_decimate_keeps_the_extremes_in_order_within_the_budget() -> None:
@@ -52,14 +52,31 @@ def snapshot(
 def test_progress_line_says_where_the_run_is() -> None:
     step = Step(loss=2.5, lr=1e-3, grad_norm=1.0, tokens_per_s=20_000, step_time=0.04, elapsed=6, eta=6, max_steps=300)
     running = progress_html(snapshot("running", step), "run-1")
-    assert "step 150 / 300" in running and "ETA 0m06s" in running and "20,000 tokens/s" in running
+    assert "step 150 / 300" in running and "ETA 6 s" in running and "20,000 tokens/s" in running
     assert "width:50.0%" in running
     stopped = progress_html(snapshot("stopped", step, "Training stopped at step 150."), "run-1")
     assert "Training stopped at step 150." in stopped and "ETA" not in stopped
     starting = progress_html(snapshot("starting", None), "run-1")
     assert "Starting…" in starting and "tokens/s" not in starting
     queued = progress_html(snapshot("queued", None, queue=(2, 3, 125.0)), "run-1")
-    assert "position 2 of 3" in queued and "2m05s" in queued
+    assert "position 2 of 3" in queued and "2 min 5 s" in queued
+    # a run that never trained (it left the line, or failed before its first step) shows no bar, steps or checkpoint
+    for status, message in [("left", "You left the queue."), ("error", "the data set is too short")]:
+        never = progress_html(Snapshot("j1", status, message, 3, 0, 2000, None, "/runs/run-1", Series(), None), "r")
+        assert message in never and "step" not in never and "checkpoint" not in never
+    # Stop pressed: the line says so, with no ETA, until the run says where it stopped
+    stopping = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/run-1", Series(), None, stopping=True)
+    assert "Stopping after the current step (step 150)" in progress_html(stopping, "r")
+    assert "ETA" not in progress_html(stopping, "r")
+    assert headline(stopping, "r") == "Stopping after the current step (step 150)…"
+    assert headline(snapshot("stopped", step, "Training stopped at step 157."), "r") == "Training stopped at step 157."
+
+
+def test_durations_read_as_people_write_them() -> None:
+    from gpt.events import format_duration
+
+    assert [format_duration(s) for s in (0, 14, 60, 125, 3600, 3780, 7322)] == [
+        "0 s", "14 s", "1 min", "2 min 5 s", "1 h", "1 h 3 min", "2 h 2 min"]  # fmt: skip
 
 
 class Page:
