@@ -14,7 +14,7 @@ import torch
 from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.model import GPT
-from gpt.sampling import STAGES, process_stages
+from gpt.sampling import STAGES, process_stages, window_start
 from gpt.tokenizer import Tokenizer
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", " ": "·", "\r": "␍"}
@@ -144,8 +144,8 @@ class SamplingStep:
 
 @torch.no_grad()
 def next_logits(model: GPT, ids: list[int]) -> torch.Tensor:
-    """The raw logits for the token after `ids` (its last context-length tokens): one forward pass."""
-    x = torch.tensor([ids[-model.config.block_size :]], device=model.lm_head.weight.device)
+    """The raw logits for the token after `ids`, seeing the window of them the sampler sees: one forward pass."""
+    x = torch.tensor([ids[window_start(len(ids), model.config.block_size) :]], device=model.lm_head.weight.device)
     return model(x, last_only=True)[0][0, -1].float().cpu()
 
 

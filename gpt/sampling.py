@@ -139,9 +139,11 @@ def stream(
                 if stop_at > emitted:
                     yield Token(next_id, text[emitted:stop_at], prob, alternatives)
                 return
-            ready = len(text) - hold if cfg.stop else len(text)
+            # (max: while the text is shorter than `hold`, len - hold is negative, and as a slice's end it would
+            # emit text that could still start a stop string, and emit it again later)
+            ready = max(emitted, len(text) - hold) if cfg.stop else len(text)
             yield Token(next_id, text[emitted:ready], prob, alternatives)
-            emitted = max(emitted, ready)
+            emitted = ready
             if n + 1 < cfg.max_new_tokens:  # no logits for a token that will not be generated
                 logits = _forward(model, cache, history, block)
         tail = text + decoder.flush()
@@ -156,12 +158,33 @@ def stream(
 # state, and a suspended generator would leave it switched on in a web server's worker thread.
 
 
+def window_start(n: int, block: int) -> int:
+    """Where the model's view begins when it predicts the token after the first `n` ids, for a context of `block`.
+
+    Inside the context (n <= block) it sees everything. Past it, the view slides in jumps, as a sliding window with
+    refill does: when full, it restarts from its last `keep` = ceil(block / 2) tokens and grows by one token a step
+    until full again. So the model sees between `keep` and `block` tokens of history (not always the last `block`,
+    as re-running the whole window every step would), and the KV cache is refilled (`keep` tokens in one batched
+    forward) once every `block - keep + 1` tokens: a token past the context costs about what one inside it costs.
+    A function of `n` alone, so the sampler, the explainer (gpt.inspect.next_logits) and a generation restarted
+    from its own output all see the same window."""
+    if n <= block:
+        return 0
+    keep = (block + 1) // 2
+    # The first refill is at n = block + 1 (window: the last `keep`); the window then grows until it holds `block`.
+    return n - keep - (n - block - 1) % (block - keep + 1)
+
+
 @torch.inference_mode()
 def _forward(model: GPT, cache: KVCache, history: torch.Tensor, block: int) -> torch.Tensor:
-    """Logits for the next position: feed the new token, or the whole (cropped) sequence when starting or full."""
-    if cache.pos == 0 or cache.pos >= block:  # start, or context full: crop to the last `block` tokens
+    """Logits for the next position: feed the new token, or, when starting or when the window moved, refill the
+    cache from the window (see `window_start`)."""
+    start = window_start(history.numel(), block)
+    if cache.pos != history.numel() - 1 - start:  # the cache does not hold the window but its newest token
+        # Positions are learned absolute embeddings, baked into the cached keys: the window cannot be kept by
+        # shifting them, so it is re-run from position 0.
         cache.reset()
-        return model(history[-block:].view(1, -1), cache=cache, last_only=True)[0][0, -1]
+        return model(history[start:].view(1, -1), cache=cache, last_only=True)[0][0, -1]
     return model(history[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
 
 

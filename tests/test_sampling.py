@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from itertools import islice
+from typing import Any
 
 import pytest
 import torch
 
 from gpt.config import ModelConfig, SampleConfig
 from gpt.errors import UserInputError
-from gpt.model import GPT
+from gpt.inspect import next_logits
+from gpt.model import GPT, KVCache
 from gpt.sampling import (
     _pick,
     exponential_race,
@@ -21,6 +24,7 @@ from gpt.sampling import (
     stream,
     top_k_filter,
     top_p_filter,
+    window_start,
 )
 from gpt.tokenizer import ByteTokenizer, CharTokenizer
 
@@ -103,10 +107,109 @@ def reference_greedy(model: GPT, ids: list[int], n: int) -> list[int]:
     return out[len(ids) :]
 
 
-def test_greedy_stream_with_kv_cache_equals_no_cache_reference_past_the_context(model: GPT) -> None:
+def sliding_start(n: int, block: int) -> int:
+    """The refill rule step by step from the first token: when the view would exceed the context, it restarts from
+    its last ceil(block / 2) tokens."""
+    start = 0
+    for m in range(1, n + 1):
+        if m - start > block:
+            start = m - (block + 1) // 2
+    return start
+
+
+def test_window_start_is_the_step_by_step_refill_rule() -> None:
+    for block in (1, 2, 3, 7, 16, 1024):
+        assert [window_start(n, block) for n in range(3 * block + 5)] == [
+            sliding_start(n, block) for n in range(3 * block + 5)
+        ]
+
+
+def test_greedy_stream_within_the_context_equals_the_no_cache_crop(model: GPT) -> None:
     tok = ByteTokenizer()
-    ids = [t.id for t in stream(model, tok, "hello", SampleConfig(max_new_tokens=40, temperature=0))]
-    assert ids == reference_greedy(model, tok.encode("hello"), 40)  # 45 tokens > block_size 16
+    ids = [t.id for t in stream(model, tok, "hello", SampleConfig(max_new_tokens=11, temperature=0))]
+    assert ids == reference_greedy(model, tok.encode("hello"), 11)  # 5 + 11 = 16 tokens: the whole context
+
+
+def test_greedy_past_the_context_is_what_a_fresh_forward_of_the_cached_window_predicts(
+    model: GPT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = model.config.block_size
+    caches: list[KVCache] = []
+    new_cache = model.new_cache
+    monkeypatch.setattr(model, "new_cache", lambda b=1: caches.append(new_cache(b)) or caches[-1])
+    for prompt in ("hello", "a prompt longer than the context"):
+        tok = ByteTokenizer()
+        history = tok.encode(prompt)
+        tokens = stream(model, tok, prompt, SampleConfig(max_new_tokens=4 * block, temperature=0))
+        for t in islice(tokens, 4 * block):  # (a last one may follow: the flush of an incomplete UTF-8 character)
+            # The cache holds the window the token was predicted from: its keys and values are those of a
+            # fresh forward over exactly those tokens, re-run from position 0, and the token is its argmax.
+            window = history[sliding_start(len(history), block) :]
+            cache, fresh = caches[-1], new_cache(1)
+            with torch.no_grad():
+                logits, _ = model(torch.tensor([window]), cache=fresh)
+            assert cache.pos == len(window)
+            assert torch.allclose(cache.k[:, :, :, : len(window)], fresh.k[:, :, :, : len(window)], atol=1e-5)
+            assert torch.allclose(cache.v[:, :, :, : len(window)], fresh.v[:, :, :, : len(window)], atol=1e-5)
+            assert t.id == int(logits[0, -1].argmax())
+            history.append(t.id)
+
+
+def test_a_token_past_the_context_costs_about_what_one_inside_it_costs(
+    model: GPT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processed: list[int] = []
+    forward = model.forward
+
+    def counting(idx: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        processed.append(idx.size(1))
+        return forward(idx, *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    n = 10 * model.config.block_size
+    assert len(list(stream(model, ByteTokenizer(), "hi", SampleConfig(max_new_tokens=n, temperature=0)))) >= n
+    # Refilling 8 of 16 positions every 9 tokens: under 2 tokens through the model per new token (re-running the
+    # whole window every step, as before: about 16).
+    assert sum(processed) / n < 2
+
+
+def test_the_explainer_sees_the_window_the_sampler_saw_past_the_context(model: GPT) -> None:
+    tok = ByteTokenizer()
+    history = tok.encode("hello")
+    n = 4 * model.config.block_size
+    for t in islice(stream(model, tok, "hello", SampleConfig(max_new_tokens=n, seed=0)), n):
+        assert torch.softmax(next_logits(model, history), -1)[t.id].item() == pytest.approx(t.prob, abs=1e-5)
+        history.append(t.id)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=1.0),
+        dict(temperature=0.7, top_k=5),
+        dict(temperature=1.3, top_p=0.6),
+        dict(temperature=0.9, min_p=0.2),
+        dict(temperature=0.8, repetition_penalty=1.5, presence_penalty=0.5, frequency_penalty=0.3),
+        dict(temperature=0.0, repetition_penalty=1.3),
+    ],  # fmt: skip
+)
+def test_every_sampling_option_runs_past_the_context(model: GPT, settings: dict[str, float]) -> None:
+    n = 4 * model.config.block_size  # 5 + 64 tokens: six refills of the cache
+    toks = list(stream(model, ByteTokenizer(), "hello", SampleConfig(max_new_tokens=n, seed=0, **settings)))
+    assert len(toks) >= n
+    assert all(0 <= t.id < 256 and 0.0 <= t.prob <= 1.0 for t in toks)
+
+
+def test_a_stop_string_past_the_context_ends_generation() -> None:
+    torch.manual_seed(0)
+    tok = CharTokenizer("ab")
+    m = GPT(ModelConfig(vocab_size=2, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    full = generate(m, tok, "a", SampleConfig(max_new_tokens=80, seed=1, temperature=1.0))
+    # A 5-character stop first generated at character 20 or later, well past the context of 8. (5: the stream holds
+    # back 4 characters, more than it has generated at first.)
+    stop = next(full[i : i + 5] for i in range(20, 70) if full.find(full[i : i + 5]) >= 20)
+    cut = generate(m, tok, "a", SampleConfig(max_new_tokens=80, seed=1, temperature=1.0, stop=[stop]))
+    assert cut == full[: full.index(stop)]
 
 
 def test_seed_makes_sampling_reproducible(model: GPT) -> None:
