@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from playground import compare_tab, data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
-from playground.common import forget_me, new_session, restore_session  # noqa: E402
+from playground.common import forget_me, guard_every_handler, new_session, restore_session  # noqa: E402
 from playground.hosting import browser_state_secret, unbind  # noqa: E402
 from playground.settings import LIMITS, PRIVATE  # noqa: E402
 
@@ -74,6 +74,7 @@ def build_app() -> gr.Blocks:
                 forget_me, confirmed, [browser, state, confirmed], api_visibility="private",
                 js="() => confirm('Delete your runs, uploads and data sets on this server, and forget this browser?')",
             ).then(None, confirmed, None, js="(done) => { if (done) window.location.reload(); }")  # fmt: skip
+    guard_every_handler(demo)
     return demo
 
 

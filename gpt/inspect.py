@@ -17,7 +17,7 @@ from gpt.model import GPT
 from gpt.sampling import STAGES, process_stages, window_start
 from gpt.tokenizer import Tokenizer
 
-_VISIBLE = {"\n": "↵", "\t": "⇥", " ": "·", "\r": "␍"}
+_VISIBLE = {"\n": "↵", "\t": "⇥", " ": "␣", "\r": "␍"}  # a space as "·" read like a full stop
 
 
 def label(text: str) -> str:

@@ -63,6 +63,7 @@ def user_errors(fn: F) -> F:
             except Exception as e:  # noqa: BLE001 - see fail()
                 raise fail(e) from None
 
+        stream_wrapper._user_errors = True  # type: ignore[attr-defined]
         return stream_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
@@ -72,7 +73,16 @@ def user_errors(fn: F) -> F:
         except Exception as e:  # noqa: BLE001 - see fail()
             raise fail(e) from None
 
+    wrapper._user_errors = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def guard_every_handler(demo: gr.Blocks) -> None:
+    """Every handler of the app answers its failures as messages (user_errors), also those only the page calls
+    (lambdas, the chained steps): a crafted call reaches any of them, with any data."""
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None and not getattr(block_fn.fn, "_user_errors", False):
+            block_fn.fn = user_errors(block_fn.fn)
 
 
 def restore_session(

@@ -88,8 +88,8 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
     )
     timer = gr.Timer(REFRESH_S, active=False)
     outputs = [plot, summary, diff, timer]
-    go_btn.click(compare, [runs, axis], outputs, api_name="compare")
-    axis.change(compare, [runs, axis], outputs, api_visibility="private")
+    go_btn.click(compare, [runs, axis], outputs, api_name="compare", show_progress="hidden")
+    axis.change(compare, [runs, axis], outputs, api_visibility="private", show_progress="hidden")
     timer.tick(compare, [runs, axis], outputs, api_visibility="private", show_progress="hidden")
     for trigger in (tab.select, ready.then):
         trigger(run_list, runs, runs, api_visibility="private")
@@ -115,5 +115,5 @@ def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -
 
     runs, axis = compare_tab["runs"], compare_tab["axis"]
     table.select(pick, runs, [runs, tabs], api_visibility="private").then(
-        compare, [runs, axis], compare_tab["outputs"], api_visibility="private"
+        compare, [runs, axis], compare_tab["outputs"], api_visibility="private", show_progress="hidden"
     )

@@ -187,11 +187,20 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         [files, text],
         api_visibility="private",
     )
+    # The press answers at once (the button says what it does); a bad upload shows its message and leaves the last
+    # statistics in place (Gradio's progress tracker would cover them with "Error" badges).
     prepare_btn.click(
+        lambda: gr.update(value="Preparing…", interactive=False), None, prepare_btn, queue=False,
+        api_visibility="private",
+    ).then(
         prepare_data,
         [source, files, text, tokenizer, val_fraction, state],
         [stats, tokens, state],
         api_name="prepare_data",
+        show_progress="hidden",
         **HEAVY,
-    )
+    ).then(
+        lambda: gr.update(value="Prepare data", interactive=True), None, prepare_btn, queue=False,
+        api_visibility="private",
+    )  # fmt: skip
     ready.then(shown_data, state, [stats, tokens], api_visibility="private")

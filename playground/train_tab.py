@@ -219,7 +219,7 @@ def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> 
             return f"Stopping after the current step (step {snap.step:,})…"
         if snap.status == "starting":
             return f"Starting…{name}"
-        return f"{'Resumed from step ' + format(resumed_from, ',') if resumed_from is not None else 'Training'}{name}"
+        return f"{'Resumed from step ' + format(resumed_from, ',') if resumed_from is not None else 'Training…'}{name}"
     return snap.message or snap.status
 
 
@@ -260,6 +260,9 @@ def tensorboard_hint(run_dir: str, run_name: str, has_checkpoint: bool = True) -
     return f"TensorBoard logs: <code>{run_dir}/tb</code> — open with <code>tensorboard --logdir {run_dir}</code>"
 
 
+NO_RUN = '<div class="progress-box">No training run yet.</div>'
+STARTING = '<div class="progress-box"><b>Starting…</b> (building the model)</div>'
+
 # Chart refresh period while this session's run trains: the page appends the new points only (playground.live_chart),
 # so a tick costs little. Between runs the timer is off.
 REFRESH_S = 2.0
@@ -282,7 +285,7 @@ def poll(
     it on again). While the run waits in line, only its position and wait are refreshed; each tick keeps its place."""
     job = REGISTRY.get(state.get("job_id"))
     if job is None or (request is not None and job.owner != visitor(request, profile).key):
-        return {"timer": gr.Timer(REFRESH_S, active=False)}
+        return {"timer": gr.Timer(REFRESH_S, active=False), "progress": NO_RUN, "message": ""}
     REGISTRY.touch(job.id)
     snap = job.snapshot()
     run_name = Visitor(None).name(snap.run_dir) if not PRIVATE else Path(snap.run_dir).name
@@ -344,8 +347,9 @@ def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, in
         trigger(start_from_update, init_from, init_from, api_visibility="private")
 
 
-def busy() -> tuple[Any, Any, str]:
-    return gr.update(interactive=False), gr.update(interactive=False), "Starting…"
+def busy() -> tuple[Any, Any, str, str]:
+    """What a press of Start or Resume shows at once."""
+    return gr.update(interactive=False), gr.update(interactive=False), "Starting…", STARTING
 
 
 def max_steps_of(inputs: list[Any]) -> Any:
@@ -378,7 +382,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
             with gr.Accordion("Model and training settings", open=True):
                 inputs = settings_form()
         with gr.Column(scale=2):
-            progress = gr.HTML('<div class="progress-box">No training run yet.</div>')
+            progress = gr.HTML(NO_RUN)
             live = {
                 "loss": live_chart.live_chart("loss", "The loss curves appear here once training starts."),
                 "rate": live_chart.live_chart("rate", "Learning rate and throughput appear here."),
@@ -400,7 +404,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
              *held: Any) -> dict[Any, Any]:  # fmt: skip
         return {polled[k]: v for k, v in poll(st, sn, dict(zip(live, held, strict=True)), request, profile).items()}
 
-    poll_now = dict(fn=tick, inputs=[state, seen, *live.values()], outputs=list(polled.values()),
+    def tick_fresh(request: gr.Request, profile: gr.OAuthProfile | None, st: dict[str, Any], *held: Any) -> Any:
+        return tick(request, profile, st, {}, *held)  # everything said again, whether or not the run moved
+
+    poll_now = dict(fn=tick_fresh, inputs=[state, *live.values()], outputs=list(polled.values()),
                     show_progress="hidden", api_visibility="private")  # fmt: skip
     for button, handler, handler_inputs, api_name in (
         (start, start_training, [state, init_from, preset, *inputs], "start_training"),
@@ -408,12 +415,12 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
     ):
         # Every press answers at once: the buttons off and "Starting…" (the child takes seconds to build its model),
         # then the run's own status; the buttons come back whatever happened.
-        pressed = button.click(busy, None, [start, resume, status], queue=False, api_visibility="private",
+        pressed = button.click(busy, None, [start, resume, status, progress], queue=False, api_visibility="private",
                                trigger_mode="once")  # fmt: skip
         run = pressed.then(handler, handler_inputs, [state, status], api_name=api_name)
         run.then(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [start, resume],
-                 queue=False, api_visibility="private")  # fmt: skip
-        run.success(watch, None, timer, api_visibility="private").then(**poll_now)
+                 queue=False, api_visibility="private").then(**poll_now)  # fmt: skip
+        run.success(watch, None, timer, api_visibility="private")
     stop.click(stop_training, state, status, api_name="stop_training").then(**poll_now)
     leave.click(leave_queue, state, status, api_name="leave_queue").then(**poll_now)
     timer.tick(

@@ -95,3 +95,31 @@ def stop_app(proc: Any) -> None:
         proc.wait(15)
     except Exception:  # noqa: BLE001 - it did not stop in time
         proc.kill()
+
+
+def raw_event(url: str, fn_index: int, data: list[Any], event_data: Any, session: str, timeout: float = 60) -> str:
+    """Trigger one of the app's dependencies by its index, as the page does (listed in the API or not), with
+    hand-made data and event data. Returns "complete", or the error message, or "refused" (Gradio would not take
+    the request)."""
+    import urllib.error
+    import urllib.request
+
+    base = url.rstrip("/") + "/gradio_api"
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data,
+                       "trigger_id": None}).encode()  # fmt: skip
+    req = urllib.request.Request(f"{base}/queue/join", data=body, headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=timeout).read()
+    except urllib.error.HTTPError:
+        return "refused"
+    with urllib.request.urlopen(f"{base}/queue/data?session_hash={session}", timeout=timeout) as stream:
+        for line in stream:
+            if not line.startswith(b"data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_completed":
+                out = msg.get("output") or {}
+                return "complete" if msg.get("success") else str(out.get("error") or out)
+            if msg.get("msg") == "close_stream" or msg.get("msg") == "unexpected_error":
+                return str(msg.get("message", "closed"))
+    return "closed"

@@ -51,6 +51,7 @@ class AppURL(str):
 
     pid: int = 0
     runs: Path = Path()
+    log: Path = Path()
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +80,7 @@ def launch_app(tmp_path_factory: pytest.TempPathFactory, **env: str):
         stderr=subprocess.STDOUT,
     )
     url = AppURL(f"http://127.0.0.1:{port}/")
-    url.pid, url.runs = proc.pid, runs
+    url.pid, url.runs, url.log = proc.pid, runs, Path(log.name)
     wait_until_serving(url, proc, Path(log.name), timeout=120)
     yield url
     stop_app(proc)

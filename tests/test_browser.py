@@ -5,12 +5,15 @@ Screenshots of each tab are saved under test-artifacts/ (ignored by git).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from gpt.corpus import sample_corpus_path
 from gpt.events import read_metrics
+from tests.conftest import SHAKESPEARE as SHAKESPEARE_START
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -32,12 +35,23 @@ def browser():
         b.close()
 
 
+SCREEN = {"width": 1366, "height": 768}  # a common laptop screen: each tab's main action must fit it
+
+
 def open_app(browser, url: str):
-    """A new visitor: a fresh browser context (its own session) on the app."""
-    pg = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    """A new visitor: a fresh browser context (its own browser storage and session) on the app."""
+    pg = browser.new_context(viewport=SCREEN).new_page()
     pg.goto(url)
     pg.get_by_role("tab", name="Data").wait_for()
     return pg
+
+
+def above_the_fold(page, *locators) -> None:
+    """Each element is on screen without scrolling (the page scrolled to its top)."""
+    page.evaluate("() => window.scrollTo(0, 0)")
+    for loc in locators:
+        box = loc.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= SCREEN["height"], (loc, box)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +95,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     page.get_by_role("button", name="Prepare data").click()
     page.get_by_text("chars / token").wait_for(timeout=60_000)
     assert page.locator(".token-view .tok").count() == 300
+    above_the_fold(page, page.get_by_role("button", name="Prepare data"), page.get_by_text("chars / token"))
     page.screenshot(path=str(ARTIFACTS / "1-data.png"), full_page=True)
 
     # Train: tiny preset, a few hundred steps; the loss chart gains points while it trains.
@@ -91,8 +106,19 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     steps = page.get_by_label("Steps", exact=True)
     steps.fill("300")
     steps.press("Tab")
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text("Training…").wait_for(timeout=60_000)
+    start = page.get_by_role("button", name="Start")
+    above_the_fold(page, start, page.locator(".progress-box"))
+    start.click()
+    # the press answers at once: the button is off and the page says it is starting (the child takes seconds)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Start' && b.disabled)",
+        timeout=1_500,
+    )
+    page.get_by_text("Starting…").first.wait_for(timeout=1_500)
+    page.screenshot(path=str(ARTIFACTS / "2a-start-pressed.png"))
+    page.get_by_text("Training…").first.wait_for(timeout=60_000)
+    # the status beside the buttons and the progress box say the same
+    assert page.locator(".progress-box").get_by_text("Training…").count() == 1
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length >= 3)",
         timeout=60_000,
@@ -103,7 +129,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
         arg=early,
         timeout=30_000,
     )
-    page.get_by_text("Training completed at step 300").wait_for(timeout=120_000)
+    page.get_by_text("Training completed at step 300").first.wait_for(timeout=120_000)
     page.wait_for_function(  # the last redraw has the last step
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length"
         " && p.calcdata[0][p.calcdata[0].length - 1].x == 300)",
@@ -127,14 +153,34 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
         "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length >= 200)",
         timeout=60_000,
     )
-    # Clicking a generated token shows the alternatives the model weighed at that step.
+    # the button and the start of the output fit the screen; the prompt came from the model's own text
+    above_the_fold(page, page.get_by_role("button", name="Generate"), page.locator("#generated"))
+    prompt = page.get_by_label("Prompt")
+    first_line = sample_corpus_path().read_text().lstrip().splitlines()[0].strip()
+    assert prompt.input_value() == first_line  # "THESEUS:" for the built-in corpus
+    # after a generation the alternatives are step 1's, as the explainer's
+    page.get_by_test_id("cell-0-0").filter(has_text="step 1:").wait_for(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "3-generate-fold.png"))
+    # Clicking a generated token shows the alternatives the model weighed at that step, the chosen one once.
     token = page.locator('[data-testid="highlighted-text"] .token.highlighted').nth(5)
     clicked = token.inner_text()
     token.click()
-    chosen = page.get_by_test_id("cell-0-0").filter(has_text="(chosen)")
+    chosen = page.get_by_test_id("cell-0-0").filter(has_text="step 6:")
     chosen.wait_for(timeout=10_000)
     assert not clicked.strip() or repr(clicked) in chosen.inner_text()
+    cells = page.locator('[data-testid^="cell-"][data-testid$="-0"]').all_inner_texts()
+    assert sum(repr(clicked) == c.strip() for c in cells) == 0  # not listed again among the alternatives
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"), full_page=True)
+
+    # A bad input shows its message and leaves the last good output in place (no "Error" badges over it).
+    shown = page.locator("#generated").inner_text()
+    prompt.fill("€€€ a character this char model never saw")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("never saw in training", exact=False).first.wait_for(timeout=30_000)
+    assert page.locator("#generated").inner_text() == shown
+    assert page.locator(".error:visible", has_text="Error").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "3c-generate-error.png"))
+    prompt.fill("First")
 
     # Typing a value in a slider's box and pressing Enter regenerates, as releasing the slider does.
     before = page.evaluate("() => [...document.querySelectorAll('textarea')].map(t => t.value).join('|')")
@@ -168,7 +214,19 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
         "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.offsetParent && p.data).length >= 4",
         timeout=30_000,
     )
+    above_the_fold(page, page.get_by_role("button", name="Inspect", exact=True), page.locator(".js-plotly-plot").first)
+    # the Layer slider follows the model: the tiny preset's 4 layers
+    assert page.get_by_label("number input for Layer").get_attribute("max") == "4"
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
+    # a layer the model lacks: a message; the charts stay
+    layer = page.get_by_label("number input for Layer")
+    layer.fill("9")
+    layer.press("Enter")
+    page.get_by_role("button", name="Inspect", exact=True).click()
+    page.locator(".toast-body").first.wait_for(timeout=30_000)
+    assert page.locator(".js-plotly-plot").filter(has=page.locator(".main-svg")).count() >= 4
+    assert page.locator(".error:visible", has_text="Error").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "4b-inspect-error.png"))
 
     # Compare: one click on the run's row in the Train tab's checkpoint table opens it in the Compare tab.
     page.get_by_role("tab", name="Train").click()
@@ -189,7 +247,7 @@ def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, pag
     steps.fill("5000")
     steps.press("Tab")
     page.get_by_role("button", name="Start").click()
-    page.get_by_text("Training…").wait_for(timeout=60_000)
+    page.get_by_text("Training…").first.wait_for(timeout=60_000)
 
     other = open_app(browser, app_url)
     other.get_by_role("tab", name="Train").click()
@@ -202,6 +260,72 @@ def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, pag
     leave.click()
     other.get_by_text("You left the queue.").first.wait_for(timeout=10_000)
     other.get_by_role("button", name="Leave the queue").wait_for(state="hidden", timeout=10_000)
+    assert "step 0" not in other.locator(".progress-box").inner_text()  # it never trained: no steps, no checkpoint
 
     page.get_by_role("button", name="Stop").click()
-    page.get_by_text("Training stopped at step").wait_for(timeout=60_000)
+    page.get_by_text("Training stopped at step").first.wait_for(timeout=60_000)
+    # once stopped, nothing still says "Stopping…"
+    page.wait_for_function("() => !document.body.innerText.includes('Stopping after')", timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+def shared_url(tmp_path_factory: pytest.TempPathFactory):
+    from tests.conftest import launch_app
+
+    yield from launch_app(tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1")
+
+
+def test_on_a_shared_server_a_reload_and_a_second_tab_find_the_same_runs(browser, shared_url) -> None:
+    """Anonymous visitors are their browser: a reload, a second tab find their data, runs and live run again;
+    another browser and an API client without the secret see none; the secret never reaches the server's log."""
+    from gradio_client import Client
+
+    page = open_app(browser, shared_url)
+    page.get_by_role("radio", name="Paste text").check()
+    page.get_by_label("Paste text").fill(SHAKESPEARE_START * 40)
+    page.get_by_role("button", name="Prepare data").click()
+    page.get_by_text("chars / token").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Train").click()
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("20000")
+    steps.press("Tab")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Training…").first.wait_for(timeout=60_000)
+    page.wait_for_function("() => /step [1-9]/.test(document.querySelector('.progress-box').innerText)",
+                           timeout=60_000)  # fmt: skip
+
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    # the live run again: its progress moves, its charts fill, Stop is its
+    page.wait_for_function("() => /step [1-9]/.test(document.querySelector('.progress-box').innerText)",
+                           timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length >= 2)",
+        timeout=30_000,
+    )
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_text("chars / token").wait_for(timeout=30_000)  # and the data set
+    page.screenshot(path=str(ARTIFACTS / "7-reloaded.png"))
+
+    tab2 = page.context.new_page()  # a second tab of the same browser
+    tab2.goto(shared_url)
+    tab2.get_by_role("tab", name="Train").click()
+    tab2.wait_for_function("() => /step [1-9]/.test(document.querySelector('.progress-box').innerText)",
+                           timeout=30_000)  # fmt: skip
+
+    stranger = open_app(browser, shared_url)  # another browser: nothing of hers
+    stranger.get_by_role("tab", name="Train").click()
+    stranger.get_by_text("No training run yet").wait_for(timeout=10_000)
+    client = Client(shared_url, verbose=False)  # an API client without the secret: none of her checkpoints
+    assert client.predict(api_name="/list_checkpoints")[0]["data"] in ([], [[None] * 5], [["", "", "", "", ""]])
+    with pytest.raises(Exception, match="no training run of yours"):
+        client.predict(api_name="/stop_training")
+
+    tab2.get_by_role("button", name="Stop").click()  # the second tab can stop it
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Training stopped at step").first.wait_for(timeout=60_000)
+
+    assert page.evaluate("() => localStorage.getItem('gpt-playground-visitor')")  # kept by the browser
+    # ... and never written by the server: no 256-bit token (43 URL-safe characters) anywhere in its log
+    log = shared_url.log.read_text()
+    assert not re.search(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])", log)

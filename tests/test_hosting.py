@@ -33,7 +33,7 @@ GEN = [0.8, 40, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, ""]
 def shared_app(tmp_path_factory: pytest.TempPathFactory):
     yield from launch_app(
         tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1", GPT_PLAYGROUND_MAX_JOBS="1", GPT_PLAYGROUND_MAX_QUEUE="3",
-        GPT_PLAYGROUND_QUEUE_LAPSE_S="8", GPT_PLAYGROUND_MAX_QUEUE_PER_ADDRESS="3",
+        GPT_PLAYGROUND_QUEUE_LAPSE_S="20", GPT_PLAYGROUND_MAX_QUEUE_PER_ADDRESS="3",
     )  # fmt: skip
 
 
