@@ -67,7 +67,8 @@ def compare(
 
 def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
     names = visitor(request, profile).runs()
-    return gr.update(choices=names, value=[n for n in current or [] if n in names])
+    current = current if isinstance(current, list) else []
+    return gr.update(choices=names, value=[n for n in current if isinstance(n, str) and n in names])
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str, Any]:

@@ -55,6 +55,8 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
 
 
 def preset_values(name: str) -> list[Any]:
+    if name not in PRESETS or name == "custom":
+        raise UserInputError(f"the preset is one of {', '.join(p for p in PRESETS if p != 'custom')}")
     cfg = load_config(resolve_config_path(name))
     return [_get(cfg, key) for key, *_ in FIELDS]
 
@@ -66,6 +68,8 @@ def _get(cfg: Config, dotted: str) -> Any:
 
 def build_config(preset: str, values: list[Any]) -> Config:
     """The preset's YAML with the form's values applied (validated: nonsense values get a clear message)."""
+    if preset not in PRESETS:  # a name of ours, never a path on the server's disk
+        raise UserInputError(f"the preset is one of {', '.join(PRESETS)}")
     cfg = load_config(resolve_config_path(preset if preset != "custom" else "tiny"))
     overrides = []
     if len(values) != len(FIELDS):
@@ -335,7 +339,7 @@ def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, in
                init_from: gr.Dropdown, job_status: gr.Textbox) -> None:  # fmt: skip
     """What the form does: a preset fills it, every change re-estimates size and time, "Start from" stays fresh."""
     preset.change(
-        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),
+        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),  # preset_values checks p
         preset,
         inputs,
         api_visibility="private",
