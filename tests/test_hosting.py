@@ -384,3 +384,33 @@ def test_a_browser_keeps_its_visitor_across_reloads_and_tabs(monkeypatch: pytest
     job._finish("error", f"the checkpoint at {where} uses the char tokenizer; see /srv/app/gpt/data.py")
     assert "run-1/latest" in job.message and settings.runs_root().as_posix() not in job.message
     assert "/srv/app" not in job.message
+
+
+@pytest.mark.slow
+def test_one_visitors_uploads_never_evict_anothers_run_or_the_owners_published_model(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The probe's case: a visitor's many small checkpoint uploads deleted another visitor's finished run and the
+    owner's published model. Now they cost only their own oldest uploads."""
+    for url in launch_app(tmp_path_factory, GPT_PLAYGROUND_PRIVATE="1", GPT_PLAYGROUND_MAX_USER_RUNS="2",
+                          GPT_PLAYGROUND_MAX_RUNS="4", GPT_PLAYGROUND_MAX_DISK_MB="0"):  # fmt: skip
+        runs: Path = url.runs  # type: ignore[attr-defined]
+        alice, mallory = visitor(url), visitor(url)
+        alice.predict(*SHORT, api_name="/start_training")
+        poll_until(alice, lambda r: r[4] == "completed")
+        (hers,) = [n for n in names(alice) if n.endswith("latest")]
+        (real,) = runs.glob(f"users/*/{hers}")
+        shutil.copytree(real, runs / "published" / "demo")
+        zipped = alice.predict(hers, api_name="/download_checkpoint")
+        for _ in range(6):
+            assert "Imported checkpoint" in mallory.predict(_file(zipped), api_name="/upload_checkpoint")[0]
+        assert hers in names(alice) and "published/demo" in names(alice)  # untouched
+        own = [n for n in names(mallory) if n.startswith("uploaded/")]
+        assert len(own) == 2  # her share: her two newest uploads
+        assert (runs / "published" / "demo" / "config.json").is_file()
+
+
+def _file(path: str) -> Any:
+    from gradio_client import handle_file
+
+    return handle_file(path)
