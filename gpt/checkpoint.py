@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+import struct
 import time
 import zipfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from gpt.archive import check_entries, safe_extract
 from gpt.config import Config
+from gpt.data import open_regular
 from gpt.errors import CheckpointError, UserInputError
 from gpt.model import GPT
 from gpt.tokenizer import Tokenizer, from_spec
@@ -125,11 +127,11 @@ def read_json(path: Path, max_bytes: int, what: str) -> Any:
     """A small JSON file (a config), read bounded before it is parsed: the path could be a link to an endless file.
     Anything unreadable, too large or not JSON is a CheckpointError saying its folder is not `what`."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a named pipe is refused, not waited on forever
             raw = fh.read(max_bytes + 1)
     except OSError as e:
         raise CheckpointError(
-            f"{path.parent.name} is not {what}: no readable {path.name} ({type(e).__name__})"
+            f"{path.parent.name} is not {what}: no readable {path.name} ({e.strerror or e})"
         ) from None
     if len(raw) > max_bytes:
         raise CheckpointError(f"{path.name} is larger than {max_bytes >> 10} kB; {path.parent.name} is not {what}")
@@ -192,6 +194,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
             f"{p}: tokenizer has {tokenizer.vocab_size} tokens but the model only {config.model.vocab_size}"
         )
     try:
+        open_regular(p / WEIGHTS).close()  # safetensors would block on a named pipe
         state = load_file(str(p / WEIGHTS), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{p}: {WEIGHTS} is missing or corrupt ({e})") from None
@@ -229,6 +232,208 @@ def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
         return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means an unusable file; say so
         raise CheckpointError(f"{f} cannot be loaded safely ({type(e).__name__}); it is corrupt or not ours") from None
+
+
+MAX_STEP = 2**53  # steps, data positions: whole numbers a float still holds exactly
+
+
+def check_trainer_state(
+    state: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    device: torch.device | None = None,
+) -> None:
+    """Check a loaded trainer.pt against the run about to resume from it, before any of it is used.
+
+    `torch.load(weights_only=True)` only promises plain tensors and containers: a crafted file can still hold an
+    optimizer state of the wrong shape, which fused AdamW writes past (a segfault, or worse), or an RNG state whose
+    index points past its array. So every part is checked: the step and data position (whole numbers), the optimizer
+    (as many parameter groups, the same parameters, the same flags, and for each parameter exactly its state tensors:
+    dense, contiguous, on the CPU, of the parameter's shape and dtype, finite; a scalar step), the grad scaler's
+    numbers, and the RNG states (uint8 tensors of the generator's size with a consistent position).
+    Raises CheckpointError saying which part does not fit."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{TRAINER} does not fit this model: {what}; start a new run, or resume the one it is from"
+        )
+
+    if not isinstance(state, dict):
+        raise bad(f"it holds a {type(state).__name__}, not the trainer state")
+    missing = [k for k in ("step", "best_val", "optimizer", "batches", "torch_rng") if k not in state]
+    if missing:
+        raise bad(f"it has no {', '.join(missing)}")
+    if not _whole(state["step"]):
+        raise bad(f"step is {_kind(state['step'])}, not a whole number")
+    best = state["best_val"]
+    if not isinstance(best, int | float) or isinstance(best, bool) or math.isnan(best):
+        raise bad(f"best_val is {_kind(best)}, not a number")
+    _check_optimizer(state["optimizer"], optimizer, bad)
+    _check_scaler(state.get("scaler"), bad)
+    batches = state["batches"]
+    if not isinstance(batches, dict) or set(batches) != {"generator", "cursor"}:
+        raise bad("the data position (batches) is not a generator state and a cursor")
+    if not _whole(batches["cursor"]):
+        raise bad(f"the data cursor is {_kind(batches['cursor'])}, not a whole number")
+    _check_rng(batches["generator"], "the data generator's state", bad)
+    _check_rng(state["torch_rng"], "torch_rng", bad)
+    cuda_rng = state.get("cuda_rng")
+    if cuda_rng is not None:
+        if not isinstance(cuda_rng, torch.Tensor) or cuda_rng.dtype != torch.uint8 or cuda_rng.dim() != 1:
+            raise bad(f"cuda_rng is {_kind(cuda_rng)}, not a uint8 vector")
+        if device is not None and device.type == "cuda" and cuda_rng.numel():
+            size = torch.cuda.get_rng_state(device).numel()
+            if cuda_rng.numel() != size or not _plain(cuda_rng):
+                raise bad(f"cuda_rng has {cuda_rng.numel()} bytes, expected {size}")
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_STEP
+
+
+def _kind(v: Any) -> str:
+    """How a value reads in a message: a tensor's shape and dtype, else its type (and a short repr)."""
+    if isinstance(v, torch.Tensor):
+        return f"a {str(v.dtype).replace('torch.', '')} tensor of shape {tuple(v.shape)}"
+    if isinstance(v, bool | int | float | str | type(None)):
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(v).__name__}"
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """A dense tensor on the CPU whose elements lie inside its storage, one after another."""
+    if t.layout != torch.strided or t.device.type != "cpu" or t.is_quantized or not t.is_contiguous():
+        return False
+    return t.untyped_storage().nbytes() >= (t.storage_offset() + t.numel()) * t.element_size()
+
+
+def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> None:
+    current = optimizer.state_dict()
+    if not isinstance(saved, dict) or set(saved) != set(current):
+        raise bad(f"the optimizer state is {_kind(saved)} without the keys {sorted(current)}")
+    groups, now = saved["param_groups"], current["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(now):
+        count = len(groups) if isinstance(groups, list) else _kind(groups)
+        raise bad(f"the optimizer has {count} parameter groups, expected {len(now)}")
+    params: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # saved id -> (parameter, its group's settings)
+    for g, (group, ref, live) in enumerate(zip(groups, now, optimizer.param_groups, strict=True)):
+        # torch fills in flags that an older torch did not save (amsgrad, fused, ...): only these must be there
+        if not isinstance(group, dict) or not {"params", "lr", "betas", "eps", "weight_decay"} <= set(group):
+            raise bad(f"optimizer parameter group {g} has other settings than {sorted(ref)}")
+        odd = [k for k, v in group.items() if k not in ref and not _plain_setting(v)]
+        if odd:
+            raise bad(f"optimizer parameter group {g} has an unknown setting {_kind(odd[0])}")
+        ids = group["params"]
+        if not isinstance(ids, list) or not all(_whole(i) for i in ids) or ids != ref["params"]:
+            n = len(ids) if isinstance(ids, list) else _kind(ids)
+            raise bad(f"optimizer parameter group {g} lists other parameters ({n}, expected {len(ref['params'])})")
+        for key, want in ref.items():
+            if key != "params" and key in group:
+                _check_setting(group[key], want, key, f"optimizer setting {key} of group {g}", bad)
+        params.update((i, (p, ref)) for i, p in zip(ref["params"], live["params"], strict=True))
+    state = saved["state"]
+    if not isinstance(state, dict):
+        raise bad(f"the optimizer's per-parameter state is {_kind(state)}")
+    for i, entry in state.items():
+        if not _whole(i) or i not in params:
+            raise bad(f"the optimizer holds state for parameter {_kind(i)}, which this model does not have")
+        param, group = params[i]
+        keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group.get("amsgrad") else set())
+        if not isinstance(entry, dict) or set(entry) != keys:
+            found = sorted(map(str, entry)) if isinstance(entry, dict) else _kind(entry)
+            raise bad(f"optimizer state for parameter {i} has {found}, expected {sorted(keys)}")
+        step = entry["step"]
+        if not isinstance(step, torch.Tensor) or step.dim() != 0 or not step.is_floating_point() or not _plain(step):
+            raise bad(f"optimizer state for parameter {i}: step is {_kind(step)}, expected a scalar float tensor")
+        if not (0 <= float(step) < MAX_STEP):
+            raise bad(f"optimizer state for parameter {i}: step is {float(step)}")
+        for key in sorted(keys - {"step"}):
+            t = entry[key]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(param.shape) or t.dtype != param.dtype:
+                expected = f"a {str(param.dtype).replace('torch.', '')} tensor of shape {tuple(param.shape)}"
+                raise bad(f"optimizer state for parameter {i} ({key}) is {_kind(t)}, expected {expected}")
+            if not _plain(t):
+                raise bad(f"optimizer state for parameter {i} ({key}) is not a dense tensor in CPU memory")
+            if not bool(torch.isfinite(t).all()) or (key != "exp_avg" and bool((t < 0).any())):
+                raise bad(f"optimizer state for parameter {i} ({key}) holds NaN, infinite or negative values")
+
+
+def _plain_setting(v: Any) -> bool:
+    """A value torch stores in a parameter group without using it: a scalar, a string, or a list of strings."""
+    if isinstance(v, list):
+        return len(v) <= 1_000_000 and all(isinstance(x, str) for x in v)
+    return v is None or isinstance(v, bool | int | float | str)
+
+
+def _check_setting(value: Any, want: Any, key: str, what: str, bad: Any) -> None:
+    """An optimizer hyperparameter: numbers finite and not negative; flags true, false or none, and those that change
+    what the state holds (amsgrad) or where it lives (capturable, differentiable) the same as this run's. `fused` and
+    `foreach` only pick an implementation and may differ (a run from another device)."""
+    if isinstance(want, bool | str) or want is None:
+        flag = isinstance(value, bool) or value is None
+        same = type(value) is type(want) and value == want
+        if not same and (isinstance(want, str) or not flag or key in STRICT_FLAGS):
+            raise bad(f"{what} is {_kind(value)}, this run uses {_kind(want)}")
+        return
+    if isinstance(want, tuple | list):
+        if not isinstance(value, tuple | list) or len(value) != len(want):
+            raise bad(f"{what} is {_kind(value)}, expected {len(want)} numbers")
+        for v, w in zip(value, want, strict=True):
+            _check_setting(v, w, key, what, bad)
+        return
+    if isinstance(want, torch.Tensor):
+        if not isinstance(value, torch.Tensor) or value.shape != want.shape or value.dtype != want.dtype:
+            raise bad(f"{what} is {_kind(value)}, expected {_kind(want)}")
+        value = float(value) if value.numel() == 1 else 0.0
+    if isinstance(value, torch.Tensor) or not isinstance(value, int | float) or isinstance(value, bool):
+        raise bad(f"{what} is {_kind(value)}, not a number")
+    if not math.isfinite(value) or value < 0:
+        raise bad(f"{what} is {value}")
+
+
+STRICT_FLAGS = ("amsgrad", "capturable", "differentiable")
+SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int,
+               "_growth_tracker": int}  # fmt: skip
+
+
+def _check_scaler(saved: Any, bad: Any) -> None:
+    if saved is None or (isinstance(saved, dict) and not saved):
+        return  # saved without a grad scaler (fp32 or bf16): the run's own stays as it is
+    if not isinstance(saved, dict) or set(saved) != set(SCALER_KEYS):
+        raise bad(f"the grad scaler state is {_kind(saved)} without the keys {sorted(SCALER_KEYS)}")
+    for key, kind in SCALER_KEYS.items():
+        v = saved[key]
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        if not ok or (kind is int and (not isinstance(v, int) or v >= MAX_STEP)):
+            raise bad(f"the grad scaler's {key} is {_kind(v)}")
+    if saved["scale"] <= 0 or saved["growth_interval"] < 1 or not 0 < saved["backoff_factor"] < 1:
+        raise bad("the grad scaler's numbers are out of range")
+
+
+# torch's CPU generator state: a CPUGeneratorImplState, starting with the seed (u64), `left` (i32), `seeded` (i32),
+# `next` (u64) and the 624 words of the Mersenne twister. torch checks 1 <= left <= 624 and next <= 624, but not that
+# the `left - 1` draws before the next refill stay inside the array (they read from `next` on): so left + next <= 625.
+_MT_WORDS = 624
+
+
+def _check_rng(t: Any, what: str, bad: Any) -> None:
+    size = torch.get_rng_state().numel()
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 1 or t.numel() != size:
+        raise bad(f"{what} is {_kind(t)}, expected a uint8 tensor of {size} bytes")
+    if not _plain(t):
+        raise bad(f"{what} is not a dense tensor in CPU memory")
+    left, seeded, nxt = struct.unpack_from("<iiQ", t.numpy().tobytes()[:24], 8)
+    if _rng_layout_known() and not (seeded == 1 and 1 <= left <= _MT_WORDS and left + nxt <= _MT_WORDS + 1):
+        raise bad(f"{what} is not a valid generator state (position {nxt}, {left} left)")
+
+
+def _rng_layout_known() -> bool:
+    """Whether this torch's generator state has the layout `_check_rng` reads (checked on a fresh generator)."""
+    g = torch.Generator().manual_seed(1)
+    torch.rand(3, generator=g)
+    left, seeded, nxt = struct.unpack_from("<iiQ", g.get_state().numpy().tobytes()[:24], 8)
+    return seeded == 1 and left + nxt == _MT_WORDS + 1
 
 
 def unpack(archive: str | Path, dest: str | Path, max_bytes: int) -> Path:

@@ -1,38 +1,138 @@
 """Command-line tools: gpt-prepare, gpt-train, gpt-generate, gpt-convert (console scripts), and `python -m gpt.cli CMD`.
 
-Bad arguments or input end with exit code 2 and one line on stderr that says what to fix.
+Every failure ends with exit code 2 and one line on stderr, never a traceback: `error: <what to fix>` for bad
+arguments or input (a UserInputError, or argparse's complaint), `error: <ExceptionType>: <message>` for anything
+else (cut to one line of about 300 characters). Ctrl-C while loading ends quietly with exit code 130 (during
+training it stops the run with a checkpoint). For developers, GPT_DEBUG=1 in the environment re-raises the
+unexpected errors with their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gpt.config import resolve_config_path
 from gpt.errors import UserInputError
 
+MAX_MESSAGE = 300  # characters of an unexpected error's message
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+
+def _fail(message: str, limit: int = 4000) -> int:
+    line = " ".join(part.strip() for part in message.splitlines()) or message  # one line, whatever the message holds
+    print(f"error: {line if len(line) <= limit else line[: limit - 3] + '...'}", file=sys.stderr, flush=True)
     return 2
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The one error path of every command: exit code 2 and one line on stderr (see the module docstring)."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
         except UserInputError as e:
             return _fail(str(e))
-        except BrokenPipeError:  # `gpt-generate ... | head`
+        except BrokenPipeError:  # `gpt-generate ... | head`: stop writing, say nothing
+            _silence_stdout()
             return 0
+        except KeyboardInterrupt:
+            return 130
+        except Exception as e:  # noqa: BLE001 - anything else (RecursionError, MemoryError, OSError, bugs): one line
+            if os.environ.get("GPT_DEBUG", "") not in ("", "0"):
+                raise
+            try:
+                text = str(e)
+            except Exception:  # noqa: BLE001 - a message that cannot even be printed
+                text = ""
+            return _fail(f"{type(e).__name__}: {text or 'no message'}", MAX_MESSAGE)
 
     return run
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the reader went away, and Python would complain when flushing it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its complaints as one `error:` line (argparse prints the usage and the error on two)."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+
+def _check_device(name: str, setting: str) -> None:
+    """Refuse a device this machine does not have, before anything is loaded onto it."""
+    import torch
+
+    if name == "auto":
+        return
+    if name not in ("cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d{1,4}", name):
+        raise UserInputError(f"{setting}={name[:40]!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = "with" if torch.backends.cuda.is_built() else "without"
+            raise UserInputError(
+                f"{setting}={name}: this machine has no usable CUDA GPU (torch {torch.__version__} was built {built} "
+                "CUDA); use cpu or auto"
+            )
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            raise UserInputError(f"{setting}={name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError(f"{setting}=mps: this machine has no Apple GPU (MPS); use cpu or auto")
+
+
+def _out_dir(path: str | Path, flag: str = "--out", create: bool = False) -> Path:
+    """An output folder that exists or can be made (made now if `create`): not a file, nor under one, nor somewhere
+    unwritable. Checked before any work is done, so a long run does not fail at its first write."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{flag} {str(out)!r} is a file; give a folder")
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserInputError(f"{flag} {str(out)!r} cannot be created: {str(base)!r} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserInputError(f"{flag} {str(out)!r} is not writable; give a folder you can write to")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserInputError(f"{flag} {str(out)!r} cannot be created ({e.strerror or type(e).__name__})") from None
+    return out
+
+
+def _text_arg(value: str, flag: str) -> str:
+    """A text argument as valid Unicode: undecodable bytes on the command line arrive as lone surrogates."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError as e:
+        try:
+            raw = os.fsencode(value)
+            raw.decode("utf-8")
+            where = f"character {e.start:,}"
+        except UnicodeDecodeError as d:
+            where = f"byte 0x{raw[d.start]:02x} at offset {d.start:,}"
+        except UnicodeEncodeError:
+            where = f"character {e.start:,}"
+        raise UserInputError(f"{flag} is not valid UTF-8 text ({where}); give UTF-8 text") from None
 
 
 # ----- gpt-prepare ----------------------------------------------------------------------------------
@@ -50,7 +150,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from gpt.data import prepare
 
     t0 = time.perf_counter()
-    d = prepare(args.inputs, tokenizer=args.tokenizer, out=args.out, val_fraction=args.val_fraction)
+    out = _out_dir(args.out)
+    d = prepare(args.inputs, tokenizer=args.tokenizer, out=out, val_fraction=args.val_fraction)
     m = d.meta
     print(
         f"prepared {len(m['files'])} file(s), {m['chars']:,} chars -> {m['train_tokens']:,} train + "
@@ -86,6 +187,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(resolve_config_path(args.config or "tiny"))
     cfg = apply_overrides(cfg, args.overrides)
+    _check_device(cfg.train.device, "train.device")
     data = _load_data(args.data or (resume_meta or {}).get("data_dir"), cfg.data.tokenizer, cfg.data.val_fraction)
     if args.out:
         out = Path(args.out)
@@ -97,6 +199,7 @@ def _train(args: argparse.Namespace) -> int:
 
         name = Path(args.config).stem if args.config else "tiny"
         out = runs_dir() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = _out_dir(out, create=True)
     listeners = run_listeners(out, cfg.train.tensorboard, echo=True)
     trainer = Trainer(cfg, data, out, resume=args.resume, init_from=args.init_from, listeners=listeners)
     if trainer.is_main and not args.resume:
@@ -154,13 +257,16 @@ def _generate(args: argparse.Namespace) -> int:
     from gpt.device import pick_device, sampling_model
     from gpt.sampling import stream
 
+    _check_device(args.device, "--device")
+    prompt = None if args.prompt is None else _text_arg(args.prompt, "--prompt")
+    args.stop = None if args.stop is None else [_text_arg(t, "--stop") for t in args.stop]
     loaded = ckpt.load(args.checkpoint, device=pick_device(args.device))
     given = {f.name: getattr(args, f.name) for f in fields(SampleConfig) if getattr(args, f.name) is not None}
     cfg = replace(loaded.config.sample, **given)
     cfg.validate()
     model = sampling_model(loaded.model)
-    if args.prompt is not None or not sys.stdin.isatty():
-        _print_continuation(stream(model, loaded.tokenizer, args.prompt or "", cfg), args.stream)
+    if prompt is not None or not sys.stdin.isatty():
+        _print_continuation(stream(model, loaded.tokenizer, prompt or "", cfg), args.stream)
         return 0
     # interactive: a prompt, its continuation streamed, again; a blank line or Ctrl-D ends it
     print("Type a prompt and press Enter (a blank line or Ctrl-D quits).", flush=True)
@@ -205,7 +311,7 @@ def _convert(args: argparse.Namespace) -> int:
         out = from_hf(args.src, args.dst)
         print(f"converted Hugging Face GPT-2 {args.src} -> checkpoint {out}")
     else:
-        out = to_hf(args.src, args.dst)
+        out = to_hf(args.src, _out_dir(args.dst, "the Hugging Face folder"))
         print(f"exported checkpoint {args.src} -> Hugging Face directory {out} (GPT2LMHeadModel.from_pretrained)")
     return 0
 
@@ -241,7 +347,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def _run(command: str, argv: Sequence[str] | None, prog: str) -> int:
     help_text, build, fn = COMMANDS[command]
-    parser = argparse.ArgumentParser(prog=prog, description=help_text)
+    parser = _Parser(prog=prog, description=help_text)
     build(parser)
     # intermixed: `section.key=value` overrides may come before, between or after the options
     return fn(parser.parse_intermixed_args(argv))
@@ -267,8 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         names = ", ".join(COMMANDS)
-        print(f"usage: python -m gpt.cli {{{names}}} ...", file=sys.stderr)
-        return 2
+        given = f"unknown command {argv[0][:40]!r}" if argv else "no command given"
+        return _fail(f"{given}; usage: python -m gpt.cli {{{names}}} ...")
     return _run(argv[0], argv[1:], f"python -m gpt.cli {argv[0]}")
 
 

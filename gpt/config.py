@@ -7,6 +7,7 @@ A run is described by a `Config` holding a `ModelConfig`, `DataConfig`, `TrainCo
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ MAX_EMBD = 12288
 MAX_BLOCK_SIZE = 32768
 MAX_VOCAB = 1_000_000
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"  # tiny.yaml, small.yaml, gpt2.yaml
+# A config is sections of settings, a setting at most a list of strings: YAML deeper than this, larger than this, or
+# with anchors and aliases (whose expansion is a "billion laughs" bomb) is refused before anything is built from it.
+MAX_YAML_DEPTH = 8
+MAX_YAML_BYTES = 1 << 20
 
 
 @dataclass
@@ -57,10 +62,10 @@ class DataConfig:
 
     def validate(self) -> None:
         if self.tokenizer not in ("gpt2", "char", "byte"):
-            raise UserInputError(f"data.tokenizer must be gpt2, char or byte, not {self.tokenizer!r}")
+            raise UserInputError(f"data.tokenizer must be gpt2, char or byte, not {_short(self.tokenizer)}")
         _check_float("data.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
         if self.sampling not in ("random", "sliding"):
-            raise UserInputError(f"data.sampling must be random or sliding, not {self.sampling!r}")
+            raise UserInputError(f"data.sampling must be random or sliding, not {_short(self.sampling)}")
         _check_int("data.stride", self.stride, 0, MAX_BLOCK_SIZE)
 
 
@@ -97,7 +102,7 @@ class TrainConfig:
         _check_float("train.lr", self.lr, 0.0, 10.0, low_open=True)
         _check_float("train.min_lr", self.min_lr, 0.0, 10.0)
         if self.schedule not in ("cosine", "linear", "constant"):
-            raise UserInputError(f"train.schedule must be cosine, linear or constant, not {self.schedule!r}")
+            raise UserInputError(f"train.schedule must be cosine, linear or constant, not {_short(self.schedule)}")
         _check_int("train.warmup_steps", self.warmup_steps, 0, 10_000_000)
         _check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
         _check_float("train.beta1", self.beta1, 0.0, 0.9999)
@@ -111,10 +116,10 @@ class TrainConfig:
         _check_int("train.checkpoint_interval", self.checkpoint_interval, 0, 10_000_000)
         _check_int("train.seed", self.seed, 0, 2**63 - 1)
         _check_int("train.threads", self.threads, 0, 1024)
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
-            raise UserInputError(f"train.device must be auto, cpu, cuda or mps, not {self.device!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d{1,4}", self.device):
+            raise UserInputError(f"train.device must be auto, cpu, cuda, cuda:N or mps, not {_short(self.device)}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise UserInputError(f"train.dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
+            raise UserInputError(f"train.dtype must be auto, float32, bfloat16 or float16, not {_short(self.dtype)}")
 
 
 def _ui(label: str, lo: float | None = None, hi: float | None = None, step: float | None = None, ui: Any = None,
@@ -178,7 +183,8 @@ class Config:
             raise UserInputError("a config must be a mapping with sections model, data, train, sample")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise UserInputError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+            shown = ", ".join(sorted(_cut(k if isinstance(k, str) else _short(k), 40) for k in unknown)[:5])
+            raise UserInputError(f"unknown config section(s): {shown}; the sections are model, data, train, sample")
         cfg = cls()
         for section, values in d.items():
             if values is None:
@@ -191,13 +197,64 @@ class Config:
         return cfg
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that is well-formed but not a config: anchors, aliases or too deep."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """The safe loader, refusing anchors and aliases and nesting deeper than MAX_YAML_DEPTH (PyYAML composes nodes
+    recursively: 5,000 levels are a RecursionError, an alias bomb expands to gigabytes)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(f"it has an anchor or alias (&name, *name) at line {_line(event)}; configs may not")
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _Refused(f"it nests deeper than {MAX_YAML_DEPTH} levels (line {_line(event)})")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _line(event: Any) -> int:
+    return event.start_mark.line + 1 if event.start_mark is not None else 0
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as plain data, through `_ConfigLoader` (at most MAX_YAML_BYTES); raises yaml.YAMLError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise _Refused(f"it is larger than {MAX_YAML_BYTES >> 10} kB")
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:  # the depth bound should make this impossible: refuse rather than crash
+        raise _Refused("it nests too deeply") from None
+    except (ValueError, OverflowError) as e:  # a constructor's own error: an int of 5,000 digits, a bad date
+        raise yaml.YAMLError(f"a value cannot be read ({type(e).__name__}: {str(e)[:100]})") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config file (validated)."""
+    """Read a YAML config file (validated): a regular file of at most MAX_YAML_BYTES, see `parse_yaml`."""
     p = Path(path)
     if not p.is_file():
         raise UserInputError(f"config file {str(p)!r} not found; pick one of configs/*.yaml")
     try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise UserInputError(f"config file {str(p)!r} cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        if len(raw) > MAX_YAML_BYTES:
+            raise _Refused(f"it is larger than {MAX_YAML_BYTES >> 10} kB")
+        d = parse_yaml(raw.decode("utf-8")) or {}
+    except _Refused as e:
+        raise UserInputError(f"config file {str(p)!r} is refused: {e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserInputError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     return Config.from_dict(d).validate()
@@ -211,13 +268,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply `section.key=value` strings (values parsed as YAML: 3e-4, true, [a, b]) and re-validate."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserInputError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4")
+            raise UserInputError(f"override {_short(item)} must look like section.key=value, e.g. train.lr=3e-4")
         dotted, raw = item.split("=", 1)
         section, key = dotted.split(".", 1)
         if section not in {f.name for f in fields(Config)}:
-            raise UserInputError(f"override {item!r}: unknown section {section!r}; use model, data, train or sample")
+            raise UserInputError(
+                f"override {_short(item)}: unknown section {_short(section)}; use model, data, train or sample"
+            )
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = parse_yaml(raw) if raw != "" else ""
+        except _Refused as e:
+            raise UserInputError(f"override {_short(item)} is refused: {e}; give a plain value") from None
         except yaml.YAMLError:
             value = raw
         _set_field(getattr(cfg, section), section, key, value)
@@ -226,15 +287,23 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def _set_field(target: Any, section: str, key: str, value: Any) -> None:
     names = {f.name: f for f in fields(target)}
-    if key not in names:
-        raise UserInputError(f"unknown setting {section}.{key}; known: {', '.join(names)}")
+    if not isinstance(key, str) or key not in names:
+        shown = _cut(key if isinstance(key, str) else _short(key), 60)
+        raise UserInputError(f"unknown setting {section}.{shown}; known: {', '.join(names)}")
     default = getattr(type(target)(), key)
     setattr(target, key, _coerce(f"{section}.{key}", value, default))
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert a YAML/JSON/UI value to the type of the field's default, or raise a clear error."""
+    """Convert a YAML/JSON/UI value to the type of the field's default, or raise a clear error.
+
+    Values are plain scalars (a list setting: a list of them): nested lists and mappings are refused."""
     try:
+        if isinstance(value, dict) or (
+            isinstance(value, list | tuple)
+            and (not isinstance(default, list) or any(isinstance(v, dict | list | tuple) for v in value))
+        ):
+            raise ValueError
         if isinstance(default, bool):
             if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
                 return value.lower() in ("true", "yes", "1")
@@ -261,12 +330,25 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return None if value in (None, "", "none", "None") else int(value)
         return str(value)
     except (TypeError, ValueError, OverflowError):
-        raise UserInputError(f"{name} = {value!r} is not a valid {type(default).__name__}") from None
+        raise UserInputError(f"{name} = {_short(value)} is not a valid {type(default).__name__}") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value) for a message, cut to `limit` characters (a value may be a 4,000-digit number or 6 kB of YAML)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deep, or an int with too many digits to print
+        text = f"<{type(value).__name__}>"
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise UserInputError(f"{name} must be a whole number from {lo} to {hi:,}, got {value!r}")
+        raise UserInputError(f"{name} must be a whole number from {lo} to {hi:,}, got {_short(value)}")
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float, low_open: bool = False) -> None:
@@ -274,7 +356,7 @@ def _check_float(name: str, value: Any, lo: float, hi: float, low_open: bool = F
     ok = ok and (lo < value if low_open else lo <= value) and value <= hi
     if not ok:
         lo_s = f"above {lo}" if low_open else f"from {lo}"
-        raise UserInputError(f"{name} must be a number {lo_s} up to {hi}, got {value!r}")
+        raise UserInputError(f"{name} must be a number {lo_s} up to {hi}, got {_short(value)}")
 
 
 def resolve_config_path(name: str) -> Path:
@@ -286,4 +368,4 @@ def resolve_config_path(name: str) -> Path:
     if preset.is_file():
         return preset
     known = ", ".join(sorted(f.stem for f in PRESETS_DIR.glob("*.yaml")))
-    raise UserInputError(f"config {name!r} not found; give a YAML file or a preset ({known})")
+    raise UserInputError(f"config {_short(name)} not found; give a YAML file or a preset ({known})")

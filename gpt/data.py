@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,34 @@ from gpt.tokenizer import Tokenizer, from_spec
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".markdown")
 READ_BLOCK = 1 << 20  # bytes read at a time
 FORMAT_VERSION = 1
+MAX_META_BYTES = 16 << 20  # meta.json: a char vocabulary and the list of files; nothing near this
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")  # pseudo files a corpus folder may link to: never read
+
+
+def open_regular(path: str | Path) -> io.BufferedReader:
+    """Open a file for reading in binary, refusing anything but a regular file (a FIFO, device or socket) with an
+    OSError *before* blocking on it: the file is opened non-blocking and checked with fstat, so a named pipe swapped
+    in after a check cannot hang the reader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{Path(path).name} is not a regular file (a pipe, device, socket or folder)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_plain_file(f: Path) -> bool:
+    """A regular file (through symlinks) that is not a pseudo file of /proc, /sys or /dev (/proc/self/mem, say)."""
+    try:
+        if not stat.S_ISREG(f.stat().st_mode):
+            return False
+        real = os.path.realpath(f)
+    except (OSError, RuntimeError):  # a dangling or looping link
+        return False
+    return not any(real == root or real.startswith(root + os.sep) for root in SPECIAL_ROOTS)
 
 
 @dataclass
@@ -48,7 +78,7 @@ class PreparedData:
         need = block_size + 1
         for name, arr in (("training", self.train), ("validation", self.val)):
             if len(arr) < need:
-                total = self.meta["train_tokens"] + self.meta["val_tokens"]
+                total = len(self.train) + len(self.val)
                 hint = f"lower model.block_size to at most {len(arr) - 1}" if len(arr) > 1 else "add more text"
                 raise UserInputError(
                     f"the {name} split has {len(arr):,} tokens (corpus: {total:,}), but a context of "
@@ -57,17 +87,22 @@ class PreparedData:
 
 
 def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively: .txt/.md files, sorted) into a list of files."""
+    """Expand files and folders (recursively: .txt/.md files, sorted) into a list of files.
+
+    In folders only regular files are taken: links to pipes, devices or pseudo files (/proc/self/mem) are skipped.
+    A file named directly must be a regular file too."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in TEXT_SUFFIXES and _is_plain_file(f))
             if not found:
                 raise UserInputError(f"folder {str(p)!r} has no .txt or .md files")
             files.extend(found)
-        elif p.is_file():
+        elif _is_plain_file(p):
             files.append(p)
+        elif p.exists():
+            raise UserInputError(f"{str(p)!r} is not a regular file (a pipe, device or pseudo file); give a text file")
         else:
             raise UserInputError(f"{str(p)!r} does not exist")
     if not files:
@@ -80,59 +115,96 @@ def prepare(
     tokenizer: str = "char",
     out: str | Path | None = None,
     val_fraction: float = 0.1,
+    cache: str | Path | None = None,
 ) -> PreparedData:
-    """Tokenize the corpus into `out` (default: the cache, keyed by content). Instant when already done."""
+    """Tokenize the corpus into `out` (default: `cache`, else the cache directory, keyed by content). Instant when
+    already done."""
     if not 0.0 < val_fraction <= 0.5:
         raise UserInputError(f"val_fraction must be above 0 and at most 0.5, got {val_fraction!r}")
     files = collect_files(inputs)
     scan = _scan(files, want_chars=(tokenizer == "char"))
     tok = from_spec({"type": tokenizer, "chars": scan.chars})
     key = hashlib.sha256(json.dumps([FORMAT_VERSION, scan.digest, tok.spec(), val_fraction]).encode()).hexdigest()[:24]
-    target = Path(out) if out is not None else cache_dir() / "datasets" / key
+    target = Path(out) if out is not None else (Path(cache) if cache else cache_dir() / "datasets") / key
     meta_path = target / "meta.json"
+    if target.exists() and not target.is_dir():
+        raise UserInputError(f"the output {str(target)!r} is a file; give a folder for train.bin, val.bin, meta.json")
     if meta_path.is_file():
         try:
-            if json.loads(meta_path.read_text()).get("key") == key:
+            if _read_meta(meta_path).get("key") == key:
                 return load_prepared(target)
         except (OSError, ValueError, UserInputError):
             pass  # a broken earlier output: prepare again
     return _write(files, tok, target, key, val_fraction, scan)
 
 
-def prepare_text(text: str, tokenizer: str = "char", val_fraction: float = 0.1) -> PreparedData:
-    """Prepare pasted text: stored in the cache as a file named by its hash, then prepared like any file."""
+def prepare_text(
+    text: str, tokenizer: str = "char", val_fraction: float = 0.1, cache: str | Path | None = None
+) -> PreparedData:
+    """Prepare pasted text like a file holding it. The file is read once and removed: the data set keeps the tokens
+    (and is found again by the text's content)."""
     if not text.strip():
         raise UserInputError("the text is empty; paste some text or upload a file")
-    data = text.encode("utf-8")
-    path = cache_dir() / "pasted" / (hashlib.sha256(data).hexdigest()[:24] + ".txt")
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(path, data)
-    return prepare([path], tokenizer=tokenizer, val_fraction=val_fraction)
+    base = Path(cache) if cache else cache_dir() / "datasets"
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".paste-", dir=base))
+    try:
+        path = work / "pasted.txt"
+        _atomic_write_bytes(path, text.encode("utf-8"))
+        return prepare([path], tokenizer=tokenizer, val_fraction=val_fraction, cache=base)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def load_prepared(path: str | Path) -> PreparedData:
     """Open a prepared data set (the directory `prepare` wrote)."""
     d = Path(path)
     try:
-        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+        meta = _read_meta(d / "meta.json")
         dtype = np.dtype(meta["dtype"])
         if dtype not in (np.uint16, np.uint32):
             raise ValueError("dtype")
         tok = from_spec(meta["tokenizer"])
         train = _open_split(d / "train.bin", dtype)
         val = _open_split(d / "val.bin", dtype)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        for field, arr in (("train_tokens", train), ("val_tokens", val)):
+            if meta.get(field) != len(arr) or isinstance(meta.get(field), bool):
+                raise ValueError(f"meta.json says {field}={str(meta.get(field))[:20]}, the file holds {len(arr)}")
+        if meta.get("vocab_size") != tok.vocab_size:
+            raise ValueError(f"meta.json's vocab_size is not its tokenizer's {tok.vocab_size}")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise UserInputError(
-            f"{str(d)!r} is not a prepared data set ({type(e).__name__}: {e}); run gpt-prepare on your files first"
+            f"{str(d)!r} is not a prepared data set ({type(e).__name__}: {str(e)[:200]}); "
+            "run gpt-prepare on your files first"
         ) from None
+    for name, arr in (("train.bin", train), ("val.bin", val)):
+        top = int(arr.max()) if len(arr) else 0  # one pass over the memmap: an id past the vocabulary would index
+        if top >= tok.vocab_size:  # past the embedding table deep inside the model
+            raise UserInputError(
+                f"{str(d)!r} is corrupt: {name} holds token id {top:,}, but its {tok.name} tokenizer has only "
+                f"{tok.vocab_size:,} tokens; run gpt-prepare on your files again"
+            )
     return PreparedData(d, meta, tok, train, val)
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """meta.json, read bounded from a regular file; a JSON object or ValueError."""
+    with open_regular(path) as fh:
+        raw = fh.read(MAX_META_BYTES + 1)
+    if len(raw) > MAX_META_BYTES:
+        raise ValueError(f"meta.json is larger than {MAX_META_BYTES >> 20} MB")
+    meta = json.loads(raw.decode("utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError("meta.json is not a JSON object")
+    return meta
+
+
 def _open_split(path: Path, dtype: np.dtype) -> np.ndarray:
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    with open_regular(path) as fh:  # a pipe or device is refused, not waited on
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return np.zeros(0, dtype=dtype)
+        return np.memmap(fh, dtype=dtype, mode="r")
 
 
 @dataclass
@@ -150,8 +222,12 @@ def _scan(files: list[Path], want_chars: bool) -> _Scan:
     for f in files:
         decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
         size = 0
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(READ_BLOCK), b""):
+        try:
+            fh = open_regular(f)
+        except OSError as e:
+            raise UserInputError(f"{f.name} cannot be read ({e.strerror or e}); give plain text files") from None
+        with fh:
+            while block := _read_block(fh, f):
                 if b"\x00" in block:
                     raise UserInputError(
                         f"{f.name} is not a text file (it has NUL bytes: binary data, or UTF-16 text); "
@@ -179,6 +255,13 @@ def _scan(files: list[Path], want_chars: bool) -> _Scan:
     return _Scan(h.hexdigest(), total, "".join(sorted(chars)) if want_chars else None)
 
 
+def _read_block(fh: io.BufferedReader, f: Path) -> bytes:
+    try:
+        return fh.read(READ_BLOCK)
+    except OSError as e:  # /proc/self/mem and other files that open but do not read
+        raise UserInputError(f"{f.name} cannot be read ({e.strerror or e}); give plain text files") from None
+
+
 MAX_RUN = 1 << 20  # characters: longer stretches with no safe cut are cut anyway (see iter_text_chunks)
 
 
@@ -194,7 +277,7 @@ def iter_text_chunks(
     """
     carry = ""
     for f in files:
-        with open(f, encoding="utf-8-sig", newline="") as fh:
+        with io.TextIOWrapper(open_regular(f), encoding="utf-8-sig", newline="") as fh:
             while block := fh.read(chunk_chars):
                 text = carry + block
                 cut = _last_safe_cut(text)
@@ -258,8 +341,14 @@ def _encode_to(out_path: Path, files: list[Path], tok: Tokenizer, dtype: type) -
 
 def _write(files: list[Path], tok: Tokenizer, target: Path, key: str, val_fraction: float, scan: _Scan) -> PreparedData:
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
-    target.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target))
+    except OSError as e:
+        raise UserInputError(
+            f"cannot write the data set to {str(target)!r} ({e.strerror or type(e).__name__}); give a folder you "
+            "can write to"
+        ) from None
     try:
         all_path = work / "tokens.bin"
         n_chars, counts, forced = _encode_to(all_path, files, tok, dtype)

@@ -34,6 +34,7 @@ from gpt.tokenizer import GPT2Tokenizer, Tokenizer, from_spec
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TOKENIZER_FILE = "gpt_playground_tokenizer.json"
 MAX_HF_CONFIG_BYTES = 1 << 20  # a GPT-2 config.json is ~1 kB: read no more than this before parsing
+MAX_TOKENIZER_BYTES = 4 << 20  # gpt_playground_tokenizer.json: a char vocabulary, as in a checkpoint's config.json
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")  # "gpt2", "openai-community/gpt2"
 
 # Called with a model's config before its weights are read or downloaded: raises UserInputError to refuse it.
@@ -163,15 +164,42 @@ def load_hf(hf_dir: str | Path, check: SizeCheck | None = None) -> tuple[GPT, To
 
 def _hf_tokenizer(d: Path, vocab_size: int) -> Tokenizer:
     ours = d / TOKENIZER_FILE
-    if ours.is_file():
-        return from_spec(json.loads(ours.read_text(encoding="utf-8")))
+    if ours.exists():  # read bounded, from a regular file; anything broken is one message
+        spec = ckpt.read_json(ours, MAX_TOKENIZER_BYTES, "a Hugging Face model directory of ours")
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{d.name}: {TOKENIZER_FILE} is not a JSON object; it is corrupt")
+        try:
+            tokenizer = from_spec(spec)
+        except UserInputError as e:
+            raise CheckpointError(f"{d.name}: {TOKENIZER_FILE} is corrupt: {e}") from None
+        if tokenizer.vocab_size > vocab_size:
+            raise CheckpointError(
+                f"{d.name}: {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, the model only {vocab_size}"
+            )
+        return tokenizer
     if vocab_size >= 50257:
         return GPT2Tokenizer()
     raise UserInputError(f"{d}: vocabulary of {vocab_size} tokens and no {TOKENIZER_FILE}; cannot tell its tokenizer")
 
 
 def from_hf(hf_dir: str | Path, out_dir: str | Path, check: SizeCheck | None = None) -> Path:
-    """Convert a Hugging Face GPT-2 directory into our checkpoint directory (`check`: see `load_hf`)."""
+    """Convert a Hugging Face GPT-2 directory into our checkpoint directory (`check`: see `load_hf`).
+
+    An existing `out_dir` is replaced only when it holds nothing but checkpoint files: a file, or a folder with
+    anything else in it (the Hugging Face directory itself, say), is refused, as saving would delete it."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"the output {str(out)!r} is a file; give a folder for the checkpoint")
+    ours = {ckpt.CONFIG, ckpt.WEIGHTS, ckpt.TRAINER}
+    if out.is_dir() and any(f.name not in ours for f in out.iterdir()):
+        raise UserInputError(
+            f"the output folder {str(out)!r} is not empty and not a checkpoint; give a new folder (saving replaces it)"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserInputError(f"cannot create the folder {str(out.parent)!r} ({reason})") from None
     model, tokenizer = load_hf(hf_dir, check)
     cfg = Config(model=model.config)
     cfg.data.tokenizer = tokenizer.name
@@ -182,7 +210,12 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
     """Write our checkpoint as a directory that `GPT2LMHeadModel.from_pretrained` loads."""
     loaded = ckpt.load(ckpt_dir)
     out = Path(hf_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"the output {str(out)!r} is a file; give a folder for the Hugging Face model")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"cannot create the folder {str(out)!r} ({e.strerror or type(e).__name__})") from None
     save_file(ours_to_hf_state(loaded.model), str(out / "model.safetensors"), metadata={"format": "pt"})
     hf_cfg = model_to_hf_config(loaded.config.model, loaded.tokenizer)
     (out / "config.json").write_text(json.dumps(hf_cfg, indent=2), encoding="utf-8")

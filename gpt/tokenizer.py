@@ -109,7 +109,7 @@ class ByteTokenizer(Tokenizer):
     vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        return list(_utf8(text))
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         if all(0 <= i < 256 for i in ids):
@@ -120,7 +120,19 @@ class ByteTokenizer(Tokenizer):
         return {"type": "byte"}
 
     def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
-        return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+        return [np.frombuffer(_utf8(t), dtype=np.uint8) for t in texts]
+
+
+def _utf8(text: str) -> bytes:
+    """The text's UTF-8 bytes; a lone surrogate (invalid UTF-8 bytes passed on the command line come in as those)
+    has none: a UserInputError says where it is."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserInputError(
+            f"the text is not valid UTF-8: character {e.start:,} ({text[e.start]!r}) is an undecodable byte or "
+            "a lone surrogate; give UTF-8 text"
+        ) from None
 
 
 # A char vocabulary travels in every checkpoint's config.json (at most ~12 bytes a character there), which loading

@@ -336,6 +336,7 @@ class Trainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        ckpt.check_trainer_state(state, self.optimizer, self.scaler, self.device)  # before any of it reaches torch
         try:
             self.step = int(state["step"])
             self.best_val = float(state["best_val"])

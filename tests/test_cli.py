@@ -87,13 +87,17 @@ def test_default_corpus_needs_no_data_argument(tmp_path: Path) -> None:
         (["train", "--data", "missing-dir"], "not a prepared data set"),
         (["generate", "--checkpoint", "missing", "--prompt", "x"], "not a checkpoint"),
         (["prepare", "missing.txt", "--out", "o"], "does not exist"),
+        (["train", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),  # argparse too: one line
+        (["no-such-command"], "unknown command 'no-such-command'"),
+        (["train", "train.lr=" + "[" * 3000 + "]" * 3000], "nests deeper than"),
+        (["generate", "--checkpoint", "missing", "--device", "nowhere"], "not a device"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     r = cli(*args, cwd=tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
 
 
