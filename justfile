@@ -86,7 +86,7 @@ check-device:
 pre-commit:
     python -m pip install pre-commit && pre-commit install
 
-# Open the quickstart notebook in Jupyter (installs Jupyter's notebook app the first time)
+# Open the quickstart notebook in Jupyter (installs Jupyter's notebook app the first time; no `pip install -e .` needed)
 notebook:
     python -m pip install -q notebook
     python -m jupyter notebook notebooks/quickstart.ipynb

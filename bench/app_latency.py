@@ -1,6 +1,6 @@
 """The app case: from a changed slider in the Generate tab to the first streamed token, through gradio_client.
 
-    python -m bench.app_latency [--requests 20]
+    python -m bench.app_latency [--requests 20] [--smoke]
 
 Launches `python app.py` on 127.0.0.1 with a fresh runs directory, trains the tiny preset briefly for a checkpoint
 to sample from, then sends `--requests` generate requests, each with a new temperature (what releasing the slider
@@ -22,13 +22,24 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# The Generate tab's inputs after checkpoint and prompt, at the app's defaults (temperature is varied per request).
-SETTINGS = {"top_k": 40, "top_p": 1.0, "repetition": 1.0, "min_p": 0.0, "max_new": 200, "seed": 42,
-            "presence": 0.0, "frequency": 0.0, "stop": ""}  # fmt: skip
+
+
+def app_settings() -> dict[str, Any]:
+    """What /generate takes after checkpoint and prompt: one value per field of SampleConfig, in order (as
+    playground/generate_tab.py builds its controls), each at the app's starting value; the stop text as the box
+    sends it. Read from the dataclass, so that a new setting cannot leave this call behind."""
+    from gpt.config import SampleConfig
+
+    defaults, out = SampleConfig(), {}
+    for f in fields(SampleConfig):
+        value = getattr(defaults, f.name) if f.metadata.get("ui") is None else f.metadata["ui"]
+        out[f.name] = "|".join(value) if isinstance(value, list) else value
+    return out
 
 
 class AppURL(str):
@@ -87,7 +98,7 @@ def launched_app(runs: Path, **env: str) -> Iterator[AppURL]:
         proc.wait(10)
 
 
-def tiny_checkpoint(runs: Path, steps: int = 100) -> Path:
+def tiny_checkpoint(runs: Path, steps: int = 100, *overrides: str) -> Path:
     from gpt.cli import resolve_config_path
     from gpt.config import apply_overrides, load_config
     from gpt.corpus import sample_corpus_path
@@ -95,24 +106,28 @@ def tiny_checkpoint(runs: Path, steps: int = 100) -> Path:
     from gpt.trainer import Trainer
 
     cfg = apply_overrides(
-        load_config(resolve_config_path("tiny")), [f"train.max_steps={steps}", "train.tensorboard=false"]
+        load_config(resolve_config_path("tiny")), [f"train.max_steps={steps}", "train.tensorboard=false", *overrides]
     )
     data = prepare([sample_corpus_path()], tokenizer="char", out=runs.parent / "data")
     Trainer(cfg, data, runs / "bench-tiny").run()
     return runs / "bench-tiny" / "latest"
 
 
-def app_first_token_ms(url: str, checkpoint: str, requests: int) -> list[float]:
+def app_first_token_ms(url: str, checkpoint: str, requests: int, **changed: Any) -> list[float]:
+    """Each request's time to its first streamed update; `changed`: settings other than the app's starting values."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
+    settings = {**app_settings(), **changed}
     times = []
     for i in range(requests + 2):  # the first two warm the model cache and the connection
-        temperature = round(0.5 + 0.05 * (i % 10), 2)
+        settings["temperature"] = round(0.5 + 0.05 * (i % 10), 2)
         t = time.perf_counter()
-        job = client.submit(checkpoint, "ROMEO:", temperature, *SETTINGS.values(), api_name="/generate")
+        job = client.submit(checkpoint, "ROMEO:", *settings.values(), api_name="/generate")
         updates = iter(job)
-        next(updates)
+        if next(updates, None) is None:
+            job.result()  # raises the app's error
+            raise RuntimeError("/generate streamed nothing")
         if i >= 2:
             times.append(1000 * (time.perf_counter() - t))
         for _ in updates:  # let it finish so requests do not overlap
@@ -138,11 +153,17 @@ def library_first_token_ms(checkpoint: Path, requests: int) -> list[float]:
     return times
 
 
-def measure(requests: int) -> dict[str, Any]:
+def measure(requests: int, smoke: bool = False) -> dict[str, Any]:
+    """smoke: does it still run (a 5-step checkpoint, no sample text, a short evaluation, 20 new tokens a request);
+    its figures mean nothing."""
     runs = Path(tempfile.mkdtemp(prefix="bench-app-")) / "runs"
-    checkpoint = tiny_checkpoint(runs)
+    checkpoint = (
+        tiny_checkpoint(runs, 5, "train.sample_interval=0", "train.eval_iters=2") if smoke else tiny_checkpoint(runs)
+    )
     with launched_app(runs) as url:
-        app = app_first_token_ms(url, str(checkpoint), requests)
+        # the app takes a checkpoint by its name in the runs directory, as its list shows it ("bench-tiny/latest")
+        name = checkpoint.relative_to(runs).as_posix()
+        app = app_first_token_ms(url, name, requests, **({"max_new_tokens": 20} if smoke else {}))
     lib = library_first_token_ms(checkpoint, requests)
     p90 = sorted(app)[int(0.9 * len(app))]
     return {"ours": statistics.median(app), "reference": statistics.median(lib), "p90": p90, "requests": requests}
@@ -151,8 +172,11 @@ def measure(requests: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--smoke", action="store_true", help="does it still run: 2 requests, a 5-step checkpoint")
     args = ap.parse_args()
-    r = measure(args.requests)
+    if args.smoke:
+        args.requests = 2
+    r = measure(args.requests, args.smoke)
     print(f"app: slider change to first token, median of {args.requests}: {r['ours']:.1f} ms (p90 {r['p90']:.1f}) | "
           f"library in-process {r['reference']:.1f} ms")  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Our speed against a reference measured in the same run: Hugging Face `transformers`' GPT2LMHeadModel.
 
-    python -m bench.compare [--threads 2] [--runs 5] [--quick] [--cases train,generate,prepare,app]
+    python -m bench.compare [--threads 2] [--runs 5] [--quick] [--smoke] [--cases train,generate,prepare,app]
 
 Same shapes, same weights (copied through gpt.interop), same data and AdamW settings; runs interleaved
 (ours, reference, ours, ...) after warm-up, medians of --runs. Cases: training tokens/s at the tiny and small
@@ -13,6 +13,9 @@ Ours runs with the defaults the trainer and sampler pick on this machine (on a C
 for training, bf16 weights for sampling from large models). The reference runs as its users run it, in fp32; where
 our dtype differs, it also runs in ours, and that figure is printed too. `transformers` is a bench-only
 dependency (requirements-dev.txt). Results go to --json (default bench/results/compare.json).
+
+--smoke: does it still run, every case in seconds (tiny shapes only, one timed run, 10 new tokens, a 1 MB corpus, two
+app requests); its figures mean nothing and go to a temporary file unless --json is given.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def interleaved(fns: dict[str, Callable[[], float]], runs: int, warmup: int = 2)
     return {k: statistics.median(v) for k, v in out.items()}
 
 
-def train_case(cfg: ModelConfig, batch: int, runs: int) -> dict[str, float]:
+def train_case(cfg: ModelConfig, batch: int, runs: int, warmup: int = 2) -> dict[str, float]:
     """One optimizer step, timed: ours with the trainer's own defaults on this machine (compute dtype, fused AdamW);
     the reference as users run it (fp32) and, for comparison, under the same autocast as ours."""
     ours, hf = twins(cfg)
@@ -100,7 +103,7 @@ def train_case(cfg: ModelConfig, batch: int, runs: int) -> dict[str, float]:
     }
     if dtype != torch.float32:
         fns["reference_same_dtype"] = lambda: step(lambda: hf(input_ids=x, labels=x).loss, hf, opt_hf, dtype)
-    med = interleaved(fns, runs)
+    med = interleaved(fns, runs, warmup)
     return {**med, "flops_per_token": ours.flops_per_token(), "dtype": str(dtype).replace("torch.", "")}  # type: ignore[dict-item]
 
 
@@ -185,11 +188,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="fewer new tokens, no 124M generation, 20 MB corpus")
     ap.add_argument("--cases", default="train,generate,prepare,app", help="comma-separated subset to run")
-    ap.add_argument("--json", default="bench/results/compare.json")
+    ap.add_argument("--smoke", action="store_true", help="does it still run: every case, tiny sizes, seconds")
+    ap.add_argument("--json", default=None, help="where the figures go (default bench/results/compare.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    c32, c16 = matmul_ceiling(torch.float32), matmul_ceiling(torch.bfloat16)
+    if args.smoke:
+        args.runs, args.quick = 1, True
+    json_path = args.json or (Path(tempfile.mkdtemp()) / "compare.json" if args.smoke else "bench/results/compare.json")
+    ceiling_size = (256, 2) if args.smoke else ()
+    c32, c16 = matmul_ceiling(torch.float32, *ceiling_size), matmul_ceiling(torch.bfloat16, *ceiling_size)
     print(f"threads {torch.get_num_threads()} | matmul ceiling fp32 {c32 / 1e9:.0f}, bf16 {c16 / 1e9:.0f} GFLOP/s")
     rows: list[dict[str, Any]] = []
 
@@ -203,28 +211,31 @@ def main() -> None:
 
     cases = set(args.cases.split(","))
     for name, (cfg, batch) in TRAIN_SHAPES.items() if "train" in cases else ():
-        r = train_case(cfg, batch, args.runs)
+        if args.smoke and name != "tiny":
+            continue
+        r = train_case(cfg, batch, args.runs, 1 if args.smoke else 2)
         flops = r["ours"] * r.pop("flops_per_token")
         report(f"train {name}", "tok/s", r, f"| MFU {flops / c32:.0%} of fp32, {flops / c16:.0%} of bf16")
     for name, cfg in GEN_SHAPES.items() if "generate" in cases else ():
         if args.quick and name != "tiny":
             continue
-        r = generation_case(cfg, args.runs, 50 if args.quick else 200)
+        r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200)
         report(f"generate {name}", "tok/s", r,
                f"| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}")  # fmt: skip
     for tokenizer in ("gpt2", "char") if "prepare" in cases else ():
-        corpus = big_corpus(20 if args.quick else 200)
+        corpus = big_corpus(1 if args.smoke else 20 if args.quick else 200)
         r = prepare_case(tokenizer, corpus)
         rows.append({"case": f"prepare {tokenizer}", **r})
         print(f"prepare {tokenizer:20s} {r['mb_per_s']:6.1f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB")
     if "app" in cases:
         from bench.app_latency import measure
 
-        r = measure(requests=20)
+        requests = 2 if args.smoke else 20
+        r = measure(requests, args.smoke)
         rows.append({"case": "app first token", "unit": "ms", **r})
-        print(f"app: slider change to first token, median of 20: {r['ours']:.1f} ms (p90 {r['p90']:.1f}) | "
+        print(f"app: slider change to first token, median of {requests}: {r['ours']:.1f} ms (p90 {r['p90']:.1f}) | "
               f"the library in-process {r['reference']:.1f} ms", flush=True)  # fmt: skip
-    out = Path(args.json)
+    out = Path(json_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": torch.get_num_threads(), "ceiling_fp32": c32, "ceiling_bf16": c16,
                                "rows": rows}, indent=2))  # fmt: skip

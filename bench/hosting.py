@@ -1,13 +1,14 @@
 """A public Space's figures: start time, server memory idle and while training, and the queue's shown wait
 against the real one.
 
-    python -m bench.hosting [--steps 1000]
+    python -m bench.hosting [--steps 1000] [--smoke]
 
 Launches `python app.py` as a Space would run it (SPACE_ID set: private visitors, one training slot). Visitor A
 trains the tiny preset for --steps steps on the built-in corpus; visitors B and C press Start meanwhile and wait in
 line. Each one's wait as the Train tab shows it at that moment is compared with the time its run really waited.
 Memory is the resident set (RSS) of the server and of the training process, read from /proc, and so is the CPU the
-idle server spends (taken from any training on the same machine).
+idle server spends (taken from any training on the same machine). --smoke: does it still run (60 steps, short
+settling waits; seconds, not minutes); its figures mean little and go to a temporary file, not bench/results/.
 """
 
 from __future__ import annotations
@@ -39,10 +40,23 @@ def children(pid: int) -> list[int]:
     return out + [g for k in out for g in children(k)]
 
 
+UNITS = {"h": 3600, "min": 60, "m": 60, "s": 1}
+
+
 def seconds(text: str) -> float:
-    """Back from format_duration: "1h02m03s" or "2m05s"."""
-    h, m, s = re.search(r"(?:(\d+)h)?(\d+)m(\d+)s", text).groups()  # type: ignore[union-attr]
-    return int(h or 0) * 3600 + int(m) * 60 + int(s)
+    """Back from gpt.events.format_duration, at the start of `text`: "1 h 3 min", "2 min 5 s", "14 s" (or the older
+    "1h02m03s", "2m05s")."""
+    lead = re.match(r"\s*((?:\d+\s*(?:h|min|m|s)(?![a-z])\s*)+)", text)
+    if lead is None:
+        raise ValueError(f"no duration at the start of {text[:80]!r}")
+    return sum(int(n) * UNITS[u] for n, u in re.findall(r"(\d+)\s*(h|min|m|s)", lead.group(1)))
+
+
+def shown_wait(progress: str) -> float:
+    """The wait the Train tab shows a run in line: "the runs ahead should end in about 2 min 5 s; ..." (0 when it
+    says "any moment now")."""
+    _, about, rest = progress.partition("should end in about")
+    return seconds(rest) if about else 0.0
 
 
 def main() -> None:
@@ -50,27 +64,31 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--smoke", action="store_true", help="does it still run: 60 steps, short waits")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps = 60  # run A still trains when B and C press Start (they do at once)
+    settle, idle_s, eta_s = (1, 2, 0) if args.smoke else (5, 10, 5)
     form = [*TINY[:11], args.steps, *TINY[12:]]
     with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), SPACE_ID="bench/hosting") as url:
-        time.sleep(5)  # the fork server and the start-up measurement settle
+        time.sleep(settle)  # the fork server and the start-up measurement settle
         idle = rss_mb(url.pid)
         cpu = cpu_seconds(url.pid)
-        time.sleep(10)
-        idle_cpu = (cpu_seconds(url.pid) - cpu) / 10
+        time.sleep(idle_s)
+        idle_cpu = (cpu_seconds(url.pid) - cpu) / idle_s
         a, b, c = (Client(url, verbose=False) for _ in range(3))
         for v in (a, b, c):
             v.predict("Shakespeare (built-in)", [], "", "char", 0.1, api_name="/prepare_data")
         a.predict(*form, api_name="/start_training")
         while "step" not in (r := a.predict(api_name="/poll"))[0] or " 0 / " in r[0]:
             time.sleep(0.5)
-        time.sleep(5)  # the run's ETA settles
+        time.sleep(eta_s)  # the run's ETA settles
         queued_at: dict[str, float] = {}
         shown: dict[str, float] = {}
         for name, v in (("b", b), ("c", c)):
             assert "In line" in v.predict(*form, api_name="/start_training")
             queued_at[name] = time.time()
-            shown[name] = seconds(v.predict(api_name="/poll")[0].split("should end in about")[1])
+            shown[name] = shown_wait(v.predict(api_name="/poll")[0])
         training_rss = [rss_mb(url.pid), sum(rss_mb(k) for k in children(url.pid))]
         real: dict[str, float] = {}
         while len(real) < 2:
@@ -89,7 +107,7 @@ def main() -> None:
         "queue_wait_shown_s": shown,  # b: first in line (the running run's ETA); c: second (plus b's estimate)
         "queue_wait_real_s": {k: round(v, 1) for k, v in real.items()},
     }
-    out = ROOT / "bench" / "results" / "hosting.json"
+    out = Path(tempfile.mkdtemp()) / "hosting.json" if args.smoke else ROOT / "bench" / "results" / "hosting.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

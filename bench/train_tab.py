@@ -1,6 +1,6 @@
 """Watching must not slow the work: training with the Train tab open in a browser against the same run from the CLI.
 
-    python -m bench.train_tab [--steps 600] [--runs 2] [--detach]
+    python -m bench.train_tab [--steps 600] [--runs 2] [--detach] [--smoke]
 
 Alternates (CLI, browser, CLI, browser, ...) the tiny preset for --steps steps on the built-in corpus: once as
 `gpt-train`, once started from the Train tab of `python app.py` in headless chromium (Playwright) that stays open on
@@ -9,7 +9,8 @@ server alone costs). Both read tokens/s from the run's own TensorBoard log (the 
 its log windows, the first two dropped as warm-up). The target: the browser run at 0.9x of the CLI or better (the
 ratio of the medians, and the median of each pair's ratio, which the machine's drift disturbs less). It
 also reports the CPU seconds the browser (all chromium processes) and the app's server process spent while a run
-trained from the tab: what watching costs, read from /proc.
+trained from the tab: what watching costs, read from /proc. --smoke: does it still run (one pair of 30-step runs,
+seconds, not minutes; its figures mean little).
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def browser_run(page, url: AppURL, runs: Path, steps: int, watch: bool) -> tuple
     box.press("Tab")
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Start").click()
-    page.get_by_text("Training…").wait_for(timeout=60_000)
+    page.get_by_text("Training…").first.wait_for(timeout=60_000)  # the status line, and the progress box
     cpu = cpu_seconds(), cpu_seconds(url.pid), time.time()
     if watch:
-        page.get_by_text(f"Training completed at step {steps}").wait_for(timeout=600_000)
+        page.get_by_text(f"Training completed at step {steps}").first.wait_for(timeout=600_000)
     else:
         page.goto("about:blank")
         while not _finished(runs, before, steps):
@@ -85,7 +86,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--detach", action="store_true", help="start from the browser, then leave the page (server only)")
+    ap.add_argument("--smoke", action="store_true", help="does it still run: one pair of 30-step runs")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.runs = 30, 1  # 3 log windows: the median has one left after the 2 warm-up ones
     where = "started in the app, no page open" if args.detach else "Train tab open"
     from playwright.sync_api import sync_playwright
 

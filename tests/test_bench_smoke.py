@@ -1,0 +1,98 @@
+"""Every benchmark in bench/ still runs: each one's --smoke mode (tiny sizes, a few steps, seconds), started as a user
+starts it (`python -m bench.X --smoke` from the repository root), exits 0 and prints its figures. A benchmark nobody
+runs rots: `python -m bench.compare --cases app` crashed once the app's /generate had changed under it. A new file in
+bench/ with a `__main__` block is picked up here by itself; give it a --smoke mode and its figures below."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NUM = r"[\d,]+(?:\.\d+)?"
+# What each benchmark prints when it worked: its figures (numbers where numbers belong).
+FIGURES = {
+    "bench": [rf"tiny\s+train\s+{NUM} tok/s\s+MFU\s+{NUM}% \| generate\s+{NUM} tok/s, first token {NUM} ms", r"wrote "],
+    "bench.compare": [
+        rf"train tiny\s+ours\s+{NUM} tok/s .*\| reference\s+{NUM} \(float32\) \|\s+{NUM}x.* MFU {NUM}% of fp32",
+        rf"generate tiny\s+ours\s+{NUM} tok/s .*\| first token {NUM} ms vs {NUM}",
+        rf"prepare gpt2\s+{NUM} MB/s, peak RSS {NUM} MB",
+        rf"prepare char\s+{NUM} MB/s, peak RSS {NUM} MB",
+        rf"app: slider change to first token, median of 2: {NUM} ms \(p90 {NUM}\) \| the library in-process {NUM} ms",
+        r"wrote ",
+    ],
+    "bench.app_latency": [rf"median of 2: {NUM} ms \(p90 {NUM}\) \| library in-process {NUM} ms"],
+    "bench.hosting": [
+        rf'"start_s": {NUM}',
+        rf'"server_rss_idle_mb": {NUM}',
+        rf'"server_rss_training_mb": {NUM}',
+        rf'"queue_wait_shown_s": \{{\s*"b": {NUM},\s*"c": {NUM}\s*\}}',
+        rf'"queue_wait_real_s": \{{\s*"b": {NUM},\s*"c": {NUM}\s*\}}',
+    ],
+    "bench.train_tab": [
+        rf"run 1: CLI {NUM} tok/s \| Train tab open {NUM} tok/s \| in its {NUM} s, CPU: browser {NUM} s, server {NUM}",
+        rf"training tokens/s, tiny preset, 30 steps: CLI {NUM} \| Train tab open {NUM} \| {NUM}x, paired {NUM}x",
+    ],
+    "bench.estimate": [
+        rf"smoke: estimate {NUM} s \(printed {NUM} s\), real {NUM} s",
+        rf"smoke\s+30\s+{NUM} s\s+{NUM} s\s+[+-]{NUM}%\s+\|\s+{NUM} s\s+{NUM} s",
+    ],
+    "bench.long_generation": [
+        rf"inside the context:\s+{NUM} tokens/s",
+        rf"past the context:\s+{NUM} tokens/s",
+        rf"past / inside:\s+{NUM}",
+    ],
+}
+TIMEOUT_S = 600  # each takes seconds to a minute or two on 2 cores; this is for a machine shared with other work
+FAST = {"bench", "bench.long_generation"}  # seconds; the others launch the app (and a browser): slow
+
+
+def benchmarks() -> list[str]:
+    """`bench` itself and each bench/X.py that runs as a program."""
+    found = [
+        f"bench.{p.stem}"
+        for p in sorted((ROOT / "bench").glob("*.py"))
+        if p.stem not in ("__init__", "__main__") and "__main__" in p.read_text(encoding="utf-8")
+    ]
+    return ["bench", *found]
+
+
+def params() -> list[object]:
+    return [pytest.param(m, id=m, marks=() if m in FAST else pytest.mark.slow) for m in benchmarks()]
+
+
+@pytest.mark.parametrize("module", params())
+def test_benchmark_smoke(module: str) -> None:
+    if module == "bench.train_tab" and not Path(shutil.which("chromium") or "/usr/bin/chromium").exists():
+        pytest.fail("chromium is not installed: apt-get install -y chromium (scripts/test.sh does it)")
+    # one torch thread in each process (the bench, the app, its training runs): these check that it runs, not its
+    # speed, and on a machine shared with other work two OpenMP threads a process ran 2.6x slower than one
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    # its own process group: a hung one is ended with the app and the browser it started, none left running
+    proc = subprocess.Popen([sys.executable, "-m", module, "--smoke"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{module} --smoke ran past {TIMEOUT_S} s\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    said = f"--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}"
+    assert proc.returncode == 0, said
+    for figure in FIGURES.get(module, [r"\d"]):  # (a new one, not listed yet, fails the test below)
+        assert re.search(figure, stdout), f"{figure!r} not printed\n{said}"
+
+
+def test_every_benchmark_has_a_smoke_mode() -> None:
+    """Each is known here, with its figures, and says --smoke in its usage line (its docstring)."""
+    for module in benchmarks():
+        assert module in FIGURES, f"{module}: add its figures to FIGURES"
+        path = ROOT / "bench" / ("__main__.py" if module == "bench" else f"{module.split('.')[1]}.py")
+        assert "--smoke" in path.read_text(encoding="utf-8"), f"{path}: no --smoke mode"
