@@ -201,12 +201,15 @@ def heavy_slot(me: Visitor, request: gr.Request | None) -> Iterator[None]:
     to everyone else. Over the cap, the request is refused with a message (it would only wait behind their own)."""
     cap = LIMITS.max_heavy_per_visitor
     address = client_address(request) if PRIVATE else ""
-    keys = [f"v:{me.key}"] + ([f"a:{address}"] if address else [])
-    caps = [cap, 2 * cap]  # an address may hold a few visitors (a classroom behind one router)
+    # an address may hold a few visitors (a classroom behind one router): it gets twice a visitor's places
+    places = {f"v:{me.key}": cap, **({f"a:{address}": 2 * cap} if address else {})}
+    keys = list(places)
     with _heavy_lock:
-        if cap and any(_heavy.get(k, 0) >= c for k, c in zip(keys, caps, strict=True)):
+        full = [k for k, c in places.items() if cap and _heavy.get(k, 0) >= c]
+        if full:
+            who = "you already have" if full[0].startswith("v:") else "your address already has"
             raise UserInputError(
-                f"you already have {cap} requests running (generating or inspecting); wait for one to finish"
+                f"{who} {places[full[0]]} requests running (generating or inspecting); wait for one to finish"
             )
         for k in keys:
             _heavy[k] = _heavy.get(k, 0) + 1

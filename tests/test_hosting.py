@@ -414,3 +414,34 @@ def _file(path: str) -> Any:
     from gradio_client import handle_file
 
     return handle_file(path)
+
+
+def test_heavy_requests_have_a_few_places_per_visitor_and_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpt.errors import UserInputError
+    from playground import hosting
+
+    class Request:
+        def __init__(self) -> None:
+            self.session_hash, self.headers, self.client = "s", {}, type("C", (), {"host": "10.1.1.1"})()
+
+    for private in (False, True):  # locally there is no address to count; on a shared server there is
+        monkeypatch.setattr(hosting, "PRIVATE", private)
+        me = hosting.Visitor(None, key="k")
+        with hosting.heavy_slot(me, Request()), hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]
+            with pytest.raises(UserInputError, match="2 requests running"):
+                with hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]
+                    pass
+            # someone else from elsewhere is not held up
+            with hosting.heavy_slot(hosting.Visitor(None, key="other"), None):
+                pass
+        with hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]  # the places came back
+            pass
+    # many made-up visitors from one address share its places
+    monkeypatch.setattr(hosting, "PRIVATE", True)
+    held = [hosting.heavy_slot(hosting.Visitor(None, key=f"v{i}"), Request()) for i in range(5)]  # type: ignore[arg-type]
+    for h in held[:4]:
+        h.__enter__()
+    with pytest.raises(UserInputError):
+        held[4].__enter__()
+    for h in held[:4]:
+        h.__exit__(None, None, None)
