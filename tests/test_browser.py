@@ -325,7 +325,20 @@ def test_on_a_shared_server_a_reload_and_a_second_tab_find_the_same_runs(browser
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("Training stopped at step").first.wait_for(timeout=60_000)
 
+    # the header says what keeps the runs; Forget me deletes them and the browser starts afresh
+    page.get_by_text("kept for this browser").first.wait_for()
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Training stopped at step").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "7b-before-forget.png"))
     assert page.evaluate("() => localStorage.getItem('gpt-playground-visitor')")  # kept by the browser
     # ... and never written by the server: no 256-bit token (43 URL-safe characters) anywhere in its log
     log = shared_url.log.read_text()
     assert not re.search(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])", log)
+
+    kept = page.evaluate("() => localStorage.getItem('gpt-playground-visitor')")
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Forget me").click()
+    page.wait_for_function("(k) => localStorage.getItem('gpt-playground-visitor') !== k", arg=kept, timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("No training run yet").wait_for(timeout=30_000)
+    assert not [d for d in shared_url.runs.glob("users/*") if any(d.rglob("config.json"))]  # her runs are gone
