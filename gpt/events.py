@@ -37,9 +37,9 @@ class Step:
     lr: float
     grad_norm: float
     tokens_per_s: float
-    step_time: float  # seconds per step since the last logged step
+    step_time: float  # seconds per training step since the last logged step (evaluations, samples, saves apart)
     elapsed: float  # seconds since the start of this run (or of this resumed part)
-    eta: float  # seconds to max_steps, from a smoothed step time
+    eta: float  # seconds to the end of the run: its steps at the measured pace, its evaluations, samples and saves
     max_steps: int
 
 
@@ -100,10 +100,15 @@ Listener = Callable[[Event], None]
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
+    """As people write it: "14 s", "2 min 5 s", "1 h 3 min" (seconds dropped past an hour)."""
+    seconds = max(0, round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+    if h:
+        return f"{h} h {m} min" if m else f"{h} h"
+    if m:
+        return f"{m} min {s} s" if s else f"{m} min"
+    return f"{s} s"
 
 
 def print_event(e: Event) -> None:

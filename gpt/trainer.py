@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from gpt.config import Config, SampleConfig, TrainConfig
 from gpt.data import Batches, PreparedData
 from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
-from gpt.estimate import padded_vocab
+from gpt.estimate import DEFAULT_COSTS, Units, known_costs, padded_vocab, plan, record_run, run_seconds, units
 from gpt.events import Checkpoint, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
 from gpt.model import GPT
 from gpt.sampling import generate
@@ -66,20 +67,68 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class Meter:
-    """The loop's clock: steps since the last logged step, a smoothed step time, and from it the ETA."""
+    """The loop's clock, and the run's ETA.
 
-    def __init__(self) -> None:
-        self.start = self.window_start = time.perf_counter()
+    Training steps are timed apart from the evaluations, samples and saves between them. The pace leaves out the
+    first step (allocations, kernels picked) and starts afresh at the second window (its neighbours are slow too),
+    then follows a moving average. The ETA is what the rest of the run will do (`gpt.estimate.plan`): its steps at
+    that pace, and each evaluation, sample and save at what the last one took; before the first one, at the
+    estimate's figure (`guess`) scaled by the pace measured against the estimated one."""
+
+    def __init__(self, tc: TrainConfig, guess: Units, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.tc, self.guess, self.clock = tc, guess, clock
+        self.start = self.window_start = clock()
         self.steps = 0  # in the current window
-        self.smoothed: float | None = None
+        self.other = 0.0  # seconds of evaluations, samples and saves in the current window
+        self.windows = 0
+        self.first_end: float | None = None  # when the first step ended
+        self.pace: float | None = None  # seconds per training step, smoothed
+        self.took: dict[str, float] = {}  # seconds of the last eval, sample, latest and best save
 
-    def lap(self, steps_left: int) -> tuple[float, float, float]:
-        """(seconds per step in this window, seconds since the start, ETA); starts a new window."""
-        now = time.perf_counter()
-        step_time = (now - self.window_start) / max(1, self.steps)
-        self.smoothed = step_time if self.smoothed is None else 0.7 * self.smoothed + 0.3 * step_time
-        self.window_start, self.steps = now, 0
-        return step_time, now - self.start, self.smoothed * steps_left
+    def tick(self) -> None:
+        """A training step ended."""
+        self.steps += 1
+        if self.first_end is None:
+            self.first_end = self.clock()
+
+    @contextlib.contextmanager
+    def timing(self, kind: str) -> Iterator[None]:
+        """Time an evaluation, a sample or a save ("eval", "sample", "latest", "best") apart from the steps."""
+        t = self.clock()
+        try:
+            yield
+        finally:
+            took = self.clock() - t
+            self.other += took
+            self.took[kind] = took
+
+    def lap(self, step: int) -> tuple[float, float, float]:
+        """(seconds per training step in this window, seconds since the start, ETA at `step`); starts a new window."""
+        now = self.clock()
+        start, steps = self.window_start, self.steps
+        if self.windows == 0 and steps > 1 and self.first_end is not None:
+            start, steps = self.first_end, steps - 1
+        step_time = max(0.0, now - start - self.other) / max(1, steps)
+        self.windows += 1
+        if self.pace is None or self.windows == 2:
+            self.pace = step_time
+        else:
+            self.pace = 0.75 * self.pace + 0.25 * step_time
+        self.window_start, self.steps, self.other = now, 0, 0.0
+        return step_time, now - self.start, self.eta(step)
+
+    def eta(self, step: int) -> float:
+        """Seconds to the end of the run, at `step` (its evaluation, sample and save still to come)."""
+        g = self.guess
+        pace = self.pace if self.pace is not None else g.step
+        scale = pace / g.step if g.step > 0 else 1.0
+
+        def cost(kind: str) -> float:
+            return self.took.get(kind, getattr(g, kind) * scale)
+
+        left = dataclasses.replace(plan(self.tc, step - 1), steps=max(0, self.tc.max_steps - step))
+        now = Units(pace, 0.0, cost("eval"), cost("sample"), cost("latest"), cost("best"))
+        return run_seconds(left, now, first=False)
 
 
 class Trainer:
@@ -193,7 +242,9 @@ class Trainer:
         dtype = str(self.dtype).replace("torch.", "")
         self._emit(Start(self.raw_model.num_params(), self.tokens_per_step, tc.max_steps, str(self.device), dtype,
                          self.world, str(self.out_dir), self.cfg.to_dict()))  # fmt: skip
-        meter, status = Meter(), "completed"  # type: Meter, Status
+        known, start_step = known_costs(tc.device, tc.dtype, tc.threads), self.step
+        guess = units(self.cfg, costs=known or DEFAULT_COSTS)
+        meter, status = Meter(tc, guess), "completed"  # type: Meter, Status
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: read once per log interval
         while self.step < tc.max_steps:
             # termination: Stop (or Ctrl-C, or the app going away) ends the loop here; the checkpoint is saved below
@@ -209,7 +260,7 @@ class Trainer:
             # forward, backward and update, over grad_accum micro-batches
             grad_norm = self._train_step(loss_sum)
             self.step += 1
-            meter.steps += 1
+            meter.tick()
             last = self.step == tc.max_steps
 
             # timing and logging: one host sync per log interval, not per step
@@ -218,21 +269,29 @@ class Trainer:
 
             # evaluate on the validation split, and keep the best model so far in best/
             if self.step % tc.eval_interval == 0 or last:
-                val = self.estimate_val_loss()
+                with meter.timing("eval"):
+                    val = self.estimate_val_loss()
                 improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
                 self._emit(Eval(val, math.exp(min(val, 50.0)), improved))
                 if improved:
-                    self._save("best", with_state=False)
+                    with meter.timing("best"):
+                        self._save("best", with_state=False)
 
             # sample some text: how the model writes now
             if tc.sample_interval and (self.step % tc.sample_interval == 0 or last) and self.is_main:
-                self._emit(Sample(self.sample_text()))
+                with meter.timing("sample"):
+                    text = self.sample_text()
+                self._emit(Sample(text))
 
             # checkpoint now and then, so that a crash loses little (the last one is saved after the loop)
             if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and not last:
-                self._save("latest")
+                with meter.timing("latest"):
+                    self._save("latest")
         self._save("latest")
         self._emit(Done(status, self.last_train, self.last_val))
+        if status == "completed" and known is not None and self.is_main and self.step - start_step >= 50:
+            # how long it took against the estimate: the next estimates here learn from it
+            record_run(tc, time.perf_counter() - meter.start, run_seconds(plan(tc, start_step), guess))
         return Result(status, self.step, self.last_train, self.last_val, self.out_dir)
 
     def _train_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
@@ -272,7 +331,7 @@ class Trainer:
                 f"the loss became {train_loss} at step {self.step}; the learning rate ({tc.lr:g}) is "
                 "probably too high: lower train.lr and start again"
             )
-        step_time, elapsed, eta = meter.lap(tc.max_steps - self.step)
+        step_time, elapsed, eta = meter.lap(self.step)
         self.last_train = train_loss
         self._emit(Step(train_loss, lr, float(grad_norm), self.tokens_per_step / step_time, step_time, elapsed, eta,
                         tc.max_steps))  # fmt: skip

@@ -108,11 +108,11 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
     except Exception:  # noqa: BLE001 - the form's live description must never break; the log has the details
         log.exception("describe")
         return "⚠️ these settings cannot be estimated; check the values"
-    per_100 = train_seconds(cfg, flops, 100)
+    per_100 = train_seconds(cfg, flops, 100, extras=False)  # the steps alone; the total adds evals, samples, saves
     total = train_seconds(cfg, flops)
     return (
         f"**{params / 1e6:.2f}M parameters** (without position embeddings) · about **{per_100:.1f} s per 100 steps** "
-        f"on this machine · {cfg.train.max_steps:,} steps ≈ {format_duration(total)}"
+        f"on this machine · {cfg.train.max_steps:,} steps ≈ {format_duration(total)} with evaluations and samples"
     )
 
 
