@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+# Gradio and the tabs are imported inside the functions below: every training process runs this file again as its
+# main module (multiprocessing does, before it calls the process's target in playground.jobs), and importing Gradio
+# there cost each Start about 4.5 s. Imported here, this file only defines things.
+if TYPE_CHECKING:
+    import gradio as gr
 
-from playground import compare_tab, data_tab, generate_tab, inspect_tab, train_tab  # noqa: E402
-from playground.common import forget_me, guard_every_handler, new_session, restore_session  # noqa: E402
-from playground.hosting import browser_state_secret, unbind  # noqa: E402
-from playground.settings import LIMITS, PRIVATE  # noqa: E402
-
-TABS = [("Data", data_tab), ("Train", train_tab), ("Generate", generate_tab), ("Inspect", inspect_tab),
-        ("Compare", compare_tab)]  # fmt: skip
+TABS = ["Data", "Train", "Generate", "Inspect", "Compare"]
 # Enter in a slider's number box of the Generate tab regenerates, as releasing the slider does: Gradio fires a
 # slider's "release" when its box loses focus, so Enter takes the focus away.
 JS = """
@@ -41,6 +40,15 @@ CSS = """
 
 
 def build_app() -> gr.Blocks:
+    import gradio as gr
+
+    from playground import compare_tab, data_tab, generate_tab, inspect_tab, train_tab
+    from playground.common import forget_me, guard_every_handler, new_session, restore_session
+    from playground.hosting import browser_state_secret, unbind
+    from playground.settings import LIMITS, PRIVATE
+
+    modules = {"Data": data_tab, "Train": train_tab, "Generate": generate_tab, "Inspect": inspect_tab,
+               "Compare": compare_tab}  # fmt: skip
     # delete_cache: Gradio's copies of uploads and downloads older than an hour go, checked hourly.
     sign_in = PRIVATE and bool(os.environ.get("OAUTH_CLIENT_ID"))  # a Space with `hf_oauth: true`
     with gr.Blocks(title="GPT Playground", delete_cache=(3600, 3600)) as demo:
@@ -64,9 +72,9 @@ def build_app() -> gr.Blocks:
         demo.unload(unbind)
         parts = {}  # what a tab offers the others
         with gr.Tabs() as tabs:
-            for name, module in TABS:
+            for name in TABS:
                 with gr.Tab(name, id=name.lower()) as tab:
-                    parts[name] = module.build(demo, state, tab, ready)
+                    parts[name] = modules[name].build(demo, state, tab, ready)
         compare_tab.link_from(parts["Train"]["checkpoints"], parts["Compare"], tabs)
         if PRIVATE:
             confirmed = gr.Checkbox(visible=False)
@@ -80,6 +88,8 @@ def build_app() -> gr.Blocks:
 
 def keeper(sign_in: bool) -> str:
     """The header's word on what keeps a visitor's runs."""
+    from playground.settings import PRIVATE
+
     if not PRIVATE:
         return ""
     where = "sign in to keep them anywhere" if sign_in else "another browser or a private window starts afresh"
@@ -104,6 +114,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.runs_dir:
         os.environ["GPT_PLAYGROUND_RUNS"] = args.runs_dir
+    from playground.settings import LIMITS
+
     demo = build_app()
     # show_error: what Gradio itself refuses before a handler runs (a value of the wrong type sent to the API, too few
     # values) reaches the caller as its message instead of a bare "Error". Our handlers' own failures are all

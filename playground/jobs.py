@@ -41,11 +41,10 @@ START_TIMEOUT_S = 300  # how long Start waits for the child to build its model a
 _FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
 _CTX = multiprocessing.get_context("forkserver") if _FORKSERVER else multiprocessing.get_context("spawn")
 if _FORKSERVER:
-    # The server imports the app's main module once too: children forked from it inherit it instead of each
-    # importing it again (multiprocessing re-imports the parent's __main__ in every child, and app.py imports Gradio).
-    # Also what every run would import before its first step: AdamW's constructor imports torch._dynamo (1.5 s),
-    # the TensorBoard writer its package (0.2 s).
-    _CTX.set_forkserver_preload(["__main__", "gpt.trainer", "torch._dynamo", "torch.utils.tensorboard"])
+    # The server imports once what every run would import before its first step: AdamW's constructor imports
+    # torch._dynamo (1.5 s), the TensorBoard writer its package (0.2 s). (Each child still runs the parent's main
+    # file again, whatever is preloaded, so app.py imports nothing heavy at its top.)
+    _CTX.set_forkserver_preload(["gpt.trainer", "torch._dynamo", "torch.utils.tensorboard"])
 
 
 class BusyError(UserInputError):
