@@ -202,7 +202,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         with gr.Column(scale=1, min_width=300, elem_id="generate-settings"):
             with gr.Row():
                 checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=4)
-                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
+                refresh = gr.Button("Refresh", size="sm", scale=0, min_width=80)
             prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPTS[0], lines=2)
             go = gr.Button("Generate", variant="primary")
             settings = [setting_control(f) for f in SETTINGS if not f.metadata["more"]]

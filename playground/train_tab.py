@@ -289,7 +289,7 @@ def poll(
     it on again). While the run waits in line, only its position and wait are refreshed; each tick keeps its place."""
     job = REGISTRY.get(state.get("job_id"))
     if job is None or (request is not None and job.owner != visitor(request, profile).key):
-        return {"timer": gr.Timer(REFRESH_S, active=False), "progress": NO_RUN, "message": ""}
+        return {"timer": gr.Timer(REFRESH_S, active=False)}
     REGISTRY.touch(job.id)
     snap = job.snapshot()
     run_name = Visitor(None).name(snap.run_dir) if not PRIVATE else Path(snap.run_dir).name
@@ -409,7 +409,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
         return {polled[k]: v for k, v in poll(st, sn, dict(zip(live, held, strict=True)), request, profile).items()}
 
     def tick_fresh(request: gr.Request, profile: gr.OAuthProfile | None, st: dict[str, Any], *held: Any) -> Any:
-        return tick(request, profile, st, {}, *held)  # everything said again, whether or not the run moved
+        """After a press of Start, Resume, Stop or Leave: everything said again, whether or not the run moved (and
+        with no run, that there is none: a Start that failed took back its "Starting…")."""
+        return {polled["progress"]: NO_RUN, polled["message"]: "", **tick(request, profile, st, {}, *held)}
 
     poll_now = dict(fn=tick_fresh, inputs=[state, *live.values()], outputs=list(polled.values()),
                     show_progress="hidden", api_visibility="private")  # fmt: skip

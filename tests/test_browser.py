@@ -145,7 +145,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
 
     # Generate: the newest checkpoint is chosen; text appears, coloured by probability.
     run_in_tab(
-        page, "Generate", "Refresh checkpoints", "Generate",
+        page, "Generate", "Refresh", "Generate",
         "() => [...document.querySelectorAll('textarea')].some(t => t.offsetParent && t.value.length > 50)",
     )  # fmt: skip
     # the stream has finished: all 200 new characters are in the plain text (a char model: a token each)
@@ -282,7 +282,7 @@ def test_on_a_shared_server_a_reload_and_a_second_tab_find_the_same_runs(browser
 
     page = open_app(browser, shared_url)
     page.get_by_role("radio", name="Paste text").check()
-    page.get_by_label("Paste text").fill(SHAKESPEARE_START * 40)
+    page.get_by_role("textbox", name="Paste text").fill(SHAKESPEARE_START * 40)
     page.get_by_role("button", name="Prepare data").click()
     page.get_by_text("chars / token").wait_for(timeout=60_000)
     page.get_by_role("tab", name="Train").click()

@@ -103,7 +103,7 @@ def direct(endpoint: str, *args: Any, **changes: Any) -> Callable[[Ctx], Any]:
 
     def run(x: Ctx) -> Any:
         if endpoint == "data":
-            return data_tab.prepare_data(*args, new_session())
+            return data_tab.prepare_data(*args, new_session(), None, None)
         if endpoint == "train":
             init, preset, *values = train_args(**changes)
             return train_tab.start_training(new_session(), init, preset, None, None, *values)

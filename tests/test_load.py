@@ -34,7 +34,12 @@ def test_twenty_sessions_while_one_trains(app_url: str) -> None:
     trainer.predict("Paste text", [], SHAKESPEARE * 30, "char", 0.1, api_name="/prepare_data")
     assert "started" in trainer.predict(*TRAIN, api_name="/start_training")
     poll_until(trainer, lambda r: step_of(r) >= 10)
-    checkpoint = next(p for _, p in trainer.predict(api_name="/list_checkpoints")[1]["choices"] if "run-" in p)
+    checkpoint = ""
+    deadline = time.time() + 120
+    while not checkpoint and time.time() < deadline:  # any run's checkpoint (this one saves its first at a checkpoint)
+        checkpoint = next((p for _, p in trainer.predict(api_name="/list_checkpoints")[1]["choices"] if "run-" in p), "")
+        time.sleep(0.5)
+    assert checkpoint
 
     latencies: dict[str, list[float]] = {}
 
