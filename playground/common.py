@@ -117,8 +117,9 @@ def forget_me(confirmed: Any, request: gr.Request, profile: gr.OAuthProfile | No
     for job in stopped:  # let them save and end before their folder goes
         job.process.join(timeout=30)
     hosting.forget(me)
+    jobs.REGISTRY.forget(me.key)
     hosting.unbind(request)
-    return None, new_session(), True
+    return hosting.bind_browser(None, request), new_session(), True  # a new secret: the browser is someone new
 
 
 NEW_MODEL = ("a new model (sizes below)", "")

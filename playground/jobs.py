@@ -359,6 +359,12 @@ class Registry:
             job._finish("left", "No page asked about this run for a while (it was closed), so it left the queue.")
             self._wake.notify_all()
 
+    def forget(self, owner: str) -> None:
+        """The visitor asked to be forgotten: their ended runs leave the registry too."""
+        with self._lock:
+            for job in [j for j in self._jobs.values() if j.owner == owner and not j.active and j.status != QUEUED]:
+                del self._jobs[job.id]
+
     def latest(self, owner: str) -> Job | None:
         """The visitor's run that trains or waits, else their newest one (what a reloaded page shows again)."""
         mine = [j for j in list(self._jobs.values()) if j.owner == owner]
