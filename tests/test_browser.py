@@ -216,10 +216,10 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     above_the_fold(page, page.get_by_role("button", name="Inspect", exact=True),
                    page.locator(".js-plotly-plot:visible").first)  # fmt: skip
     # the Layer slider follows the model: the tiny preset's 4 layers
-    assert page.get_by_label("number input for Layer").get_attribute("max") == "4"
+    assert page.get_by_label("number input for Layer", exact=True).get_attribute("max") == "4"
     page.screenshot(path=str(ARTIFACTS / "4-inspect.png"), full_page=True)
     # a layer the model lacks: a message; the charts stay
-    layer = page.get_by_label("number input for Layer")
+    layer = page.get_by_label("number input for Layer", exact=True)
     layer.fill("9")
     layer.press("Enter")
     page.get_by_role("button", name="Inspect", exact=True).click()
