@@ -312,12 +312,12 @@ def test_hostile_round_three_through_the_api(shared_app: Any) -> None:
 
     # the most expensive legal requests: many long generations at once from one visitor
     gen_long = [0.8, 0, 1.0, 1.0, 0.0, 1000, 1, 0.0, 0.0, ""]
+    bobs = "published/demo" if "published/demo" in names(bob) else mine_of(bob)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         heavy = [pool.submit(alice.predict, mine, "ROMEO:", *gen_long, api_name="/generate") for _ in range(8)]
         time.sleep(1.0)
         t0 = time.time()
-        assert bob.predict("published/demo" if "published/demo" in names(bob) else mine_of(bob), "ROMEO:",
-                           *[0.8, 40, 1.0, 1.0, 0.0, 30, 1, 0.0, 0.0, ""], api_name="/generate")[1]  # fmt: skip
+        assert bob.predict(bobs, "ROMEO:", *[0.8, 40, 1.0, 1.0, 0.0, 30, 1, 0.0, 0.0, ""], api_name="/generate")[1]
         bystander = time.time() - t0
         refusals = 0
         for f in heavy:
@@ -327,7 +327,7 @@ def test_hostile_round_three_through_the_api(shared_app: Any) -> None:
                 refusals += "requests running" in str(e)
     assert refusals >= 8 - 2 - 1  # at most 2 at once per visitor (a finished one frees a place)
     assert bystander < 10, f"a bystander's 30-token request took {bystander:.1f} s"
-    (shared_app.runs / "bystander_s.txt").write_text(f"{bystander:.2f}")
+    print(f"bystander's 30-token request under load: {bystander:.2f} s")
 
 
 def mine_of(c: Client) -> str:
