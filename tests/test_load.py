@@ -37,7 +37,8 @@ def test_twenty_sessions_while_one_trains(app_url: str) -> None:
     checkpoint = ""
     deadline = time.time() + 120
     while not checkpoint and time.time() < deadline:  # any run's checkpoint (this one saves its first at a checkpoint)
-        checkpoint = next((p for _, p in trainer.predict(api_name="/list_checkpoints")[1]["choices"] if "run-" in p), "")
+        choices = trainer.predict(api_name="/list_checkpoints")[1]["choices"]
+        checkpoint = next((p for _, p in choices if "run-" in p), "")
         time.sleep(0.5)
     assert checkpoint
 
