@@ -312,11 +312,6 @@ def units(root: Path) -> list[Unit]:
     return sorted(out, key=lambda u: u.age)
 
 
-def run_dirs(root: Path) -> list[Path]:
-    """The runs, uploads and imports the quota counts (data sets aside)."""
-    return sorted(u.path for u in units(root) if u.kind == "run")
-
-
 def enforce_quota(
     me: Visitor | None = None,
     protected: Iterable[Path] = (),
