@@ -45,7 +45,7 @@ def train_speed(preset: str, steps: int, warmup: int = 5) -> dict[str, float]:
     cfg.model.vocab_size = padded_vocab(65 if cfg.data.tokenizer == "char" else 50257)
     torch.manual_seed(0)
     model = GPT(cfg.model)
-    opt = model.optimizer(cfg.train.lr, cfg.train.weight_decay, (cfg.train.beta1, cfg.train.beta2), "cpu")
+    opts = model.optimizers(cfg.train, "cpu")  # the preset's: AdamW, or AdamW and Muon
     cpu = torch.device("cpu")
     amp = autocast(cpu, pick_dtype("auto", cpu))
     B, T = cfg.train.batch_size, cfg.model.block_size
@@ -57,8 +57,9 @@ def train_speed(preset: str, steps: int, warmup: int = 5) -> dict[str, float]:
             _, loss = model(x, x)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         if i >= warmup:  # warm-up steps are not timed
             times.append(time.perf_counter() - t)
     step = statistics.median(times)

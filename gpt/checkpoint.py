@@ -76,7 +76,8 @@ def save(
     tmp.mkdir()
     # Tied weights are stored once (lm_head.weight), as safetensors refuses shared memory.
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    state.pop("transformer.wte.weight", None)
+    if model.tied:
+        state.pop("transformer.wte.weight", None)
     save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
     meta = {
         "format": FORMAT,
@@ -200,7 +201,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
         raise CheckpointError(f"{p}: {WEIGHTS} is missing or corrupt ({e})") from None
     with torch.device("meta"):
         model = GPT(config.model)  # shapes only: cheap even for big configs
-    expected = {k: v for k, v in model.state_dict().items() if k != "transformer.wte.weight"}
+    tied = model.tied
+    expected = {k: v for k, v in model.state_dict().items() if not (tied and k == "transformer.wte.weight")}
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -216,9 +218,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
             "use an earlier checkpoint, or train again with a lower learning rate"
         )
     model = model.to_empty(device="cpu")
-    state["transformer.wte.weight"] = state["lm_head.weight"]
+    if tied:
+        state["transformer.wte.weight"] = state["lm_head.weight"]
     model.load_state_dict(state, strict=True)
-    model.transformer.wte.weight = model.lm_head.weight  # re-tie after to_empty
+    if tied:
+        model.transformer.wte.weight = model.lm_head.weight  # re-tie after to_empty
     model.to(device).eval()
     return Checkpoint(p, model, config, tokenizer, meta)
 
@@ -239,7 +243,7 @@ MAX_STEP = 2**53  # steps, data positions: whole numbers a float still holds exa
 
 def check_trainer_state(
     state: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer],
     scaler: torch.amp.GradScaler | None = None,
     device: torch.device | None = None,
 ) -> None:
@@ -268,7 +272,13 @@ def check_trainer_state(
     best = state["best_val"]
     if not isinstance(best, int | float) or isinstance(best, bool) or math.isnan(best):
         raise bad(f"best_val is {_kind(best)}, not a number")
-    _check_optimizer(state["optimizer"], optimizer, bad)
+    optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+    for optimizer, key in zip(optimizers, ("optimizer", "muon"), strict=False):
+        if key not in state:
+            raise bad(f"it has no {key} state: the run it is from used another train.optimizer")
+        _check_optimizer(state[key], optimizer, bad)
+    if len(optimizers) == 1 and "muon" in state:
+        raise bad("it holds Muon's state: the run it is from used train.optimizer=muon")
     _check_scaler(state.get("scaler"), bad)
     batches = state["batches"]
     if not isinstance(batches, dict) or set(batches) != {"generator", "cursor"}:
@@ -310,53 +320,72 @@ def _plain(t: torch.Tensor) -> bool:
 
 def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> None:
     current = optimizer.state_dict()
+    muon = isinstance(optimizer, torch.optim.Muon)
+    name = "Muon" if muon else "the optimizer"
     if not isinstance(saved, dict) or set(saved) != set(current):
-        raise bad(f"the optimizer state is {_kind(saved)} without the keys {sorted(current)}")
+        raise bad(f"{name}'s state is {_kind(saved)} without the keys {sorted(current)}")
     groups, now = saved["param_groups"], current["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(now):
         count = len(groups) if isinstance(groups, list) else _kind(groups)
-        raise bad(f"the optimizer has {count} parameter groups, expected {len(now)}")
+        raise bad(f"{name} has {count} parameter groups, expected {len(now)}")
+    # torch fills in flags that an older torch did not save (amsgrad, fused, ...): only these must be there
+    needed = {"params", "lr", "momentum", "weight_decay", *MUON_FIXED} if muon else {"params", "lr", "betas", "eps",
+                                                                                       "weight_decay"}  # fmt: skip
     params: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # saved id -> (parameter, its group's settings)
     for g, (group, ref, live) in enumerate(zip(groups, now, optimizer.param_groups, strict=True)):
-        # torch fills in flags that an older torch did not save (amsgrad, fused, ...): only these must be there
-        if not isinstance(group, dict) or not {"params", "lr", "betas", "eps", "weight_decay"} <= set(group):
-            raise bad(f"optimizer parameter group {g} has other settings than {sorted(ref)}")
+        if not isinstance(group, dict) or not needed <= set(group):
+            raise bad(f"{name}'s parameter group {g} has other settings than {sorted(ref)}")
         odd = [k for k, v in group.items() if k not in ref and not _plain_setting(v)]
         if odd:
-            raise bad(f"optimizer parameter group {g} has an unknown setting {_kind(odd[0])}")
+            raise bad(f"{name}'s parameter group {g} has an unknown setting {_kind(odd[0])}")
         ids = group["params"]
         if not isinstance(ids, list) or not all(_whole(i) for i in ids) or ids != ref["params"]:
             n = len(ids) if isinstance(ids, list) else _kind(ids)
-            raise bad(f"optimizer parameter group {g} lists other parameters ({n}, expected {len(ref['params'])})")
+            raise bad(f"{name}'s parameter group {g} lists other parameters ({n}, expected {len(ref['params'])})")
         for key, want in ref.items():
-            if key != "params" and key in group:
-                _check_setting(group[key], want, key, f"optimizer setting {key} of group {g}", bad)
+            if key == "params" or key not in group:
+                continue
+            if muon and key in MUON_FIXED:  # how it orthogonalises (a coefficient is negative): exactly this run's
+                value = list(group[key]) if isinstance(group[key], tuple | list) else group[key]
+                if value != (list(want) if isinstance(want, tuple | list) else want):
+                    raise bad(f"Muon's setting {key} of group {g} is {_kind(group[key])}, this run uses {want}")
+            else:
+                _check_setting(group[key], want, key, f"{name}'s setting {key} of group {g}", bad)
         params.update((i, (p, ref)) for i, p in zip(ref["params"], live["params"], strict=True))
     state = saved["state"]
     if not isinstance(state, dict):
-        raise bad(f"the optimizer's per-parameter state is {_kind(state)}")
+        raise bad(f"{name}'s per-parameter state is {_kind(state)}")
     for i, entry in state.items():
         if not _whole(i) or i not in params:
-            raise bad(f"the optimizer holds state for parameter {_kind(i)}, which this model does not have")
+            raise bad(f"{name} holds state for parameter {_kind(i)}, which this model does not have")
         param, group = params[i]
-        keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group.get("amsgrad") else set())
+        if muon:
+            keys = {"momentum_buffer"}
+        else:
+            keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group.get("amsgrad") else set())
         if not isinstance(entry, dict) or set(entry) != keys:
             found = sorted(map(str, entry)) if isinstance(entry, dict) else _kind(entry)
-            raise bad(f"optimizer state for parameter {i} has {found}, expected {sorted(keys)}")
-        step = entry["step"]
-        if not isinstance(step, torch.Tensor) or step.dim() != 0 or not step.is_floating_point() or not _plain(step):
-            raise bad(f"optimizer state for parameter {i}: step is {_kind(step)}, expected a scalar float tensor")
-        if not (0 <= float(step) < MAX_STEP):
-            raise bad(f"optimizer state for parameter {i}: step is {float(step)}")
+            raise bad(f"{name}'s state for parameter {i} has {found}, expected {sorted(keys)}")
+        if not muon:
+            step = entry["step"]
+            scalar = isinstance(step, torch.Tensor) and step.dim() == 0 and step.is_floating_point()
+            if not scalar or not _plain(step):
+                raise bad(f"optimizer state for parameter {i}: step is {_kind(step)}, expected a scalar float tensor")
+            if not (0 <= float(step) < MAX_STEP):
+                raise bad(f"optimizer state for parameter {i}: step is {float(step)}")
         for key in sorted(keys - {"step"}):
             t = entry[key]
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(param.shape) or t.dtype != param.dtype:
                 expected = f"a {str(param.dtype).replace('torch.', '')} tensor of shape {tuple(param.shape)}"
-                raise bad(f"optimizer state for parameter {i} ({key}) is {_kind(t)}, expected {expected}")
+                raise bad(f"{name}'s state for parameter {i} ({key}) is {_kind(t)}, expected {expected}")
             if not _plain(t):
-                raise bad(f"optimizer state for parameter {i} ({key}) is not a dense tensor in CPU memory")
-            if not bool(torch.isfinite(t).all()) or (key != "exp_avg" and bool((t < 0).any())):
-                raise bad(f"optimizer state for parameter {i} ({key}) holds NaN, infinite or negative values")
+                raise bad(f"{name}'s state for parameter {i} ({key}) is not a dense tensor in CPU memory")
+            signed = key in ("exp_avg", "momentum_buffer")
+            if not bool(torch.isfinite(t).all()) or (not signed and bool((t < 0).any())):
+                raise bad(f"{name}'s state for parameter {i} ({key}) holds NaN, infinite or negative values")
+
+
+MUON_FIXED = ("nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
 
 
 def _plain_setting(v: Any) -> bool:

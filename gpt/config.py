@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -29,6 +29,26 @@ MAX_YAML_DEPTH = 8
 MAX_YAML_BYTES = 1 << 20
 
 
+# The architecture's and the optimizer's choices, declared once: validation, the CLI's messages and the app's
+# controls all read them from here. The first of each is GPT-2's (2019); a missing key in an old checkpoint's
+# config means that one.
+Position = Literal["learned", "rope"]
+Norm = Literal["layernorm", "rmsnorm"]
+Activation = Literal["gelu", "relu2", "swiglu"]
+OptimizerName = Literal["adamw", "muon"]
+Schedule = Literal["cosine", "linear", "constant", "wsd"]
+
+
+def choices(kind: Any) -> list[str]:
+    """The values of a `Literal` type, in order: choices(Norm) == ["layernorm", "rmsnorm"]."""
+    return list(get_args(kind))
+
+
+def _switch(label: str, why: str) -> dict[str, Any]:
+    """A model or training switch's label and its one plain sentence (shown next to it in the Train tab)."""
+    return {"label": label, "why": why}
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 50304  # replaced by the tokenizer's vocabulary size when data is prepared
@@ -37,7 +57,62 @@ class ModelConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
-    bias: bool = True
+    bias: bool = field(
+        default=True,
+        metadata=_switch(
+            "Biases",
+            "Adds a learned offset to every linear layer and norm; modern models drop them: fewer parameters, "
+            "the same loss.",
+        ),
+    )
+    pos: Position = field(
+        default="learned",
+        metadata=_switch(
+            "Positions",
+            "learned: a trained vector per position is added to each token; rope: queries and keys are "
+            "rotated by an angle that grows with the position, so attention sees how far apart two tokens are.",
+        ),
+    )
+    norm: Norm = field(
+        default="layernorm",
+        metadata=_switch(
+            "Norm",
+            "layernorm centres and scales each vector, with a learned gain and offset; rmsnorm only scales it "
+            "to unit size, with nothing to learn: cheaper, and as good.",
+        ),
+    )
+    activation: Activation = field(
+        default="gelu",
+        metadata=_switch(
+            "MLP activation",
+            "gelu: GPT-2's smooth curve; relu2: max(0, x) squared, sparser and faster to learn; "
+            "swiglu: one half of the layer gates the other (Llama's), with the width cut to keep the size.",
+        ),
+    )
+    qk_norm: bool = field(
+        default=False,
+        metadata=_switch(
+            "QK-norm",
+            "Normalises queries and keys before they meet, so attention scores cannot blow up and a "
+            "higher learning rate stays stable.",
+        ),
+    )
+    tie_head: bool = field(
+        default=True,
+        metadata=_switch(
+            "Tied head",
+            "The output layer reuses the token embedding (fewer parameters); untied, each learns its own "
+            "job (reading tokens in, predicting tokens out) and learns faster.",
+        ),
+    )
+    zero_init: bool = field(
+        default=False,
+        metadata=_switch(
+            "Zero-init projections",
+            "Each block's output projections start at zero, so a new model starts as the "
+            "identity and every block learns what to add, instead of adding noise first.",
+        ),
+    )
 
     def validate(self) -> None:
         _check_int("model.vocab_size", self.vocab_size, 1, MAX_VOCAB)
@@ -46,11 +121,24 @@ class ModelConfig:
         _check_int("model.n_head", self.n_head, 1, 256)
         _check_int("model.n_embd", self.n_embd, 1, MAX_EMBD)
         _check_float("model.dropout", self.dropout, 0.0, 0.99)
+        _check_choice("model.pos", self.pos, Position)
+        _check_choice("model.norm", self.norm, Norm)
+        _check_choice("model.activation", self.activation, Activation)
         if self.n_embd % self.n_head:
             raise UserInputError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}); "
                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise UserInputError(
+                f"model.pos=rope rotates pairs of numbers, so each head needs an even size; n_embd/n_head is "
+                f"{self.n_embd // self.n_head}: change n_embd or n_head"
+            )
+
+    @property
+    def switches(self) -> dict[str, Any]:
+        """The architecture switches and their values (what the Inspect and Compare tabs show)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if "why" in f.metadata}
 
 
 @dataclass
@@ -74,9 +162,26 @@ class TrainConfig:
     batch_size: int = 12
     grad_accum: int = 1
     max_steps: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    lr: float = 1e-3  # AdamW's; with muon, the embeddings', head's, norms' and biases'
+    min_lr: float = 1e-4  # where the schedule ends (muon_lr follows it down in proportion)
+    schedule: Schedule = field(
+        default="cosine",
+        metadata=_switch(
+            "LR schedule",
+            "After the warmup: cosine and linear lower the rate all along; wsd (warmup-stable-decay) "
+            "holds it high and only lowers it over the last part of the run, which learns faster.",
+        ),
+    )
+    decay_fraction: float = 0.2  # wsd: the last fraction of the steps, over which the rate falls to min_lr
+    optimizer: OptimizerName = field(
+        default="adamw",
+        metadata=_switch(
+            "Optimizer",
+            "adamw steps each number by its own running average; muon makes each weight matrix's whole "
+            "update orthogonal (every direction moves as much), so fewer steps reach the same loss.",
+        ),
+    )
+    muon_lr: float = 0.02  # muon: the rate of the hidden weight matrices
     warmup_steps: int = 100
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -101,8 +206,10 @@ class TrainConfig:
         _check_int("train.max_steps", self.max_steps, 1, 10_000_000)
         _check_float("train.lr", self.lr, 0.0, 10.0, low_open=True)
         _check_float("train.min_lr", self.min_lr, 0.0, 10.0)
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise UserInputError(f"train.schedule must be cosine, linear or constant, not {_short(self.schedule)}")
+        _check_choice("train.schedule", self.schedule, Schedule)
+        _check_float("train.decay_fraction", self.decay_fraction, 0.0, 1.0)
+        _check_choice("train.optimizer", self.optimizer, OptimizerName)
+        _check_float("train.muon_lr", self.muon_lr, 0.0, 10.0, low_open=True)
         _check_int("train.warmup_steps", self.warmup_steps, 0, 10_000_000)
         _check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
         _check_float("train.beta1", self.beta1, 0.0, 0.9999)
@@ -349,6 +456,13 @@ def _cut(text: str, limit: int) -> str:
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise UserInputError(f"{name} must be a whole number from {lo} to {hi:,}, got {_short(value)}")
+
+
+def _check_choice(name: str, value: Any, kind: Any) -> None:
+    options = choices(kind)
+    if value not in options:
+        listed = " or ".join([", ".join(options[:-1]), options[-1]])
+        raise UserInputError(f"{name} must be {listed}, not {_short(value)}")
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float, low_open: bool = False) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gpt.config import SampleConfig
+from gpt.config import ModelConfig, SampleConfig
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.sampling import STAGES, process_stages, window_start
@@ -109,6 +109,14 @@ def embedding_projection(model: GPT, tokenizer: Tokenizer, words: str = "", limi
     return Projection([label(tokenizer.token_text(i)) for i in ids], ids, xy, (float(var[0]), float(var[1])))
 
 
+def recipe_summary(cfg: ModelConfig) -> str:
+    """The model's architecture switches in a few words: "rope · rmsnorm · relu2 · qk-norm · untied head · ..." """
+    words = [f"{cfg.pos} positions", cfg.norm, cfg.activation, *(["qk-norm"] if cfg.qk_norm else []),
+             "tied head" if cfg.tie_head else "untied head", *(["zero-init projections"] if cfg.zero_init else []),
+             "biases" if cfg.bias else "no biases"]  # fmt: skip
+    return " · ".join(words)
+
+
 def parameter_table(model: GPT) -> list[dict[str, object]]:
     """Parameters per module (embeddings, each block's attention and MLP, final norm), with shares."""
     rows: dict[str, int] = {}
@@ -118,12 +126,13 @@ def parameter_table(model: GPT) -> list[dict[str, object]]:
             continue
         seen.add(id(p))
         parts = name.split(".")
-        if parts[1] == "h":  # transformer.h.3.attn.c_attn.weight -> block 3 attn
+        if parts[0] == "lm_head":  # untied: a read-out of its own
+            key = "output head"
+        elif parts[1] == "h":  # transformer.h.3.attn.c_attn.weight -> block 3 attn
             key = f"block {int(parts[2]) + 1} {parts[3]}"
         else:
-            key = {"wte": "token embedding (tied head)", "wpe": "position embedding", "ln_f": "final layer norm"}.get(
-                parts[1], parts[1]
-            )
+            wte = "token embedding (tied head)" if model.tied else "token embedding"
+            key = {"wte": wte, "wpe": "position embedding", "ln_f": "final layer norm"}.get(parts[1], parts[1])
         rows[key] = rows.get(key, 0) + p.numel()
     total = sum(rows.values())
     return [{"module": k, "parameters": n, "share": round(100 * n / total, 2)} for k, n in rows.items()]

@@ -102,10 +102,34 @@ def hf_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
     return out
 
 
+# The switches GPT-2's format has no place for, and why: each value differs from ModelConfig's default (GPT-2's).
+NOT_GPT2 = {
+    "bias": "GPT-2 always has biases",
+    "pos": "GPT-2 adds learned position embeddings, it has no rotary positions",
+    "norm": "GPT-2's norms are LayerNorms",
+    "activation": "GPT-2's MLP uses GELU",
+    "qk_norm": "GPT-2 has no query/key norm",
+    "tie_head": "GPT-2's head is tied to its token embedding",
+}
+
+
+def gpt2_incompatible(cfg: ModelConfig) -> list[str]:
+    """What keeps a model of this config out of GPT-2's format: one phrase per switch (empty: it exports)."""
+    default = ModelConfig()
+    differ = [k for k in NOT_GPT2 if getattr(cfg, k) != getattr(default, k)]
+    return [f"model.{k}={_value(getattr(cfg, k))} ({NOT_GPT2[k]})" for k in differ]
+
+
+def _value(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def ours_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
-    if not model.config.bias:
+    bad = gpt2_incompatible(model.config)
+    if bad:
         raise UserInputError(
-            "Hugging Face GPT-2 always has biases; a model trained with model.bias=false cannot export"
+            f"this model cannot be exported as Hugging Face GPT-2: {'; '.join(bad)}. Train it with the GPT-2 recipe "
+            "to export (zero-init projections export fine)"
         )
     out = {}
     for k, v in model.state_dict().items():

@@ -1,7 +1,11 @@
-"""The GPT-2 architecture in one file, in the spirit of nanoGPT's model.py.
+"""The GPT-2 architecture in one file, in the spirit of nanoGPT's model.py, with the modern recipe's switches.
 
-Token + learned position embeddings, pre-LayerNorm blocks (causal multi-head self-attention, GELU MLP),
-residual connections, a final LayerNorm and a language-model head tied to the token embedding.
+GPT-2 (2019): token + learned position embeddings, pre-LayerNorm blocks (causal multi-head self-attention, GELU
+MLP), residual connections, a final LayerNorm and a language-model head tied to the token embedding.
+The switches in `ModelConfig` (each a plain branch below) turn it into the recipe nanochat and modded-nanogpt train:
+rotary positions (`pos="rope"`), parameter-free RMSNorm (`norm`), ReLU² or SwiGLU in the MLP (`activation`), normalised
+queries and keys (`qk_norm`), an untied head (`tie_head=False`), zero-initialised output projections (`zero_init`)
+and no biases (`bias=False`). `GPT.optimizers` adds Muon for the hidden matrices (`train.optimizer="muon"`).
 
 Three ways through attention, all giving the same logits:
 - fast: `F.scaled_dot_product_attention` (training, default);
@@ -19,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gpt.config import ModelConfig
+from gpt.config import ModelConfig, TrainConfig
 
 
 class KVCache:
@@ -44,6 +48,35 @@ class KVCache:
         return keys[:B].narrow(2, 0, self.pos + T), values[:B].narrow(2, 0, self.pos + T)
 
 
+Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) of the positions being computed: (T, head_dim / 2) each
+
+
+def rope_angles(cfg: ModelConfig, start: int, T: int, device: torch.device) -> Rope:
+    """cos and sin of the rotation angles of positions start .. start+T-1 (RoFormer; base 10,000 as in Llama).
+
+    Pair i of each query and key turns by position x 10000^(-2i / head_dim): fast-turning pairs tell near positions
+    apart, slow ones far positions. Computed per call, in float32: a few microseconds, and nothing to keep in sync
+    with the weights (a checkpoint holds no buffers)."""
+    half = cfg.n_embd // cfg.n_head // 2
+    freqs = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+    angles = torch.arange(start, start + T, device=device, dtype=torch.float32)[:, None] * freqs[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Rotate each (first half, second half) pair of x (B, T, ..., head_dim) by its position's angle."""
+    cos, sin = (r.to(x.dtype).view(r.size(0), *[1] * (x.dim() - 3), r.size(1)) for r in rope)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def _norm(cfg: ModelConfig) -> nn.Module:
+    """GPT-2's LayerNorm (learned gain, and offset with biases) or a parameter-free RMSNorm (nanochat's)."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, elementwise_affine=False)
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -52,17 +85,27 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = _dropout(cfg.dropout)
         self.resid_dropout = _dropout(cfg.dropout)
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+        self.qk_norm = cfg.qk_norm
 
     def forward(
         self,
         x: torch.Tensor,
+        rope: Rope | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
         explicit: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        # (B, T, 3C) -> three (B, heads, T, head_dim) views
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        if self.qk_norm or rope is not None:  # queries and keys together: one op for both, not two
+            qk = qkv[:, :, :2]
+            if self.qk_norm:  # unit-size queries and keys: a score is at most sqrt(head_dim), whatever the weights
+                qk = F.rms_norm(qk, (qk.size(-1),))
+            if rope is not None:  # before the cache: cached keys keep the rotation of their own position
+                qk = apply_rope(qk, rope)
+            qkv = torch.cat([qk, qkv[:, :, 2:]], dim=2)
+        # (B, T, 3, heads, head_dim) -> three (B, heads, T, head_dim) views
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -103,30 +146,53 @@ def _causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
 
 
+def mlp_width(cfg: ModelConfig) -> int:
+    """The MLP's hidden width: 4 x n_embd; SwiGLU's two input halves get 2/3 of that each (Llama), rounded up to a
+    multiple of 8, so that the layer keeps about the same size."""
+    if cfg.activation == "swiglu":
+        return -(-8 * cfg.n_embd // 3 // 8) * 8
+    return 4 * cfg.n_embd
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        hidden = mlp_width(cfg)
+        # SwiGLU's c_fc makes the gate and the value side by side: one matmul instead of two
+        self.c_fc = nn.Linear(cfg.n_embd, 2 * hidden if cfg.activation == "swiglu" else hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = _dropout(cfg.dropout)
+        self.activation = cfg.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        if self.activation == "relu2":  # modded-nanogpt's: zero for half the inputs, and cheap
+            h = F.relu(h).square()
+        elif self.activation == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        else:
+            h = F.gelu(h, approximate="tanh")  # GPT-2's GELU
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1 = _norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_2 = _norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, explicit: bool = False
+        self,
+        x: torch.Tensor,
+        rope: Rope | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        explicit: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, probs = self.attn(self.ln_1(x), cache, layer, explicit)
+        a, probs = self.attn(self.ln_1(x), rope, cache, layer, explicit)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -138,10 +204,11 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        if cfg.pos == "learned":  # with rope, positions live in the attention's rotation: nothing to learn here
+            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = _dropout(cfg.dropout)
         self.h = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = _norm(cfg)
 
 
 @dataclass
@@ -160,12 +227,17 @@ class GPT(nn.Module):
         self.config = cfg
         self.transformer = Transformer(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if cfg.tie_head:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying
         self.apply(self._init_weights)
-        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                if cfg.zero_init:  # each block starts by adding nothing to the residual stream
+                    torch.nn.init.zeros_(p)
+                else:  # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.zero_init and not cfg.tie_head:  # a zero head predicts uniformly: the loss starts at log(vocab)
+            torch.nn.init.zeros_(self.lm_head.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -185,16 +257,20 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without position embeddings (as nanoGPT reports it)."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.config.pos == "learned":
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def _embed(self, idx: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, Rope | None]:
+        """The token (and learned position) embeddings, and with rope the rotation angles of these positions."""
         T = idx.size(1)
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context length {self.config.block_size}")
+        x = self.transformer.wte(idx)
+        if self.config.pos == "rope":
+            return self.transformer.drop(x), rope_angles(self.config, start, T, idx.device)
         pos = self.transformer.wpe.weight[start : start + T]  # the embeddings of positions start .. start+T-1
-        return self.transformer.drop(self.transformer.wte(idx) + pos)
+        return self.transformer.drop(x + pos), None
 
     def forward(
         self,
@@ -208,9 +284,9 @@ class GPT(nn.Module):
         With a `cache`, `idx` holds only the new tokens; they are placed after the cached positions.
         """
         start = cache.pos if cache is not None else 0
-        x = self._embed(idx, start)
+        x, rope = self._embed(idx, start)
         for i, block in enumerate(self.transformer.h):
-            x, _ = block(x, cache, i)
+            x, _ = block(x, rope, cache, i)
         if cache is not None:
             cache.pos += idx.size(1)
         x = self.transformer.ln_f(x)
@@ -225,10 +301,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def forward_inspect(self, idx: torch.Tensor) -> Internals:
         """Explicit attention: logits equal `forward`'s, plus attention probabilities and hidden states."""
-        x = self._embed(idx)
+        x, rope = self._embed(idx)
         attentions, hidden = [], [x]
         for block in self.transformer.h:
-            x, probs = block(x, explicit=True)
+            x, probs = block(x, rope, explicit=True)
             assert probs is not None
             attentions.append(probs)
             hidden.append(x)
@@ -243,11 +319,40 @@ class GPT(nn.Module):
         p = self.lm_head.weight
         return KVCache(self.config, batch_size, p.device, p.dtype)
 
+    @property
+    def tied(self) -> bool:
+        return self.lm_head.weight is self.transformer.wte.weight
+
     def optimizer(
         self, lr: float, weight_decay: float, betas: tuple[float, float], device_type: str
     ) -> torch.optim.AdamW:
         """AdamW with weight decay on matrices (matmul weights, embeddings) and none on biases / LayerNorms."""
+        return self._adamw([p for p in self.parameters() if p.requires_grad], lr, weight_decay, betas, device_type)
+
+    def optimizers(self, tc: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
+        """The optimizers of `tc.optimizer`: AdamW alone, or [AdamW, Muon].
+
+        Muon (torch.optim.Muon) takes the blocks' weight matrices: it orthogonalises each one's momentum with a few
+        Newton-Schulz iterations, so every direction of the matrix moves by about the same amount. Embeddings and
+        the head are lookups and read-outs, not maps between hidden spaces, so they stay with AdamW, as do the
+        norms' gains and the biases (vectors). Each parameter group keeps its `base_lr`: the trainer's schedule
+        scales every group from it."""
+        betas = (tc.beta1, tc.beta2)
         params = [p for p in self.parameters() if p.requires_grad]
+        if tc.optimizer == "adamw":
+            adamw = self._adamw(params, tc.lr, tc.weight_decay, betas, device_type)
+            return [_with_base_lr(adamw)]
+        hidden = {id(p) for block in self.transformer.h for p in block.parameters() if p.dim() == 2}
+        rest = [p for p in params if id(p) not in hidden]
+        # No weight decay in Muon: its updates have a fixed size, so the matrices cannot drift far (as in the
+        # speedrun); torch's Muon would decay by lr x weight_decay, 20x AdamW's at muon_lr = 0.02.
+        muon = torch.optim.Muon([p for p in params if id(p) in hidden], lr=tc.muon_lr, weight_decay=0.0)
+        return [_with_base_lr(self._adamw(rest, tc.lr, tc.weight_decay, betas, device_type)), _with_base_lr(muon)]
+
+    @staticmethod
+    def _adamw(
+        params: list[nn.Parameter], lr: float, weight_decay: float, betas: tuple[float, float], device_type: str
+    ) -> torch.optim.AdamW:
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -260,3 +365,9 @@ class GPT(nn.Module):
         """Training FLOPs per token: 6 x parameters plus attention (PaLM appendix B, as in nanoGPT)."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def _with_base_lr(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    for group in opt.param_groups:
+        group["base_lr"] = group["lr"]
+    return opt

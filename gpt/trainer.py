@@ -53,11 +53,19 @@ class Result:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine, linear or constant decay to cfg.min_lr at max_steps."""
+    """Linear warmup to cfg.lr, then cosine, linear or constant decay to cfg.min_lr at max_steps; or wsd
+    (warmup-stable-decay, the "trapezoid"): cfg.lr until the last `decay_fraction` of the steps, then linearly
+    down to cfg.min_lr. Muon's groups follow the same curve, scaled from their own rate (`base_lr`)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant" or cfg.max_steps <= cfg.warmup_steps:
         return cfg.lr
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_steps, cfg.max_steps - round(cfg.decay_fraction * cfg.max_steps))
+        if step < decay_start:
+            return cfg.lr
+        progress = min(1.0, (step - decay_start) / max(1, cfg.max_steps - decay_start))
+        return cfg.lr + progress * (cfg.min_lr - cfg.lr)
     progress = min(1.0, (step - cfg.warmup_steps) / (cfg.max_steps - cfg.warmup_steps))
     if cfg.schedule == "linear":
         coeff = 1.0 - progress
@@ -168,7 +176,8 @@ class Trainer:
         torch.manual_seed(tc.seed + self.rank)  # before the new model's random init
         self.model = loaded.model.to(self.device).train() if loaded else GPT(cfg.model).to(self.device)
         self.raw_model = self.model  # the plain module, whatever wraps self.model below
-        self.optimizer = self.model.optimizer(tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), self.device.type)
+        # AdamW, or AdamW and Muon (`GPT.optimizers`): every one is stepped, saved and restored alike
+        self.optimizers = self.model.optimizers(tc, self.device.type)
         self.batches = Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling, cfg.data.stride,
                                seed=tc.seed, rank=self.rank, world=self.world)  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -254,8 +263,9 @@ class Trainer:
 
             # determine and set the learning rate for this step
             lr = lr_at(self.step, tc)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            for optimizer in self.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * lr / tc.lr
 
             # forward, backward and update, over grad_accum micro-batches
             grad_norm = self._train_step(loss_sum)
@@ -309,13 +319,16 @@ class Trainer:
                 loss = loss / tc.grad_accum
             self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
-        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not fp16-scaled ones
+        for optimizer in self.optimizers:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf")
         )
-        self.scaler.step(self.optimizer)
+        for optimizer in self.optimizers:
+            self.scaler.step(optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
     def _log(self, loss_sum: torch.Tensor, lr: float, grad_norm: torch.Tensor, meter: Meter) -> None:
@@ -387,7 +400,8 @@ class Trainer:
         return {
             "step": self.step,
             "best_val": self.best_val,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizers[0].state_dict(),  # AdamW's, under the key it always had
+            **({"muon": self.optimizers[1].state_dict()} if len(self.optimizers) > 1 else {}),
             "scaler": self.scaler.state_dict(),
             "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -395,11 +409,15 @@ class Trainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        ckpt.check_trainer_state(state, self.optimizer, self.scaler, self.device)  # before any of it reaches torch
+        ckpt.check_trainer_state(state, self.optimizers, self.scaler, self.device)  # before any of it reaches torch
         try:
             self.step = int(state["step"])
             self.best_val = float(state["best_val"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            for optimizer, key in zip(self.optimizers, ("optimizer", "muon"), strict=False):
+                base = [group["base_lr"] for group in optimizer.param_groups]
+                optimizer.load_state_dict(state[key])
+                for group, lr in zip(optimizer.param_groups, base, strict=True):  # this run's rates, not the saved
+                    group["base_lr"] = lr
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.batches.load_state_dict(state["batches"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from gpt.config import Config
 from gpt.errors import UserInputError
 from gpt.events import read_metrics
 from playground import charts, jobs
@@ -37,9 +38,18 @@ def summary_rows(runs: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def complete(config: Any) -> Any:
+    """A run's config with every setting: one from before a setting existed has that setting's default (for the
+    recipe switches: GPT-2's), so it differs only where the runs really do."""
+    try:
+        return Config.from_dict(config).to_dict()
+    except (UserInputError, TypeError, AttributeError):
+        return config
+
+
 def differences(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings whose values differ between the runs, one row each."""
-    configs = {name: flat(m["config"]) for name, m in runs.items()}
+    configs = {name: flat(complete(m["config"])) for name, m in runs.items()}
     keys = sorted({k for c in configs.values() for k in c})
     rows = [[k, *(str(c.get(k, "")) for c in configs.values())] for k in keys]
     differing = [r for r in rows if len(set(r[1:])) > 1]

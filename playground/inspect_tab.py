@@ -9,7 +9,7 @@ import gradio as gr
 from gpt import checkpoint as ckpt
 from gpt.config import Config
 from gpt.errors import UserInputError
-from gpt.inspect import analyse, embedding_projection, parameter_table
+from gpt.inspect import analyse, embedding_projection, parameter_table, recipe_summary
 from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.generate_tab import DEFAULT_PROMPTS, suggested_prompt
@@ -45,7 +45,7 @@ def inspect_prompt(
         charts.heads_grid_figure(a, layer_i),
         charts.next_token_figure(a),
         charts.logit_lens_figure(a),
-        params,
+        gr.update(value=params, label=f"Parameters per module · {recipe_summary(mc)}"),
         charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words)),
         slider_update(mc.n_layer, layer_i + 1),
         slider_update(mc.n_head, head_i + 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import logging
@@ -13,7 +14,20 @@ from typing import Any
 import gradio as gr
 
 from gpt import checkpoint as ckpt
-from gpt.config import Config, apply_overrides, load_config, resolve_config_path
+from gpt.config import (
+    Activation,
+    Config,
+    ModelConfig,
+    Norm,
+    OptimizerName,
+    Position,
+    Schedule,
+    TrainConfig,
+    apply_overrides,
+    choices,
+    load_config,
+    resolve_config_path,
+)
 from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import machine_flops, model_size, train_seconds
@@ -35,8 +49,12 @@ from playground.settings import LIMITS, PRIVATE
 
 log = logging.getLogger("playground")
 PRESETS = ["tiny", "small", "custom"]
+# The recipe picks the preset's file: configs/tiny.yaml is the modern recipe, configs/tiny-2019.yaml GPT-2's.
+RECIPES = {"modern": "Modern (nanochat, speedrun)", "gpt2": "GPT-2 (2019)", "custom": "Custom switches"}
+RECIPE_FILE = {"modern": "", "gpt2": "-2019"}
 
-# (setting, label, kind, range): the fields of the form, in order; kind picks the component.
+# (setting, label, kind, range): the fields of the form, in the order of the start_training API; kind picks the
+# component. The switches (a label and a sentence of their own in gpt.config) come last, in their own section.
 FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]] = [
     ("model.n_layer", "Layers", "slider", (1, 12, 1)),
     ("model.n_head", "Heads", "slider", (1, 12, 1)),
@@ -44,21 +62,52 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
     ("model.block_size", "Context length", "slider", (8, LIMITS.max_context, 8)),
     ("model.dropout", "Dropout", "slider", (0.0, 0.5, 0.05)),
     ("train.batch_size", "Batch size", "slider", (1, 64, 1)),
-    ("train.lr", "Learning rate", "number", None),
-    ("train.schedule", "LR schedule", "dropdown", ["cosine", "linear", "constant"]),
+    ("train.lr", "Learning rate (AdamW's)", "number", None),
+    ("train.schedule", "LR schedule", "dropdown", choices(Schedule)),
     ("train.warmup_steps", "Warmup steps", "number", None),
     ("train.max_steps", "Steps", "number", None),
     ("train.eval_interval", "Eval every N steps", "number", None),
     ("train.sample_interval", "Sample text every N steps (0: never)", "number", None),
     ("train.seed", "Seed", "number", None),
+    # the recipe's switches
+    ("model.pos", "", "dropdown", choices(Position)),
+    ("model.norm", "", "dropdown", choices(Norm)),
+    ("model.activation", "", "dropdown", choices(Activation)),
+    ("model.qk_norm", "", "checkbox", None),
+    ("model.tie_head", "", "checkbox", None),
+    ("model.zero_init", "", "checkbox", None),
+    ("model.bias", "", "checkbox", None),
+    ("train.optimizer", "", "dropdown", choices(OptimizerName)),
+    ("train.muon_lr", "Muon's learning rate (the blocks' matrices)", "number", None),
+    ("train.min_lr", "Final learning rate (the schedule's end)", "number", None),
 ]
+SWITCHES = [key for key, *_ in FIELDS[FIELDS.index(("model.pos", "", "dropdown", choices(Position))) :]]
 
 
-def preset_values(name: str) -> list[Any]:
+def switch_text(dotted: str) -> tuple[str, str | None]:
+    """(label, the sentence that says what it changes and why): from the setting's own metadata in gpt.config."""
+    section, key = dotted.split(".")
+    for f in dataclasses.fields(ModelConfig if section == "model" else TrainConfig):
+        if f.name == key and "why" in f.metadata:
+            return f.metadata["label"], f.metadata["why"]
+    return next(label for k, label, *_ in FIELDS if k == dotted), None
+
+
+def preset_values(name: str, recipe: str = "modern") -> list[Any]:
     if name not in PRESETS or name == "custom":
         raise UserInputError(f"the preset is one of {', '.join(p for p in PRESETS if p != 'custom')}")
-    cfg = load_config(resolve_config_path(name))
+    cfg = load_config(resolve_config_path(name + RECIPE_FILE.get(recipe, "")))
     return [_get(cfg, key) for key, *_ in FIELDS]
+
+
+def recipe_values(preset: str, recipe: str) -> list[Any]:
+    """The switches (and rates) of a recipe, at the preset's size ("custom" size: the tiny preset's)."""
+    if recipe not in RECIPE_FILE:
+        raise UserInputError(f"the recipe is one of {', '.join(RECIPE_FILE)}")
+    values = preset_values(preset if preset != "custom" else "tiny", recipe)
+    keys = [k for k, *_ in FIELDS]
+    recipe_keys = {*SWITCHES, "train.lr", "train.schedule", "train.warmup_steps", "train.batch_size", "train.max_steps"}
+    return [v if k in recipe_keys else gr.skip() for k, v in zip(keys, values, strict=True)]
 
 
 def _get(cfg: Config, dotted: str) -> Any:
@@ -75,9 +124,14 @@ def build_config(preset: str, values: list[Any]) -> Config:
     if len(values) != len(FIELDS):
         raise UserInputError(f"expected {len(FIELDS)} settings, got {len(values)}")
     for (key, label, kind, _), value in zip(FIELDS, values, strict=True):
+        label = label or switch_text(key)[0]
         if value is None or value == "":
             raise UserInputError(f"{label} is empty; enter a value")
-        if kind != "dropdown":  # a number from the wire: finite, and plain (no "1e3; x=y" smuggled into an override)
+        if kind == "checkbox":
+            if not isinstance(value, bool):
+                raise UserInputError(f"{label} is a yes / no switch, not {str(value)[:20]!r}")
+            value = str(value).lower()
+        elif kind != "dropdown":  # a number from the wire: finite, and plain (no "1e3; x=y" smuggled into an override)
             value = number(value, label)
             value = int(value) if value == int(value) and abs(value) < 2**63 else value
         else:
@@ -321,29 +375,43 @@ def poll(
     return out
 
 
-def settings_form() -> list[Any]:
-    """One control per FIELDS row, showing the tiny preset."""
-    inputs: list[Any] = []
-    for (_key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
+def settings_form(keys: list[str]) -> dict[str, Any]:
+    """One control per FIELDS row among `keys`, showing the tiny preset; a switch with its sentence under it."""
+    inputs: dict[str, Any] = {}
+    for (key, label, kind, spec), value in zip(FIELDS, preset_values("tiny"), strict=True):
+        if key not in keys:
+            continue
+        label, why = switch_text(key)
         if kind == "slider" and isinstance(spec, tuple):
             lo, hi, step = spec
-            inputs.append(gr.Slider(lo, hi, value=value, step=step, label=label))
+            inputs[key] = gr.Slider(lo, hi, value=value, step=step, label=label, info=why)
         elif kind == "dropdown" and isinstance(spec, list):
-            inputs.append(gr.Dropdown(spec, value=value, label=label))
+            inputs[key] = gr.Dropdown(spec, value=value, label=label, info=why)
+        elif kind == "checkbox":
+            inputs[key] = gr.Checkbox(value=value, label=label, info=why)
         else:
-            inputs.append(gr.Number(value=value, label=label))
+            inputs[key] = gr.Number(value=value, label=label, info=why)
     return inputs
 
 
-def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, inputs: list[Any], info: gr.Markdown,
-               init_from: gr.Dropdown, job_status: gr.Textbox) -> None:  # fmt: skip
-    """What the form does: a preset fills it, every change re-estimates size and time, "Start from" stays fresh."""
+def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, recipe: gr.Radio, inputs: list[Any],
+               info: gr.Markdown, init_from: gr.Dropdown, job_status: gr.Textbox) -> None:  # fmt: skip
+    """What the form does: a preset or a recipe fills it (a switch flipped by hand makes the recipe "custom"),
+    every change re-estimates size and time, "Start from" stays fresh."""
     preset.change(
-        lambda p: preset_values(p) if p != "custom" else [gr.skip()] * len(FIELDS),  # preset_values checks p
-        preset,
+        lambda p, r: preset_values(p, r) if p != "custom" else [gr.skip()] * len(FIELDS),  # preset_values checks p
+        [preset, recipe],
         inputs,
         api_visibility="private",
     )
+    recipe.input(
+        lambda p, r: recipe_values(p, r) if r != "custom" else [gr.skip()] * len(FIELDS),
+        [preset, recipe],
+        inputs,
+        api_visibility="private",
+    )
+    for key in SWITCHES:
+        inputs[[k for k, *_ in FIELDS].index(key)].input(lambda: "custom", None, recipe, api_visibility="private")
     for comp in [preset, *inputs]:
         comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
     ready.then(describe, [preset, state, *inputs], info, api_visibility="private")
@@ -376,6 +444,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
             )
             pretrained_row(init_from, with_new=True)
             preset = gr.Dropdown(PRESETS, value="tiny", label="Preset")
+            recipe = gr.Radio(
+                [(label, key) for key, label in RECIPES.items()], value="modern", label="Recipe",
+                info="How the model is built and trained: the switches below; GPT-2's or today's",
+            )  # fmt: skip
             info = gr.Markdown()
             with gr.Row():
                 start = gr.Button("Start", variant="primary")
@@ -383,8 +455,12 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
                 resume = gr.Button("Resume")
                 leave = gr.Button("Leave the queue", visible=False)
             status = gr.Markdown()
+            keys = [k for k, *_ in FIELDS]
             with gr.Accordion("Model and training settings", open=True):
-                inputs = settings_form()
+                form = settings_form([k for k in keys if k not in SWITCHES])
+            with gr.Accordion("Recipe switches: what each one changes", open=True):
+                form |= settings_form(SWITCHES)
+            inputs = [form[k] for k in keys]
         with gr.Column(scale=2):
             progress = gr.HTML(NO_RUN)
             live = {
@@ -395,7 +471,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
             job_status = gr.Textbox(visible=False)
     table, chosen = checkpoint_panel.build(ready, state, job_status)
 
-    _wire_form(ready, tab, state, preset, inputs, info, init_from, job_status)
+    _wire_form(ready, tab, state, preset, recipe, inputs, info, init_from, job_status)
 
     # the run: start, stop, leave the queue, resume; the timer watches it while it trains or waits
     seen = gr.State({})

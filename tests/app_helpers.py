@@ -15,6 +15,9 @@ from gradio_client import Client
 SAMPLE = "Shakespeare (built-in)"
 # start from, preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval, sample, seed
 TRAIN = ["", "custom", 2, 2, 64, 32, 0.0, 8, 3e-3, "cosine", 20, 20000, 50, 100, 1]
+# The recipe switches after them (left out, they are the form's: the modern recipe's): positions, norm, activation,
+# QK-norm, tied head, zero-init, biases, optimizer, Muon's rate, the final rate. GPT-2's (2019):
+GPT2_SWITCHES = ["learned", "layernorm", "gelu", False, True, False, True, "adamw", 0.02, 1e-4]
 
 
 def poll_until(client: Client, predicate, timeout: float = 120) -> tuple[Any, ...]:

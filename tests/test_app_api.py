@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tests.app_helpers import SAMPLE, TRAIN, plot_data, poll_until, step_of
+from tests.app_helpers import GPT2_SWITCHES, SAMPLE, TRAIN, plot_data, poll_until, step_of
 from tests.conftest import SHAKESPEARE
 
 
@@ -204,7 +204,8 @@ def test_sampling_explainer_follows_the_settings(trained: dict[str, Any]) -> Non
 
 def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -> None:
     c = trained["client"]
-    c.predict(*TRAIN[:11], 40, *TRAIN[12:], api_name="/start_training")  # a second, short run of this session
+    # a second, short run of this session, with GPT-2's recipe (the first one trains the modern recipe: the defaults)
+    c.predict(*TRAIN[:11], 40, *TRAIN[12:], *GPT2_SWITCHES, api_name="/start_training")
     poll_until(c, lambda r: r[4] == "completed")
     runs = [n for n, _ in c.predict(api_name="/list_checkpoints")[1]["choices"]]
     names = list(dict.fromkeys(str(Path(n).parent) for n in runs if n.startswith("run-")))[:2]
@@ -214,6 +215,16 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     assert len(traces) == 4  # train and val of each
     assert all(x % 256 == 0 for x in traces[0]["x"])  # tokens seen: steps x 8 x 32
     assert [row[0] for row in summary["data"]] == names and all(row[1] > 0 for row in summary["data"])
-    assert any(r[0] == "train.max_steps" for r in diff["data"])  # the setting that differs between them
+    differ = {r[0]: r[1:] for r in diff["data"]}
+    assert "train.max_steps" in differ  # the settings that differ between them, the recipe's switches among them
+    assert sorted(differ["model.pos"]) == ["learned", "rope"] and sorted(differ["train.optimizer"]) == ["adamw", "muon"]
+    assert "model.n_layer" not in differ
+    # GPT-2's format has no rotary positions: the modern run's export says which switches it cannot hold
+    pos = dict(zip(names, differ["model.pos"], strict=True))
+    modern, old = (next(f"{n}/latest" for n in names if pos[n] == p) for p in ("rope", "learned"))
+    with pytest.raises(AppError, match=r"cannot be exported as Hugging Face GPT-2: .*model\.pos=rope"):
+        c.predict(modern, api_name="/export_hf")
+    with zipfile.ZipFile(c.predict(old, api_name="/export_hf")) as zf:
+        assert any(n.endswith("model.safetensors") for n in zf.namelist())
     with pytest.raises(AppError, match="not one of your checkpoints"):
         c.predict(["../../etc"], "step", api_name="/compare")

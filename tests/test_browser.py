@@ -103,6 +103,21 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     page.get_by_text("parameters** (without", exact=False).or_(page.get_by_text("parameters (without")).first.wait_for()
     page.wait_for_function("() => window.Plotly")  # the live charts' plotly.js has loaded
     page.evaluate(COUNT_DRAWS)
+    # The recipe: GPT-2's fills the switches with 2019's, a switch flipped by hand makes it custom; back to modern.
+    positions = page.get_by_label("Positions", exact=True)
+    assert positions.input_value() == "rope"
+    page.get_by_label("GPT-2 (2019)").check()
+    page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === 'learned')")
+    assert page.get_by_label("Optimizer", exact=True).input_value() == "adamw"
+    page.get_by_label("QK-norm").check()
+    page.get_by_label("Custom switches").wait_for(state="attached")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('input[type=radio]')].some(r => r.checked && r.value === 'custom')"
+    )
+    page.screenshot(path=str(ARTIFACTS / "2b-recipe.png"), full_page=True)
+    page.get_by_label("Modern (nanochat, speedrun)").check()
+    page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === 'rope')")
+    assert page.get_by_label("QK-norm").is_checked() and page.get_by_label("Tied head").is_checked() is False
     steps = page.get_by_label("Steps", exact=True)
     steps.fill("300")
     steps.press("Tab")

@@ -12,7 +12,16 @@ from gpt.events import Step
 from playground import live_chart
 from playground.charts import decimate
 from playground.jobs import Series, Snapshot
-from playground.train_tab import FIELDS, build_config, headline, preset_values, progress_html
+from playground.train_tab import (
+    FIELDS,
+    SWITCHES,
+    build_config,
+    headline,
+    preset_values,
+    progress_html,
+    recipe_values,
+    switch_text,
+)
 
 
 def test_decimate_keeps_the_extremes_in_order_within_the_budget() -> None:
@@ -41,6 +50,32 @@ def test_build_config_applies_the_form_and_refuses_what_is_wrong() -> None:
             build_config("custom", wrong)
     with pytest.raises(UserInputError, match="expected"):
         build_config("tiny", values[:-1])
+
+
+def test_the_recipe_fills_the_switches_and_each_switch_says_why() -> None:
+    names = [key for key, *_ in FIELDS]
+    old = dict(zip(names, recipe_values("tiny", "gpt2"), strict=True))
+    assert (old["model.pos"], old["model.norm"], old["train.optimizer"], old["model.tie_head"]) == (
+        "learned", "layernorm", "adamw", True)  # fmt: skip
+    assert old["train.batch_size"] == 12 and old["train.max_steps"] == 2000  # nanoGPT's settings come with it
+    assert not isinstance(old["model.n_embd"], int)  # the size stays the user's (gr.skip())
+    modern = dict(zip(names, preset_values("tiny"), strict=True))
+    assert (modern["model.pos"], modern["model.qk_norm"], modern["train.optimizer"]) == ("rope", True, "muon")
+    for key in SWITCHES:
+        label, why = switch_text(key)
+        assert label and (why is None) == key.startswith(("train.muon_lr", "train.min_lr")), key
+        assert why is None or (20 < len(why) < 260 and why.endswith(".")), key
+    values = preset_values("tiny", "gpt2")
+    values[names.index("model.qk_norm")] = True  # one switch flipped by hand: a custom recipe
+    cfg = build_config("tiny", values)
+    assert cfg.model.qk_norm and cfg.model.pos == "learned" and cfg.train.optimizer == "adamw"
+    values[names.index("model.qk_norm")] = "yes please"
+    with pytest.raises(UserInputError, match="yes / no"):
+        build_config("tiny", values)
+    values[names.index("model.qk_norm")] = False
+    values[names.index("model.pos")] = "alibi"
+    with pytest.raises(UserInputError, match="learned or rope"):
+        build_config("tiny", values)
 
 
 def snapshot(

@@ -1,0 +1,281 @@
+"""Time to a target val loss, recipe against recipe: the way the field measures training now.
+
+    python -m bench.race [--smoke] [--rounds 1] [--only gpt2,modern] [--png bench/results/race.png] [--json PATH]
+
+Every entrant is a whole `gpt-train` process (`python -m gpt.cli train`) on the built-in corpus, as a user runs it,
+timed from its start (imports, data, model) to its end; its output is read as it comes, so each "val loss" line gets
+the wall time at which it was printed. The entrants take turns, round after round (the order rotated each round), so
+a busy moment of the machine slows a round of all of them, not one entrant's every run.
+
+- gpt2: configs/tiny-2019.yaml, GPT-2's recipe at nanoGPT's CPU shakespeare_char settings (2,000 steps of 12);
+- +switch: each of the modern recipe's switches alone on top of it;
+- modern: configs/tiny.yaml, the default `gpt-train --config tiny`;
+- modern, equal time: the same with as many steps as fit in gpt2's time (scaled from this round's two runs);
+- the batch study: Muon against AdamW on the modern architecture, at batch sizes 8 to 64 with the same tokens, to
+  show where Newton-Schulz's fixed cost per step (it does not grow with the batch) eats Muon's gain.
+
+The val loss is measured the same way for all: during a run, the trainer's evaluations over the same number of
+windows (eval_iters x batch_size = EVAL_WINDOWS, whatever the batch); at the end, every window of the whole
+validation split, non-overlapping, read from the run's last checkpoint (the table's "final val").
+"Time to target" is the first moment an entrant's val loss is at or under gpt2's final val (median over rounds).
+
+Prints the table; writes a PNG of val loss against wall time (the README shows it) and the figures as JSON.
+--smoke: does it still run (a few entrants of a few steps, seconds each); its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL_WINDOWS = 320  # windows per evaluation during a run, for every entrant
+MODERN = ["model.pos=rope", "model.norm=rmsnorm", "model.activation=relu2", "model.qk_norm=true",
+          "model.tie_head=false", "model.zero_init=true", "model.bias=false"]  # fmt: skip
+# name: (config, overrides)
+ENTRANTS: dict[str, tuple[str, list[str]]] = {
+    "gpt2": ("tiny-2019", []),
+    "+rope": ("tiny-2019", ["model.pos=rope"]),
+    "+rmsnorm": ("tiny-2019", ["model.norm=rmsnorm"]),
+    "+relu2": ("tiny-2019", ["model.activation=relu2"]),
+    "+swiglu": ("tiny-2019", ["model.activation=swiglu"]),
+    "+qk_norm": ("tiny-2019", ["model.qk_norm=true"]),
+    "+untied": ("tiny-2019", ["model.tie_head=false"]),
+    "+zero_init": ("tiny-2019", ["model.zero_init=true"]),
+    "+no_bias": ("tiny-2019", ["model.bias=false"]),
+    "+muon": ("tiny-2019", ["train.optimizer=muon"]),
+    "+wsd": ("tiny-2019", ["train.schedule=wsd"]),
+    "modern": ("tiny", []),
+}
+EQUAL_TIME = "modern, equal time"
+TOKENS = 250 * 32  # the batch study: every run sees the tiny preset's sequences (250 steps of 32)
+BATCHES = [8, 16, 32, 64]
+SMOKE_STEPS = ["train.max_steps=12", "train.eval_interval=6", "train.sample_interval=0", "train.warmup_steps=2"]
+
+_VAL = re.compile(r"^step (\d+) \| val loss ([\d.]+)")
+_COMPLETED = re.compile(r"^training completed at step (\d+)")
+
+
+@dataclass
+class Run:
+    name: str
+    round: int
+    steps: int
+    batch: int
+    wall_s: float
+    final_val: float
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds since the process started, val loss)
+    tokens_per_s: float = 0.0
+    startup_s: float = 0.0  # from the process start to its first training step (imports, data, model)
+
+
+def config_of(config: str, overrides: list[str]) -> Any:
+    from gpt.config import apply_overrides, load_config, resolve_config_path
+
+    return apply_overrides(load_config(resolve_config_path(config)), overrides)
+
+
+def train(name: str, config: str, overrides: list[str], out: Path, rnd: int, env: dict[str, str]) -> Run:
+    """One gpt-train process, its val lines timestamped as they are printed; then the common evaluation."""
+    cfg = config_of(config, overrides)
+    iters = max(1, math.ceil(EVAL_WINDOWS / cfg.train.batch_size))
+    cmd = [sys.executable, "-m", "gpt.cli", "train", "--config", config, "--out", str(out), *overrides,
+           f"train.eval_iters={iters}", "train.tensorboard=false"]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    curve, lines, startup = [], [], 0.0
+    for line in proc.stdout:
+        lines.append(line)
+        if not startup and line.startswith("training ") and " parameters on " in line:
+            startup = time.perf_counter() - start
+        if m := _VAL.match(line):
+            curve.append((time.perf_counter() - start, float(m.group(2))))
+    wall = time.perf_counter() - start
+    if proc.wait() != 0 or not any(_COMPLETED.match(x) for x in lines):
+        raise SystemExit(f"{name} failed:\n{''.join(lines[-10:])}")
+    final = common_val_loss(out / "latest")
+    curve.append((wall, final))
+    rates = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    tps = statistics.median(r["tokens_per_s"] for r in rates if "tokens_per_s" in r)
+    return Run(name, rnd, cfg.train.max_steps, cfg.train.batch_size, wall, final, curve, tps, startup)
+
+
+@torch.no_grad()
+def common_val_loss(checkpoint: Path) -> float:
+    """Mean loss over every non-overlapping window of the validation split: the same measure for every entrant."""
+    from gpt import checkpoint as ckpt
+    from gpt.data import load_prepared
+
+    c = ckpt.load(checkpoint)
+    val = torch.from_numpy(np.asarray(load_prepared(c.meta["data_dir"]).val).astype(np.int64))
+    T = c.config.model.block_size
+    n = (len(val) - 1) // T
+    x, y = val[: n * T].view(n, T), val[1 : n * T + 1].view(n, T)
+    total = 0.0
+    for i in range(0, n, 256):
+        _, loss = c.model(x[i : i + 256], y[i : i + 256])
+        assert loss is not None
+        total += float(loss) * len(x[i : i + 256])
+    return total / n
+
+
+def time_to(run: Run, target: float) -> float | None:
+    """The first moment the run's val loss was at or under `target` (None: never)."""
+    return next((t for t, v in run.curve if v <= target), None)
+
+
+def report(runs: list[Run], png: Path | None) -> dict[str, Any]:
+    names = list(dict.fromkeys(r.name for r in runs))
+    by = {n: [r for r in runs if r.name == n] for n in names}
+    med = {n: {k: statistics.median(getattr(r, k) for r in rs) for k in ("wall_s", "final_val", "tokens_per_s")}
+           for n, rs in by.items()}  # fmt: skip
+    target = med["gpt2"]["final_val"]
+    base_time = med["gpt2"]["wall_s"]
+    rows = []
+    print(f"target: gpt2's final val loss {target:.4f}, reached in {base_time:.1f} s "
+          f"(median of {len(by['gpt2'])} round(s))\n")  # fmt: skip
+    print(f"{'entrant':22s} {'steps':>6s} {'batch':>5s} {'wall s':>7s} {'tok/s':>7s} {'final val':>9s} "
+          f"{'to target s':>11s} {'vs gpt2':>8s}")  # fmt: skip
+    for n in names:
+        reached = [time_to(r, target) for r in by[n]]
+        t = statistics.median(x for x in reached if x is not None) if all(x is not None for x in reached) else None
+        r0 = by[n][0]
+        ratio = f"{t / base_time:.2f}x" if t is not None else "never"
+        print(f"{n:22s} {r0.steps:6d} {r0.batch:5d} {med[n]['wall_s']:7.1f} {med[n]['tokens_per_s']:7.0f} "
+              f"{med[n]['final_val']:9.4f} {(f'{t:.1f}' if t is not None else '-'):>11s} {ratio:>8s}")  # fmt: skip
+        rows.append({"entrant": n, "steps": r0.steps, "batch": r0.batch, **med[n], "time_to_target_s": t,
+                     "ratio_to_gpt2": t / base_time if t is not None else None})  # fmt: skip
+    if "modern" in med:
+        t = next(r["time_to_target_s"] for r in rows if r["entrant"] == "modern")
+        line = f"\nmodern (the default) reaches gpt2's loss in {t / base_time:.2f}x its time" if t else ""
+        if EQUAL_TIME in med:
+            eq = med[EQUAL_TIME]
+            line += f"; in gpt2's time ({eq['wall_s']:.0f} s) its val loss is {eq['final_val']:.4f}"
+        print(line)
+    study = [n for n in names if n.startswith(("muon b", "adamw b"))]
+    if study:
+        print("\nthe batch study: the modern architecture, the same tokens at every batch size")
+        for b in sorted({by[n][0].batch for n in study}):
+            pair = {opt: med.get(f"{opt} b{b}") for opt in ("muon", "adamw")}
+            if pair["muon"] and pair["adamw"]:
+                m, a = pair["muon"], pair["adamw"]
+                print(f"  batch {b:3d}: muon {m['wall_s']:5.1f} s val {m['final_val']:.4f} | adamw "
+                      f"{a['wall_s']:5.1f} s val {a['final_val']:.4f} | muon's time {m['wall_s'] / a['wall_s']:.2f}x, "
+                      f"loss {m['final_val'] - a['final_val']:+.4f}")  # fmt: skip
+    if png is not None:
+        chart(by, target, png)
+        print(f"\nwrote {png}")
+    return {"target": target, "rows": rows, "runs": [asdict(r) for r in runs]}
+
+
+def chart(by: dict[str, list[Run]], target: float, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    highlight = {"gpt2": ("#1f77b4", 2.5), "modern": ("#d62728", 2.5), EQUAL_TIME: ("#ff7f0e", 2.0)}
+    for name, runs in by.items():
+        if name.startswith(("muon b", "adamw b")):
+            continue
+        r = runs[0]
+        colour, width = highlight.get(name, (None, 1.0))
+        ts, vs = zip(*r.curve, strict=True)
+        ax.plot(ts, vs, marker="o", markersize=3, label=name, color=colour, linewidth=width,
+                alpha=1.0 if colour else 0.55)  # fmt: skip
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+    ax.text(ax.get_xlim()[1], target, " gpt2's final loss", va="bottom", ha="right", color="grey", fontsize=8)
+    ax.set_xlabel("wall time since the process started (s)")
+    ax.set_ylabel("val loss")
+    ax.set_title("Time to a target loss: GPT-2's recipe, each modern switch alone, the modern default")
+    low = min(v for rs in by.values() for r in rs for _, v in r.curve)
+    ax.set_ylim(low - 0.05, max(2.6, target + 0.5))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def study_overrides(optimizer: str, batch: int) -> list[str]:
+    steps = TOKENS // batch
+    return [f"train.optimizer={optimizer}", f"train.batch_size={batch}", f"train.max_steps={steps}",
+            f"train.warmup_steps={max(2, steps // 12)}"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="a few entrants, a few steps: does it still run")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--only", help="comma-separated entrants (gpt2 always runs: it sets the target)")
+    ap.add_argument("--no-study", action="store_true", help="leave out the Muon / AdamW batch study")
+    ap.add_argument("--png", type=Path, help="default: bench/results/race.png (smoke: a temporary file)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    entrants = {n: (c, list(o)) for n, (c, o) in ENTRANTS.items()}
+    if args.only:
+        keep = {"gpt2", *args.only.split(",")}
+        entrants = {n: v for n, v in entrants.items() if n in keep}
+    study = {f"{opt} b{b}": ("tiny", study_overrides(opt, b))
+             for b in BATCHES for opt in ("muon", "adamw")}  # fmt: skip
+    if args.smoke:
+        entrants = {n: (c, o + SMOKE_STEPS) for n, (c, o) in entrants.items() if n in ("gpt2", "+rope", "modern")}
+        study = {n: (c, o + SMOKE_STEPS) for n, (c, o) in study.items() if n.endswith(" b16")}
+    if args.no_study:
+        study = {}
+    work = Path(tempfile.mkdtemp(prefix="race-"))
+    png = args.png or (work / "race.png" if args.smoke else ROOT / "bench" / "results" / "race.png")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runs: list[Run] = []
+    for rnd in range(args.rounds):
+        names = list(entrants)
+        shift = rnd % len(names)
+        order = ["gpt2", "modern"] + [n for n in names[shift:] + names[:shift] if n not in ("gpt2", "modern")]
+        this: dict[str, Run] = {}
+        for n in [x for x in order if x in entrants]:
+            config, overrides = entrants[n]
+            this[n] = train(n, config, overrides, work / f"{n}-{rnd}", rnd, env)
+            runs.append(this[n])
+            print(f"round {rnd + 1}: {n:14s} {this[n].wall_s:6.1f} s  final val {this[n].final_val:.4f}", flush=True)
+        if "modern" in this and not args.only:
+            # as many steps as fit in gpt2's time: the steps' share of modern's time scales, the start-up does not
+            modern, base = this["modern"], this["gpt2"]
+            training = max(1e-6, modern.wall_s - modern.startup_s)
+            steps = max(modern.steps, round(modern.steps * (base.wall_s - modern.startup_s) / training))
+            config, overrides = entrants["modern"]
+            run = train(EQUAL_TIME, config, [*overrides, f"train.max_steps={steps}"], work / f"equal-{rnd}", rnd, env)
+            runs.append(run)
+            print(f"round {rnd + 1}: {EQUAL_TIME:14s} {run.wall_s:6.1f} s  final val {run.final_val:.4f}", flush=True)
+        for n, (config, overrides) in study.items():
+            run = train(n, config, overrides, work / f"{n.replace(' ', '-')}-{rnd}", rnd, env)
+            runs.append(run)
+            print(f"round {rnd + 1}: {n:14s} {run.wall_s:6.1f} s  final val {run.final_val:.4f}", flush=True)
+    print()
+    figures = report(runs, png)
+    if args.json or not args.smoke:
+        out = args.json or ROOT / "bench" / "results" / "race.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=1))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
