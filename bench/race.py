@@ -199,6 +199,7 @@ def chart(by: dict[str, list[Run]], target: float, png: Path) -> None:
         ts, vs = zip(*r.curve, strict=True)
         ax.plot(ts, vs, marker="o", markersize=3, label=name, color=colour, linewidth=width,
                 alpha=1.0 if colour else 0.55)  # fmt: skip
+    ax.set_xlim(left=0)
     ax.axhline(target, color="grey", linestyle="--", linewidth=1)
     ax.text(ax.get_xlim()[1], target, " gpt2's final loss", va="bottom", ha="right", color="grey", fontsize=8)
     ax.set_xlabel("wall time since the process started (s)")

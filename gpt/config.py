@@ -267,6 +267,16 @@ class SampleConfig:
             raise UserInputError("stop must be a list of non-empty strings")
 
 
+def recipe_summary(model: ModelConfig, train: TrainConfig | None = None) -> str:
+    """The recipe in a few words: "rope positions · rmsnorm · relu2 · qk-norm · untied head · ... · muon, wsd"."""
+    words = [f"{model.pos} positions", model.norm, model.activation, *(["qk-norm"] if model.qk_norm else []),
+             "tied head" if model.tie_head else "untied head", *(["zero-init projections"] if model.zero_init else []),
+             "biases" if model.bias else "no biases"]  # fmt: skip
+    if train is not None:
+        words += [f"{'muon + adamw' if train.optimizer == 'muon' else 'adamw'}, {train.schedule} schedule"]
+    return " · ".join(words)
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)

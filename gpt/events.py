@@ -9,11 +9,15 @@ One dataclass per kind of payload, so a misspelt field is a type error, not a Ke
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from gpt.config import Config, recipe_summary
+from gpt.errors import UserInputError
 
 EventKind = Literal["start", "step", "eval", "sample", "checkpoint", "done", "error"]
 Status = Literal["completed", "stopped"]
@@ -117,6 +121,9 @@ def print_event(e: Event) -> None:
         case Start() as d:
             line = (f"training {d.params / 1e6:.2f}M parameters on {d.device} ({d.dtype}, {d.world} process(es)) "
                     f"for {d.max_steps} steps -> {d.run_dir}")  # fmt: skip
+            with contextlib.suppress(UserInputError, TypeError, AttributeError):  # a config from elsewhere: no line
+                cfg = Config.from_dict(d.config)
+                line += f"\nrecipe: {recipe_summary(cfg.model, cfg.train)}"
         case Step() as d:
             line = (f"step {e.step}/{d.max_steps} | loss {d.loss:.4f} | lr {d.lr:.2e} | {d.tokens_per_s:,.0f} tok/s | "
                     f"{d.step_time * 1000:.0f} ms/step | eta {format_duration(d.eta)}")  # fmt: skip

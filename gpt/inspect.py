@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gpt.config import ModelConfig, SampleConfig
+from gpt.config import SampleConfig
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.sampling import STAGES, process_stages, window_start
@@ -107,14 +107,6 @@ def embedding_projection(model: GPT, tokenizer: Tokenizer, words: str = "", limi
     xy = (centered @ v[:2].T).numpy()
     var = (s**2) / (s**2).sum()
     return Projection([label(tokenizer.token_text(i)) for i in ids], ids, xy, (float(var[0]), float(var[1])))
-
-
-def recipe_summary(cfg: ModelConfig) -> str:
-    """The model's architecture switches in a few words: "rope · rmsnorm · relu2 · qk-norm · untied head · ..." """
-    words = [f"{cfg.pos} positions", cfg.norm, cfg.activation, *(["qk-norm"] if cfg.qk_norm else []),
-             "tied head" if cfg.tie_head else "untied head", *(["zero-init projections"] if cfg.zero_init else []),
-             "biases" if cfg.bias else "no biases"]  # fmt: skip
-    return " · ".join(words)
 
 
 def parameter_table(model: GPT) -> list[dict[str, object]]:

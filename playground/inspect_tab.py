@@ -7,9 +7,9 @@ from typing import Any
 import gradio as gr
 
 from gpt import checkpoint as ckpt
-from gpt.config import Config
+from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
-from gpt.inspect import analyse, embedding_projection, parameter_table, recipe_summary
+from gpt.inspect import analyse, embedding_projection, parameter_table
 from playground import charts
 from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
 from playground.generate_tab import DEFAULT_PROMPTS, suggested_prompt

@@ -44,6 +44,13 @@ FIGURES = {
         rf"smoke: estimate {NUM} s \(printed {NUM} s\), real {NUM} s",
         rf"smoke\s+30\s+{NUM} s\s+{NUM} s\s+[+-]{NUM}%\s+\|\s+{NUM} s\s+{NUM} s",
     ],
+    "bench.race": [
+        rf"target: gpt2's final val loss {NUM}, reached in {NUM} s",
+        rf"modern\s+12\s+32\s+{NUM}\s+{NUM}\s+{NUM}\s",
+        rf"\+rope\s+12\s+12\s+{NUM}",
+        rf"batch\s+16: muon\s+{NUM} s val {NUM} \| adamw\s+{NUM} s val {NUM}",
+        r"wrote .*race\.png",
+    ],
     "bench.long_generation": [
         rf"inside the context:\s+{NUM} tokens/s",
         rf"past the context:\s+{NUM} tokens/s",

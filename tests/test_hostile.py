@@ -106,6 +106,7 @@ def direct(endpoint: str, *args: Any, **changes: Any) -> Callable[[Ctx], Any]:
             return data_tab.prepare_data(*args, new_session(), None, None)
         if endpoint == "train":
             init, preset, *values = train_args(**changes)
+            values += train_tab.preset_values("tiny")[len(values) :]  # the switches: the form's (Gradio fills them in)
             return train_tab.start_training(new_session(), init, preset, None, None, *values)
         if endpoint == "resume":
             return train_tab.resume_training(new_session(), *args, None, None)
