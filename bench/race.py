@@ -1,6 +1,7 @@
 """Time to a target val loss, recipe against recipe: the way the field measures training now.
 
     python -m bench.race [--smoke] [--rounds 1] [--only gpt2,modern] [--png bench/results/race.png] [--json PATH]
+    python -m bench.race --from-json bench/results/race.json [--png PATH]   # the table and chart again
 
 Every entrant is a whole `gpt-train` process (`python -m gpt.cli train`) on the built-in corpus, as a user runs it,
 timed from its start (imports, data, model) to its end; its output is read as it comes, so each "val loss" line gets
@@ -174,9 +175,13 @@ def report(runs: list[Run], png: Path | None) -> dict[str, Any]:
             pair = {opt: med.get(f"{opt} b{b}") for opt in ("muon", "adamw")}
             if pair["muon"] and pair["adamw"]:
                 m, a = pair["muon"], pair["adamw"]
+                # Muon's gain in time: when it reached AdamW's final loss, against AdamW's whole run
+                reached = [time_to(r, a["final_val"]) for r in by[f"muon b{b}"]]
+                t = statistics.median(x for x in reached if x is not None) if None not in reached else None
+                gain = f"reaches adamw's loss in {t / a['wall_s']:.2f}x its time" if t else "never reaches adamw's loss"
                 print(f"  batch {b:3d}: muon {m['wall_s']:5.1f} s val {m['final_val']:.4f} | adamw "
                       f"{a['wall_s']:5.1f} s val {a['final_val']:.4f} | muon's time {m['wall_s'] / a['wall_s']:.2f}x, "
-                      f"loss {m['final_val'] - a['final_val']:+.4f}")  # fmt: skip
+                      f"loss {m['final_val'] - a['final_val']:+.4f}; muon {gain}")  # fmt: skip
     if png is not None:
         chart(by, target, png)
         print(f"\nwrote {png}")
@@ -229,7 +234,13 @@ def main() -> None:
     ap.add_argument("--no-study", action="store_true", help="leave out the Muon / AdamW batch study")
     ap.add_argument("--png", type=Path, help="default: bench/results/race.png (smoke: a temporary file)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-json", type=Path, help="print the table and draw the chart of an earlier race's JSON")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        runs = [Run(**{**r, "curve": [tuple(p) for p in r["curve"]]}) for r in saved["runs"]]
+        report(runs, args.png)
+        return
 
     entrants = {n: (c, list(o)) for n, (c, o) in ENTRANTS.items()}
     if args.only:

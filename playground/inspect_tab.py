@@ -45,10 +45,11 @@ def inspect_prompt(
         charts.heads_grid_figure(a, layer_i),
         charts.next_token_figure(a),
         charts.logit_lens_figure(a),
-        gr.update(value=params, label=f"Parameters per module · {recipe_summary(mc)}"),
+        params,
         charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words)),
         slider_update(mc.n_layer, layer_i + 1),
         slider_update(mc.n_head, head_i + 1),
+        f"**The model's recipe:** {recipe_summary(mc)}",
     )
 
 
@@ -107,8 +108,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         )
         embed_btn = gr.Button("Project embeddings", scale=1)
     embeddings = gr.Plot(label="Embeddings", show_label=False)
+    recipe = gr.Markdown()
     params = gr.Dataframe(headers=["module", "parameters", "share %"], label="Parameters per module")
-    outputs = [attention, heads, next_tokens, lens, params, embeddings, layer, head]
+    outputs = [attention, heads, next_tokens, lens, params, embeddings, layer, head, recipe]
     inputs = [checkpoint, prompt, layer, head, words]
     # a bad input (a layer the model lacks) shows its message; the charts and sliders stay as they were
     quiet: dict[str, Any] = dict(show_progress="hidden")

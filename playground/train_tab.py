@@ -106,7 +106,8 @@ def recipe_values(preset: str, recipe: str) -> list[Any]:
         raise UserInputError(f"the recipe is one of {', '.join(RECIPE_FILE)}")
     values = preset_values(preset if preset != "custom" else "tiny", recipe)
     keys = [k for k, *_ in FIELDS]
-    recipe_keys = {*SWITCHES, "train.lr", "train.schedule", "train.warmup_steps", "train.batch_size", "train.max_steps"}
+    recipe_keys = {*SWITCHES, "train.lr", "train.schedule", "train.warmup_steps", "train.batch_size", "train.max_steps",
+                   "train.eval_interval", "train.sample_interval"}  # fmt: skip
     return [v if k in recipe_keys else gr.skip() for k, v in zip(keys, values, strict=True)]
 
 

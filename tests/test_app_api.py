@@ -31,7 +31,8 @@ def trained(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     later = poll_until(c, lambda r: step_of(r) >= step_of(first) + 60)
     c.predict(api_name="/stop_training")
     stopped = poll_until(c, lambda r: r[4] == "stopped")
-    return {"client": c, "stats": stats, "tokens": tokens, "first": first, "later": later, "stopped": stopped}
+    return {"client": c, "stats": stats, "tokens": tokens, "first": first, "later": later, "stopped": stopped,
+            "run": status.split("`")[1]}  # fmt: skip
 
 
 PASTE_SOURCE = "Paste text"
@@ -112,7 +113,10 @@ def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
     c = trained["client"]
     ckpt = latest_checkpoint(c)
     prompt = "ROMEO:\nBut soft"
-    attention, grid, next_tok, lens, params, emb, layer, head = c.predict(ckpt, prompt, 2, 1, "", api_name="/inspect")
+    attention, grid, next_tok, lens, params, emb, layer, head, recipe = c.predict(
+        ckpt, prompt, 2, 1, "", api_name="/inspect"
+    )
+    assert "rope positions · rmsnorm · relu2 · qk-norm · untied head" in recipe  # the defaults: the modern recipe
     z = plot_data(attention)[0]["z"]
     assert len(z) == len(prompt) and all(len(row) == len(prompt) for row in z)
     assert all(abs(sum(row) - 1) < 1e-4 for row in z)
@@ -122,6 +126,7 @@ def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
     assert len(bars["x"]) == 20 and 0.5 < sum(bars["x"]) <= 1.0001
     assert len(plot_data(lens)[0]["z"]) == 3  # embeddings + 2 layers
     assert sum(row[1] for row in params["data"]) > 0
+    assert {"token embedding", "output head"} <= {row[0] for row in params["data"]}  # untied: two of them
     assert len(plot_data(emb)[0]["x"]) == 45  # the whole (small) vocabulary by default
     emb = c.predict(ckpt, "ROMEO", api_name="/embeddings")
     assert len(plot_data(emb)[0]["x"]) == len(set("ROMEO"))
@@ -205,11 +210,9 @@ def test_sampling_explainer_follows_the_settings(trained: dict[str, Any]) -> Non
 def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -> None:
     c = trained["client"]
     # a second, short run of this session, with GPT-2's recipe (the first one trains the modern recipe: the defaults)
-    c.predict(*TRAIN[:11], 40, *TRAIN[12:], *GPT2_SWITCHES, api_name="/start_training")
+    status = c.predict(*TRAIN[:11], 40, *TRAIN[12:], *GPT2_SWITCHES, api_name="/start_training")
     poll_until(c, lambda r: r[4] == "completed")
-    runs = [n for n, _ in c.predict(api_name="/list_checkpoints")[1]["choices"]]
-    names = list(dict.fromkeys(str(Path(n).parent) for n in runs if n.startswith("run-")))[:2]
-    assert len(names) == 2
+    names = [trained["run"], status.split("`")[1]]
     fig, summary, diff, _ = c.predict(names, "tokens seen", api_name="/compare")
     traces = plot_data(fig)
     assert len(traces) == 4  # train and val of each
@@ -220,8 +223,8 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     assert sorted(differ["model.pos"]) == ["learned", "rope"] and sorted(differ["train.optimizer"]) == ["adamw", "muon"]
     assert "model.n_layer" not in differ
     # GPT-2's format has no rotary positions: the modern run's export says which switches it cannot hold
-    pos = dict(zip(names, differ["model.pos"], strict=True))
-    modern, old = (next(f"{n}/latest" for n in names if pos[n] == p) for p in ("rope", "learned"))
+    assert differ["model.pos"] == ["rope", "learned"]
+    modern, old = (f"{n}/latest" for n in names)
     with pytest.raises(AppError, match=r"cannot be exported as Hugging Face GPT-2: .*model\.pos=rope"):
         c.predict(modern, api_name="/export_hf")
     with zipfile.ZipFile(c.predict(old, api_name="/export_hf")) as zf:
