@@ -323,7 +323,7 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> 
     muon = isinstance(optimizer, torch.optim.Muon)
     name = "Muon" if muon else "the optimizer"
     if not isinstance(saved, dict) or set(saved) != set(current):
-        raise bad(f"{name}'s state is {_kind(saved)} without the keys {sorted(current)}")
+        raise bad(f"{name} state is {_kind(saved)} without the keys {sorted(current)}")
     groups, now = saved["param_groups"], current["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(now):
         count = len(groups) if isinstance(groups, list) else _kind(groups)
@@ -334,14 +334,14 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> 
     params: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # saved id -> (parameter, its group's settings)
     for g, (group, ref, live) in enumerate(zip(groups, now, optimizer.param_groups, strict=True)):
         if not isinstance(group, dict) or not needed <= set(group):
-            raise bad(f"{name}'s parameter group {g} has other settings than {sorted(ref)}")
+            raise bad(f"{name} parameter group {g} has other settings than {sorted(ref)}")
         odd = [k for k, v in group.items() if k not in ref and not _plain_setting(v)]
         if odd:
-            raise bad(f"{name}'s parameter group {g} has an unknown setting {_kind(odd[0])}")
+            raise bad(f"{name} parameter group {g} has an unknown setting {_kind(odd[0])}")
         ids = group["params"]
         if not isinstance(ids, list) or not all(_whole(i) for i in ids) or ids != ref["params"]:
             n = len(ids) if isinstance(ids, list) else _kind(ids)
-            raise bad(f"{name}'s parameter group {g} lists other parameters ({n}, expected {len(ref['params'])})")
+            raise bad(f"{name} parameter group {g} lists other parameters ({n}, expected {len(ref['params'])})")
         for key, want in ref.items():
             if key == "params" or key not in group:
                 continue
@@ -350,7 +350,7 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> 
                 if value != (list(want) if isinstance(want, tuple | list) else want):
                     raise bad(f"Muon's setting {key} of group {g} is {_kind(group[key])}, this run uses {want}")
             else:
-                _check_setting(group[key], want, key, f"{name}'s setting {key} of group {g}", bad)
+                _check_setting(group[key], want, key, f"{name} setting {key} of group {g}", bad)
         params.update((i, (p, ref)) for i, p in zip(ref["params"], live["params"], strict=True))
     state = saved["state"]
     if not isinstance(state, dict):
@@ -365,7 +365,7 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> 
             keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group.get("amsgrad") else set())
         if not isinstance(entry, dict) or set(entry) != keys:
             found = sorted(map(str, entry)) if isinstance(entry, dict) else _kind(entry)
-            raise bad(f"{name}'s state for parameter {i} has {found}, expected {sorted(keys)}")
+            raise bad(f"{name} state for parameter {i} has {found}, expected {sorted(keys)}")
         if not muon:
             step = entry["step"]
             scalar = isinstance(step, torch.Tensor) and step.dim() == 0 and step.is_floating_point()
@@ -377,12 +377,12 @@ def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, bad: Any) -> 
             t = entry[key]
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(param.shape) or t.dtype != param.dtype:
                 expected = f"a {str(param.dtype).replace('torch.', '')} tensor of shape {tuple(param.shape)}"
-                raise bad(f"{name}'s state for parameter {i} ({key}) is {_kind(t)}, expected {expected}")
+                raise bad(f"{name} state for parameter {i} ({key}) is {_kind(t)}, expected {expected}")
             if not _plain(t):
-                raise bad(f"{name}'s state for parameter {i} ({key}) is not a dense tensor in CPU memory")
+                raise bad(f"{name} state for parameter {i} ({key}) is not a dense tensor in CPU memory")
             signed = key in ("exp_avg", "momentum_buffer")
             if not bool(torch.isfinite(t).all()) or (not signed and bool((t < 0).any())):
-                raise bad(f"{name}'s state for parameter {i} ({key}) holds NaN, infinite or negative values")
+                raise bad(f"{name} state for parameter {i} ({key}) holds NaN, infinite or negative values")
 
 
 MUON_FIXED = ("nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")

@@ -62,7 +62,7 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
     ("model.block_size", "Context length", "slider", (8, LIMITS.max_context, 8)),
     ("model.dropout", "Dropout", "slider", (0.0, 0.5, 0.05)),
     ("train.batch_size", "Batch size", "slider", (1, 64, 1)),
-    ("train.lr", "Learning rate (AdamW's)", "number", None),
+    ("train.lr", "Learning rate", "number", None),
     ("train.schedule", "LR schedule", "dropdown", choices(Schedule)),
     ("train.warmup_steps", "Warmup steps", "number", None),
     ("train.max_steps", "Steps", "number", None),

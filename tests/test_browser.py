@@ -119,7 +119,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === 'rope')")
     assert page.get_by_label("QK-norm").is_checked() and page.get_by_label("Tied head").is_checked() is False
     steps = page.get_by_label("Steps", exact=True)
-    steps.fill("300")
+    steps.fill("150")
     steps.press("Tab")
     start = page.get_by_role("button", name="Start")
     above_the_fold(page, start, page.locator(".progress-box"))
@@ -144,10 +144,10 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
         arg=early,
         timeout=30_000,
     )
-    page.get_by_text("Training completed at step 300").first.wait_for(timeout=120_000)
+    page.get_by_text("Training completed at step 150").first.wait_for(timeout=180_000)
     page.wait_for_function(  # the last redraw has the last step
         "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length"
-        " && p.calcdata[0][p.calcdata[0].length - 1].x == 300)",
+        " && p.calcdata[0][p.calcdata[0].length - 1].x == 150)",
         timeout=30_000,
     )
     # The page got each logged point once, appended (drawn whole once per chart): train and val as the run logged.

@@ -84,7 +84,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "corpus.txt").write_text(SHAKESPEARE * 20, encoding="utf-8")
     r = run_cli("prepare", "corpus.txt", "--tokenizer", "char", "--out", "data", cwd=w)
     assert r.returncode == 0, r.stderr
-    r = run_cli("train", "--data", "data", "--out", "run", "train.max_steps=2", *TINY, cwd=w, timeout=300)
+    # GPT-2's recipe: it exports to Hugging Face GPT-2, and its trainer.pt is AdamW's (the crafted states below)
+    r = run_cli("train", "--config", "tiny-2019", "--data", "data", "--out", "run", "train.max_steps=2", *TINY, cwd=w,
+                timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (w / "run/latest/trainer.pt").is_file()
     (w / "a_file").write_text("not a folder")
@@ -486,7 +488,7 @@ def test_an_untouched_trainer_state_still_resumes(world: Path) -> None:
     trainer = Trainer(cfg, load_prepared(world / "data"), d, resume=d)
     assert trainer.step == 2 and trainer.run().step == 3
     state = copy.deepcopy(ckpt.load_trainer_state(d))
-    ckpt.check_trainer_state(state, trainer.optimizer, trainer.scaler, trainer.device)  # what it saved fits too
+    ckpt.check_trainer_state(state, trainer.optimizers, trainer.scaler, trainer.device)  # what it saved fits too
 
 
 # ----- argparse, and the one error path for everything else ------------------------------------------------------
