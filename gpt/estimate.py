@@ -567,7 +567,7 @@ def time_shapes(shapes: Sequence[Sequence[int]], device: str = "auto", dtype: st
         def step(i: int) -> Any:
             tr = trainers[i]
             return lambda: (  # what the loop does per step: set the learning rate, step
-                [g.__setitem__("lr", tr.cfg.train.lr) for g in tr.optimizer.param_groups],
+                [g.__setitem__("lr", g["base_lr"]) for o in tr.optimizers for g in o.param_groups],
                 tr._train_step(sums[i]),
             )
 
