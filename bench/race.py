@@ -238,8 +238,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
-        runs = [Run(**{**r, "curve": [tuple(p) for p in r["curve"]]}) for r in saved["runs"]]
-        report(runs, args.png)
+        saved_runs = [Run(**{**r, "curve": [tuple(p) for p in r["curve"]]}) for r in saved["runs"]]
+        report(saved_runs, args.png)
         return
 
     entrants = {n: (c, list(o)) for n, (c, o) in ENTRANTS.items()}
