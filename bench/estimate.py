@@ -1,21 +1,17 @@
 """The time estimate against the real run: what `gpt-train` prints before it starts, and the trainer's ETA.
 
-    python -m bench.estimate [--smoke] [--runs tiny,tiny-2019,muon-12,narrow,wide] [--app] [--cache] [--json PATH]
+    python -m bench.estimate [--smoke] [--runs tiny,narrow,wide] [--app] [--cache] [--json PATH]
 
-Each run is a real `python -m gpt.cli train --config PRESET ... train.max_steps=N` in a subprocess, its output read
+Each run is a real `python -m gpt.cli train --config tiny ... train.max_steps=N` in a subprocess, its output read
 line by line as it comes. The estimate (gpt.estimate.train_seconds, printed by the CLI once the model is built)
 covers the trainer's run: its steps, evaluations, samples and checkpoint saves, not the process start (imports,
 data, building the model). So "real" is the time from that line to "training completed"; the whole process time is
 printed too. The ETA check: the `eta` of the first step line at >= 10% of the steps, against the time left then.
 
-The runs, each with its preset's intervals: tiny (configs/tiny.yaml as it is: the modern recipe with Muon, batch 32,
-250 steps; an evaluation every 50 steps, a sample every 125, and both at the end), tiny-2019 (configs/tiny-2019.yaml,
-GPT-2's recipe with AdamW at batch 12, 1000 of its 2000 steps: evaluations every 250, samples and checkpoints every
-500), muon-12 (the tiny preset at tiny-2019's batch of 12, 1000 steps: Muon's step costs the same at any batch, so
-there it weighs most), narrow (the tiny preset with n_layer=2 n_embd=64, 600 steps), wide (the tiny preset with
-n_layer=6 n_embd=192 block 128, 150 steps). By default a fresh cache directory: the machine is calibrated first
-(`python -m gpt.estimate`, as the app does at its first start) and the corpus prepared; --cache uses the user's cache
-as it is.
+The runs (the tiny preset's intervals: evaluation every 250 steps and at the end, sample every 500 and at the end):
+tiny (the preset, 300 steps), narrow (n_layer=2 n_embd=64, 600 steps), wide (n_layer=6 n_embd=192 block 128,
+150 steps). By default a fresh cache directory: the machine is calibrated first (`python -m gpt.estimate`, as the
+app does at its first start) and the corpus prepared; --cache uses the user's cache as it is.
 
 --app: also the tiny run started from the app's Train tab in headless chromium and watched to its end, against the
 estimate the form showed (from the click on Start: the app's estimate is all its visitor waits).
@@ -37,14 +33,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RUNS: dict[str, tuple[str, int, list[str]]] = {  # name: (preset, steps, overrides)
-    "tiny": ("tiny", 250, []),
-    "tiny-2019": ("tiny-2019", 1000, []),
-    "muon-12": ("tiny", 1000, ["train.batch_size=12"]),
-    "narrow": ("tiny", 600, ["model.n_layer=2", "model.n_embd=64"]),
-    "wide": ("tiny", 150, ["model.n_layer=6", "model.n_embd=192", "model.block_size=128"]),
+RUNS: dict[str, tuple[int, list[str]]] = {
+    "tiny": (300, []),
+    "narrow": (600, ["model.n_layer=2", "model.n_embd=64"]),
+    "wide": (150, ["model.n_layer=6", "model.n_embd=192", "model.block_size=128"]),
 }
-SMOKE = ("tiny", 30, ["train.eval_interval=10", "train.sample_interval=30", "train.sample_tokens=50"])
+SMOKE: tuple[int, list[str]] = (30, ["train.eval_interval=10", "train.sample_interval=30", "train.sample_tokens=50"])
 
 _ESTIMATE = re.compile(r"steps should take about (.+) on this machine")
 _STEP = re.compile(r"^step (\d+)/(\d+) \|.*\| eta (.+)$")
@@ -59,14 +53,11 @@ def parse_duration(text: str) -> float:
     return float(sum(int(n) * units[u] for n, u in parts))
 
 
-def train_run(
-    steps: int, overrides: Sequence[str], env: dict[str, str], out: Path, config: str = "tiny"
-) -> dict[str, Any]:
-    """One CLI run of the preset `config`: the estimate it printed, the real times, and the ETA at >= 10% of the
-    steps."""
-    cmd = [sys.executable, "-m", "gpt.cli", "train", "--config", config, "--out", str(out),
+def train_run(steps: int, overrides: Sequence[str], env: dict[str, str], out: Path) -> dict[str, Any]:
+    """One CLI run: the estimate it printed, the real times, and the ETA at >= 10% of the steps."""
+    cmd = [sys.executable, "-m", "gpt.cli", "train", "--config", "tiny", "--out", str(out),
            *overrides, f"train.max_steps={steps}"]  # fmt: skip
-    estimate = precise(overrides, steps, config)  # before the run: its own time then teaches the estimate (run_factor)
+    estimate = precise(overrides, steps)  # before the run: its own time then teaches the estimate (run_factor)
     t0 = time.perf_counter()
     lines: list[tuple[float, str]] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
@@ -81,12 +72,12 @@ def train_run(
     eta_at, eta = next(
         (t, parse_duration(m.group(3))) for t, s in lines if (m := _STEP.match(s)) and int(m.group(1)) >= steps / 10
     )
-    return {"config": config, "steps": steps, "overrides": list(overrides), "printed_s": printed,
-            "estimate_s": estimate, "real_s": done_at - est_at, "start_s": est_at - t0, "wall_s": wall, "eta_s": eta,
+    return {"steps": steps, "overrides": list(overrides), "printed_s": printed, "estimate_s": estimate,
+            "real_s": done_at - est_at, "start_s": est_at - t0, "wall_s": wall, "eta_s": eta,
             "eta_real_s": done_at - eta_at}  # fmt: skip
 
 
-def precise(overrides: Sequence[str], steps: int, config: str = "tiny") -> float:
+def precise(overrides: Sequence[str], steps: int) -> float:
     """The estimate the CLI prints, unrounded: gpt.estimate.train_seconds of the run's config with the built-in
     corpus's vocabulary (what the CLI trains on), from the same cache (this process's GPT_PLAYGROUND_CACHE)."""
     from gpt.cli import resolve_config_path
@@ -95,7 +86,7 @@ def precise(overrides: Sequence[str], steps: int, config: str = "tiny") -> float
     from gpt.data import prepare
     from gpt.estimate import model_size, train_seconds
 
-    cfg = apply_overrides(load_config(resolve_config_path(config)), [*overrides, f"train.max_steps={steps}"])
+    cfg = apply_overrides(load_config(resolve_config_path("tiny")), [*overrides, f"train.max_steps={steps}"])
     data = prepare([sample_corpus_path()], tokenizer=cfg.data.tokenizer, val_fraction=cfg.data.val_fraction)
     return train_seconds(cfg, model_size(cfg, data.tokenizer.vocab_size)[1])
 
@@ -173,25 +164,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             subprocess.run([sys.executable, "-m", "gpt.estimate"], env=env, check=True, stdout=subprocess.DEVNULL)
             print(f"calibrated in {time.perf_counter() - t:.1f} s (python -m gpt.estimate, a fresh cache)")
         results = {}
-        for name, (config, steps, overrides) in runs.items():
+        for name, (steps, overrides) in runs.items():
             quiet(args.smoke)
-            results[name] = r = train_run(steps, overrides, env, Path(tmp) / name, config)
+            results[name] = r = train_run(steps, overrides, env, Path(tmp) / name)
             print(f"{name}: estimate {r['estimate_s']:.1f} s (printed {r['printed_s']:.0f} s), "
                   f"real {r['real_s']:.1f} s (the process: {r['wall_s']:.1f} s, {r['start_s']:.1f} s of it "
                   "before the estimate)", flush=True)  # fmt: skip
         if args.app:
-            for i, a in enumerate(app_run(RUNS["tiny"][1], Path(tmp))):
+            for i, a in enumerate(app_run(RUNS["tiny"][0], Path(tmp))):
                 results[f"app {i + 1}"] = a
                 print(f"app run {i + 1}: estimate shown {a['estimate_s']:.0f} s, real {a['real_s']:.1f} s (Start to "
                       f"the last checkpoint, the Train tab open; {a['start_s']:.1f} s of it to the trainer's start) "
                       f"{error(a['estimate_s'], a['real_s']):+.0f}%", flush=True)  # fmt: skip
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n(load average {load:.1f}; real: from the estimate line to 'training completed')")
-    print("run         steps  estimate      real   error | ETA at 10%  real left   error")
+    print("run       steps  estimate      real   error | ETA at 10%  real left   error")
     for name, r in results.items():
         if name.startswith("app"):
             continue
-        print(f"{name:<11} {r['steps']:>5}  {r['estimate_s']:>6.1f} s  {r['real_s']:>6.1f} s "
+        print(f"{name:<9} {r['steps']:>5}  {r['estimate_s']:>6.1f} s  {r['real_s']:>6.1f} s "
               f"{error(r['estimate_s'], r['real_s']):>+5.0f}%  | {r['eta_s']:>8.0f} s  {r['eta_real_s']:>7.1f} s "
               f"{error(r['eta_s'], r['eta_real_s']):>+5.0f}%")  # fmt: skip
     if args.json:

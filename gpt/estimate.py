@@ -7,14 +7,11 @@ How long: one FLOP rate mispredicts (it was 2-2.5x optimistic). A small model's 
 overhead and by its elementwise work (GELU, LayerNorm, casts, the optimizer) more than by its FLOPs, and a run does
 more than steps: evaluations, samples, checkpoint saves. So each kind of work the trainer does costs a linear
 combination of the shape's `FEATURES` (per call, per layer, per parameter, per activation, per matmul FLOP, per
-attention term, per logit; and what the recipe's switches add: GELU's work over the MLP's width, QK-norm's and rotary
-positions' per activation, Muon's per matrix, per parameter and per Newton-Schulz FLOP, once per optimizer step
-whatever the batch), whose non-negative coefficients are fitted to the trainer's own code (`Trainer._train_step`,
-`estimate_val_loss`, `sample_text`, `_save`) timed on a few small shapes of GPT-2's recipe and of the modern one
-(`SHAPES`, `RECIPES`), taking turns (`measure`, a few seconds); `plan` counts what a run will do. Each finished run
-records how long it took against its estimate, and the next estimates here (app or CLI: `where`) are corrected by
-the median of the last ones (`run_factor`): what the model cannot know, such as a browser on the same cores drawing
-the live charts.
+attention term, per logit), whose non-negative coefficients are fitted to the trainer's own code
+(`Trainer._train_step`, `estimate_val_loss`, `sample_text`, `_save`) timed on a few small shapes, taking turns
+(`measure`, a few seconds); `plan` counts what a run will do. Each finished run records how long it took against its
+estimate, and the next estimates here (app or CLI: `where`) are corrected by the median of the last ones
+(`run_factor`): what the model cannot know, such as a browser on the same cores drawing the live charts.
 
 The calibration runs once per machine (CPU or GPU model, threads, torch version, dtype) and is cached in the cache
 directory; the estimate is the median of the last `KEEP` calibrations, so one taken at a busy moment does not make it
@@ -49,67 +46,31 @@ import numpy as np
 import torch
 
 from gpt.config import Config, ModelConfig, TrainConfig
-from gpt.model import mlp_width
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("call", "layer", "param", "activation", "matmul", "attention", "logit", "gelu", "qk_norm", "rope",
-            "muon_matrix", "muon_param", "muon_flop")  # fmt: skip
+FEATURES = ("call", "layer", "param", "activation", "matmul", "attention", "logit")
 KINDS = ("step", "first", "eval", "token")  # a training step, the first one's extra, an eval forward, a sampled token
-STEPPED = ("step", "first")  # the kinds that end with an optimizer step
 KEEP = 5  # calibrations kept per machine; the estimate is their median
 REFRESH_S = 7 * 24 * 3600  # a full cache older than this is measured again (in the background) at the app's start
 GAP_S = 3600  # ... and one not full yet, once its newest calibration is older than this
 WAIT_S = 5.0  # how long an estimate waits for the calibration started in the background before using the defaults
 QUIET_S = 60.0  # how long the background calibration waits for idle processors (the app's own start-up, a run)
-CACHE_VERSION = 2  # 2: the recipe's features (the runs recorded against the older estimates are dropped with them)
+CACHE_VERSION = 1
 CHILD_TIMEOUT_S = 120
-NS_STEPS = 5  # torch.optim.Muon's Newton-Schulz iterations per matrix and step (its ns_steps)
-
-# The recipes the calibration trains (model switches, optimizer): GPT-2's; the modern one of configs/tiny.yaml; and
-# GPT-2's with QK-norm, and with rotary positions, which tell their costs apart (the modern recipe has both) and from
-# what the modern recipe saves elsewhere (ReLU² for GELU, no biases).
-MODERN: dict[str, Any] = {
-    "bias": False, "pos": "rope", "norm": "rmsnorm", "activation": "relu2", "qk_norm": True, "tie_head": False,
-    "zero_init": True,
-}  # fmt: skip
-RECIPES: dict[str, tuple[dict[str, Any], str]] = {
-    "2019": ({}, "adamw"),
-    "modern": (MODERN, "muon"),
-    "qk": ({"qk_norm": True}, "adamw"),
-    "rope": ({"pos": "rope"}, "adamw"),
-}
 
 # The shapes `measure` trains a few steps of, each weighing on another feature (n_layer, n_embd, n_head, block_size,
-# batch_size, vocab, recipe): the bare call, layers, parameters, activations, FLOPs, logits; and with the modern
-# recipe, Muon's matrices (many small ones), its Newton-Schulz FLOPs (a wide one), its parameters, and per token
-# (the same shape at two batch sizes: Muon's step costs the same at both).
-SHAPES: tuple[tuple[int, int, int, int, int, int, str], ...] = (
-    (1, 32, 2, 16, 2, 64, "2019"),
-    (8, 32, 2, 16, 2, 64, "2019"),
-    (1, 512, 8, 16, 2, 64, "2019"),
-    (2, 64, 4, 32, 32, 64, "2019"),
-    (1, 64, 4, 256, 16, 64, "2019"),
-    (2, 256, 4, 128, 8, 64, "2019"),
-    (1, 32, 2, 32, 8, 8192, "2019"),
-    (4, 128, 4, 64, 12, 80, "2019"),  # the tiny-2019 preset
-    (8, 32, 2, 16, 2, 64, "modern"),
-    (1, 256, 4, 32, 2, 64, "modern"),
-    (4, 128, 4, 64, 4, 80, "modern"),
-    (4, 128, 4, 64, 32, 80, "modern"),  # the tiny preset
-    (4, 128, 4, 64, 12, 80, "qk"),
-    (2, 128, 4, 64, 16, 80, "rope"),
+# batch_size, vocab): the bare call, layers, parameters, activations, FLOPs, logits.
+SHAPES = (
+    (1, 32, 2, 16, 2, 64),
+    (8, 32, 2, 16, 2, 64),
+    (1, 512, 8, 16, 2, 64),
+    (2, 64, 4, 32, 32, 64),
+    (1, 64, 4, 256, 16, 64),
+    (2, 256, 4, 128, 8, 64),
+    (1, 32, 2, 32, 8, 8192),
+    (4, 128, 4, 64, 12, 80),  # the tiny preset, the most trained shape
 )
-
-
-def shape_config(shape: Sequence[Any]) -> tuple[ModelConfig, str]:
-    """The model config and optimizer of a calibration shape (n_layer, n_embd, n_head, block_size, batch_size, vocab
-    and optionally the recipe, GPT-2's by default)."""
-    n_layer, n_embd, n_head, block, _, vocab, *recipe = shape
-    switches, optimizer = RECIPES[str(recipe[0]) if recipe else "2019"]
-    mc = ModelConfig(vocab_size=int(vocab), block_size=int(block), n_layer=int(n_layer), n_head=int(n_head),
-                     n_embd=int(n_embd), dropout=0.0, **switches)  # fmt: skip
-    return mc, optimizer
 
 
 def padded_vocab(vocab_size: int) -> int:
@@ -127,84 +88,38 @@ def _size(model_cfg: ModelConfig) -> tuple[int, float]:
     return _size_of(tuple(sorted(vars(model_cfg).items())))
 
 
-def _matrices(cfg: ModelConfig) -> list[tuple[int, int]]:
-    """The (out, in) shapes of a block's weight matrices: the attention's qkv and output projections, the MLP's two
-    layers (SwiGLU's first one makes the gate and the value side by side). With Muon, they are Muon's."""
-    c, hidden = cfg.n_embd, mlp_width(cfg)
-    return [(3 * c, c), (c, c), (2 * hidden if cfg.activation == "swiglu" else hidden, c), (c, hidden)]
-
-
 @functools.lru_cache(maxsize=256)
 def _size_of(fields: tuple[tuple[str, Any], ...]) -> tuple[int, float]:
     """GPT(cfg).num_params() and .flops_per_token(), counted from the shapes (tests/test_estimate.py checks them
-    against the model for every switch): building even a meta-device model runs its init through torch._refs, which
-    imports torch._dynamo, and the web server calls this at every change of the form."""
+    against the model): building even a meta-device model runs its init through torch._refs, which imports
+    torch._dynamo, and the web server calls this at every change of the form."""
     cfg = ModelConfig(**dict(fields))
     c, bias = cfg.n_embd, int(cfg.bias)
-    norm = (1 + bias) * c if cfg.norm == "layernorm" else 0  # LayerNorm's gain (and offset); RMSNorm learns nothing
-    matrices = _matrices(cfg)
-    # per block: two norms, the matrices and, with biases, one per output of each
-    block = 2 * norm + sum(o * i for o, i in matrices) + bias * sum(o for o, _ in matrices)
-    embeddings = cfg.vocab_size * c * (1 if cfg.tie_head else 2)  # the token embedding, and an untied head
-    params = embeddings + cfg.n_layer * block + norm  # (the learned positions are not counted: num_params)
+    # per block: two LayerNorms, the attention's qkv and output projections, the MLP's two layers (+ their biases)
+    block = 12 * c * c + 2 * c + bias * 11 * c
+    params = cfg.vocab_size * c + cfg.n_layer * block + c + bias * c  # the embedding (tied to the head), ln_f
     return params, float(6 * params + 12 * cfg.n_layer * c * cfg.block_size)
-
-
-def muon_params(cfg: ModelConfig) -> int:
-    """The parameters Muon steps (the blocks' weight matrices), of a model trained with train.optimizer=muon."""
-    return cfg.n_layer * sum(o * i for o, i in _matrices(cfg))
-
-
-def muon_flops(cfg: ModelConfig) -> float:
-    """FLOPs of Muon's Newton-Schulz iterations per optimizer step (torch/optim/_muon.py): for each matrix, with m
-    its smaller and n its larger dimension, each iteration computes X X^T (2 m^2 n), A A (2 m^3) and B X (2 m^2 n)."""
-    per_block = sum(4 * min(o, i) ** 2 * max(o, i) + 2 * min(o, i) ** 3 for o, i in _matrices(cfg))
-    return float(NS_STEPS * cfg.n_layer * per_block)
-
-
-def state_bytes(cfg: ModelConfig, params: int, optimizer: str) -> float:
-    """Bytes of a checkpoint with the trainer state: the fp32 weights, AdamW's two moments of its parameters, and
-    Muon's one momentum of its matrices."""
-    muon = muon_params(cfg) if optimizer == "muon" else 0
-    return 4.0 * (params + 2 * (params - muon) + muon)
 
 
 # ----- the cost model ---------------------------------------------------------------------------------------------
 
 
 def features(
-    mc: ModelConfig,
-    tokens: int,
-    params: int | None = None,
-    flops_per_token: float | None = None,
-    optimizer: str | None = None,
+    mc: ModelConfig, tokens: int, params: int | None = None, flops_per_token: float | None = None
 ) -> list[float]:
-    """What a forward (and backward) over `tokens` tokens of the model `mc` weighs, in the order of `FEATURES`;
-    `optimizer`: the optimizer whose step follows it (train.optimizer; None for an evaluation or a sample). AdamW's
-    work is per parameter (the "param" feature, as are the casts and the gradients' clipping); Muon's is per matrix,
-    per parameter, and per FLOP of its Newton-Schulz iterations, whatever the batch. The switches' elementwise work
-    is per activation: GELU's (and SwiGLU's SiLU) over the MLP's hidden width, where ReLU² is a cheap max and square;
-    QK-norm's and the rotary positions' over the queries and keys."""
+    """What a forward (and backward) over `tokens` tokens of the model `mc` weighs, in the order of `FEATURES`."""
     if params is None or flops_per_token is None:
         params, flops_per_token = _size(mc)
     width = tokens * mc.n_embd * mc.n_layer
     attention = width * mc.block_size  # causal attention over the context: 12 FLOPs each (flops_per_token)
-    lookup = 0 if mc.tie_head else mc.vocab_size * mc.n_embd  # an untied token embedding is a lookup, not a matmul
-    muon = optimizer == "muon"
     return [
         1.0,
         float(mc.n_layer),
         float(params),
         float(width),
-        tokens * (flops_per_token - 6.0 * lookup) - 12.0 * attention,  # the matmuls: 6 per parameter and token
+        tokens * flops_per_token - 12.0 * attention,  # the matmuls: 6 per parameter and token
         float(attention),
         float(tokens * mc.vocab_size),
-        float(tokens * mlp_width(mc) * mc.n_layer) if mc.activation != "relu2" else 0.0,
-        float(width) if mc.qk_norm else 0.0,  # normalising the queries and keys
-        float(width) if mc.pos == "rope" else 0.0,  # rotating them
-        4.0 * mc.n_layer if muon else 0.0,
-        float(muon_params(mc)) if muon else 0.0,
-        muon_flops(mc) if muon else 0.0,
     ]
 
 
@@ -248,23 +163,20 @@ class Costs:
 
         out = cls(**{k: med(k) for k in KINDS}, save=(med("save")[0], med("save")[1]))  # type: ignore[arg-type]
         # the spread of a tiny preset step's predictions, as a measure of how noisy the calibrations were
-        tiny = features(ModelConfig(vocab_size=80, **MODERN), 32 * 64, optimizer="muon")
+        tiny = features(ModelConfig(vocab_size=80), 12 * 64)
         preds = [c.seconds("step", tiny) for c in many]
         return dataclasses.replace(out, spread=(max(preds) - min(preds)) / max(statistics.median(preds), 1e-12))
 
 
-# Coefficients measured on a 2-core AMD EPYC (bf16 autocast, torch 2.13): what estimates use until this machine's
-# own calibration is known, and the ratios the trainer's ETA scales to its measured pace.
-# fmt: off
+# Coefficients measured on a 2-core Xeon (bf16 autocast, torch 2.13): what estimates use until this machine's own
+# calibration is known, and the ratios the trainer's ETA scales to its measured pace.
 DEFAULT_COSTS = Costs(
-    step=(1.53e-3, 6.12e-4, 9.59e-10, 1.95e-8, 6.95e-13, 8.6e-11, 3.49e-9, 9.74e-10, 8.12e-9, 2.57e-9, 3.5e-4, 2.56e-9,
-          1.04e-12),
-    first=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7.62e-14, 0.0, 0.0, 1.27e-08, 0.000159, 0.0, 2.43e-12),
-    eval=(0.000314, 0.000244, 1.19e-10, 0.0, 5.15e-13, 2.29e-11, 4.64e-09, 9.86e-10, 1.68e-09, 2.42e-09, 0.0, 0.0, 0.0),
-    token=(8.94e-05, 7.82e-05, 0.0, 0.0, 1.86e-11, 0.0, 2.46e-08, 0.0, 1.32e-07, 2.98e-07, 0.0, 0.0, 0.0),
-    save=(0.00214, 3.34e-09),
+    step=(2.36e-3, 1.54e-3, 3.07e-9, 5.26e-8, 3.09e-13, 1.14e-10, 5.71e-9),
+    first=(2.25e-2, 1.53e-3, 3.02e-9, 5e-8, 4.24e-13, 1.2e-10, 5.64e-9),
+    eval=(5.77e-4, 4.72e-4, 6.9e-10, 1.93e-8, 0.0, 3.96e-11, 1.55e-9),
+    token=(2.3e-4, 1.78e-4, 1.44e-10, 2.83e-7, 0.0, 0.0, 7e-8),
+    save=(1e-2, 1.5e-9),
 )
-# fmt: on
 
 
 @dataclass(frozen=True)
@@ -316,24 +228,21 @@ def units(cfg: Config, flops_per_token: float | None = None, costs: Costs | None
     costs = costs or _costs_for(tc)
     if flops_per_token is None:
         params, flops_per_token = _size(mc)
-    else:  # the vocabulary from the FLOPs (each token of it adds an embedding row, and a row of an untied head)
+    else:  # the vocabulary from the FLOPs (they grow by 6 * n_embd per token of vocabulary)
         base_params, base_flops = _size(dataclasses.replace(mc, vocab_size=1))
-        more_params, more_flops = _size(dataclasses.replace(mc, vocab_size=2))
-        vocab = max(1, 1 + round((flops_per_token - base_flops) / (more_flops - base_flops)))
+        vocab = max(1, 1 + round((flops_per_token - base_flops) / (6 * mc.n_embd)))
         mc = dataclasses.replace(mc, vocab_size=vocab)
-        params = base_params + (vocab - 1) * (more_params - base_params)
-    tokens = tc.batch_size * mc.block_size
-    # the optimizer steps once per step, after the last micro-batch: its part of the features is not repeated
-    micro = features(mc, tokens, params, flops_per_token)
-    stepped = features(mc, tokens, params, flops_per_token, tc.optimizer)
+        params = base_params + (vocab - 1) * mc.n_embd
+    micro = features(mc, tc.batch_size * mc.block_size, params, flops_per_token)
     token = features(mc, 1, params, flops_per_token)
+    weights = 4.0 * params  # fp32 weights; the trainer state adds AdamW's two moments
     return Units(
-        step=(tc.grad_accum - 1) * costs.seconds("step", micro) + costs.seconds("step", stepped),
-        first=costs.seconds("first", stepped),
+        step=tc.grad_accum * costs.seconds("step", micro),
+        first=costs.seconds("first", micro),
         eval=tc.eval_iters * costs.seconds("eval", micro),
         sample=tc.sample_tokens * costs.seconds("token", token),
-        latest=costs.save[0] + costs.save[1] * state_bytes(mc, params, tc.optimizer),
-        best=costs.save[0] + costs.save[1] * 4.0 * params,  # the fp32 weights
+        latest=costs.save[0] + costs.save[1] * 3 * weights,
+        best=costs.save[0] + costs.save[1] * weights,
     )
 
 
@@ -612,19 +521,18 @@ def _rng_kept(device: torch.device) -> Iterator[None]:
             torch.cuda.set_rng_state(cuda)
 
 
-def _trainer(shape: Sequence[Any], device: str, dtype: str, threads: int, work: Path) -> Any:
-    """A real Trainer of one shape (n_layer, n_embd, n_head, block_size, batch_size, vocab[, recipe]), on random
-    tokens."""
+def _trainer(shape: Sequence[int], device: str, dtype: str, threads: int, work: Path) -> Any:
+    """A real Trainer of one shape (n_layer, n_embd, n_head, block_size, batch_size, vocab), on random tokens."""
     from gpt.data import PreparedData
     from gpt.tokenizer import ByteTokenizer
     from gpt.trainer import Trainer
 
+    n_layer, n_embd, n_head, block, batch, vocab = shape
     cfg = Config()
-    cfg.model, optimizer = shape_config(shape)
-    block, batch, vocab = cfg.model.block_size, int(shape[4]), cfg.model.vocab_size
+    cfg.model = ModelConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                            dropout=0.0)  # fmt: skip
     tc = cfg.train
     tc.batch_size, tc.device, tc.dtype, tc.threads, tc.tensorboard = batch, device, dtype, threads, False
-    tc.optimizer = optimizer  # type: ignore[assignment]
     tc.eval_iters, tc.sample_tokens, tc.max_steps = 3, 16, 1000
     tokenizer = ByteTokenizer()
     tokenizer.vocab_size = vocab  # ids past 255 decode to a replacement character: fine for timing
@@ -633,12 +541,11 @@ def _trainer(shape: Sequence[Any], device: str, dtype: str, threads: int, work: 
     return Trainer(cfg, data, work / "-".join(map(str, shape)))
 
 
-def time_shapes(shapes: Sequence[Sequence[Any]], device: str = "auto", dtype: str = "auto", threads: int = 0,
+def time_shapes(shapes: Sequence[Sequence[int]], device: str = "auto", dtype: str = "auto", threads: int = 0,
                 rounds: int = 5, work_dir: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Seconds of the trainer's own work on each shape (n_layer, n_embd, n_head, block_size, batch_size, vocab and
-    optionally the recipe of `RECIPES`, GPT-2's by default): a training step, the first step's extra, an evaluation
-    forward, a sampled token, two checkpoint saves (with the trainer state, and the weights alone). The shapes take
-    turns, `rounds` times, and each keeps its median: a busy moment slows a round of all of them (the fit's
+    """Seconds of the trainer's own work on each shape (n_layer, n_embd, n_head, block_size, batch_size, vocab): a
+    training step, the first step's extra, an evaluation forward, a sampled token, two checkpoint saves. The shapes
+    take turns, `rounds` times, and each keeps its median: a busy moment slows a round of all of them (the fit's
     proportions hold), not all the steps of one shape."""
     from gpt.device import pick_device
 
@@ -682,11 +589,10 @@ def time_shapes(shapes: Sequence[Sequence[Any]], device: str = "auto", dtype: st
         for shape, tr, t in zip(shapes, trainers, times, strict=True):
             tc, med = tr.cfg.train, {k: statistics.median(v) for k, v in t.items()}
             params, flops = tr.raw_model.num_params(), tr.raw_model.flops_per_token()
-            state = state_bytes(tr.cfg.model, params, tc.optimizer)
             rows.append({"shape": list(shape), "params": params, "flops_per_token": flops, "step": med["step"],
                          "first": max(0.0, med["first"] - med["step"]), "eval": med["eval"] / tc.eval_iters,
                          "token": med["token"] / tc.sample_tokens,
-                         "saves": [(state, med["latest"]), (4.0 * params, med["best"])]})  # fmt: skip
+                         "saves": [(12.0 * params, med["latest"]), (4.0 * params, med["best"])]})  # fmt: skip
     return rows
 
 
@@ -724,10 +630,10 @@ def fit(rows: Sequence[dict[str, Any]]) -> Costs:
     for kind in KINDS:
         feats, target = [], []
         for r in rows:
-            mc, optimizer = shape_config(r["shape"])
-            tokens = 1 if kind == "token" else int(r["shape"][4]) * mc.block_size
-            stepped = optimizer if kind in STEPPED else None
-            feats.append(features(mc, tokens, r["params"], r["flops_per_token"], stepped))
+            n_layer, n_embd, n_head, block, batch, vocab = r["shape"]
+            mc = ModelConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+            tokens = 1 if kind == "token" else batch * block
+            feats.append(features(mc, tokens, r["params"], r["flops_per_token"]))
             target.append(r[kind])
         a, b = np.array(feats), np.array(target)
         weight = 1.0 / np.maximum(b, 1e-6)
