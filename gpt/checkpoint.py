@@ -238,6 +238,8 @@ def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{f} cannot be loaded safely ({type(e).__name__}); it is corrupt or not ours") from None
 
 
+# Where trainer.pt keeps each optimizer's state: AdamW's under the key it always had, Muon's (if it runs) beside it.
+OPTIMIZER_KEYS = ("optimizer", "muon")
 MAX_STEP = 2**53  # steps, data positions: whole numbers a float still holds exactly
 
 
@@ -273,7 +275,7 @@ def check_trainer_state(
     if not isinstance(best, int | float) or isinstance(best, bool) or math.isnan(best):
         raise bad(f"best_val is {_kind(best)}, not a number")
     optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-    for optimizer, key in zip(optimizers, ("optimizer", "muon"), strict=False):
+    for optimizer, key in zip(optimizers, OPTIMIZER_KEYS, strict=False):
         if key not in state:
             raise bad(f"it has no {key} state: the run it is from used another train.optimizer")
         _check_optimizer(state[key], optimizer, bad)

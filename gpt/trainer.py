@@ -400,8 +400,7 @@ class Trainer:
         return {
             "step": self.step,
             "best_val": self.best_val,
-            "optimizer": self.optimizers[0].state_dict(),  # AdamW's, under the key it always had
-            **({"muon": self.optimizers[1].state_dict()} if len(self.optimizers) > 1 else {}),
+            **{key: opt.state_dict() for opt, key in zip(self.optimizers, ckpt.OPTIMIZER_KEYS, strict=False)},
             "scaler": self.scaler.state_dict(),
             "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -413,7 +412,7 @@ class Trainer:
         try:
             self.step = int(state["step"])
             self.best_val = float(state["best_val"])
-            for optimizer, key in zip(self.optimizers, ("optimizer", "muon"), strict=False):
+            for optimizer, key in zip(self.optimizers, ckpt.OPTIMIZER_KEYS, strict=False):
                 base = [group["base_lr"] for group in optimizer.param_groups]
                 optimizer.load_state_dict(state[key])
                 for group, lr in zip(optimizer.param_groups, base, strict=True):  # this run's rates, not the saved

@@ -69,7 +69,9 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
     ("train.eval_interval", "Eval every N steps", "number", None),
     ("train.sample_interval", "Sample text every N steps (0: never)", "number", None),
     ("train.seed", "Seed", "number", None),
-    # the recipe's switches
+]
+# The recipe's switches: a label of "" takes the setting's own (gpt.config's metadata).
+SWITCH_FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]] = [
     ("model.pos", "", "dropdown", choices(Position)),
     ("model.norm", "", "dropdown", choices(Norm)),
     ("model.activation", "", "dropdown", choices(Activation)),
@@ -81,7 +83,9 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
     ("train.muon_lr", "Muon's learning rate (the blocks' matrices)", "number", None),
     ("train.min_lr", "Final learning rate (the schedule's end)", "number", None),
 ]
-SWITCHES = [key for key, *_ in FIELDS[FIELDS.index(("model.pos", "", "dropdown", choices(Position))) :]]
+FIELDS += SWITCH_FIELDS
+KEYS = [key for key, *_ in FIELDS]  # the settings of the form, in FIELDS' order
+SWITCHES = [key for key, *_ in SWITCH_FIELDS]
 
 
 def switch_text(dotted: str) -> tuple[str, str | None]:
@@ -97,7 +101,7 @@ def preset_values(name: str, recipe: str = "modern") -> list[Any]:
     if name not in PRESETS or name == "custom":
         raise UserInputError(f"the preset is one of {', '.join(p for p in PRESETS if p != 'custom')}")
     cfg = load_config(resolve_config_path(name + RECIPE_FILE.get(recipe, "")))
-    return [_get(cfg, key) for key, *_ in FIELDS]
+    return [_get(cfg, key) for key in KEYS]
 
 
 def recipe_values(preset: str, recipe: str) -> list[Any]:
@@ -105,10 +109,9 @@ def recipe_values(preset: str, recipe: str) -> list[Any]:
     if recipe not in RECIPE_FILE:
         raise UserInputError(f"the recipe is one of {', '.join(RECIPE_FILE)}")
     values = preset_values(preset if preset != "custom" else "tiny", recipe)
-    keys = [k for k, *_ in FIELDS]
     recipe_keys = {*SWITCHES, "train.lr", "train.schedule", "train.warmup_steps", "train.batch_size", "train.max_steps",
                    "train.eval_interval", "train.sample_interval"}  # fmt: skip
-    return [v if k in recipe_keys else gr.skip() for k, v in zip(keys, values, strict=True)]
+    return [v if k in recipe_keys else gr.skip() for k, v in zip(KEYS, values, strict=True)]
 
 
 def _get(cfg: Config, dotted: str) -> Any:
@@ -412,7 +415,7 @@ def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, re
         api_visibility="private",
     )
     for key in SWITCHES:
-        inputs[[k for k, *_ in FIELDS].index(key)].input(lambda: "custom", None, recipe, api_visibility="private")
+        inputs[KEYS.index(key)].input(lambda: "custom", None, recipe, api_visibility="private")
     for comp in [preset, *inputs]:
         comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
     ready.then(describe, [preset, state, *inputs], info, api_visibility="private")
@@ -426,7 +429,7 @@ def busy() -> tuple[Any, Any, str, str]:
 
 
 def max_steps_of(inputs: list[Any]) -> Any:
-    return inputs[[k for k, *_ in FIELDS].index("train.max_steps")]
+    return inputs[KEYS.index("train.max_steps")]
 
 
 def restore_watch(state: dict[str, Any]) -> Any:
@@ -456,12 +459,11 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
                 resume = gr.Button("Resume")
                 leave = gr.Button("Leave the queue", visible=False)
             status = gr.Markdown()
-            keys = [k for k, *_ in FIELDS]
             with gr.Accordion("Model and training settings", open=True):
-                form = settings_form([k for k in keys if k not in SWITCHES])
+                form = settings_form([k for k in KEYS if k not in SWITCHES])
             with gr.Accordion("Recipe switches: what each one changes", open=True):
                 form |= settings_form(SWITCHES)
-            inputs = [form[k] for k in keys]
+            inputs = [form[k] for k in KEYS]
         with gr.Column(scale=2):
             progress = gr.HTML(NO_RUN)
             live = {
