@@ -1,6 +1,8 @@
-"""Our speed against a reference measured in the same run: Hugging Face `transformers`' GPT2LMHeadModel.
+"""Our speed against a reference measured in the same run: Hugging Face `transformers`' GPT2LMHeadModel (and, for
+training with --device cuda, a nanoGPT-style model).
 
     python -m bench.compare [--threads 2] [--runs 5] [--quick] [--smoke] [--cases train,generate,prepare,app]
+                            [--device cpu|cuda]
 
 Same shapes, same weights (copied through gpt.interop), same data and AdamW settings; runs interleaved
 (ours, reference, ours, ...) after warm-up, medians of --runs. Cases: training tokens/s at the tiny and small
@@ -16,12 +18,35 @@ dependency (requirements-dev.txt). Results go to --json (default bench/results/c
 
 --smoke: does it still run, every case in seconds (tiny shapes only, one timed run, 10 new tokens, a 1 MB corpus, two
 app requests); its figures mean nothing and go to a temporary file unless --json is given.
+
+--device cpu (the default) runs the cases above. `--cases nanogpt` (CPU) adds training ms/step at the tiny shape, ours
+against the nanoGPT-style reference (bench/nanogpt_ref.py, nanoGPT's model.py architecture), both eager.
+
+--device cuda runs the GPU cases instead, all in one run, interleaved, medians of --runs, ratios ours / reference
+(for ms/step below 1 is ours faster, for tok/s above 1):
+- train (or nanogpt): ms per optimizer step against bench/nanogpt_ref.py, same shape and data, each its own init.
+  Ours as gpt/trainer.py runs it (`GPT.optimizers` with TrainConfig's defaults, `pick_dtype("auto")`: bf16 autocast
+  on CUDA, torch.compile when the case says compiled); the reference as nanoGPT's train.py (fused AdamW, lr 6e-4,
+  betas 0.9/0.95, bf16 autocast). At the GPT-2 124M shape (vocab 50304, block 1024, 12 layers, 12 heads, 768 wide,
+  batch 12) three cases: each with its defaults (nanoGPT compiled, ours eager), both eager, both compiled; at
+  nanoGPT's shakespeare_char shape (vocab 65, block 256, 6 layers, 6 heads, 384 wide, batch 64) both compiled, with
+  dropout 0.0 in both (nanoGPT's config uses 0.2; 0 is the same work for both). 10 steps between
+  torch.cuda.synchronize() calls per timing; TF32 is left at torch's default in both (nanoGPT's train.py turns it
+  on; under bf16 autocast it changes little).
+- generate: greedy decoding at batch 1 at the 124M shape, tokens/s for 200 new tokens from a 10-token prompt, in
+  fp32 and in bf16: ours (`gpt.sampling.stream`, the model moved to the GPU) against Hugging Face `generate` on the
+  same weights with its dynamic cache (the ratio), with cache_implementation="static" and with static cache +
+  torch.compile(model.forward, mode="reduce-overhead", fullgraph=True), HF's documented recipe (transformers'
+  own automatic compile of static-cache generation is switched off in both, so each figure is what it says).
+Without CUDA each of these prints one line saying it was skipped (exit 0). --smoke runs them at tiny shapes, one step
+and one timed run each. The figures go to the same JSON, with "device" and "gpu" added.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import statistics
 import subprocess
@@ -35,7 +60,7 @@ from typing import Any
 import torch
 
 from bench.__main__ import matmul_ceiling
-from gpt.config import ModelConfig, SampleConfig
+from gpt.config import ModelConfig, SampleConfig, TrainConfig
 from gpt.device import autocast, pick_dtype, sampling_model
 from gpt.interop import model_to_hf_config, ours_to_hf_state
 from gpt.model import GPT
@@ -141,6 +166,140 @@ def generation_case(cfg: ModelConfig, runs: int, new_tokens: int) -> dict[str, A
     return {**tps, **{f"{k}_ttft_ms": 1000 * v for k, v in ttft.items()}, "dtype": str(dtype).replace("torch.", "")}
 
 
+# --device cuda: nanoGPT's two published shapes (GPT-2 124M, config/train_gpt2.py's batch 12; shakespeare_char)
+GPU_TRAIN = {
+    "gpt2-124M": (ModelConfig(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768), 12),
+    "shakespeare-char": (ModelConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384), 64),
+}
+GPU_SMOKE_TRAIN = {  # --smoke: the same cases at tiny shapes
+    "gpt2-124M": ("tiny", *TRAIN_SHAPES["tiny"]),
+    "shakespeare-char": ("tiny-char", ModelConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=64), 8),
+}
+# (case, ours compiled, reference compiled): each with its defaults (nanoGPT compiles, our trainer does not),
+# both eager, both compiled
+GPU_TRAIN_CASES = {
+    "gpt2-124M": [("defaults", False, True), ("eager", False, False), ("compiled", True, True)],
+    "shakespeare-char": [("compiled", True, True)],
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def nanogpt_train_case(cfg: ModelConfig, batch: int, runs: int, warmup: int, device: torch.device,
+                       ours_compile: bool, ref_compile: bool, steps: int) -> dict[str, Any]:  # fmt: skip
+    """ms per optimizer step, ours against the nanoGPT-style reference (bench/nanogpt_ref.py): same shape, same data
+    (dropout 0 in both), each initialised its own way. Ours as gpt/trainer.py runs it (`GPT.optimizers` with
+    TrainConfig's defaults, `pick_dtype("auto")` autocast, a grad scaler for fp16, `torch.compile` when asked); the
+    reference as nanoGPT's train.py does (its AdamW settings, bf16 autocast on CUDA, none on CPU). Each timed call
+    runs `steps` steps between two synchronizations."""
+    from bench import nanogpt_ref as ref_lib
+
+    torch._dynamo.reset()  # each case compiles its own models afresh
+    if device.type == "cuda":  # the previous case's models are gone: give their memory back before this one's
+        gc.collect()
+        torch.cuda.empty_cache()
+    torch.manual_seed(0)
+    tc = TrainConfig(batch_size=batch, compile=ours_compile)
+    ours_dtype = pick_dtype(tc.dtype, device)
+    ours = GPT(cfg).to(device).train()
+    ours_opts = ours.optimizers(tc, device.type)
+    ref_cfg = ref_lib.RefConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                                n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=0.0, bias=True)  # fmt: skip
+    ref = ref_lib.NanoGPT(ref_cfg).to(device).train()
+    ref_opt = ref.configure_optimizers(ref_lib.WEIGHT_DECAY, ref_lib.LEARNING_RATE, ref_lib.BETAS, device.type)
+    ref_dtype = ref_lib.train_dtype(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), generator=gen).to(device)
+    y = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), generator=gen).to(device)
+
+    def stepper(model: torch.nn.Module, opts: list[torch.optim.Optimizer], dtype: torch.dtype, clip: float,
+                compile: bool) -> Callable[[], float]:  # fmt: skip
+        run = torch.compile(model) if compile else model
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        params = list(model.parameters())
+
+        def timed() -> float:
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                with autocast(device, dtype):
+                    _, loss = run(x, y)
+                scaler.scale(loss).backward()
+                for opt in opts:
+                    scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, clip)
+                for opt in opts:
+                    scaler.step(opt)
+                scaler.update()
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+            _sync(device)
+            return 1000 * (time.perf_counter() - t) / steps
+
+        return timed
+
+    fns = {
+        "ours": stepper(ours, ours_opts, ours_dtype, tc.grad_clip if tc.grad_clip > 0 else float("inf"), ours_compile),
+        "reference": stepper(ref, [ref_opt], ref_dtype, ref_lib.GRAD_CLIP, ref_compile),
+    }
+    med = interleaved(fns, runs, warmup)
+    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    return {**med, "dtype": name[ours_dtype], "reference_dtype": name[ref_dtype], "ours_compiled": ours_compile,
+            "reference_compiled": ref_compile, "tokens_per_step": batch * cfg.block_size}  # fmt: skip
+
+
+def gpu_decode_case(cfg: ModelConfig, runs: int, new_tokens: int, dtype: torch.dtype, device: torch.device,
+                    compiled: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Greedy decoding at batch 1, tokens/s: ours (`stream`, the model moved to the device, in `dtype`) against
+    Hugging Face `generate` on the same weights (`twins`) with its default dynamic cache, with
+    cache_implementation="static" (transformers' automatic compile of static-cache generation switched off:
+    disable_compile=True), and, with `compiled`, static cache + torch.compile(model.forward, mode="reduce-overhead",
+    fullgraph=True), HF's documented recipe (its own automatic compile off, so that one compile is measured)."""
+    ours, hf = twins(cfg)
+    ours = ours.to(device=device, dtype=dtype).eval()
+    hf = hf.to(device=device, dtype=dtype).eval()
+    tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
+    prompt = tok.encode("0123456789")  # 10 tokens for both
+    ids = torch.tensor([prompt], device=device)
+    greedy = SampleConfig(temperature=0.0, max_new_tokens=new_tokens, seed=0)
+
+    def ours_run() -> float:
+        _sync(device)
+        t = time.perf_counter()
+        count = sum(1 for _ in stream(ours, tok, "0123456789", greedy))
+        _sync(device)
+        return count / (time.perf_counter() - t)
+
+    def hf_run(model: Any, **kw: Any) -> Callable[[], float]:
+        def run() -> float:
+            _sync(device)
+            t = time.perf_counter()
+            with torch.no_grad():
+                n = new_tokens
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                                     min_new_tokens=n, pad_token_id=0, **kw)  # fmt: skip
+            _sync(device)
+            return (out.shape[1] - len(prompt)) / (time.perf_counter() - t)
+
+        return run
+
+    fns = {
+        "ours": ours_run,
+        "reference": hf_run(hf),
+        "reference_static": hf_run(hf, cache_implementation="static", disable_compile=True),
+    }
+    if compiled:
+        hf_c = copy.deepcopy(hf)
+        hf_c.forward = torch.compile(hf_c.forward, mode="reduce-overhead", fullgraph=True)
+        fns["reference_static_compiled"] = hf_run(hf_c, cache_implementation="static", disable_compile=True)
+    med = interleaved(fns, runs, 2)
+    name = str(dtype).replace("torch.", "")
+    return {**med, "dtype": name, "reference_dtype": name}
+
+
 class _IdTokenizer(ByteTokenizer):
     """Token ids as they are (no text work): generation speed of the model, not of decoding."""
 
@@ -187,7 +346,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="fewer new tokens, no 124M generation, 20 MB corpus")
-    ap.add_argument("--cases", default="train,generate,prepare,app", help="comma-separated subset to run")
+    cases_help = (
+        "comma-separated subset to run (default train,generate,prepare,app; with --device cuda train,generate); "
+        "nanogpt: on CPU, training ours against the nanoGPT-style reference, eager, tiny shape"
+    )
+    ap.add_argument("--cases", default=None, help=cases_help)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) | cuda: the GPU cases")
     ap.add_argument("--smoke", action="store_true", help="does it still run: every case, tiny sizes, seconds")
     ap.add_argument("--json", default=None, help="where the figures go (default bench/results/compare.json)")
     args = ap.parse_args()
@@ -196,27 +360,67 @@ def main() -> None:
     if args.smoke:
         args.runs, args.quick = 1, True
     json_path = args.json or (Path(tempfile.mkdtemp()) / "compare.json" if args.smoke else "bench/results/compare.json")
-    ceiling_size = (256, 2) if args.smoke else ()
-    c32, c16 = matmul_ceiling(torch.float32, *ceiling_size), matmul_ceiling(torch.bfloat16, *ceiling_size)
-    print(f"threads {torch.get_num_threads()} | matmul ceiling fp32 {c32 / 1e9:.0f}, bf16 {c16 / 1e9:.0f} GFLOP/s")
+    cuda = args.device == "cuda"
+    gpu = torch.cuda.get_device_name() if cuda and torch.cuda.is_available() else None
+    c32 = c16 = 0.0
+    if cuda:
+        print(f"device cuda: {gpu or 'not available (no CUDA in this torch build or no GPU)'}", flush=True)
+    else:
+        ceiling_size = (256, 2) if args.smoke else ()
+        c32, c16 = matmul_ceiling(torch.float32, *ceiling_size), matmul_ceiling(torch.bfloat16, *ceiling_size)
+        print(f"threads {torch.get_num_threads()} | matmul ceiling fp32 {c32 / 1e9:.0f}, bf16 {c16 / 1e9:.0f} GFLOP/s")
     rows: list[dict[str, Any]] = []
 
-    def report(case: str, unit: str, r: dict[str, Any], extra: str = "") -> None:
+    def report(case: str, unit: str, r: dict[str, Any], extra: str = "", fmt: str = ",.0f") -> None:
         ratio = r["ours"] / r["reference"]
         rows.append({"case": case, "unit": unit, **r, "ratio": ratio})
         same = r.get("reference_same_dtype")
         same_txt = f" | reference in {r['dtype']} {same:,.0f} ({r['ours'] / same:.2f}x)" if same else ""
-        print(f"{case:20s} ours {r['ours']:9,.0f} {unit} ({r['dtype']}) | reference {r['reference']:9,.0f} (float32) "
-              f"| {ratio:5.2f}x{same_txt} {extra}", flush=True)  # fmt: skip
+        ref_dtype = r.get("reference_dtype", "float32")
+        print(f"{case:20s} ours {r['ours']:9{fmt}} {unit} ({r['dtype']}) | reference {r['reference']:9{fmt}} "
+              f"({ref_dtype}) | {ratio:5.2f}x{same_txt} {extra}", flush=True)  # fmt: skip
 
-    cases = set(args.cases.split(","))
-    for name, (cfg, batch) in TRAIN_SHAPES.items() if "train" in cases else ():
+    def skipped(case: str) -> bool:
+        """A CUDA case on a machine without CUDA: one line saying so (and a row in the JSON)."""
+        if gpu is not None:
+            return False
+        rows.append({"case": case, "skipped": "CUDA is not available"})
+        print(f"{case}: skipped, CUDA is not available", flush=True)
+        return True
+
+    cases = set((args.cases or ("train,generate" if cuda else "train,generate,prepare,app")).split(","))
+    for name, (cfg, batch) in TRAIN_SHAPES.items() if "train" in cases and not cuda else ():
         if args.smoke and name != "tiny":
             continue
         r = train_case(cfg, batch, args.runs, 1 if args.smoke else 2)
         flops = r["ours"] * r.pop("flops_per_token")
         report(f"train {name}", "tok/s", r, f"| MFU {flops / c32:.0%} of fp32, {flops / c16:.0%} of bf16")
-    for name, cfg in GEN_SHAPES.items() if "generate" in cases else ():
+    if "nanogpt" in cases and not cuda:  # the nanoGPT-style reference on CPU: both eager, tiny shape
+        cfg, batch = TRAIN_SHAPES["tiny"]
+        r = nanogpt_train_case(cfg, batch, args.runs, 1 if args.smoke else 2, torch.device("cpu"), False, False,
+                               1 if args.smoke else 3)  # fmt: skip
+        report("train tiny nanogpt eager", "ms/step", r, f"| ours {r['tokens_per_step'] / r['ours'] * 1000:,.0f} tok/s",
+               ".1f")  # fmt: skip
+    for shape, variants in GPU_TRAIN_CASES.items() if cuda and cases & {"train", "nanogpt"} else ():
+        name, cfg, batch = GPU_SMOKE_TRAIN[shape] if args.smoke else (shape, *GPU_TRAIN[shape])
+        for variant, ours_compile, ref_compile in variants:
+            case = f"train {name} {variant}"
+            if skipped(case):
+                continue
+            r = nanogpt_train_case(cfg, batch, args.runs, 1 if args.smoke else 2, torch.device("cuda"),
+                                   ours_compile, ref_compile, 1 if args.smoke else 10)  # fmt: skip
+            how = f"ours {'compiled' if ours_compile else 'eager'}, nanoGPT {'compiled' if ref_compile else 'eager'}"
+            report(case, "ms/step", r, f"| {how} | ours {r['tokens_per_step'] / r['ours'] * 1000:,.0f} tok/s", ".1f")
+    for dtype in (torch.float32, torch.bfloat16) if cuda and "generate" in cases else ():
+        name = "tiny" if args.smoke else "gpt2-124M"
+        case = f"decode {name} {str(dtype).replace('torch.', '')}"
+        if skipped(case):
+            continue
+        r = gpu_decode_case(GEN_SHAPES[name], args.runs, 10 if args.smoke else 200, dtype, torch.device("cuda"))
+        report(case, "tok/s", r, f"| HF static {r['reference_static']:,.0f} ({r['ours'] / r['reference_static']:.2f}x)"
+               f" | HF static + compile {r['reference_static_compiled']:,.0f} "
+               f"({r['ours'] / r['reference_static_compiled']:.2f}x)")  # fmt: skip
+    for name, cfg in GEN_SHAPES.items() if "generate" in cases and not cuda else ():
         if args.quick and name != "tiny":
             continue
         r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200)
@@ -237,8 +441,9 @@ def main() -> None:
               f"the library in-process {r['reference']:.1f} ms", flush=True)  # fmt: skip
     out = Path(json_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": torch.get_num_threads(), "ceiling_fp32": c32, "ceiling_bf16": c16,
-                               "rows": rows}, indent=2))  # fmt: skip
+    head: dict[str, Any] = {"device": "cuda", "gpu": gpu} if cuda else {}
+    ceilings = {"ceiling_fp32": None, "ceiling_bf16": None} if cuda else {"ceiling_fp32": c32, "ceiling_bf16": c16}
+    out.write_text(json.dumps({**head, "threads": torch.get_num_threads(), **ceilings, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

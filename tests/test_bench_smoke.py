@@ -5,6 +5,7 @@ bench/ with a `__main__` block is picked up here by itself; give it a --smoke mo
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM = r"[\d,]+(?:\.\d+)?"
@@ -103,3 +105,55 @@ def test_every_benchmark_has_a_smoke_mode() -> None:
         assert module in FIGURES, f"{module}: add its figures to FIGURES"
         path = ROOT / "bench" / ("__main__.py" if module == "bench" else f"{module.split('.')[1]}.py")
         assert "--smoke" in path.read_text(encoding="utf-8"), f"{path}: no --smoke mode"
+
+
+def _run_compare(*args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """`python -m bench.compare ARGS` as a user starts it; its stdout, after checking it exited 0 with no traceback."""
+    env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
+    done = subprocess.run([sys.executable, "-m", "bench.compare", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)  # fmt: skip
+    said = f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, said
+    assert "Traceback" not in done.stderr, said
+    return done.stdout, said
+
+
+def test_compare_cuda_smoke_skips_without_cuda() -> None:
+    """`--device cuda --smoke` where there is no CUDA (hidden here with CUDA_VISIBLE_DEVICES on a machine that has it):
+    each GPU case says in one line that it was skipped, and the run exits 0 and still writes its JSON."""
+    stdout, said = _run_compare("--device", "cuda", "--smoke", env={"CUDA_VISIBLE_DEVICES": ""})
+    skips = re.findall(r"^(train|decode) .+: skipped, CUDA is not available$", stdout, re.MULTILINE)
+    assert len(skips) == 6, said  # 3 cases at the 124M shape, 1 at shakespeare_char's, decode in fp32 and bf16
+    assert re.search(r"^wrote ", stdout, re.MULTILINE), said
+
+
+def test_compare_nanogpt_case_on_cpu() -> None:
+    """The nanoGPT-style reference through bench.compare on CPU: training ms/step, ours against it, both eager."""
+    stdout, said = _run_compare("--cases", "nanogpt", "--device", "cpu", "--smoke")
+    figure = rf"train tiny nanogpt eager\s+ours\s+{NUM} ms/step \(\w+\) \| reference\s+{NUM} \(float32\) \|\s+{NUM}x"
+    assert re.search(figure, stdout), said
+
+
+def test_nanogpt_reference_model_on_cpu() -> None:
+    """bench/nanogpt_ref.py: forward and backward on CPU, tied head, loss at init near ln(vocab), and it learns."""
+    from bench.nanogpt_ref import BETAS, LEARNING_RATE, WEIGHT_DECAY, NanoGPT, RefConfig
+
+    torch.manual_seed(0)
+    cfg = RefConfig(block_size=32, vocab_size=65, n_layer=2, n_head=2, n_embd=64)
+    model = NanoGPT(cfg)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    x, y = torch.randint(0, cfg.vocab_size, (2, 4, cfg.block_size))
+    logits, loss = model(x, y)
+    assert logits.shape == (4, cfg.block_size, cfg.vocab_size)
+    assert loss is not None and abs(loss.item() - math.log(cfg.vocab_size)) < 0.1
+    assert model(x)[0].shape == (4, 1, cfg.vocab_size)  # without targets: the last position only, as nanoGPT
+    opt = model.configure_optimizers(WEIGHT_DECAY, LEARNING_RATE * 10, BETAS, "cpu")
+    first = loss.item()
+    for _ in range(10):
+        _, loss = model(x, y)
+        assert loss is not None
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert loss.item() < first - 0.5  # the same batch, memorised
