@@ -17,7 +17,9 @@ Three ways through attention, all giving the same logits:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -27,22 +29,32 @@ from gpt.config import ModelConfig, TrainConfig
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated to the context length: (layers, B, heads, T, head_dim)."""
+    """Keys and values of every layer, preallocated to the context length: per layer (B, heads, T, head_dim) each.
+
+    One tensor per layer, not one for all: the static decode step updates them in place, and a compiled step can
+    write into a whole input, where writing into a slice of one would copy it. Zero-filled: the static step reads
+    every position and masks those past the newest, and a masked 0 weighs nothing where uninitialised memory could
+    hold a NaN (0 x NaN is NaN)."""
 
     def __init__(self, cfg: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
-        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        self.k = torch.empty(shape, device=device, dtype=dtype)  # positions past `pos` are never read
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.layers = [
+            (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+            for _ in range(cfg.n_layer)
+        ]
         self.pos = 0  # number of positions filled
-        self._layers = [(self.k[i], self.v[i]) for i in range(cfg.n_layer)]  # per-layer views, made once
 
     def reset(self) -> None:
         self.pos = 0
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every layer's keys and values, in order (the static step's inputs)."""
+        return [t for kv in self.layers for t in kv]
+
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new positions' keys and values (B, heads, T, head_dim); return all of them so far."""
         B, T = k.size(0), k.size(2)
-        keys, values = self._layers[layer]
+        keys, values = self.layers[layer]
         keys[:B].narrow(2, self.pos, T).copy_(k)
         values[:B].narrow(2, self.pos, T).copy_(v)
         return keys[:B].narrow(2, 0, self.pos + T), values[:B].narrow(2, 0, self.pos + T)
@@ -51,15 +63,16 @@ class KVCache:
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) of the positions being computed: (T, head_dim / 2) each
 
 
-def rope_angles(cfg: ModelConfig, start: int, T: int, device: torch.device) -> Rope:
-    """cos and sin of the rotation angles of positions start .. start+T-1 (RoFormer; base 10,000 as in Llama).
+def rope_angles(cfg: ModelConfig, positions: torch.Tensor) -> Rope:
+    """cos and sin of the rotation angles of `positions` (1-D integer tensor; RoFormer, base 10,000 as in Llama).
 
     Pair i of each query and key turns by position x 10000^(-2i / head_dim): fast-turning pairs tell near positions
     apart, slow ones far positions. Computed per call, in float32: a few microseconds, and nothing to keep in sync
-    with the weights (a checkpoint holds no buffers)."""
+    with the weights (a checkpoint holds no buffers). The positions are a tensor, so that the static decode step can
+    take its position as data, not as a constant baked into a compiled graph."""
     half = cfg.n_embd // cfg.n_head // 2
-    freqs = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
-    angles = torch.arange(start, start + T, device=device, dtype=torch.float32)[:, None] * freqs[None, :]
+    freqs = 10000.0 ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freqs[None, :]
     return angles.cos(), angles.sin()
 
 
@@ -96,16 +109,7 @@ class CausalSelfAttention(nn.Module):
         explicit: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
-        if self.qk_norm or rope is not None:  # queries and keys together: one op for both, not two
-            qk = qkv[:, :, :2]
-            if self.qk_norm:  # unit-size queries and keys: a score is at most sqrt(head_dim), whatever the weights
-                qk = F.rms_norm(qk, (qk.size(-1),))
-            if rope is not None:  # before the cache: cached keys keep the rotation of their own position
-                qk = apply_rope(qk, rope)
-            qkv = torch.cat([qk, qkv[:, :, 2:]], dim=2)
-        # (B, T, 3, heads, head_dim) -> three (B, heads, T, head_dim) views
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self._qkv(x, rope)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -125,6 +129,38 @@ class CausalSelfAttention(nn.Module):
             y = self._sdpa(q, k, v, past)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), probs
+
+    def _qkv(self, x: torch.Tensor, rope: Rope | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, heads, T, head_dim) of x (B, T, C), normalised and rotated as switched."""
+        B, T, C = x.shape
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        if self.qk_norm or rope is not None:  # queries and keys together: one op for both, not two
+            qk = qkv[:, :, :2]
+            if self.qk_norm:  # unit-size queries and keys: a score is at most sqrt(head_dim), whatever the weights
+                qk = F.rms_norm(qk, (qk.size(-1),))
+            if rope is not None:  # before the cache: cached keys keep the rotation of their own position
+                qk = apply_rope(qk, rope)
+            qkv = torch.cat([qk, qkv[:, :, 2:]], dim=2)
+        # (B, T, 3, heads, head_dim) -> three (B, heads, T, head_dim) views
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def step(
+        self, x: torch.Tensor, rope: Rope | None, keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor
+    ) -> torch.Tensor:
+        """The static decode step's attention: x (B, 1, C) at position `pos` (0-d tensor), the cache's whole
+        (B, heads, block, head_dim) keys and values, updated in place. Every shape is fixed: all `block` positions
+        are scored and those after `pos` masked, which costs a little arithmetic and buys one graph for every step.
+        Written out (not SDPA): a compiler fuses it into one kernel with the cache write."""
+        B, _, C = x.shape
+        q, k, v = self._qkv(x, rope)
+        keys.index_copy_(2, pos.view(1), k)
+        values.index_copy_(2, pos.view(1), v)
+        att = (q @ keys.transpose(-2, -1)).float() * (1.0 / math.sqrt(keys.size(-1)))
+        visible = torch.arange(keys.size(2), device=x.device) <= pos
+        att = att.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+        y = att.to(values.dtype) @ values
+        return self.c_proj(y.transpose(1, 2).reshape(B, 1, C))
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
@@ -197,6 +233,12 @@ class Block(nn.Module):
         x = x + self.mlp(self.ln_2(x))
         return x, probs
 
+    def step(
+        self, x: torch.Tensor, rope: Rope | None, kv: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + self.attn.step(self.ln_1(x), rope, *kv, pos)
+        return x + self.mlp(self.ln_2(x))
+
 
 class Transformer(nn.Module):
     """Embeddings, blocks and final norm, named as in GPT-2's checkpoints (transformer.wte, transformer.h.0)."""
@@ -268,7 +310,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds the context length {self.config.block_size}")
         x = self.transformer.wte(idx)
         if self.config.pos == "rope":
-            return self.transformer.drop(x), rope_angles(self.config, start, T, idx.device)
+            positions = torch.arange(start, start + T, device=idx.device)
+            return self.transformer.drop(x), rope_angles(self.config, positions)
         pos = self.transformer.wpe.weight[start : start + T]  # the embeddings of positions start .. start+T-1
         return self.transformer.drop(x + pos), None
 
@@ -297,6 +340,25 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def decode_step(
+        self, idx: torch.Tensor, pos: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """Logits (B, vocab) of one new token per sequence, `idx` (B, 1), placed at position `pos` (a 0-d tensor).
+
+        `layers`: each layer's (keys, values), as `KVCache.layers`. The static-shape step: it reads and writes the
+        cache's whole preallocated tensors and takes the position as
+        data, so its shapes never change and one compiled graph (CPU) or one captured CUDA graph serves every token
+        (gpt.decode). It leaves `cache.pos` to the caller. Same logits as `forward` with the cache, up to rounding."""
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.pos == "rope":
+            rope = rope_angles(self.config, pos.view(1))
+        else:  # (an embedding lookup, not weight[pos]: indexing by a tensor's value would make the graph depend on it)
+            x = x + F.embedding(pos.view(1, 1), self.transformer.wpe.weight)
+        for block, kv in zip(self.transformer.h, layers, strict=True):
+            x = cast(Block, block).step(x, rope, kv, pos)
+        return self.lm_head(self.transformer.ln_f(x))[:, -1]
 
     @torch.no_grad()
     def forward_inspect(self, idx: torch.Tensor) -> Internals:

@@ -92,6 +92,49 @@ def process_logits(logits: torch.Tensor, history: torch.Tensor, cfg: SampleConfi
     return final
 
 
+def sample_params(cfg: SampleConfig, device: torch.device) -> torch.Tensor:
+    """The settings `pick_static` takes, as data: one graph serves every setting (no recompile on a slider move)."""
+    values = [cfg.repetition_penalty, cfg.presence_penalty, cfg.frequency_penalty, cfg.temperature, cfg.top_k,
+              cfg.top_p, cfg.min_p]  # fmt: skip
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def pick_static(
+    raw: torch.Tensor, counts: torch.Tensor, params: torch.Tensor, noise: torch.Tensor, n_alternatives: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`process_stages` and `_pick` without a branch on the settings or a read back to Python: the static decode
+    step's sampler, compiled or captured with the model's step (gpt.decode).
+
+    raw: (V,) float32 logits; counts: (V,) float32 count of each token in the history, updated here with the pick;
+    params: `sample_params`; noise: Exp(1) draws (V,), read only when the temperature is above 0. Each setting that
+    is off leaves the logits exactly as they were (penalty 1 divides by 1, top-k 0 keeps the k = V largest, ...), so
+    this picks what `_pick` picks. Returns the token, the model's probability of it and its top alternatives' ids and
+    probabilities (as 0-d / 1-d tensors)."""
+    rep, presence, frequency, temperature, top_k, top_p, min_p = params.unbind()
+    seen = counts > 0
+    logits = torch.where(seen, torch.where(raw > 0, raw / rep, raw * rep), raw)
+    logits = logits - presence * seen.float() - frequency * counts
+    logits = torch.where(temperature > 0, logits / temperature.clamp(min=1e-30), logits)
+    V = logits.size(-1)
+    ordered, order = torch.sort(logits, descending=True)
+    k = torch.where(top_k > 0, top_k, float(V)).clamp(1, V).long()
+    kth = ordered.gather(0, k.view(1) - 1)  # (ties at the k-th value kept, as top_k_filter keeps them)
+    logits = logits.masked_fill(logits < kth, NEG_INF)
+    ordered = ordered.masked_fill(ordered < kth, NEG_INF)  # still in order: top-k cut a tail
+    p_sorted = torch.softmax(ordered, dim=-1)
+    remove = (p_sorted.cumsum(-1) - p_sorted >= top_p) & (torch.arange(V, device=raw.device) > 0) & (top_p < 1)
+    logits = logits.masked_fill(remove.scatter(0, order, remove), NEG_INF)
+    probs = torch.softmax(logits, dim=-1)
+    logits = logits.masked_fill((probs < min_p * probs.max()) & (min_p > 0), NEG_INF)
+    probs = torch.softmax(logits, dim=-1)
+    drawn = torch.argmax(probs / noise.clamp(min=torch.finfo(probs.dtype).tiny))
+    next_id = torch.where(temperature > 0, drawn, torch.argmax(logits))
+    counts.index_add_(0, next_id.view(1), torch.ones(1, dtype=counts.dtype, device=counts.device))
+    probs_raw = torch.softmax(raw, dim=-1)
+    top = torch.topk(probs_raw, min(n_alternatives, V))
+    return next_id, probs_raw.gather(0, next_id.view(1))[0], top.indices, top.values
+
+
 @dataclass
 class Token:
     """One generated token, as the stream yields it."""
@@ -112,27 +155,17 @@ def stream(
     """Generate token by token. Stops after `max_new_tokens` or when a stop string appears (not emitted)."""
     cfg.validate()
     ids = encode_prompt(tokenizer, prompt)
-    device = model.lm_head.weight.device
-    gen = torch.Generator(device=device)
-    if cfg.seed is not None:
-        gen.manual_seed(cfg.seed)
-    else:
-        gen.seed()
-    block = model.config.block_size
-    history = torch.tensor(ids, dtype=torch.long, device=device)
-    cache = model.new_cache(1)
     decoder = tokenizer.stream_decoder()
     text, emitted = "", 0  # generated text so far, and how much of it was yielded
     hold = max((len(s) for s in cfg.stop), default=1) - 1  # chars held back that could start a stop string
     was_training = model.training
     if was_training:  # (switching modes walks every module: worth skipping when sampling from an eval model)
         model.eval()
+    last = ids[-1]
     try:
-        logits = _forward(model, cache, history, block)
-        for n in range(cfg.max_new_tokens):
-            next_id, prob, top = _pick(logits, history, cfg, gen, tokenizer.vocab_size, n_alternatives)
+        for n, (next_id, prob, top) in enumerate(_picks(model, ids, cfg, min(n_alternatives, tokenizer.vocab_size))):
+            last = next_id
             alternatives = [(tokenizer.token_text(i), p) for i, p in top]
-            history = torch.cat([history, torch.tensor([next_id], device=device)])
             text += decoder.push(next_id)
             stop_at = _find_stop(text, cfg.stop)
             if stop_at is not None:
@@ -144,14 +177,63 @@ def stream(
             ready = max(emitted, len(text) - hold) if cfg.stop else len(text)
             yield Token(next_id, text[emitted:ready], prob, alternatives)
             emitted = ready
-            if n + 1 < cfg.max_new_tokens:  # no logits for a token that will not be generated
-                logits = _forward(model, cache, history, block)
+            if n + 1 == cfg.max_new_tokens:
+                break
         tail = text + decoder.flush()
         if len(tail) > emitted:
-            yield Token(int(history[-1]), tail[emitted:], 0.0, [])
+            yield Token(last, tail[emitted:], 0.0, [])
     finally:
         if was_training:
             model.train()
+
+
+def _picks(model: GPT, ids: list[int], cfg: SampleConfig, n_alternatives: int) -> Iterator[Pick]:
+    """The generated tokens after `ids`, endlessly: each with the model's probability of it and its top
+    alternatives. The static step (gpt.decode: compiled on a CPU, a CUDA graph on a GPU) makes each token where it is
+    ready; the eager forward and `_pick` make the first, those after the window moved, and all of them elsewhere.
+    Both pick the same tokens from the same random draws."""
+    from gpt.decode import N_ALTERNATIVES, decoder  # (gpt.decode builds on this module's pick_static)
+
+    device = model.lm_head.weight.device
+    gen = torch.Generator(device=device)
+    if cfg.seed is not None:
+        gen.manual_seed(cfg.seed)
+    else:
+        gen.seed()
+    block, vocab = model.config.block_size, model.config.vocab_size
+    history = torch.empty(len(ids) + cfg.max_new_tokens, dtype=torch.long, device=device)
+    history[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+    n, last = len(ids), ids[-1]
+    with decoder(model) as d:
+        cache = d.cache
+        cache.reset()
+        with torch.inference_mode():
+            d.counts.zero_().index_add_(0, history[:n], torch.ones(n, device=device))
+            d.params.copy_(sample_params(cfg, device))
+        while True:
+            fast = d.fast_step() if n_alternatives <= N_ALTERNATIVES and d.fits() else None
+            start = window_start(n, block)
+            if fast is not None and cache.pos == n - 1 - start:  # the cache holds all but the newest token
+                with torch.inference_mode():
+                    if cfg.temperature > 0:  # (drawn as `_pick` draws them: the same seed, the same tokens)
+                        d.noise.exponential_(generator=gen)
+                    out = fast(*d.inputs(last, cache.pos))
+                cache.pos += 1
+                next_id, prob = int(out[0]), float(out[1])
+                top = list(zip(out[2].tolist()[:n_alternatives], out[3].tolist()[:n_alternatives], strict=True))
+            else:
+                logits = _forward(model, cache, history[:n], block)
+                next_id, prob, top = _pick(logits, history[:n], cfg, gen, vocab, n_alternatives)
+                with torch.inference_mode():
+                    d.counts[next_id] += 1
+            if n == history.numel():  # (past max_new_tokens: the caller stopped asking; grow for a caller that did not)
+                history = torch.cat([history, torch.empty_like(history)])
+            history[n] = last = next_id
+            n += 1
+            yield next_id, prob, top
+
+
+Pick = tuple[int, float, list[tuple[int, float]]]  # a token, the model's probability of it, its top alternatives
 
 
 # Inference mode is entered and left inside these helpers, never held across a `yield`: it is thread-local

@@ -1,0 +1,199 @@
+"""The static decode step, run as fast as the device allows: compiled on a CPU, captured as a CUDA graph on a GPU.
+
+Generating a token from a small model is a few hundred tiny operations (17 matrix-vector products and the norms,
+rotations, softmaxes and sampling filters around them), and each costs more to launch than to compute: the tiny
+model's weights are 3 MB, yet a token took 0.75 ms eagerly. The static step (`GPT.decode_step` followed by
+`gpt.sampling.pick_static`) has shapes that never change and takes the position, the token counts and the sampling
+settings as data, so it can be made once and replayed for every token and every setting:
+
+- CPU: `torch.compile` fuses it into a few C++ kernels around the matrix products (`cpp_wrapper`: the graph is called
+  from C++, not through a Python wrapper), and, once the step is built for a model, its guards are skipped: a
+  `Decoder` calls it only with the inputs it was built for (shapes fixed by the model's config, eval mode,
+  inference mode), and checks the weights' dtype and device itself once per generation. Compiling takes seconds
+  (about 10-20 s cold on two cores, 3 s when torch's on-disk cache has the model's shape), so it runs in a
+  background thread (`warm_up`) while generation goes on eagerly, and the stream switches to the compiled step at
+  the next token once it is ready. Only small models compile: from `BF16_SAMPLING_MIN_PARAMS` on, a token is bound
+  by reading the weights, which a compiler cannot make faster.
+- CUDA: the step is captured as a CUDA graph at a decoder's first token and replayed; launching the whole graph
+  costs about what launching one kernel does.
+- Anywhere else, or while compiling, or when compiling failed: the eager path (`GPT.forward` with the cache and
+  `gpt.sampling._pick`), which picks the same tokens.
+
+Each model gets a small pool of decoders (each with its KV cache): a decoder serves one generation at a time, so two
+visitors sampling from one shared model never write into one cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gpt.device import BF16_SAMPLING_MIN_PARAMS
+from gpt.model import GPT, KVCache
+from gpt.sampling import pick_static
+
+N_ALTERNATIVES = 5  # the alternatives the static step returns with each token (the Generate tab shows 5)
+POOL = 2  # idle decoders kept per model
+
+StepFn = Callable[..., "Outputs"]
+
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # token, its probability, top ids, top probs
+
+
+def _full_step(
+    model: GPT, idx: torch.Tensor, pos: torch.Tensor, counts: torch.Tensor, params: torch.Tensor, noise: torch.Tensor,
+    *kv: torch.Tensor,
+) -> Outputs:  # fmt: skip
+    """One token in, the next one picked: the model's static step and the branch-free sampler, as one graph."""
+    layers = list(zip(kv[::2], kv[1::2], strict=True))
+    logits = model.decode_step(idx, pos, layers)[0, : counts.size(0)].float()  # never pick vocabulary padding
+    return pick_static(logits, counts, params, noise, N_ALTERNATIVES)
+
+
+@dataclass
+class _Compiled:
+    """A model's compiled step (CPU), built in the background."""
+
+    step: StepFn | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_compiled: weakref.WeakKeyDictionary[GPT, _Compiled] = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[GPT, list[Decoder]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def compiles(model: GPT) -> bool:
+    """Whether this model's decode step is worth compiling here: a small model, on a CPU."""
+    w = model.lm_head.weight
+    return w.device.type == "cpu" and model.num_params() < BF16_SAMPLING_MIN_PARAMS
+
+
+def warm_up(model: GPT, wait: bool = False) -> _Compiled | None:
+    """Start building `model`'s compiled decode step in a background thread (once per model; where `compiles`).
+    Generation does not wait for it: it decodes eagerly until the step is ready. `wait`: block until it is."""
+    if not compiles(model):
+        return None
+    with _lock:
+        state = _compiled.get(model)
+        if state is None:
+            state = _compiled[model] = _Compiled()
+            ref = weakref.ref(model)
+            state.thread = threading.Thread(target=_build, args=(ref, state), daemon=True, name="decode-compile")
+            state.thread.start()
+    if wait:
+        state.done.wait()
+    return state
+
+
+def _build(ref: weakref.ref[GPT], state: _Compiled) -> None:
+    t = time.perf_counter()
+    try:
+        model = ref()
+        if model is None:
+            return
+        # Its own copy of the function, with a code object of its own: torch keeps compiled graphs per code object,
+        # and with no guards a second model would be handed the first one's graph.
+        fn = _full_step
+        own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        step = torch.compile(
+            own,
+            fullgraph=True,
+            dynamic=False,
+            # Guards are the compiled graph's per-call check of every input and weight (about 30 us here, an eighth
+            # of the step): the decoder keeps to the inputs the graph was built for, and checks the weights itself.
+            options={"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_all_guards_unsafe},
+        )
+        trial = Decoder(model)
+        with torch.inference_mode():
+            step(model, *trial.inputs(0, 0))  # compiles (the first call), on the trial decoder's own cache
+        del model
+        state.step = step
+    except Exception as e:  # noqa: BLE001 - no compiler, an unsupported op...: decoding stays eager
+        state.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    finally:
+        state.seconds = time.perf_counter() - t
+        state.done.set()
+
+
+class Decoder:
+    """One sequence's decoding state: its KV cache, token counts and the static step's other inputs."""
+
+    def __init__(self, model: GPT) -> None:
+        self.model = model
+        w = model.lm_head.weight
+        self.device, self.dtype = w.device, w.dtype
+        self.vocab = model.config.vocab_size
+        self.cache: KVCache = model.new_cache(1)
+        self.idx = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros((), dtype=torch.long, device=self.device)
+        self.counts = torch.zeros(self.vocab, dtype=torch.float32, device=self.device)
+        self.params = torch.zeros(7, dtype=torch.float32, device=self.device)
+        self.noise = torch.ones(self.vocab, dtype=torch.float32, device=self.device)
+        self.graph: Any = None  # the captured CUDA graph and its outputs
+        self.out: Outputs | None = None
+
+    def inputs(self, token: int, pos: int) -> tuple[torch.Tensor, ...]:
+        self.idx.fill_(token)
+        self.pos.fill_(pos)
+        return (self.idx, self.pos, self.counts, self.params, self.noise, *self.cache.tensors())
+
+    def fits(self) -> bool:
+        """Whether the model's weights are still where and what they were when this decoder was made."""
+        w = self.model.lm_head.weight
+        return (w.device, w.dtype) == (self.device, self.dtype) and not self.model.training
+
+    def fast_step(self) -> StepFn | None:
+        """The static step to call now: the compiled or captured one, or None (decode eagerly)."""
+        if self.device.type == "cuda":
+            return self._replay
+        state = _compiled.get(self.model)
+        step = state.step if state is not None else None
+        return None if step is None else lambda *inputs: step(self.model, *inputs)
+
+    def _replay(self, *inputs: torch.Tensor) -> Outputs:
+        """CUDA: capture the step at the first call (the inputs are this decoder's own buffers), replay after."""
+        if self.graph is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            counts = self.counts.clone()  # warm-up steps update the counts: restore them after
+            with torch.cuda.stream(side):
+                for _ in range(2):  # (kernels pick their algorithms on a first call, outside the capture)
+                    _full_step(self.model, *inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            self.counts.copy_(counts)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.out = _full_step(self.model, *inputs)
+            self.graph = graph
+        self.graph.replay()
+        assert self.out is not None
+        return self.out
+
+
+@contextlib.contextmanager
+def decoder(model: GPT) -> Iterator[Decoder]:
+    """A decoder for one generation from `model`: an idle one from its pool, else a new one."""
+    with _lock:
+        pool = _pools.setdefault(model, [])
+        d = pool.pop() if pool else None
+    if d is None or not d.fits():
+        d = Decoder(model)
+    try:
+        yield d
+    finally:
+        with _lock:
+            if len(pool) < POOL:
+                pool.append(d)
