@@ -60,6 +60,7 @@ from typing import Any
 import torch
 
 from bench.__main__ import matmul_ceiling
+from gpt import decode
 from gpt.config import ModelConfig, SampleConfig, TrainConfig
 from gpt.device import autocast, pick_dtype, sampling_model
 from gpt.interop import model_to_hf_config, ours_to_hf_state
@@ -132,38 +133,61 @@ def train_case(cfg: ModelConfig, batch: int, runs: int, warmup: int = 2) -> dict
     return {**med, "flops_per_token": ours.flops_per_token(), "dtype": str(dtype).replace("torch.", "")}  # type: ignore[dict-item]
 
 
-def generation_case(cfg: ModelConfig, runs: int, new_tokens: int) -> dict[str, Any]:
-    """Ours as the app and CLI sample (`sampling_model`: bf16 weights for large models on CPUs with native bf16);
-    the reference's generate() as users run it (fp32) and, where ours is bf16, in bf16 too."""
+# "top-k": the case as it always was; "every option": every sampling setting on (HF has no presence or frequency
+# penalty: it runs without those two)
+SAMPLING: dict[str, dict[str, Any]] = {
+    "top-k": dict(top_k=50),
+    "every option": dict(top_k=50, top_p=0.9, min_p=0.05, repetition_penalty=1.2),
+}
+OURS_ONLY: dict[str, Any] = dict(presence_penalty=0.1, frequency_penalty=0.1)
+
+
+def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str = "top-k") -> dict[str, Any]:
+    """Ours as the app and CLI sample (`sampling_model`: bf16 weights for large models on CPUs with native bf16;
+    the static decode step, compiled, where gpt.decode compiles it: its compile is waited for before timing and
+    reported, and the eager path is timed too, as "ours_eager"); the reference's generate() as users run it (fp32)
+    and, where ours is bf16, in bf16 too."""
     ours, hf = twins(cfg)
     ours = sampling_model(ours.eval())
     hf.eval()
+    state = decode.warm_up(ours, wait=True)
     dtype = ours.lm_head.weight.dtype
     hf_same = copy.deepcopy(hf).to(dtype) if dtype != torch.float32 else None
     tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
     prompt = tok.encode("0123456789")  # 10 tokens for both
+    options = SAMPLING[sampling]
+    ours_options = {**options, **(OURS_ONLY if sampling == "every option" else {})}
 
-    def ours_run(n: int) -> float:  # tokens/s for n > 1; for n = 1, the seconds to the first token
-        t = time.perf_counter()
-        count = sum(1 for _ in stream(ours, tok, "0123456789", SampleConfig(max_new_tokens=n, top_k=50, seed=0)))
-        return count / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
+    def ours_run(n: int, static: bool = True) -> float:  # tokens/s for n > 1; for n = 1, the seconds to the first token
+        decode.ENABLED = static
+        try:
+            t = time.perf_counter()
+            cfg_ = SampleConfig(max_new_tokens=n, seed=0, **ours_options)
+            count = sum(1 for _ in stream(ours, tok, "0123456789", cfg_))
+            return count / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
+        finally:
+            decode.ENABLED = True
 
     def hf_run(model: Any, n: int) -> float:
         ids = torch.tensor([prompt])
         t = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(ids, do_sample=True, top_k=50, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+            out = model.generate(ids, do_sample=True, max_new_tokens=n, min_new_tokens=n, pad_token_id=0, **options)
         return (out.shape[1] - len(prompt)) / (time.perf_counter() - t) if n > 1 else time.perf_counter() - t
 
     def cases(n: int) -> dict[str, Callable[[], float]]:
         fns = {"ours": lambda: ours_run(n), "reference": lambda: hf_run(hf, n)}
+        if state is not None:  # (where it does not compile, the eager path is what "ours" runs)
+            fns["ours_eager"] = lambda: ours_run(n, static=False)
         if hf_same is not None:
             fns["reference_same_dtype"] = lambda: hf_run(hf_same, n)
         return fns
 
     tps = interleaved(cases(new_tokens), runs, 1)
     ttft = interleaved(cases(1), runs, 1)
-    return {**tps, **{f"{k}_ttft_ms": 1000 * v for k, v in ttft.items()}, "dtype": str(dtype).replace("torch.", "")}
+    compiled = {} if state is None else {"compile_s": state.seconds, "compile_error": state.error}
+    return {**tps, **{f"{k}_ttft_ms": 1000 * v for k, v in ttft.items()}, **compiled,
+            "dtype": str(dtype).replace("torch.", "")}  # fmt: skip
 
 
 # --device cuda: nanoGPT's two published shapes (GPT-2 124M, config/train_gpt2.py's batch 12; shakespeare_char)
@@ -423,9 +447,16 @@ def main() -> None:
     for name, cfg in GEN_SHAPES.items() if "generate" in cases and not cuda else ():
         if args.quick and name != "tiny":
             continue
-        r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200)
-        report(f"generate {name}", "tok/s", r,
-               f"| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}")  # fmt: skip
+        for sampling in SAMPLING if name == "tiny" else ["top-k"]:
+            r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200, sampling)
+            static = (
+                f"| eager (static step off) {r['ours_eager']:,.0f}: static {r['ours'] / r['ours_eager']:.2f}x, "
+                f"compiled in {r['compile_s']:.1f} s (before timing) "
+                if "ours_eager" in r
+                else ""
+            )
+            report(f"generate {name} ({sampling})", "tok/s", r,
+                   f"{static}| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}")  # fmt: skip
     for tokenizer in ("gpt2", "char") if "prepare" in cases else ():
         corpus = big_corpus(1 if args.smoke else 20 if args.quick else 200)
         r = prepare_case(tokenizer, corpus)

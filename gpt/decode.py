@@ -42,21 +42,29 @@ from gpt.sampling import pick_static
 
 N_ALTERNATIVES = 5  # the alternatives the static step returns with each token (the Generate tab shows 5)
 POOL = 2  # idle decoders kept per model
+# Where one generation alone is worth a compile (gpt-generate): eagerly the tiny model takes 0.75 ms a token, compiled
+# 0.33 ms, and compiling takes 3 s with torch's cache warm, 15 s cold; it pays after 7,000-35,000 tokens.
+PAYS_AFTER_TOKENS = 20_000
+ENABLED = True  # False: every token through the eager path (bench.compare times both in one run)
 
-StepFn = Callable[..., "Outputs"]
-
-
-Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # token, its probability, top ids, top probs
+StepFn = Callable[..., torch.Tensor]
 
 
 def _full_step(
     model: GPT, idx: torch.Tensor, pos: torch.Tensor, counts: torch.Tensor, params: torch.Tensor, noise: torch.Tensor,
     *kv: torch.Tensor,
-) -> Outputs:  # fmt: skip
-    """One token in, the next one picked: the model's static step and the branch-free sampler, as one graph."""
+) -> torch.Tensor:  # fmt: skip
+    """One token in, the next one picked: the model's static step and the branch-free sampler, as one graph.
+
+    It leaves `idx` and `pos` set for the next step (the picked token, one position on), so that the next call needs
+    nothing from Python, and returns [token, its probability, N_ALTERNATIVES ids, their probabilities] as one float64
+    vector: one read back per token."""
     layers = list(zip(kv[::2], kv[1::2], strict=True))
     logits = model.decode_step(idx, pos, layers)[0, : counts.size(0)].float()  # never pick vocabulary padding
-    return pick_static(logits, counts, params, noise, N_ALTERNATIVES)
+    next_id, prob, top_ids, top_probs = pick_static(logits, counts, params, noise, N_ALTERNATIVES)
+    idx.copy_(next_id.view(1, 1))
+    pos.add_(1)
+    return torch.cat([next_id.view(1).double(), prob.view(1).double(), top_ids.double(), top_probs.double()])
 
 
 @dataclass
@@ -114,11 +122,15 @@ def _build(ref: weakref.ref[GPT], state: _Compiled) -> None:
             dynamic=False,
             # Guards are the compiled graph's per-call check of every input and weight (about 30 us here, an eighth
             # of the step): the decoder keeps to the inputs the graph was built for, and checks the weights itself.
-            options={"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_all_guards_unsafe},
+            options={
+                "cpp_wrapper": True,
+                "compile_threads": 1,  # (in this process: no pool of compile workers kept alive in a web server)
+                "guard_filter_fn": torch.compiler.skip_all_guards_unsafe,
+            },
         )
         trial = Decoder(model)
         with torch.inference_mode():
-            step(model, *trial.inputs(0, 0))  # compiles (the first call), on the trial decoder's own cache
+            step(model, *trial.seek(0, 0))  # compiles (the first call), on the trial decoder's own cache
         del model
         state.step = step
     except Exception as e:  # noqa: BLE001 - no compiler, an unsupported op...: decoding stays eager
@@ -142,13 +154,17 @@ class Decoder:
         self.counts = torch.zeros(self.vocab, dtype=torch.float32, device=self.device)
         self.params = torch.zeros(7, dtype=torch.float32, device=self.device)
         self.noise = torch.ones(self.vocab, dtype=torch.float32, device=self.device)
-        self.graph: Any = None  # the captured CUDA graph and its outputs
-        self.out: Outputs | None = None
+        self.args = (self.idx, self.pos, self.counts, self.params, self.noise, *self.cache.tensors())
+        self.graph: Any = None  # the captured CUDA graph and its output
+        self.out: torch.Tensor | None = None
+        self.broken = False  # the capture failed: decode eagerly
 
-    def inputs(self, token: int, pos: int) -> tuple[torch.Tensor, ...]:
+    def seek(self, token: int, pos: int) -> tuple[torch.Tensor, ...]:
+        """Set the step's inputs to feed `token` at position `pos`; return them (the step's arguments). After a static
+        step they are already set for the next one."""
         self.idx.fill_(token)
         self.pos.fill_(pos)
-        return (self.idx, self.pos, self.counts, self.params, self.noise, *self.cache.tensors())
+        return self.args
 
     def fits(self) -> bool:
         """Whether the model's weights are still where and what they were when this decoder was made."""
@@ -156,31 +172,45 @@ class Decoder:
         return (w.device, w.dtype) == (self.device, self.dtype) and not self.model.training
 
     def fast_step(self) -> StepFn | None:
-        """The static step to call now: the compiled or captured one, or None (decode eagerly)."""
+        """The static step to call now (with `args`): the compiled or captured one, or None (decode eagerly)."""
+        if self.broken or not ENABLED:
+            return None
         if self.device.type == "cuda":
             return self._replay
         state = _compiled.get(self.model)
         step = state.step if state is not None else None
         return None if step is None else lambda *inputs: step(self.model, *inputs)
 
-    def _replay(self, *inputs: torch.Tensor) -> Outputs:
+    def _replay(self, *inputs: torch.Tensor) -> torch.Tensor:
         """CUDA: capture the step at the first call (the inputs are this decoder's own buffers), replay after."""
         if self.graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            counts = self.counts.clone()  # warm-up steps update the counts: restore them after
-            with torch.cuda.stream(side):
-                for _ in range(2):  # (kernels pick their algorithms on a first call, outside the capture)
-                    _full_step(self.model, *inputs)
-            torch.cuda.current_stream().wait_stream(side)
-            self.counts.copy_(counts)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.out = _full_step(self.model, *inputs)
-            self.graph = graph
+            try:
+                self.graph, self.out = self._capture(inputs)
+            except Exception:  # noqa: BLE001 - an op that cannot be captured: this decoder decodes eagerly
+                self.broken = True
+                raise UncapturedError from None
         self.graph.replay()
         assert self.out is not None
         return self.out
+
+    def _capture(self, inputs: tuple[torch.Tensor, ...]) -> tuple[Any, torch.Tensor]:
+        saved = [t.clone() for t in (self.idx, self.pos, self.counts)]  # the warm-up steps move them on
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # (kernels choose their algorithms on a first call, which must not be captured)
+                _full_step(self.model, *inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        for t, s in zip((self.idx, self.pos, self.counts), saved, strict=True):
+            t.copy_(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = _full_step(self.model, *inputs)
+        return graph, out
+
+
+class UncapturedError(Exception):
+    """The step could not be captured as a CUDA graph; the sampler goes on eagerly."""
 
 
 @contextlib.contextmanager

@@ -192,7 +192,7 @@ def _picks(model: GPT, ids: list[int], cfg: SampleConfig, n_alternatives: int) -
     alternatives. The static step (gpt.decode: compiled on a CPU, a CUDA graph on a GPU) makes each token where it is
     ready; the eager forward and `_pick` make the first, those after the window moved, and all of them elsewhere.
     Both pick the same tokens from the same random draws."""
-    from gpt.decode import N_ALTERNATIVES, decoder  # (gpt.decode builds on this module's pick_static)
+    from gpt.decode import N_ALTERNATIVES, UncapturedError, decoder  # (gpt.decode builds on this module's pick_static)
 
     device = model.lm_head.weight.device
     gen = torch.Generator(device=device)
@@ -204,31 +204,45 @@ def _picks(model: GPT, ids: list[int], cfg: SampleConfig, n_alternatives: int) -
     history = torch.empty(len(ids) + cfg.max_new_tokens, dtype=torch.long, device=device)
     history[: len(ids)] = torch.tensor(ids, dtype=torch.long)
     n, last = len(ids), ids[-1]
+    fast, seeked = None, False  # the static step, and whether its inputs already hold (last, cache.pos)
     with decoder(model) as d:
         cache = d.cache
         cache.reset()
         with torch.inference_mode():
             d.counts.zero_().index_add_(0, history[:n], torch.ones(n, device=device))
             d.params.copy_(sample_params(cfg, device))
+        pending: list[int] = []  # the static step's tokens, not yet in `history` (written when the eager path needs it)
         while True:
-            fast = d.fast_step() if n_alternatives <= N_ALTERNATIVES and d.fits() else None
-            start = window_start(n, block)
-            if fast is not None and cache.pos == n - 1 - start:  # the cache holds all but the newest token
+            if fast is None and n_alternatives <= N_ALTERNATIVES and d.fits():
+                fast = d.fast_step()  # (becomes ready when the background compile is done)
+            if fast is not None and cache.pos == n - 1 - window_start(n, block):  # the cache holds all but `last`
                 with torch.inference_mode():
                     if cfg.temperature > 0:  # (drawn as `_pick` draws them: the same seed, the same tokens)
                         d.noise.exponential_(generator=gen)
-                    out = fast(*d.inputs(last, cache.pos))
+                    args = d.args if seeked else d.seek(last, cache.pos)
+                    try:
+                        out = fast(*args).tolist()
+                    except UncapturedError:
+                        fast = None
+                        continue
                 cache.pos += 1
-                next_id, prob = int(out[0]), float(out[1])
-                top = list(zip(out[2].tolist()[:n_alternatives], out[3].tolist()[:n_alternatives], strict=True))
+                seeked = True
+                next_id, prob = int(out[0]), out[1]
+                k = 2 + (len(out) - 2) // 2  # (out: token, probability, the alternatives' ids, their probabilities)
+                top = [(int(i), p) for i, p in zip(out[2:k], out[k:], strict=True)][:n_alternatives]
             else:
+                while n > history.numel():  # (past max_new_tokens: the caller did not stop asking; make room)
+                    history = torch.cat([history, torch.empty_like(history)])
+                if pending:
+                    history[n - len(pending) : n] = torch.tensor(pending, device=device)
+                    pending.clear()
                 logits = _forward(model, cache, history[:n], block)
                 next_id, prob, top = _pick(logits, history[:n], cfg, gen, vocab, n_alternatives)
+                seeked = False
                 with torch.inference_mode():
                     d.counts[next_id] += 1
-            if n == history.numel():  # (past max_new_tokens: the caller stopped asking; grow for a caller that did not)
-                history = torch.cat([history, torch.empty_like(history)])
-            history[n] = last = next_id
+            pending.append(next_id)
+            last = next_id
             n += 1
             yield next_id, prob, top
 

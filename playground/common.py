@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from gpt import checkpoint as ckpt
+from gpt import decode
 from gpt.config import ModelConfig
 from gpt.data import PreparedData, load_prepared
 from gpt.device import sampling_model
@@ -189,6 +190,7 @@ def load_checkpoint(name: str | None, me: Visitor, for_sampling: bool = False) -
     if for_sampling:
         exact = load_checkpoint(name, me)
         loaded = dataclasses.replace(exact, model=sampling_model(exact.model))
+        decode.warm_up(loaded.model)  # the Generate tab samples from it again and again: compile its step (background)
     else:
         loaded = ckpt.load(resolved)
     with _models_lock:
