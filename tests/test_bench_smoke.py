@@ -24,7 +24,9 @@ FIGURES = {
     "bench": [rf"tiny\s+train\s+{NUM} tok/s\s+MFU\s+{NUM}% \| generate\s+{NUM} tok/s, first token {NUM} ms", r"wrote "],
     "bench.compare": [
         rf"train tiny\s+ours\s+{NUM} tok/s .*\| reference\s+{NUM} \(float32\) \|\s+{NUM}x.* MFU {NUM}% of fp32",
-        rf"generate tiny\s+ours\s+{NUM} tok/s .*\| first token {NUM} ms vs {NUM}",
+        rf"generate tiny \(top-k\)\s+ours\s+{NUM} tok/s .*static {NUM}x, compiled in {NUM} s .*"
+        rf"\| first token {NUM} ms vs {NUM}",
+        rf"generate tiny \(every option\)\s+ours\s+{NUM} tok/s .*static {NUM}x",
         rf"prepare gpt2\s+{NUM} MB/s, peak RSS {NUM} MB",
         rf"prepare char\s+{NUM} MB/s, peak RSS {NUM} MB",
         rf"app: slider change to first token, median of 2: {NUM} ms \(p90 {NUM}\) \| the library in-process {NUM} ms",
