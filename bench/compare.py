@@ -226,7 +226,7 @@ def nanogpt_train_case(cfg: ModelConfig, batch: int, runs: int, warmup: int, dev
         gc.collect()
         torch.cuda.empty_cache()
     torch.manual_seed(0)
-    tc = TrainConfig(batch_size=batch, compile=ours_compile)
+    tc = TrainConfig(batch_size=batch, compile="on" if ours_compile else "off")
     ours_dtype = pick_dtype(tc.dtype, device)
     ours = GPT(cfg).to(device).train()
     ours_opts = ours.optimizers(tc, device.type)

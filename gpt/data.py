@@ -434,3 +434,35 @@ class Batches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.cursor = int(state["cursor"])
+
+
+class DeviceBatches:
+    """`Batches` on the training device, one batch ahead (as nanoGPT's loop fetches): the next batch is drawn and,
+    on CUDA, put in pinned memory and copied asynchronously while the GPU still runs the current step; the loop
+    never waits for a copy, and never syncs with the GPU for one.
+
+    Its state is that of the batches not yet handed out: a run resumed from it draws exactly the batch that the
+    uninterrupted run was about to use, not the one after."""
+
+    def __init__(self, batches: Batches, device: torch.device) -> None:
+        self.batches, self.device = batches, device
+        self._ahead: tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None = None
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        current = self._ahead or self._fetch()
+        self._ahead = self._fetch()
+        return current[0], current[1]
+
+    def _fetch(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        state = self.batches.state_dict()
+        x, y = self.batches.next()
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()  # (an asynchronous copy needs page-locked memory)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._ahead[2] if self._ahead is not None else self.batches.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state)
+        self._ahead = None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
 
-EventKind = Literal["start", "step", "eval", "sample", "checkpoint", "done", "error"]
+EventKind = Literal["start", "compile", "step", "eval", "sample", "checkpoint", "done", "error"]
 Status = Literal["completed", "stopped"]
 
 
@@ -33,6 +33,15 @@ class Start:
     world: int  # processes training together (DDP)
     run_dir: str
     config: dict[str, Any]  # the run's settings as it trains them (a checkpoint's architecture when fine-tuning)
+
+
+@dataclass(frozen=True)
+class Compile:
+    """torch.compile's phase of a run, which happens inside the first step: reported apart, so that it does not look
+    like a stalled first step (and its minutes do not count as a step's)."""
+
+    seconds: float | None  # None: compiling now; else what it took
+    fallback: str = ""  # why the run goes on without it (eager), if it failed
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,8 @@ class Failed:
         return cls(str(e), type(e).__name__, isinstance(e, UserInputError))
 
 
-Payload = Start | Step | Eval | Sample | Checkpoint | Done | Failed
-KINDS: dict[type, EventKind] = {Start: "start", Step: "step", Eval: "eval", Sample: "sample",
+Payload = Start | Compile | Step | Eval | Sample | Checkpoint | Done | Failed
+KINDS: dict[type, EventKind] = {Start: "start", Compile: "compile", Step: "step", Eval: "eval", Sample: "sample",
                                 Checkpoint: "checkpoint", Done: "done", Failed: "error"}  # fmt: skip
 
 
@@ -124,6 +133,8 @@ def print_event(e: Event) -> None:
             with contextlib.suppress(UserInputError, TypeError, AttributeError):  # a config from elsewhere: no line
                 cfg = Config.from_dict(d.config)
                 line += f"\nrecipe: {recipe_summary(cfg.model, cfg.train)}"
+        case Compile() as d:
+            line = compile_line(d)
         case Step() as d:
             line = (f"step {e.step}/{d.max_steps} | loss {d.loss:.4f} | lr {d.lr:.2e} | {d.tokens_per_s:,.0f} tok/s | "
                     f"{d.step_time * 1000:.0f} ms/step | eta {format_duration(d.eta)}")  # fmt: skip
@@ -138,6 +149,15 @@ def print_event(e: Event) -> None:
         case Failed():
             return  # the caller reports errors (the CLI prints one line and exits with code 2)
     print(line, flush=True)
+
+
+def compile_line(d: Compile) -> str:
+    """The compile phase in words (the CLI prints it, the Train tab shows it)."""
+    if d.fallback:
+        return f"torch.compile failed ({d.fallback}); training on without it (eager), as fast as train.compile=off"
+    if d.seconds is None:
+        return "compiling the model (torch.compile; the first step waits for it, a minute or so)..."
+    return f"compiled in {format_duration(d.seconds)}"
 
 
 class TensorBoard:

@@ -30,11 +30,11 @@ import torch.distributed as dist
 
 from gpt import checkpoint as ckpt
 from gpt.config import Config, SampleConfig, TrainConfig
-from gpt.data import Batches, PreparedData
+from gpt.data import Batches, DeviceBatches, PreparedData
 from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
 from gpt.estimate import DEFAULT_COSTS, Units, known_costs, padded_vocab, plan, record_run, run_seconds, units
-from gpt.events import Checkpoint, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
+from gpt.events import Checkpoint, Compile, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
 from gpt.model import GPT
 from gpt.sampling import generate
 
@@ -178,19 +178,24 @@ class Trainer:
         self.raw_model = self.model  # the plain module, whatever wraps self.model below
         # AdamW, or AdamW and Muon (`GPT.optimizers`): every one is stepped, saved and restored alike
         self.optimizers = self.model.optimizers(tc, self.device.type)
-        self.batches = Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling, cfg.data.stride,
-                               seed=tc.seed, rank=self.rank, world=self.world)  # fmt: skip
+        self.batches = DeviceBatches(Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling,
+                                             cfg.data.stride, seed=tc.seed, rank=self.rank, world=self.world),
+                                     self.device)  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
             self._load_state(state)
-        if tc.compile:
-            self.model = torch.compile(self.model)  # type: ignore[assignment]
+        self.compiling = compile_wanted(tc.compile, self.device)  # until the first step has compiled (or failed to)
+        self._wrap(self.compiling)
+        self.tokens_per_step = tc.batch_size * cfg.model.block_size * tc.grad_accum * self.world
+
+    def _wrap(self, compiled: bool) -> None:
+        """self.model: the raw model, compiled or not, in DDP's wrapper under torchrun."""
+        self.model = torch.compile(self.raw_model) if compiled else self.raw_model  # type: ignore[assignment]
         if self.ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids)  # type: ignore[assignment]
-        self.tokens_per_step = tc.batch_size * cfg.model.block_size * tc.grad_accum * self.world
 
     def starting_point(
         self, resume: str | Path | None, init_from: str | Path | None
@@ -267,8 +272,8 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * lr / tc.lr
 
-            # forward, backward and update, over grad_accum micro-batches
-            grad_norm = self._train_step(loss_sum)
+            # forward, backward and update, over grad_accum micro-batches (the first one compiles, if on)
+            grad_norm = self._compile_step(loss_sum) if self.compiling else self._train_step(loss_sum)
             self.step += 1
             meter.tick()
             last = self.step == tc.max_steps
@@ -304,12 +309,34 @@ class Trainer:
             record_run(tc, time.perf_counter() - meter.start, run_seconds(plan(tc, start_step), guess))
         return Result(status, self.step, self.last_train, self.last_val, self.out_dir)
 
+    def _compile_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """The first step of a compiled run: torch.compile works inside it. Its time is reported as its own phase;
+        if compiling fails (no compiler, an unsupported op or GPU), the run goes on eagerly and says so."""
+        self._emit(Compile(None))
+        t = time.perf_counter()
+        self.compiling = False
+        try:
+            grad_norm = self._train_step(loss_sum)
+        except Exception as e:
+            if not _is_compile_error(e):
+                raise
+            self._emit(Compile(time.perf_counter() - t, _compile_error_line(e)))
+            for optimizer in self.optimizers:  # (a failure in the backward may have left partial gradients)
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum.zero_()
+            self._wrap(compiled=False)
+            return self._train_step(loss_sum)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # (the step's kernels are queued: the compile is over when they have run)
+        self._emit(Compile(time.perf_counter() - t))
+        return grad_norm
+
     def _train_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
         """One optimizer step over grad_accum micro-batches; adds the loss to `loss_sum`, returns the grad norm."""
         tc = self.cfg.train
         amp = autocast(self.device, self.dtype)
         for micro in range(tc.grad_accum):
-            x, y = (t.to(self.device, non_blocking=True) for t in self.batches.next())
+            x, y = self.batches.next()
             # DDP averages gradients across processes at each backward: only the last micro-batch needs it
             sync = micro == tc.grad_accum - 1
             ctx = self.model.no_sync() if self.ddp and not sync else contextlib.nullcontext()  # type: ignore[operator]
@@ -445,10 +472,55 @@ class Trainer:
         self.rank = int(os.environ["RANK"])
         self.world = int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() and self.cfg.train.device in ("auto", "cuda")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
+        use_cuda = ddp_uses_cuda(self.cfg.train.device, local_world, torch.cuda.device_count())
         if use_cuda:
             self.device = torch.device("cuda", local)
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+
+
+def compile_wanted(mode: str, device: torch.device) -> bool:
+    """train.compile: "on", "off", or "auto": on for CUDA, where it is faster once compiled (bench.compare --device
+    cuda), off on a CPU, where compiling takes longer than our short runs gain from it."""
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def _is_compile_error(e: Exception) -> bool:
+    """Whether an exception came from torch.compile's machinery (Dynamo, Inductor, a backend), not from the step."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    kind = type(e).__module__
+    return isinstance(e, TorchDynamoException) or kind.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def _compile_error_line(e: BaseException) -> str:
+    """What went wrong, in one line: the backend's own error (Dynamo wraps it in a paragraph of advice)."""
+    inner = getattr(e, "inner_exception", None) or e.__cause__
+    if isinstance(inner, BaseException) and inner is not e:
+        return _compile_error_line(inner)
+    first = next((line for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first.strip()[:200]}"
+
+
+def ddp_uses_cuda(device: str, local_processes: int, gpus: int) -> bool:
+    """Whether torchrun's processes train on CUDA (NCCL), one GPU each; or on CPUs (gloo).
+
+    Every process decides alike, from the same numbers: more processes on this machine than GPUs would make a
+    device ordinal out of a rank that has no GPU ("CUDA error: invalid device ordinal"). With train.device=cuda
+    that is an error naming the fix; with auto, the run falls back to gloo on the CPU and says so."""
+    if device not in ("auto", "cuda") or gpus == 0:
+        if device == "cuda":
+            raise UserInputError("train.device=cuda, but torch sees no GPU here; use train.device=auto or cpu")
+        return False
+    if local_processes <= gpus:
+        return True
+    fix = f"run torchrun --nproc_per_node={gpus} (one process per GPU), or set train.device=cpu to train on the CPU"
+    if device == "cuda":
+        raise UserInputError(f"{local_processes} processes on this machine but {gpus} GPU(s): {fix}")
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print(f"note: {local_processes} processes on this machine but {gpus} GPU(s): training on the CPU (gloo) "
+              f"instead; {fix}", flush=True)  # fmt: skip
+    return False

@@ -281,6 +281,8 @@ def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> 
             return f"Stopping after the current step (step {snap.step:,})…"
         if snap.status == "starting":
             return f"Starting…{name}"
+        if snap.phase and (snap.step == 0 or "failed" in snap.phase):  # compiling, or (kept in view) eager instead
+            return f"{snap.phase[0].upper()}{snap.phase[1:]}{name}"
         return f"{'Resumed from step ' + format(resumed_from, ',') if resumed_from is not None else 'Training…'}{name}"
     return snap.message or snap.status
 

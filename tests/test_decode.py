@@ -154,3 +154,43 @@ def test_large_models_and_other_devices_do_not_compile() -> None:
     big = GPT(ModelConfig(vocab_size=256, block_size=64, n_layer=8, n_head=8, n_embd=512))  # 25M parameters
     assert not decode.compiles(big) and decode.warm_up(big) is None
     assert decode.compiles(model_with())
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@cuda
+def test_the_cuda_graph_decodes_token_for_token_as_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    for switches in SWITCHES:
+        m = model_with(**switches).cuda()
+        for cfg in (SampleConfig(max_new_tokens=80, temperature=0), SampleConfig(max_new_tokens=80, seed=3, **ALL_ON)):
+            with decode.decoder(m) as d:
+                assert d.fast_step() is not None
+            graphed = [t.id for t in stream(m, ByteTokenizer(), "The cat", cfg)]
+            assert graphed == eager_ids(m, "The cat", cfg, monkeypatch)
+        with decode.decoder(m) as d:
+            assert d.graph is not None and not d.broken  # captured, and replayed for the second generation
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_training_compiles_by_default_and_reports_it(tmp_path: Any) -> None:
+    from gpt.data import prepare
+    from gpt.trainer import Trainer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 400)
+    data = prepare([corpus], tokenizer="char", out=tmp_path / "data")
+    cfg = ModelConfig(block_size=32, n_layer=2, n_head=2, n_embd=64)
+    from gpt.config import Config
+
+    c = Config()
+    c.model = cfg
+    c.train.max_steps, c.train.eval_interval, c.train.eval_iters, c.train.sample_interval = 20, 10, 2, 10
+    c.train.tensorboard = False
+    events: list[Any] = []
+    Trainer(c.validate(), data, tmp_path / "run", listeners=[events.append]).run()
+    compiles = [e.data for e in events if e.kind == "compile"]
+    assert compiles[0].seconds is None and compiles[1].seconds > 0 and not compiles[1].fallback
+    assert events[-1].data.status == "completed"

@@ -12,8 +12,8 @@ from gpt import checkpoint as ckpt
 from gpt.config import Config, apply_overrides
 from gpt.data import prepare
 from gpt.errors import UserInputError
-from gpt.events import Event, run_listeners
-from gpt.trainer import DivergenceError, Trainer, lr_at
+from gpt.events import Event, print_event, run_listeners
+from gpt.trainer import DivergenceError, Trainer, compile_wanted, ddp_uses_cuda, lr_at
 
 
 def small_config(**train: object) -> Config:
@@ -141,7 +141,7 @@ def test_fine_tune_from_a_checkpoint_starts_at_step_0_with_its_weights(data, tmp
     cfg.model.n_layer = 3  # ignored: the architecture comes with the weights
     trainer = Trainer(cfg, data, tmp_path / "tuned", init_from=tmp_path / "base")
     assert trainer.step == 0 and trainer.cfg.model.n_layer == base.config.model.n_layer
-    assert torch.equal(trainer.raw_model.lm_head.weight, base.model.lm_head.weight)
+    assert torch.equal(trainer.raw_model.lm_head.weight.cpu(), base.model.lm_head.weight)  # (trained on a GPU, if any)
     first = next(e for e in run_trainer(trainer) if e.kind == "step")
     fresh = next(e for e in run(small_config(max_steps=3), data, tmp_path / "fresh") if e.kind == "step")
     assert first.data.loss < fresh.data.loss  # it starts from what the base model learned
@@ -167,3 +167,42 @@ def test_samples_during_training_work_for_a_corpus_without_newlines(tmp_path: Pa
     data = prepare([p], tokenizer="char", out=tmp_path / "data")
     events = run(small_config(max_steps=4, sample_interval=2, eval_interval=4), data, tmp_path / "run")
     assert [e.kind for e in events].count("sample") == 2
+
+
+def test_compile_is_on_by_default_on_cuda_only() -> None:
+    assert compile_wanted("auto", torch.device("cuda")) and not compile_wanted("auto", torch.device("cpu"))
+    assert compile_wanted("on", torch.device("cpu")) and not compile_wanted("off", torch.device("cuda"))
+    assert apply_overrides(Config(), ["train.compile=true"]).train.compile == "on"  # older configs' booleans
+    assert apply_overrides(Config(), ["train.compile=false"]).train.compile == "off"
+    with pytest.raises(UserInputError, match="train.compile must be auto, on or off"):
+        apply_overrides(Config(), ["train.compile=fast"])
+
+
+def test_a_failing_compile_says_so_and_the_run_goes_on_eagerly(
+    data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch._inductor.compile_fx as inductor
+
+    def no_compiler(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no C++ compiler found")  # what a machine without a compiler gives, made on purpose
+
+    monkeypatch.setattr(inductor, "compile_fx", no_compiler)
+    torch._dynamo.reset()
+    cfg = small_config(compile="on", max_steps=5)
+    events = run(cfg, data, tmp_path / "run")
+    compiles = [e.data for e in events if e.kind == "compile"]
+    assert compiles[0].seconds is None and "no C++ compiler found" in compiles[1].fallback
+    assert [e.kind for e in events].count("step") == 5 and events[-1].data.status == "completed"
+    print_event(next(e for e in events if e.kind == "compile" and e.data.fallback))
+    assert "training on without it (eager)" in capsys.readouterr().out
+
+
+def test_more_processes_than_gpus_never_makes_a_device_ordinal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ddp_uses_cuda("auto", 1, 1) and ddp_uses_cuda("cuda", 2, 2)
+    assert not ddp_uses_cuda("auto", 2, 1)  # torchrun --nproc_per_node=2 on one GPU: gloo on the CPU, said so
+    assert "training on the CPU (gloo)" in capsys.readouterr().out
+    with pytest.raises(UserInputError, match=r"2 processes on this machine but 1 GPU\(s\).*--nproc_per_node=1"):
+        ddp_uses_cuda("cuda", 2, 1)
+    assert not ddp_uses_cuda("auto", 2, 0) and not ddp_uses_cuda("cpu", 2, 2)
+    with pytest.raises(UserInputError, match="sees no GPU"):
+        ddp_uses_cuda("cuda", 1, 0)
