@@ -144,7 +144,8 @@ class Decoder:
     """One sequence's decoding state: its KV cache, token counts and the static step's other inputs."""
 
     def __init__(self, model: GPT) -> None:
-        self.model = model
+        # (weakly: decoders are pooled under the model, and a pool that held its model would keep it for ever)
+        self._model = weakref.ref(model)
         w = model.lm_head.weight
         self.device, self.dtype = w.device, w.dtype
         self.vocab = model.config.vocab_size
@@ -158,6 +159,12 @@ class Decoder:
         self.graph: Any = None  # the captured CUDA graph and its output
         self.out: torch.Tensor | None = None
         self.broken = False  # the capture failed: decode eagerly
+
+    @property
+    def model(self) -> GPT:
+        model = self._model()
+        assert model is not None, "the model is gone: a decoder lives within one generation from it"
+        return model
 
     def seek(self, token: int, pos: int) -> tuple[torch.Tensor, ...]:
         """Set the step's inputs to feed `token` at position `pos`; return them (the step's arguments). After a static

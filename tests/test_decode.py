@@ -194,3 +194,19 @@ def test_cuda_training_compiles_by_default_and_reports_it(tmp_path: Any) -> None
     compiles = [e.data for e in events if e.kind == "compile"]
     assert compiles[0].seconds is None and compiles[1].seconds > 0 and not compiles[1].fallback
     assert events[-1].data.status == "completed"
+
+
+def test_a_dropped_model_is_freed_with_its_decoders_and_compiled_step() -> None:
+    """The app keeps its 4 latest models: the pools and compiled steps kept per model must not keep them alive."""
+    import gc
+    import weakref
+
+    refs = []
+    for seed in range(2):
+        m = model_with(seed)
+        decode.warm_up(m, wait=True)
+        assert len([t for t in stream(m, ByteTokenizer(), "hi", SampleConfig(max_new_tokens=20))]) >= 20
+        refs.append(weakref.ref(m))
+        del m
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
