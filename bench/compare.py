@@ -8,7 +8,9 @@ Same shapes, same weights (copied through gpt.interop), same data and AdamW sett
 (ours, reference, ours, ...) after warm-up, medians of --runs. Cases: training tokens/s at the tiny and small
 shapes (with MFU against the fp32 and bf16 matmul ceilings measured at start), generation tokens/s and time to
 first token (200 new tokens from a 10-token prompt, top-k 50, KV cache, batch 1) at the tiny and GPT-2 124M
-shapes, data preparation MB/s and peak RSS on a 200 MB corpus (GPT-2 BPE and char), and the app's slider change
+shapes (at tiny also with every sampling option on, and ours also with its static decode step off: gpt.decode's
+compiled step against the eager path, in the same run; the compile is waited for before timing, and its time
+printed), data preparation MB/s and peak RSS on a 200 MB corpus (GPT-2 BPE and char), and the app's slider change
 to first token (bench/app_latency.py).
 
 Ours runs with the defaults the trainer and sampler pick on this machine (on a CPU with native bf16: bf16 autocast
