@@ -152,10 +152,10 @@ def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str 
     ours, hf = twins(cfg)
     ours = sampling_model(ours.eval())
     hf.eval()
-    state = decode.warm_up(ours, wait=True)
+    tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
+    state = decode.warm_up(ours, tok.vocab_size, wait=True)
     dtype = ours.lm_head.weight.dtype
     hf_same = copy.deepcopy(hf).to(dtype) if dtype != torch.float32 else None
-    tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
     prompt = tok.encode("0123456789")  # 10 tokens for both
     options = SAMPLING[sampling]
     ours_options = {**options, **(OURS_ONLY if sampling == "every option" else {})}

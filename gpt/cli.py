@@ -268,11 +268,13 @@ def _generate(args: argparse.Namespace) -> int:
     model = sampling_model(loaded.model)
     if prompt is not None or not sys.stdin.isatty():
         if cfg.max_new_tokens >= decode.PAYS_AFTER_TOKENS:
-            decode.warm_up(model)  # a long generation: compiled part of the way, it ends sooner
+            decode.warm_up(
+                model, loaded.tokenizer.vocab_size
+            )  # a long generation: compiled part of the way, it ends sooner
         _print_continuation(stream(model, loaded.tokenizer, prompt or "", cfg), args.stream)
         return 0
     # interactive: a prompt, its continuation streamed, again; a blank line or Ctrl-D ends it
-    decode.warm_up(model)  # (compiles while the user types)
+    decode.warm_up(model, loaded.tokenizer.vocab_size)  # (compiles while the user types)
     print("Type a prompt and press Enter (a blank line or Ctrl-D quits).", flush=True)
     while True:
         try:

@@ -71,6 +71,8 @@ def _full_step(
 class _Compiled:
     """A model's compiled step (CPU), built in the background."""
 
+    vocab: int  # the tokenizer's vocabulary: the sampler's size (the model's may be padded beyond it)
+    dtype: torch.dtype
     step: StepFn | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -81,6 +83,7 @@ class _Compiled:
 _compiled: weakref.WeakKeyDictionary[GPT, _Compiled] = weakref.WeakKeyDictionary()
 _pools: weakref.WeakKeyDictionary[GPT, list[Decoder]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_capture_lock = threading.Lock()  # one CUDA graph capture at a time in the process
 
 
 def compiles(model: GPT) -> bool:
@@ -89,15 +92,16 @@ def compiles(model: GPT) -> bool:
     return w.device.type == "cpu" and model.num_params() < BF16_SAMPLING_MIN_PARAMS
 
 
-def warm_up(model: GPT, wait: bool = False) -> _Compiled | None:
-    """Start building `model`'s compiled decode step in a background thread (once per model; where `compiles`).
-    Generation does not wait for it: it decodes eagerly until the step is ready. `wait`: block until it is."""
-    if not compiles(model):
+def warm_up(model: GPT, vocab: int, wait: bool = False) -> _Compiled | None:
+    """Start building `model`'s compiled decode step for a tokenizer of `vocab` tokens in a background thread (once
+    per model; where `compiles`; from an eval-mode model). Generation does not wait for it: it decodes eagerly until
+    the step is ready. `wait`: block until it is."""
+    if not compiles(model) or model.training:
         return None
     with _lock:
         state = _compiled.get(model)
-        if state is None:
-            state = _compiled[model] = _Compiled()
+        if state is None or (state.vocab, state.dtype) != (vocab, model.lm_head.weight.dtype):
+            state = _compiled[model] = _Compiled(vocab, model.lm_head.weight.dtype)
             ref = weakref.ref(model)
             state.thread = threading.Thread(target=_build, args=(ref, state), daemon=True, name="decode-compile")
             state.thread.start()
@@ -128,7 +132,7 @@ def _build(ref: weakref.ref[GPT], state: _Compiled) -> None:
                 "guard_filter_fn": torch.compiler.skip_all_guards_unsafe,
             },
         )
-        trial = Decoder(model)
+        trial = Decoder(model, state.vocab)
         with torch.inference_mode():
             step(model, *trial.seek(0, 0))  # compiles (the first call), on the trial decoder's own cache
         del model
@@ -143,13 +147,15 @@ def _build(ref: weakref.ref[GPT], state: _Compiled) -> None:
 class Decoder:
     """One sequence's decoding state: its KV cache, token counts and the static step's other inputs."""
 
-    def __init__(self, model: GPT) -> None:
+    def __init__(self, model: GPT, vocab: int) -> None:
         # (weakly: decoders are pooled under the model, and a pool that held its model would keep it for ever)
         self._model = weakref.ref(model)
         w = model.lm_head.weight
         self.device, self.dtype = w.device, w.dtype
-        self.vocab = model.config.vocab_size
-        self.cache: KVCache = model.new_cache(1)
+        self.vocab = vocab  # the tokenizer's: ids past it are the model's padding, never picked
+        # Zero-filled only where the static step will read it: filling costs the eager path a tenth of its speed at
+        # 124M on a CPU (measured), and there an unfilled position is never read.
+        self.cache: KVCache = model.new_cache(1, zeroed=self.device.type == "cuda" or compiles(model))
         self.idx = torch.zeros(1, 1, dtype=torch.long, device=self.device)
         self.pos = torch.zeros((), dtype=torch.long, device=self.device)
         self.counts = torch.zeros(self.vocab, dtype=torch.float32, device=self.device)
@@ -185,14 +191,17 @@ class Decoder:
         if self.device.type == "cuda":
             return self._replay
         state = _compiled.get(self.model)
-        step = state.step if state is not None else None
-        return None if step is None else lambda *inputs: step(self.model, *inputs)
+        if state is None or state.step is None or (state.vocab, state.dtype) != (self.vocab, self.dtype):
+            return None
+        step = state.step
+        return lambda *inputs: step(self.model, *inputs)
 
     def _replay(self, *inputs: torch.Tensor) -> torch.Tensor:
         """CUDA: capture the step at the first call (the inputs are this decoder's own buffers), replay after."""
         if self.graph is None:
             try:
-                self.graph, self.out = self._capture(inputs)
+                with _capture_lock, torch.cuda.device(self.device):
+                    self.graph, self.out = self._capture(inputs)
             except Exception:  # noqa: BLE001 - an op that cannot be captured: this decoder decodes eagerly
                 self.broken = True
                 raise UncapturedError from None
@@ -201,17 +210,19 @@ class Decoder:
         return self.out
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> tuple[Any, torch.Tensor]:
-        saved = [t.clone() for t in (self.idx, self.pos, self.counts)]  # the warm-up steps move them on
+        moved = (self.idx, self.pos, self.counts)  # the step moves them on: each warm-up starts where the step will
+        saved = [t.clone() for t in moved]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # (kernels choose their algorithms on a first call, which must not be captured)
-                _full_step(self.model, *inputs)
+                _full_step(self.model, *inputs)  # (writes this position's keys and values: the step itself will)
+                for t, s in zip(moved, saved, strict=True):
+                    t.copy_(s)
         torch.cuda.current_stream().wait_stream(side)
-        for t, s in zip((self.idx, self.pos, self.counts), saved, strict=True):
-            t.copy_(s)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: another visitor's generation, in another thread, may go on while this one captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = _full_step(self.model, *inputs)
         return graph, out
 
@@ -221,13 +232,16 @@ class UncapturedError(Exception):
 
 
 @contextlib.contextmanager
-def decoder(model: GPT) -> Iterator[Decoder]:
-    """A decoder for one generation from `model`: an idle one from its pool, else a new one."""
+def decoder(model: GPT, vocab: int) -> Iterator[Decoder]:
+    """A decoder for one generation from `model` with a tokenizer of `vocab` tokens: an idle one from its pool, else
+    a new one."""
     with _lock:
         pool = _pools.setdefault(model, [])
-        d = pool.pop() if pool else None
+        d = next((d for d in pool if d.vocab == vocab), None)
+        if d is not None:
+            pool.remove(d)
     if d is None or not d.fits():
-        d = Decoder(model)
+        d = Decoder(model, vocab)
     try:
         yield d
     finally:

@@ -32,14 +32,17 @@ class KVCache:
     """Keys and values of every layer, preallocated to the context length: per layer (B, heads, T, head_dim) each.
 
     One tensor per layer, not one for all: the static decode step updates them in place, and a compiled step can
-    write into a whole input, where writing into a slice of one would copy it. Zero-filled: the static step reads
-    every position and masks those past the newest, and a masked 0 weighs nothing where uninitialised memory could
+    write into a whole input, where writing into a slice of one would copy it. `zeroed` for the static step, which
+    reads every position and masks those past the newest: a masked 0 weighs nothing, where uninitialised memory could
     hold a NaN (0 x NaN is NaN)."""
 
-    def __init__(self, cfg: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
+    def __init__(
+        self, cfg: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype, zeroed: bool = False
+    ) -> None:
         shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        make = torch.zeros if zeroed else torch.empty
         self.layers = [
-            (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+            (make(shape, device=device, dtype=dtype), make(shape, device=device, dtype=dtype))
             for _ in range(cfg.n_layer)
         ]
         self.pos = 0  # number of positions filled
@@ -156,7 +159,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._qkv(x, rope)
         keys.index_copy_(2, pos.view(1), k)
         values.index_copy_(2, pos.view(1), v)
-        att = (q @ keys.transpose(-2, -1)).float() * (1.0 / math.sqrt(keys.size(-1)))
+        att = (q.float() @ keys.float().transpose(-2, -1)) * (1.0 / math.sqrt(keys.size(-1)))  # (fp32, as SDPA)
         visible = torch.arange(keys.size(2), device=x.device) <= pos
         att = att.masked_fill(~visible, float("-inf")).softmax(dim=-1)
         y = att.to(values.dtype) @ values
@@ -377,9 +380,9 @@ class GPT(nn.Module):
         """Read a residual-stream state through the final LayerNorm and the head (the "logit lens")."""
         return self.lm_head(self.transformer.ln_f(hidden))
 
-    def new_cache(self, batch_size: int = 1) -> KVCache:
+    def new_cache(self, batch_size: int = 1, zeroed: bool = False) -> KVCache:
         p = self.lm_head.weight
-        return KVCache(self.config, batch_size, p.device, p.dtype)
+        return KVCache(self.config, batch_size, p.device, p.dtype, zeroed)
 
     @property
     def tied(self) -> bool:

@@ -163,7 +163,8 @@ def stream(
         model.eval()
     last = ids[-1]
     try:
-        for n, (next_id, prob, top) in enumerate(_picks(model, ids, cfg, min(n_alternatives, tokenizer.vocab_size))):
+        picks = _picks(model, ids, cfg, tokenizer.vocab_size, min(n_alternatives, tokenizer.vocab_size))
+        for n, (next_id, prob, top) in enumerate(picks):
             last = next_id
             alternatives = [(tokenizer.token_text(i), p) for i, p in top]
             text += decoder.push(next_id)
@@ -187,9 +188,10 @@ def stream(
             model.train()
 
 
-def _picks(model: GPT, ids: list[int], cfg: SampleConfig, n_alternatives: int) -> Iterator[Pick]:
+def _picks(model: GPT, ids: list[int], cfg: SampleConfig, vocab: int, n_alternatives: int) -> Iterator[Pick]:
     """The generated tokens after `ids`, endlessly: each with the model's probability of it and its top
-    alternatives. The static step (gpt.decode: compiled on a CPU, a CUDA graph on a GPU) makes each token where it is
+    alternatives; never an id past the tokenizer's `vocab` (the model's vocabulary may be padded). The static step
+    (gpt.decode: compiled on a CPU, a CUDA graph on a GPU) makes each token where it is
     ready; the eager forward and `_pick` make the first, those after the window moved, and all of them elsewhere.
     Both pick the same tokens from the same random draws."""
     from gpt.decode import N_ALTERNATIVES, UncapturedError, decoder  # (gpt.decode builds on this module's pick_static)
@@ -200,12 +202,12 @@ def _picks(model: GPT, ids: list[int], cfg: SampleConfig, n_alternatives: int) -
         gen.manual_seed(cfg.seed)
     else:
         gen.seed()
-    block, vocab = model.config.block_size, model.config.vocab_size
+    block = model.config.block_size
     history = torch.empty(len(ids) + cfg.max_new_tokens, dtype=torch.long, device=device)
     history[: len(ids)] = torch.tensor(ids, dtype=torch.long)
     n, last = len(ids), ids[-1]
     fast, seeked = None, False  # the static step, and whether its inputs already hold (last, cache.pos)
-    with decoder(model) as d:
+    with decoder(model, vocab) as d:
         cache = d.cache
         cache.reset()
         with torch.inference_mode():
@@ -217,12 +219,15 @@ def _picks(model: GPT, ids: list[int], cfg: SampleConfig, n_alternatives: int) -
                 fast = d.fast_step()  # (becomes ready when the background compile is done)
             if fast is not None and cache.pos == n - 1 - window_start(n, block):  # the cache holds all but `last`
                 with torch.inference_mode():
+                    before = gen.get_state() if d.graph is None and d.device.type == "cuda" else None
                     if cfg.temperature > 0:  # (drawn as `_pick` draws them: the same seed, the same tokens)
                         d.noise.exponential_(generator=gen)
                     args = d.args if seeked else d.seek(last, cache.pos)
                     try:
                         out = fast(*args).tolist()
-                    except UncapturedError:
+                    except UncapturedError:  # (the eager path draws this token's noise again: rewind)
+                        if before is not None:
+                            gen.set_state(before)
                         fast = None
                         continue
                 cache.pos += 1

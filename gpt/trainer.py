@@ -320,16 +320,23 @@ class Trainer:
         except Exception as e:
             if not _is_compile_error(e):
                 raise
-            self._emit(Compile(time.perf_counter() - t, _compile_error_line(e)))
-            for optimizer in self.optimizers:  # (a failure in the backward may have left partial gradients)
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum.zero_()
-            self._wrap(compiled=False)
-            return self._train_step(loss_sum)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()  # (the step's kernels are queued: the compile is over when they have run)
-        self._emit(Compile(time.perf_counter() - t))
-        return grad_norm
+            failure = _compile_error_line(e)
+            if self.ddp:  # (every process would have to agree to fall back, and DDP's wrapper be made again by all)
+                raise UserInputError(
+                    f"torch.compile failed ({failure}); under torchrun, set train.compile=off"
+                ) from None
+        else:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()  # (the step's kernels are queued: the compile is over when they have run)
+            self._emit(Compile(time.perf_counter() - t))
+            return grad_norm
+        # (out of the except block, so the failed step's frames, its graph and activations, are freed first)
+        self._emit(Compile(time.perf_counter() - t, failure))
+        for optimizer in self.optimizers:  # (a failure in the backward may have left partial gradients)
+            optimizer.zero_grad(set_to_none=True)
+        loss_sum.zero_()
+        self._wrap(compiled=False)
+        return self._train_step(loss_sum)
 
     def _train_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
         """One optimizer step over grad_accum micro-batches; adds the loss to `loss_sum`, returns the grad norm."""
@@ -472,7 +479,7 @@ class Trainer:
         self.rank = int(os.environ["RANK"])
         self.world = int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))  # (torchrun sets it)
         use_cuda = ddp_uses_cuda(self.cfg.train.device, local_world, torch.cuda.device_count())
         if use_cuda:
             self.device = torch.device("cuda", local)

@@ -44,7 +44,7 @@ def eager_ids(model: GPT, prompt: str, cfg: SampleConfig, monkeypatch: pytest.Mo
 def test_the_static_step_gives_the_logits_of_the_cached_forward(switches: dict[str, Any]) -> None:
     m = model_with(**switches)
     ids = torch.randint(0, 256, (1, 20))
-    d = decode.Decoder(m)
+    d = decode.Decoder(m, 256)
     with torch.inference_mode():
         m(ids[:, :5], cache=d.cache)  # prefill eagerly, as the sampler does
         expected, _ = m(ids, last_only=False)
@@ -84,9 +84,9 @@ def compiled() -> list[GPT]:
     """GPT-2's recipe, the modern one, and GPT-2's at another width: compiled once for the tests below."""
     models = [model_with(**SWITCHES[0]), model_with(**SWITCHES[1]), model_with(1, n_embd=48, n_head=3)]
     for m in models:
-        decode.warm_up(m)  # (in the background: all three at once)
+        decode.warm_up(m, 256)  # (in the background: all three at once)
     for m in models:
-        decode.warm_up(m, wait=True)
+        decode.warm_up(m, 256, wait=True)
     return models
 
 
@@ -94,9 +94,9 @@ def test_compiled_decoding_is_token_for_token_the_eager_one(
     compiled: list[GPT], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for m in compiled[:2]:
-        state = decode.warm_up(m, wait=True)
+        state = decode.warm_up(m, 256, wait=True)
         assert state is not None and state.error is None and state.step is not None
-        with decode.decoder(m) as d:
+        with decode.decoder(m, 256) as d:
             assert d.fast_step() is not None
         # 100 tokens from a 32-token context: the compiled step makes most, the eager refills of the window the rest
         for cfg in (
@@ -138,13 +138,27 @@ def test_two_generations_at_once_from_one_model_do_not_share_a_cache(compiled: l
     assert together == alone
 
 
+def test_vocabulary_padding_is_never_picked_nor_shown(compiled: list[GPT], monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(5)
+    m = GPT(ModelConfig(**{**SMALL, "vocab_size": 320})).eval()  # 256 byte tokens + 64 of padding
+    with torch.no_grad():
+        m.lm_head.weight[256:] += 5.0  # the padding's logits the highest of all: a sampler that looked would take them
+        m.transformer.wte.weight[256:] = m.lm_head.weight[256:]
+    state = decode.warm_up(m, 256, wait=True)
+    assert state is not None and state.step is not None
+    for cfg in (SampleConfig(max_new_tokens=60, temperature=0), SampleConfig(max_new_tokens=60, seed=1, **ALL_ON)):
+        tokens = list(stream(m, ByteTokenizer(), "hello", cfg))
+        assert all(t.id < 256 for t in tokens) and all(len(t.alternatives) == 5 for t in tokens if t.alternatives)
+        assert [t.id for t in tokens] == eager_ids(m, "hello", cfg, monkeypatch)
+
+
 def test_a_failed_compile_leaves_decoding_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no C++ compiler here")
 
     monkeypatch.setattr(torch, "compile", broken)
     m = model_with(4)
-    state = decode.warm_up(m, wait=True)
+    state = decode.warm_up(m, 256, wait=True)
     assert state is not None and state.step is None and "no C++ compiler" in (state.error or "")
     cfg = SampleConfig(max_new_tokens=10, temperature=0)
     assert len([t.id for t in stream(m, ByteTokenizer(), "hi", cfg)]) == 10
@@ -152,7 +166,7 @@ def test_a_failed_compile_leaves_decoding_eager(monkeypatch: pytest.MonkeyPatch)
 
 def test_large_models_and_other_devices_do_not_compile() -> None:
     big = GPT(ModelConfig(vocab_size=256, block_size=64, n_layer=8, n_head=8, n_embd=512))  # 25M parameters
-    assert not decode.compiles(big) and decode.warm_up(big) is None
+    assert not decode.compiles(big) and decode.warm_up(big, 256) is None
     assert decode.compiles(model_with())
 
 
@@ -165,12 +179,15 @@ def test_the_cuda_graph_decodes_token_for_token_as_the_eager_path(monkeypatch: p
     for switches in SWITCHES:
         m = model_with(**switches).cuda()
         for cfg in (SampleConfig(max_new_tokens=80, temperature=0), SampleConfig(max_new_tokens=80, seed=3, **ALL_ON)):
-            with decode.decoder(m) as d:
-                assert d.fast_step() is not None
             graphed = [t.id for t in stream(m, ByteTokenizer(), "The cat", cfg)]
             assert graphed == eager_ids(m, "The cat", cfg, monkeypatch)
-        with decode.decoder(m) as d:
+        with decode.decoder(m, 256) as d:
             assert d.graph is not None and not d.broken  # captured, and replayed for the second generation
+        # a prompt one short of the context: the first static step is at the last position (the capture's warm-up
+        # must not step past it)
+        cfg = SampleConfig(max_new_tokens=40, temperature=0)
+        prompt = "x" * (m.config.block_size - 1)
+        assert [t.id for t in stream(m, ByteTokenizer(), prompt, cfg)] == eager_ids(m, prompt, cfg, monkeypatch)
 
 
 @pytest.mark.cuda
@@ -204,7 +221,7 @@ def test_a_dropped_model_is_freed_with_its_decoders_and_compiled_step() -> None:
     refs = []
     for seed in range(2):
         m = model_with(seed)
-        decode.warm_up(m, wait=True)
+        decode.warm_up(m, 256, wait=True)
         assert len([t for t in stream(m, ByteTokenizer(), "hi", SampleConfig(max_new_tokens=20))]) >= 20
         refs.append(weakref.ref(m))
         del m

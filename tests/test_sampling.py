@@ -138,7 +138,7 @@ def test_greedy_past_the_context_is_what_a_fresh_forward_of_the_cached_window_pr
     block = model.config.block_size
     caches: list[KVCache] = []
     new_cache = model.new_cache
-    monkeypatch.setattr(model, "new_cache", lambda b=1: caches.append(new_cache(b)) or caches[-1])
+    monkeypatch.setattr(model, "new_cache", lambda b=1, **kw: caches.append(new_cache(b, **kw)) or caches[-1])
     monkeypatch.setattr(decode, "_pools", weakref.WeakKeyDictionary())  # a decoder (and cache) made in this test
     for prompt in ("hello", "a prompt longer than the context"):
         tok = ByteTokenizer()
