@@ -153,7 +153,7 @@ def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str 
     ours = sampling_model(ours.eval())
     hf.eval()
     tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
-    state = decode.warm_up(ours, tok.vocab_size, wait=True)
+    state = decode.warm_up(ours, min(tok.vocab_size, cfg.vocab_size), wait=True)
     dtype = ours.lm_head.weight.dtype
     hf_same = copy.deepcopy(hf).to(dtype) if dtype != torch.float32 else None
     prompt = tok.encode("0123456789")  # 10 tokens for both
@@ -451,12 +451,12 @@ def main() -> None:
             continue
         for sampling in SAMPLING if name == "tiny" else ["top-k"]:
             r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200, sampling)
-            static = (
-                f"| eager (static step off) {r['ours_eager']:,.0f}: static {r['ours'] / r['ours_eager']:.2f}x, "
-                f"compiled in {r['compile_s']:.1f} s (before timing) "
-                if "ours_eager" in r
-                else ""
-            )
+            static = ""
+            if "ours_eager" in r:
+                built = (f"compile failed ({r['compile_error']}) " if r["compile_error"] else
+                         f"compiled in {r['compile_s']:.1f} s (before timing) ")  # fmt: skip
+                ratio = r["ours"] / r["ours_eager"]
+                static = f"| eager (static step off) {r['ours_eager']:,.0f}: static {ratio:.2f}x, {built}"
             report(f"generate {name} ({sampling})", "tok/s", r,
                    f"{static}| first token {r['ours_ttft_ms']:.1f} ms vs {r['reference_ttft_ms']:.1f}")  # fmt: skip
     for tokenizer in ("gpt2", "char") if "prepare" in cases else ():

@@ -274,7 +274,7 @@ def _generate(args: argparse.Namespace) -> int:
         _print_continuation(stream(model, loaded.tokenizer, prompt or "", cfg), args.stream)
         return 0
     # interactive: a prompt, its continuation streamed, again; a blank line or Ctrl-D ends it
-    decode.warm_up(model, loaded.tokenizer.vocab_size)  # (compiles while the user types)
+    decode.warm_up(model, min(loaded.tokenizer.vocab_size, model.config.vocab_size))  # (compiles while the user types)
     print("Type a prompt and press Enter (a blank line or Ctrl-D quits).", flush=True)
     while True:
         try:

@@ -163,7 +163,8 @@ def stream(
         model.eval()
     last = ids[-1]
     try:
-        picks = _picks(model, ids, cfg, tokenizer.vocab_size, min(n_alternatives, tokenizer.vocab_size))
+        vocab = min(tokenizer.vocab_size, model.config.vocab_size)  # (a model's may be padded past its tokenizer's)
+        picks = _picks(model, ids, cfg, vocab, min(n_alternatives, vocab))
         for n, (next_id, prob, top) in enumerate(picks):
             last = next_id
             alternatives = [(tokenizer.token_text(i), p) for i, p in top]

@@ -190,7 +190,9 @@ def load_checkpoint(name: str | None, me: Visitor, for_sampling: bool = False) -
     if for_sampling:
         exact = load_checkpoint(name, me)
         loaded = dataclasses.replace(exact, model=sampling_model(exact.model))
-        decode.warm_up(loaded.model, loaded.tokenizer.vocab_size)  # the Generate tab samples from it again and again
+        decode.warm_up(
+            loaded.model, min(loaded.tokenizer.vocab_size, loaded.model.config.vocab_size)
+        )  # the Generate tab samples from it again and again
     else:
         loaded = ckpt.load(resolved)
     with _models_lock:
