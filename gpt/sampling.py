@@ -7,13 +7,14 @@ filters) and yields every new token with its probability and the model's top alt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
 
 from gpt.config import SampleConfig
+from gpt.errors import UserInputError
 from gpt.model import GPT, KVCache
 from gpt.tokenizer import Tokenizer
 
@@ -143,18 +144,21 @@ class Token:
     text: str  # the new text this token completes (may be "" while a UTF-8 character is incomplete)
     prob: float  # the model's probability of this token (softmax of the raw logits)
     alternatives: list[tuple[str, float]]  # the model's top alternatives at this step: (token text, probability)
+    alternative_ids: list[int] = field(default_factory=list)  # their token ids, in the same order (to branch from)
 
 
 def stream(
     model: GPT,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: str | Sequence[int],
     cfg: SampleConfig,
     n_alternatives: int = 5,
 ) -> Iterator[Token]:
-    """Generate token by token. Stops after `max_new_tokens` or when a stop string appears (not emitted)."""
+    """Generate token by token after `prompt`: text, or token ids (to continue exactly from a sequence, as a branch
+    does from a prefix and a token chosen in place of the model's). Stops after `max_new_tokens` or when a stop string
+    appears (not emitted); the text yielded is the continuation's only."""
     cfg.validate()
-    ids = encode_prompt(tokenizer, prompt)
+    ids = encode_prompt(tokenizer, prompt) if isinstance(prompt, str) else checked_ids(prompt, tokenizer)
     decoder = tokenizer.stream_decoder()
     text, emitted = "", 0  # generated text so far, and how much of it was yielded
     hold = max((len(s) for s in cfg.stop), default=1) - 1  # chars held back that could start a stop string
@@ -168,16 +172,17 @@ def stream(
         for n, (next_id, prob, top) in enumerate(picks):
             last = next_id
             alternatives = [(tokenizer.token_text(i), p) for i, p in top]
+            alternative_ids = [i for i, _ in top]
             text += decoder.push(next_id)
             stop_at = _find_stop(text, cfg.stop)
             if stop_at is not None:
                 if stop_at > emitted:
-                    yield Token(next_id, text[emitted:stop_at], prob, alternatives)
+                    yield Token(next_id, text[emitted:stop_at], prob, alternatives, alternative_ids)
                 return
             # (max: while the text is shorter than `hold`, len - hold is negative, and as a slice's end it would
             # emit text that could still start a stop string, and emit it again later)
             ready = max(emitted, len(text) - hold) if cfg.stop else len(text)
-            yield Token(next_id, text[emitted:ready], prob, alternatives)
+            yield Token(next_id, text[emitted:ready], prob, alternatives, alternative_ids)
             emitted = ready
             if n + 1 == cfg.max_new_tokens:
                 break
@@ -328,6 +333,14 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The ids generation starts from; an empty prompt: the tokenizer's start (unconditional sampling)."""
     ids = tokenizer.encode(prompt) if prompt else []
     return ids or tokenizer.start_ids()  # an empty prompt: unconditional sampling
+
+
+def checked_ids(ids: Sequence[int], tokenizer: Tokenizer) -> list[int]:
+    """Token ids to start from, each checked to be one of the tokenizer's (they may come from an API call)."""
+    out = [i for i in ids if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < tokenizer.vocab_size]
+    if len(out) != len(ids):
+        raise UserInputError(f"token ids must be integers from 0 to {tokenizer.vocab_size - 1}")
+    return out or tokenizer.start_ids()
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

@@ -22,7 +22,8 @@ from playground.settings import LIMITS
 
 # Probability buckets, coloured from confident (green) to surprising (red).
 BUCKETS = [(0.5, "p ≥ 0.5"), (0.2, "0.2–0.5"), (0.05, "0.05–0.2"), (0.0, "p < 0.05")]
-COLOURS = {"p ≥ 0.5": "#b7e4c7", "0.2–0.5": "#fff3b0", "0.05–0.2": "#ffd6a5", "p < 0.05": "#ffadad"}
+BRANCH = "↳ your choice"  # the category of a token the visitor chose in place of the model's (a branch point)
+COLOURS = {"p ≥ 0.5": "#b7e4c7", "0.2–0.5": "#fff3b0", "0.05–0.2": "#ffd6a5", "p < 0.05": "#ffadad", BRANCH: "#a0c4ff"}
 REFRESH_S = 0.05  # stream at most ~20 UI updates per second
 PROMPT_CHARS = 100_000  # far more than any context holds; only its last tokens are used
 DEFAULT_PROMPTS = ("ROMEO:", "ROMEO:\nBut soft, what light")  # before a model is chosen (the built-in corpus)
@@ -77,15 +78,19 @@ def generate(
     prompt = text(prompt, "prompt", PROMPT_CHARS)
     me = visitor(request, profile)
     with heavy_slot(me, request):
-        yield from _generate(load_checkpoint(checkpoint, me, for_sampling=True), prompt, cfg)
+        yield from _generate(load_checkpoint(checkpoint, me, for_sampling=True), prompt, cfg, prompt)
 
 
 def _generate(
-    loaded: Any, prompt: str, cfg: SampleConfig
+    loaded: Any, prompt: str | list[int], cfg: SampleConfig, shown: str = "", before: Any = None
 ) -> Iterator[tuple[list[tuple[str, str | None]], str, list[dict[str, Any]]]]:
-    pieces: list[tuple[str, str | None]] = [(prompt, None)] if prompt else []
+    """Stream the continuation of `prompt` (text, or token ids) as (pieces, plain text, details). `shown` is the prompt
+    as the output starts with it; `before`: the (pieces, details) that stand before the continuation (a branch's)."""
+    pieces: list[tuple[str, str | None]] = [(shown, None)] if shown else []
     details: list[dict[str, Any]] = []
-    plain = ""
+    if before is not None:
+        pieces, details = pieces + before[0], list(before[1])
+    plain = "".join(d["text"] for d in details)
     last = 0.0
     ids: list[int] = []  # token ids of the piece being completed (a UTF-8 character may take several tokens)
     for tok in stream(loaded.model, loaded.tokenizer, prompt or "", cfg):
@@ -94,13 +99,65 @@ def _generate(
         if not tok.text:
             continue
         pieces.append((tok.text, bucket(tok.prob)))
-        details.append({"text": tok.text, "prob": tok.prob, "alternatives": tok.alternatives, "ids": ids})
+        details.append({"text": tok.text, "prob": tok.prob, "alternatives": tok.alternatives,
+                        "alternative_ids": tok.alternative_ids, "ids": ids})  # fmt: skip
         ids = []
         plain += tok.text
         if time.perf_counter() - last >= REFRESH_S:
             last = time.perf_counter()
             yield pieces, plain, details
     yield pieces, plain, details
+
+
+def branch_choices(d: dict[str, Any]) -> list[tuple[str, float, int]]:
+    """The alternatives a visitor can branch to at one step, in the alternatives table's order (its rows after the
+    first, which is the token the model chose): (text, probability, token id)."""
+    ids = d.get("alternative_ids") or []
+    return [(t, p, i) for (t, p), i in zip(d["alternatives"], ids, strict=False) if t != d["text"]]
+
+
+def branch(
+    checkpoint: str | None, prompt: str, details: Any, step: Any, row: Any, original: Any, request: gr.Request,
+    profile: gr.OAuthProfile | None, *settings: Any,
+) -> Iterator[tuple[Any, Any, Any, Any]]:  # fmt: skip
+    """Continue from a step with one of its alternatives in place of the token the model picked: the text up to that
+    step, the chosen token (marked), then the model's continuation with the current settings. The output before the
+    first branch is kept, for "Back to the original"."""
+    cfg = sample_config(*settings)
+    prompt = text(prompt, "prompt", PROMPT_CHARS)
+    step = number(step, "step", 0, None, integer=True)
+    row = number(row, "alternative", 1, None, integer=True)
+    if not isinstance(details, list) or step >= len(details) or not isinstance(details[step], dict):
+        raise UserInputError("generate some text first, then click one of its tokens")
+    choices = branch_choices(details[step])
+    if row > len(choices):
+        raise UserInputError("choose one of the alternatives in the table (a row below the chosen token)")
+    chosen_text, chosen_prob, chosen_id = choices[row - 1]
+    me = visitor(request, profile)
+    with heavy_slot(me, request):
+        loaded = load_checkpoint(checkpoint, me, for_sampling=True)
+        kept = details[:step]
+        ids = encode_prompt(loaded.tokenizer, prompt) + [i for d in kept for i in d["ids"]] + [chosen_id]
+        mark = {**details[step], "text": chosen_text, "prob": chosen_prob, "ids": [chosen_id], "branch": True}
+        marked = [*kept, mark]
+        keep = original or (pieces_of("", details), "".join(d["text"] for d in details), details)
+        for pieces, plain, new in _generate(loaded, ids, cfg, prompt, (pieces_of("", marked), marked)):
+            yield pieces, plain, new, keep
+
+
+def pieces_of(prompt: str, details: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    """The output's coloured pieces for these tokens (after the prompt, uncoloured): a chosen token marked."""
+    pieces: list[tuple[str, str | None]] = [(prompt, None)] if prompt else []
+    return pieces + [(d["text"], BRANCH if d.get("branch") else bucket(float(d["prob"]))) for d in details]
+
+
+def back_to_original(prompt: Any, original: Any) -> tuple[Any, Any, Any, Any]:
+    """The output as it was before the first branch (the prompt, uncoloured, first)."""
+    if not isinstance(original, tuple | list) or len(original) != 3:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    pieces, plain, details = original
+    shown = [(prompt, None)] if isinstance(prompt, str) and prompt else []
+    return shown + list(pieces), plain, details, None
 
 
 @user_errors
@@ -116,6 +173,15 @@ def show_alternatives(details: Any, prompt: Any, evt: gr.SelectData) -> tuple[An
     if not 0 <= index < len(details) or not isinstance(details[index], dict):
         return gr.skip(), gr.skip()
     return alternatives_rows(details[index], index), index
+
+
+def pick_row(evt: gr.SelectData) -> tuple[Any, Any]:
+    """A click on the alternatives table: which row, and whether it can be branched to (not the chosen token's)."""
+    index = getattr(evt, "index", None)
+    r = index[0] if isinstance(index, list | tuple) and index else index
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        return gr.skip(), gr.skip()
+    return r, gr.update(interactive=r > 0)
 
 
 def alternatives_rows(d: dict[str, Any], step: int) -> list[list[Any]]:
@@ -219,7 +285,11 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
                 elem_id="generated",
             )
             plain = gr.Textbox(label="Plain text", lines=4, buttons=["copy"])
-            alternatives = gr.Dataframe(headers=["token", "probability"], label="Alternatives at the chosen step")
+            alternatives = gr.Dataframe(headers=["token", "probability"], label="Alternatives at the chosen step "
+                                        "(click one to branch from it)", interactive=False)  # fmt: skip
+            with gr.Row():
+                go_branch = gr.Button("Continue with this alternative", size="sm", interactive=False)
+                back = gr.Button("Back to the original", size="sm", interactive=False)
             explainer = gr.Plot(label="How sampling reshapes the next-token distribution", show_label=False)
             gr.Markdown(
                 "<small>The bars come from the sampler's own code: the model's probabilities, after the penalties and "
@@ -228,6 +298,8 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
             )
     details = gr.State([])
     step = gr.Number(0, visible=False)
+    row = gr.Number(0, visible=False)  # the alternatives table's row clicked (0: the token the model chose)
+    original = gr.State(None)  # the output before the first branch: (pieces, plain, details)
     cache = gr.State(None)
     suggested = gr.State("")
     outputs = [output, plain, details]
@@ -250,13 +322,25 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
                                     **quiet)  # fmt: skip
         for then in after:
             slider_run = slider_run.success(**then)
+        slider_run.success(lambda: (None, gr.update(interactive=False)), None, [original, back], **quiet)
     for then in after:
         run = run.success(**then)
     for control in settings:  # the explainer redraws as a setting moves: the distribution is cached
         control.change(redraw, [cache, *settings], explainer, trigger_mode="always_last", **quiet)
     output.select(show_alternatives, [details, prompt], [alternatives, step], **quiet).then(
         explain, explain_inputs, [explainer, cache], **quiet
-    )
+    ).then(lambda: (0, gr.update(interactive=False)), None, [row, go_branch], **quiet)
+    # branching: click an alternative, continue from it; the output before the first branch can be brought back
+    alternatives.select(pick_row, None, [row, go_branch], **quiet)
+    branched = go_branch.click(branch, [checkpoint, prompt, details, step, row, original, *settings],
+                               [*outputs, original], api_name="branch", show_progress="hidden")  # fmt: skip
+    restored = back.click(back_to_original, [prompt, original], [*outputs, original], api_name="back_to_original",
+                          show_progress="hidden")  # fmt: skip
+    for chain in (branched, restored):
+        chain = chain.success(lambda kept: gr.update(interactive=bool(kept)), original, back, **quiet)
+        for then in after:
+            chain = chain.success(**then)
+    run.success(lambda: (None, gr.update(interactive=False)), None, [original, back], **quiet)
     for trigger in (refresh.click, tab.select, ready.then):
         trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")
     checkpoint.change(suggested_prompt, [checkpoint, prompt, suggested], [prompt, suggested], **quiet)

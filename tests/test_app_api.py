@@ -109,6 +109,27 @@ def test_generate_with_each_setting(trained: dict[str, Any]) -> None:
         c.predict(ckpt, "ROMEO: 日本", 0.8, 40, 1.0, 1.0, 0.0, 10, 1, 0.0, 0.0, "", api_name="/generate")
 
 
+def test_branch_from_an_alternative_and_back(trained: dict[str, Any]) -> None:
+    """Pick another token at step 4 and continue from it; the original comes back."""
+    c = trained["client"]
+    ckpt = latest_checkpoint(c)
+    settings = [0.8, 40, 1.0, 1.0, 0.0, 30, 7, 0.0, 0.0, ""]
+    pieces, plain, *_ = c.predict(ckpt, "ROMEO:", *settings, api_name="/generate")
+    tokens = [p["token"] for p in pieces[1:]]  # (the first piece is the prompt)
+    assert "".join(tokens) == plain
+    branched_pieces, branched, *_ = c.predict(ckpt, "ROMEO:", 3, 1, *settings, api_name="/branch")
+    b = [(p["token"], p["class_or_confidence"]) for p in branched_pieces[1:]]
+    assert [t for t, _ in b[:3]] == tokens[:3]  # the prefix, as it was
+    assert b[3][1] == "↳ your choice" and b[3][0] != tokens[3]  # the chosen alternative, marked
+    assert branched.startswith("".join(tokens[:3]) + b[3][0]) and branched != plain
+    assert c.predict("ROMEO:", api_name="/back_to_original")[1] == plain
+    again = c.predict(ckpt, "ROMEO:", 3, 1, *settings, api_name="/branch")[1]
+    assert again == branched  # from the original again, with the same seed: the same branch
+    assert c.predict("ROMEO:", api_name="/back_to_original")[1] == plain
+    with pytest.raises(Exception, match="choose one of the alternatives"):
+        c.predict(ckpt, "ROMEO:", 3, 99, *settings, api_name="/branch")
+
+
 def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
     c = trained["client"]
     ckpt = latest_checkpoint(c)

@@ -187,6 +187,23 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     assert sum(repr(clicked) == c.strip() for c in cells) == 0  # not listed again among the alternatives
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"), full_page=True)
 
+    # Branching: click an alternative, continue from it (the chosen token marked), then go back to the original.
+    from playwright.sync_api import expect
+
+    original = page.locator("#generated").inner_text()
+    page.get_by_test_id("cell-1-0").click()
+    go_branch = page.get_by_role("button", name="Continue with this alternative")
+    expect(go_branch).to_be_enabled(timeout=10_000)
+    go_branch.click()
+    back = page.get_by_role("button", name="Back to the original")
+    expect(back).to_be_enabled(timeout=30_000)
+    page.locator("#generated").get_by_text("↳ your choice").first.wait_for(timeout=30_000)  # the legend marks it
+    assert page.locator("#generated").inner_text() != original
+    page.screenshot(path=str(ARTIFACTS / "3d-branch.png"), full_page=True)
+    back.click()
+    page.wait_for_function("t => document.querySelector('#generated').innerText === t", arg=original, timeout=30_000)
+    expect(back).to_be_disabled(timeout=10_000)
+
     # A bad input shows its message and leaves the last good output in place (no "Error" badges over it).
     shown = page.locator("#generated").inner_text()
     prompt.fill("€€€ a character this char model never saw")
