@@ -137,8 +137,10 @@ def branch(
     with heavy_slot(me, request):
         loaded = load_checkpoint(checkpoint, me, for_sampling=True)
         kept = details[:step]
-        ids = encode_prompt(loaded.tokenizer, prompt) + [i for d in kept for i in d["ids"]] + [chosen_id]
-        mark = {**details[step], "text": chosen_text, "prob": chosen_prob, "ids": [chosen_id], "branch": True}
+        # (a piece may be several tokens, a UTF-8 character's bytes: its alternatives are those of its last one)
+        earlier = list(details[step].get("ids") or [])[:-1]
+        ids = encode_prompt(loaded.tokenizer, prompt) + [i for d in kept for i in d["ids"]] + earlier + [chosen_id]
+        mark = {**details[step], "text": chosen_text, "prob": chosen_prob, "ids": [*earlier, chosen_id], "branch": True}
         marked = [*kept, mark]
         keep = original or (pieces_of("", details), "".join(d["text"] for d in details), details)
         for pieces, plain, new in _generate(loaded, ids, cfg, prompt, (pieces_of("", marked), marked)):
