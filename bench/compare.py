@@ -67,7 +67,7 @@ from gpt.config import ModelConfig, SampleConfig, TrainConfig
 from gpt.device import autocast, pick_dtype, sampling_model
 from gpt.interop import model_to_hf_config, ours_to_hf_state
 from gpt.model import GPT
-from gpt.sampling import stream
+from gpt.sampling import sampling_vocab, stream
 from gpt.tokenizer import ByteTokenizer
 
 TRAIN_SHAPES = {
@@ -153,7 +153,7 @@ def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str 
     ours = sampling_model(ours.eval())
     hf.eval()
     tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
-    state = decode.warm_up(ours, min(tok.vocab_size, cfg.vocab_size), wait=True)
+    state = decode.warm_up(ours, sampling_vocab(ours, tok), wait=True)
     dtype = ours.lm_head.weight.dtype
     hf_same = copy.deepcopy(hf).to(dtype) if dtype != torch.float32 else None
     prompt = tok.encode("0123456789")  # 10 tokens for both

@@ -256,7 +256,7 @@ def _generate(args: argparse.Namespace) -> int:
     from gpt import decode
     from gpt.config import SampleConfig
     from gpt.device import pick_device, sampling_model
-    from gpt.sampling import stream
+    from gpt.sampling import sampling_vocab, stream
 
     _check_device(args.device, "--device")
     prompt = None if args.prompt is None else _text_arg(args.prompt, "--prompt")
@@ -269,12 +269,12 @@ def _generate(args: argparse.Namespace) -> int:
     if prompt is not None or not sys.stdin.isatty():
         if cfg.max_new_tokens >= decode.PAYS_AFTER_TOKENS:
             decode.warm_up(
-                model, loaded.tokenizer.vocab_size
-            )  # a long generation: compiled part of the way, it ends sooner
+                model, sampling_vocab(model, loaded.tokenizer)
+            )  # a long generation: compiled part of the way
         _print_continuation(stream(model, loaded.tokenizer, prompt or "", cfg), args.stream)
         return 0
     # interactive: a prompt, its continuation streamed, again; a blank line or Ctrl-D ends it
-    decode.warm_up(model, min(loaded.tokenizer.vocab_size, model.config.vocab_size))  # (compiles while the user types)
+    decode.warm_up(model, sampling_vocab(model, loaded.tokenizer))  # (compiles while the user types)
     print("Type a prompt and press Enter (a blank line or Ctrl-D quits).", flush=True)
     while True:
         try:

@@ -10,7 +10,7 @@ settings as data, so it can be made once and replayed for every token and every 
   from C++, not through a Python wrapper), and, once the step is built for a model, its guards are skipped: a
   `Decoder` calls it only with the inputs it was built for (shapes fixed by the model's config, eval mode,
   inference mode), and checks the weights' dtype and device itself once per generation. Compiling takes seconds
-  (about 10-20 s cold on two cores, 3 s when torch's on-disk cache has the model's shape), so it runs in a
+  (about 27 s cold on two cores, 3-4 s when torch's on-disk cache has the model's shape), so it runs in a
   background thread (`warm_up`) while generation goes on eagerly, and the stream switches to the compiled step at
   the next token once it is ready. Only small models compile: from `BF16_SAMPLING_MIN_PARAMS` on, a token is bound
   by reading the weights, which a compiler cannot make faster.
@@ -76,7 +76,6 @@ class _Compiled:
     step: StepFn | None = None
     error: str | None = None
     seconds: float = 0.0
-    thread: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -103,8 +102,7 @@ def warm_up(model: GPT, vocab: int, wait: bool = False) -> _Compiled | None:
         if state is None or (state.vocab, state.dtype) != (vocab, model.lm_head.weight.dtype):
             state = _compiled[model] = _Compiled(vocab, model.lm_head.weight.dtype)
             ref = weakref.ref(model)
-            state.thread = threading.Thread(target=_build, args=(ref, state), daemon=True, name="decode-compile")
-            state.thread.start()
+            threading.Thread(target=_build, args=(ref, state), daemon=True, name="decode-compile").start()
     if wait:
         state.done.wait()
     return state

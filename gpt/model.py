@@ -350,9 +350,9 @@ class GPT(nn.Module):
         """Logits (B, vocab) of one new token per sequence, `idx` (B, 1), placed at position `pos` (a 0-d tensor).
 
         `layers`: each layer's (keys, values), as `KVCache.layers`. The static-shape step: it reads and writes the
-        cache's whole preallocated tensors and takes the position as
-        data, so its shapes never change and one compiled graph (CPU) or one captured CUDA graph serves every token
-        (gpt.decode). It leaves `cache.pos` to the caller. Same logits as `forward` with the cache, up to rounding."""
+        cache's whole preallocated tensors and takes the position as data, so its shapes never change and one compiled
+        graph (CPU) or one captured CUDA graph serves every token (gpt.decode). It leaves `cache.pos` to the caller.
+        Same logits as `forward` with the cache, up to rounding."""
         x = self.transformer.wte(idx)
         rope = None
         if self.config.pos == "rope":

@@ -167,7 +167,7 @@ def stream(
         model.eval()
     last = ids[-1]
     try:
-        vocab = min(tokenizer.vocab_size, model.config.vocab_size)  # (a model's may be padded past its tokenizer's)
+        vocab = sampling_vocab(model, tokenizer)
         picks = _picks(model, ids, cfg, vocab, min(n_alternatives, vocab))
         for n, (next_id, prob, top) in enumerate(picks):
             last = next_id
@@ -333,6 +333,12 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The ids generation starts from; an empty prompt: the tokenizer's start (unconditional sampling)."""
     ids = tokenizer.encode(prompt) if prompt else []
     return ids or tokenizer.start_ids()  # an empty prompt: unconditional sampling
+
+
+def sampling_vocab(model: GPT, tokenizer: Tokenizer) -> int:
+    """The ids the sampler may pick: the tokenizer's (a model's vocabulary may be padded past them), and never more
+    than the model has."""
+    return min(tokenizer.vocab_size, model.config.vocab_size)
 
 
 def checked_ids(ids: Sequence[int], tokenizer: Tokenizer) -> list[int]:

@@ -22,6 +22,7 @@ from gpt.device import sampling_model
 from gpt.errors import UserInputError
 from gpt.model import GPT
 from gpt.paths import cache_dir
+from gpt.sampling import sampling_vocab
 from playground import hosting, jobs
 from playground.hosting import Visitor, enforce_quota, scrub_paths, visitor
 from playground.inputs import text
@@ -190,9 +191,8 @@ def load_checkpoint(name: str | None, me: Visitor, for_sampling: bool = False) -
     if for_sampling:
         exact = load_checkpoint(name, me)
         loaded = dataclasses.replace(exact, model=sampling_model(exact.model))
-        decode.warm_up(
-            loaded.model, min(loaded.tokenizer.vocab_size, loaded.model.config.vocab_size)
-        )  # the Generate tab samples from it again and again
+        # the Generate tab samples from it again and again: its decode step compiles in the background
+        decode.warm_up(loaded.model, sampling_vocab(loaded.model, loaded.tokenizer))
     else:
         loaded = ckpt.load(resolved)
     with _models_lock:

@@ -109,10 +109,10 @@ def _generate(
     yield pieces, plain, details
 
 
-def branch_choices(d: dict[str, Any]) -> list[tuple[str, float, int]]:
-    """The alternatives a visitor can branch to at one step, in the alternatives table's order (its rows after the
-    first, which is the token the model chose): (text, probability, token id)."""
-    ids = d.get("alternative_ids") or []
+def branch_choices(d: dict[str, Any]) -> list[tuple[str, float, int | None]]:
+    """The other tokens the model considered at one step (not the one shown there), in the alternatives table's
+    order, its rows after the first: (text, probability, token id, None where unknown). A visitor branches to one."""
+    ids = d.get("alternative_ids") or [None] * len(d["alternatives"])
     return [(t, p, i) for (t, p), i in zip(d["alternatives"], ids, strict=False) if t != d["text"]]
 
 
@@ -133,6 +133,8 @@ def branch(
     if row > len(choices):
         raise UserInputError("choose one of the alternatives in the table (a row below the chosen token)")
     chosen_text, chosen_prob, chosen_id = choices[row - 1]
+    if chosen_id is None:
+        raise UserInputError("generate again: this text was made before branching was possible")
     me = visitor(request, profile)
     with heavy_slot(me, request):
         loaded = load_checkpoint(checkpoint, me, for_sampling=True)
@@ -189,7 +191,7 @@ def pick_row(evt: gr.SelectData) -> tuple[Any, Any]:
 def alternatives_rows(d: dict[str, Any], step: int) -> list[list[Any]]:
     """The chosen token first, then the others the model considered at that step (the chosen one not again)."""
     rows = [[f"step {step + 1}: → {d['text']!r} (chosen)", round(float(d["prob"]), 4)]]
-    rows += [[repr(t), round(float(p), 4)] for t, p in d["alternatives"] if t != d["text"]]
+    rows += [[repr(t), round(float(p), 4)] for t, p, _ in branch_choices(d)]
     return rows
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
-from gpt.events import Compile, Done, Eval, Event, Failed, Sample, Start, Step, compile_line, run_listeners
+from gpt.events import Compile, Done, Eval, Event, Failed, Sample, Start, Step, run_listeners
 from playground.settings import LIMITS, scrub_paths
 
 ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
@@ -139,7 +139,7 @@ class Job:
         self.estimate_s = estimate_s  # how long it should train, for the ETAs of the runs queued behind it
         self.on_end: list[Any] = []  # called (with the job) once it has finished, for the registry
         self.series = history or Series()
-        self.phase = ""  # see Snapshot.phase
+        self.compile: Compile | None = None  # see Snapshot.compile
         self.status = "starting"  # queued | starting | running | completed | stopped | error | left
         self.message = ""
         self.step, self.max_steps = 0, config.train.max_steps
@@ -205,7 +205,7 @@ class Job:
                 case Start():
                     self.status = "running"
                 case Compile() as d:
-                    self.phase = compile_line(d)
+                    self.compile = d
                 case Step() as d:
                     s = self.series
                     s.steps.append(e.step)
@@ -249,7 +249,7 @@ class Job:
             sample = self.samples[-1] if self.samples else None
             return Snapshot(self.id, self.status, self.message, self.version, self.step, self.max_steps, self.last,
                             str(self.run_dir), series, sample, stopping=self._stop.is_set(),
-                            phase=self.phase)  # fmt: skip
+                            compile=self.compile)  # fmt: skip
 
 
 @dataclass
@@ -268,7 +268,7 @@ class Snapshot:
     sample: tuple[int, str] | None
     queue: tuple[int, int, float] | None = None  # (position, length, wait) while queued
     stopping: bool = False  # Stop was pressed; the run finishes its step and saves
-    phase: str = ""  # what the run does besides training steps, in words (compiling the model...)
+    compile: Compile | None = None  # torch.compile's phase, its latest event (compiling, compiled, or failed)
 
 
 class Registry:

@@ -31,7 +31,7 @@ from gpt.config import (
 from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import machine_flops, model_size, train_seconds
-from gpt.events import format_duration
+from gpt.events import compile_line, format_duration
 from playground import checkpoint_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
@@ -281,8 +281,10 @@ def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> 
             return f"Stopping after the current step (step {snap.step:,})…"
         if snap.status == "starting":
             return f"Starting…{name}"
-        if snap.phase and (snap.step == 0 or "failed" in snap.phase):  # compiling, or (kept in view) eager instead
-            return f"{snap.phase[0].upper()}{snap.phase[1:]}{name}"
+        c = snap.compile
+        if c is not None and (c.seconds is None or c.fallback):  # compiling, or (kept in view) eager instead
+            line = compile_line(c)
+            return f"{line[0].upper()}{line[1:]}{name}"
         return f"{'Resumed from step ' + format(resumed_from, ',') if resumed_from is not None else 'Training…'}{name}"
     return snap.message or snap.status
 

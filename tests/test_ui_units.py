@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpt.errors import UserInputError
-from gpt.events import Compile, Step, compile_line
+from gpt.events import Compile, Step
 from playground import live_chart
 from playground.charts import decimate
 from playground.jobs import Series, Snapshot
@@ -106,13 +106,12 @@ def test_progress_line_says_where_the_run_is() -> None:
     assert headline(stopping, "r") == "Stopping after the current step (step 150)…"
     assert headline(snapshot("stopped", step, "Training stopped at step 157."), "r") == "Training stopped at step 157."
     # torch.compile's phase (a GPU's default): said while the first step waits for it, and its failure kept in view
-    compiling = Snapshot("j1", "running", "", 3, 0, 300, None, "/runs/r", Series(), None,
-                         phase=compile_line(Compile(None)))  # fmt: skip
+    compiling = Snapshot("j1", "running", "", 3, 0, 300, None, "/runs/r", Series(), None, compile=Compile(None))
     assert headline(compiling, "r").startswith("Compiling the model (torch.compile; the first step waits for it")
     failed = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Series(), None,
-                      phase=compile_line(Compile(3.0, "RuntimeError: no C++ compiler")))  # fmt: skip
+                      compile=Compile(3.0, "RuntimeError: no C++ compiler"))  # fmt: skip
     assert "no C++ compiler" in headline(failed, "r") and "training on without it (eager)" in headline(failed, "r")
-    done = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Series(), None, phase="compiled in 42 s")
+    done = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Series(), None, compile=Compile(42.0))
     assert headline(done, "r") == "Training… → `r`"
 
 
