@@ -9,8 +9,10 @@ settings as data, so it can be made once and replayed for every token and every 
 - CPU: `torch.compile` fuses it into a few C++ kernels around the matrix products (`cpp_wrapper`: the graph is called
   from C++, not through a Python wrapper), and, once the step is built for a model, its guards are skipped: a
   `Decoder` calls it only with the inputs it was built for (shapes fixed by the model's config, eval mode,
-  inference mode), and checks the weights' dtype and device itself once per generation. Compiling takes seconds
-  (about 27 s cold on two cores, 3-4 s when torch's on-disk cache has the model's shape), so it runs in a
+  inference mode), and checks the weights' dtype and device itself once per generation. Each row-times-matrix
+  product is compiled as a multiply and a sum fused with its neighbours, not a call into the matrix library (whose
+  launch costs more than the product at these sizes). Compiling takes seconds
+  (about 30 s cold on two cores, 3-5 s when torch's on-disk cache has the model's shape), so it runs in a
   background thread (`warm_up`) while generation goes on eagerly, and the stream switches to the compiled step at
   the next token once it is ready. Only small models compile: from `BF16_SAMPLING_MIN_PARAMS` on, a token is bound
   by reading the weights, which a compiler cannot make faster.
@@ -43,7 +45,7 @@ from gpt.sampling import pick_static
 N_ALTERNATIVES = 5  # the alternatives the static step returns with each token (the Generate tab shows 5)
 POOL = 2  # idle decoders kept per model
 # Where one generation alone is worth a compile (gpt-generate): eagerly the tiny model takes 0.75 ms a token, compiled
-# 0.33 ms, and compiling takes 3 s with torch's cache warm, 15 s cold; it pays after 7,000-35,000 tokens.
+# 0.25 ms, and compiling takes 3-5 s with torch's cache warm, 30 s cold; it pays after 6,000-60,000 tokens.
 PAYS_AFTER_TOKENS = 20_000
 ENABLED = True  # False: every token through the eager path (bench.compare times both in one run)
 
@@ -118,18 +120,18 @@ def _build(ref: weakref.ref[GPT], state: _Compiled) -> None:
         # and with no guards a second model would be handed the first one's graph.
         fn = _full_step
         own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-        step = torch.compile(
-            own,
-            fullgraph=True,
-            dynamic=False,
+        options: dict[str, Any] = {
+            "cpp_wrapper": True,
+            "compile_threads": 1,  # (in this process: no pool of compile workers kept alive in a web server)
             # Guards are the compiled graph's per-call check of every input and weight (about 30 us here, an eighth
             # of the step): the decoder keeps to the inputs the graph was built for, and checks the weights itself.
-            options={
-                "cpp_wrapper": True,
-                "compile_threads": 1,  # (in this process: no pool of compile workers kept alive in a web server)
-                "guard_filter_fn": torch.compiler.skip_all_guards_unsafe,
-            },
-        )
+            "guard_filter_fn": torch.compiler.skip_all_guards_unsafe,
+            # A row times a matrix as a multiply and a sum, fused with the ops around it: each matrix-library call
+            # costs about 10 us to launch here, and a token makes 17 of them (tiny: 0.29 -> 0.21 ms a step; a 4.7M
+            # model: 2.9 -> 0.9 ms). Inductor does it on a CPU for one row and both sides up to 2048.
+            "post_grad_fusion_options": {"decompose_mm_pass": {}},
+        }
+        step = torch.compile(own, fullgraph=True, dynamic=False, options=options)
         trial = Decoder(model, state.vocab)
         with torch.inference_mode():
             step(model, *trial.seek(0, 0))  # compiles (the first call), on the trial decoder's own cache
