@@ -31,9 +31,12 @@ from gpt.config import Config
 from gpt.data import open_regular
 from gpt.errors import CheckpointError, UserInputError
 from gpt.model import GPT
-from gpt.tokenizer import Tokenizer, from_spec
+from gpt.tokenizer import BPETokenizer, Tokenizer, from_spec
 
 WEIGHTS, CONFIG, TRAINER = "model.safetensors", "config.json", "trainer.pt"
+# A trained BPE's tokenizer.json, beside the weights for Hugging Face's tools (what we load is the copy in
+# config.json's tokenizer spec; this one is written from it and never read back).
+HF_TOKENIZER = "tokenizer.json"
 FORMAT = "gpt-playground-checkpoint"
 log = logging.getLogger(__name__)
 MAX_CONFIG_BYTES = 4 << 20  # a char vocabulary is small; anything bigger is not ours
@@ -90,6 +93,8 @@ def save(
         **(extra or {}),
     }
     (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    if isinstance(tokenizer, BPETokenizer):
+        (tmp / HF_TOKENIZER).write_text(tokenizer.hf_json(), encoding="utf-8")
     if trainer_state is not None:
         torch.save(trainer_state, tmp / TRAINER)
     _fsync_dir(tmp)
@@ -479,19 +484,19 @@ def unpack(archive: str | Path, dest: str | Path, max_bytes: int) -> Path:
     with zf:
         files = check_entries(zf, label, max_files=100)
     names = [n for _, n in files]
-    extra = [n.as_posix() for n in names if n.name not in (CONFIG, WEIGHTS, TRAINER)]
+    extra = [n.as_posix() for n in names if n.name not in (CONFIG, WEIGHTS, TRAINER, HF_TOKENIZER)]
     if extra or len({n.parent for n in names}) != 1 or not {CONFIG, WEIGHTS} <= {n.name for n in names}:
         found = ", ".join(n.as_posix()[:60] for n in names[:5]) or "nothing"
         raise CheckpointError(
-            f"{label} must hold one checkpoint: a folder with {CONFIG}, {WEIGHTS} and optionally {TRAINER}, "
-            f"nothing else (it holds {found})"
+            f"{label} must hold one checkpoint: a folder with {CONFIG}, {WEIGHTS} and optionally {TRAINER} and "
+            f"{HF_TOKENIZER}, nothing else (it holds {found})"
         )
     declared = sum(i.file_size for i, _ in files)
     if declared > max_bytes:
         raise CheckpointError(
             f"{label} holds {declared / 1e6:.0f} MB; checkpoints here are at most {max_bytes / 1e6:.0f} MB"
         )
-    safe_extract(archive, dest, max_bytes=max_bytes, max_files=3)
+    safe_extract(archive, dest, max_bytes=max_bytes, max_files=4)
     return Path(dest).joinpath(*names[0].parent.parts)
 
 

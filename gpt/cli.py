@@ -20,8 +20,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gpt.config import resolve_config_path
+from gpt.config import DataConfig, choices, resolve_config_path
 from gpt.errors import UserInputError
+from gpt.tokenizer import BPE_MAX_VOCAB, BPE_MIN_VOCAB, TokenizerName
 
 MAX_MESSAGE = 300  # characters of an unexpected error's message
 
@@ -140,7 +141,10 @@ def _text_arg(value: str, flag: str) -> str:
 
 def _prepare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="text files and/or folders of .txt/.md files")
-    p.add_argument("--tokenizer", choices=["gpt2", "char", "byte"], default="gpt2")
+    tokenizers = "char, byte, GPT-2's BPE, or bpe: a byte-level BPE trained on these files (--vocab-size)"
+    p.add_argument("--tokenizer", choices=choices(TokenizerName), default="gpt2", help=tokenizers)
+    vocab = f"--tokenizer bpe: its vocabulary, {BPE_MIN_VOCAB} to {BPE_MAX_VOCAB:,} tokens (default %(default)s)"
+    p.add_argument("--vocab-size", type=int, default=DataConfig.bpe_vocab_size, help=vocab)
     p.add_argument("--out", required=True, help="output directory for train.bin, val.bin, meta.json")
     p.add_argument("--val-fraction", type=float, default=0.1)
 
@@ -151,7 +155,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = _out_dir(args.out)
-    d = prepare(args.inputs, tokenizer=args.tokenizer, out=out, val_fraction=args.val_fraction)
+    d = prepare(args.inputs, tokenizer=args.tokenizer, out=out, val_fraction=args.val_fraction,
+                vocab_size=args.vocab_size, progress=_progress_printer())  # fmt: skip
     m = d.meta
     print(
         f"prepared {len(m['files'])} file(s), {m['chars']:,} chars -> {m['train_tokens']:,} train + "
@@ -159,6 +164,23 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{m['dtype']}) in {time.perf_counter() - t0:.1f}s -> {d.dir}"
     )
     return 0
+
+
+def _progress_printer() -> Callable[[str, float], None]:
+    """Preparing's progress on stderr: one line a phase, redrawn in place on a terminal, every 10% otherwise."""
+    last: list[Any] = [None, -1]
+
+    def show(what: str, done: float) -> None:
+        step = int(done * 10)
+        if (what, step) == tuple(last):
+            return
+        end = "\n" if done >= 1 or not sys.stderr.isatty() else ""
+        if what != last[0] and last[0] is not None and sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(f"\r{what}: {done:4.0%}", end=end, file=sys.stderr, flush=True)
+        last[:] = [what, step]
+
+    return show
 
 
 # ----- gpt-train ------------------------------------------------------------------------------------
@@ -188,7 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(resolve_config_path(args.config or "tiny"))
     cfg = apply_overrides(cfg, args.overrides)
     _check_device(cfg.train.device, "train.device")
-    data = _load_data(args.data or (resume_meta or {}).get("data_dir"), cfg.data.tokenizer, cfg.data.val_fraction)
+    data = _load_data(args.data or (resume_meta or {}).get("data_dir"), cfg.data)
     if args.out:
         out = Path(args.out)
     elif args.resume:
@@ -218,14 +240,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if result.status in ("completed", "stopped") else 1
 
 
-def _load_data(path: str | None, tokenizer: str, val_fraction: float):  # type: ignore[no-untyped-def]
+def _load_data(path: str | None, dc: DataConfig):  # type: ignore[no-untyped-def]
     from gpt.data import load_prepared, prepare
 
     if path:
         return load_prepared(path)
     from gpt.corpus import sample_corpus_path
 
-    return prepare([sample_corpus_path()], tokenizer=tokenizer, val_fraction=val_fraction)
+    return prepare([sample_corpus_path()], tokenizer=dc.tokenizer, val_fraction=dc.val_fraction,
+                   vocab_size=dc.bpe_vocab_size, progress=_progress_printer())  # fmt: skip
 
 
 # ----- gpt-generate ---------------------------------------------------------------------------------

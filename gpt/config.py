@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from gpt.errors import UserInputError
+from gpt.tokenizer import TokenizerName, check_bpe_vocab
 
 # Hard upper bounds that no config may exceed: they keep nonsense values (layers = 10 000) from
 # allocating the machine away. Hosting caps (playground) are stricter and set by env vars.
@@ -144,14 +145,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    tokenizer: str = "char"  # gpt2 | char | byte
+    tokenizer: TokenizerName = "char"
+    bpe_vocab_size: int = 2048  # the bpe tokenizer's vocabulary, trained on the corpus
     val_fraction: float = 0.1
     sampling: str = "random"  # random windows (nanoGPT) | sliding windows with a stride
     stride: int = 0  # sliding mode: step between windows; 0 means block_size (no overlap)
 
     def validate(self) -> None:
-        if self.tokenizer not in ("gpt2", "char", "byte"):
-            raise UserInputError(f"data.tokenizer must be gpt2, char or byte, not {_short(self.tokenizer)}")
+        _check_choice("data.tokenizer", self.tokenizer, TokenizerName)
+        if self.tokenizer == "bpe":
+            check_bpe_vocab(self.bpe_vocab_size)
         _check_float("data.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
         if self.sampling not in ("random", "sliding"):
             raise UserInputError(f"data.sampling must be random or sliding, not {_short(self.sampling)}")

@@ -1,4 +1,5 @@
-"""Tokenizers behind one interface: GPT-2 BPE (tiktoken, works offline), char-level and byte-level.
+"""Tokenizers behind one interface: GPT-2 BPE (tiktoken, works offline), char-level, byte-level, and a byte-level BPE
+trained on the user's own corpus (Hugging Face's `tokenizers`), with what it learned (`bpe_report`).
 
 Every tokenizer has `encode`, `decode`, `decode_bytes`, `vocab_size` and a JSON-serialisable `spec()`;
 `from_spec(spec)` rebuilds it (a char tokenizer's vocabulary travels inside the spec, hence inside
@@ -11,10 +12,14 @@ import codecs
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,10 +43,15 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 GPT2_EOT = 50256
 
 
+# The tokenizers there are: one list for the config's validation, gpt-prepare's choices and the Data tab.
+# bpe: trained on the corpus (data.bpe_vocab_size tokens).
+TokenizerName = Literal["char", "byte", "gpt2", "bpe"]
+
+
 class Tokenizer:
     """The interface. Subclasses implement `encode`, `decode_bytes`, `vocab_size` and `spec`."""
 
-    name: str = ""
+    name: TokenizerName
     vocab_size: int = 0
 
     def encode(self, text: str) -> list[int]:
@@ -227,6 +237,253 @@ class GPT2Tokenizer(Tokenizer):
         return {"vocab.json": files["encoder.json"], "merges.txt": files["vocab.bpe"]}
 
 
+# A trained BPE's vocabulary: the 256 bytes and at least a few merges, up to nanochat's and GPT-2's order of size (a
+# 32,768-token tokenizer.json is about 1 MB, and travels inside every checkpoint's config.json, read up to 4 MiB).
+BPE_MIN_VOCAB, BPE_MAX_VOCAB = 260, 32_768
+MAX_BPE_JSON_CHARS = 3 << 20  # a tokenizer.json we read (ours, or a model's we import): 3M characters at most
+MAX_LOADED_VOCAB = 262_144  # an imported model's tokenizer.json (Qwen3 has 151,669 tokens)
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: each byte as a printable character (the printable Latin-1 ones as themselves,
+    the rest shifted past 255), so that a BPE over bytes can store its vocabulary as text (Ġ is a space byte)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, shift = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + shift)
+            shift += 1
+    return chars
+
+
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE as Hugging Face's `tokenizers` runs it (its tokenizer.json): GPT-2's scheme, trained on the
+    user's corpus by `train_bpe`, or read from a model's tokenizer.json on import. The spec carries the whole
+    tokenizer.json, so it travels wherever a spec goes (meta.json, checkpoints, exports)."""
+
+    name = "bpe"
+
+    def __init__(self, tokenizer_json: str) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        if not isinstance(tokenizer_json, str) or len(tokenizer_json) > MAX_BPE_JSON_CHARS:
+            raise UserInputError(f"a BPE tokenizer.json is text of at most {MAX_BPE_JSON_CHARS:,} characters")
+        try:
+            doc = json.loads(tokenizer_json)
+            tok = HFTokenizer.from_str(tokenizer_json)
+        except Exception as e:  # noqa: BLE001 - the library's own error names the bad field
+            raise UserInputError(f"not a tokenizer.json the tokenizers library reads: {str(e)[:200]}") from None
+        model, decoder = doc.get("model") or {}, doc.get("decoder") or {}
+        if model.get("type") != "BPE" or decoder.get("type") != "ByteLevel":
+            raise UserInputError(
+                f"only byte-level BPE tokenizers can be used (GPT-2's scheme, as SmolLM2 and Qwen3 have); this one is "
+                f"{str(model.get('type'))[:40]} with a {str(decoder.get('type'))[:40]} decoder"
+            )
+        vocab = tok.get_vocab(with_added_tokens=True)
+        if not 0 < len(vocab) <= MAX_LOADED_VOCAB or sorted(vocab.values()) != list(range(len(vocab))):
+            raise UserInputError(f"a tokenizer needs 1 to {MAX_LOADED_VOCAB:,} tokens numbered from 0 without gaps")
+        tok.encode_special_tokens = True  # user text is data: "<|endoftext|>" in it is plain text
+        self._tok, self._json = tok, tok.to_str()
+        self.vocab_size = len(vocab)
+        byte_of = {c: b for b, c in bytes_to_unicode().items()}
+        special = {t.content for t in tok.get_added_tokens_decoder().values()}
+        self._bytes = [b""] * self.vocab_size  # each id's bytes: decoding is a join, exact for any id sequence
+        for piece, i in vocab.items():
+            if piece in special or any(c not in byte_of for c in piece):
+                self._bytes[i] = piece.encode("utf-8", errors="replace")
+            else:
+                self._bytes[i] = bytes(byte_of[c] for c in piece)
+        self._eos = next((vocab[t] for t in ("<|endoftext|>", "<|im_end|>", "</s>") if t in special), None)
+
+    def encode(self, text: str) -> list[int]:
+        _utf8(text)  # (a lone surrogate: our message, not the library's type error)
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        for t in texts:
+            _utf8(t)
+        return [list(e.ids) for e in self._tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        return [np.asarray(ids, dtype=np.uint32) for ids in self.encode_batch(texts)]
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        n, table = self.vocab_size, self._bytes
+        return b"".join(table[i] if 0 <= i < n else REPLACEMENT.encode() for i in ids)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[token_id]
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "bpe", "tokenizer_json": self._json}
+
+    def hf_json(self) -> str:
+        """The tokenizer.json text: `transformers.PreTrainedTokenizerFast(tokenizer_file=...)` and `AutoTokenizer`
+        load it and give these ids."""
+        return self._json
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._eos
+
+    def merges(self) -> list[tuple[int, int, int]]:
+        """The merges in the order they were learned: (left id, right id, merged id)."""
+        model = json.loads(self._json)["model"]
+        vocab = model["vocab"]
+        pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model["merges"]]
+        return [(vocab[a], vocab[b], vocab[a + b]) for a, b in pairs if a in vocab and b in vocab and a + b in vocab]
+
+    def pre_split(self, text: str) -> list[str]:
+        """The text cut into the pieces merges never cross (GPT-2's pattern: words with their leading space,
+        numbers, punctuation runs, whitespace)."""
+        _utf8(text)
+        pre = self._tok.pre_tokenizer
+        if pre is None:
+            return [text] if text else []
+        return [text[a:b] for _, (a, b) in pre.pre_tokenize_str(text)]
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, progress: Callable[[int], None] | None = None) -> BPETokenizer:
+    """Train a byte-level BPE of `vocab_size` tokens (fewer if the corpus has fewer pairs seen twice) on `texts`,
+    with Hugging Face's `tokenizers` (its Rust trainer: seconds for megabytes). GPT-2's choices: the text is split
+    with GPT-2's pattern first (merges never cross a word's start), every byte is a token from the start (any text
+    encodes, nothing is unknown). `progress(chars)` is called as the text is read (the counting pass; the merges
+    follow in one call)."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    check_bpe_vocab(vocab_size)
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,  # (a pair seen once is not a pattern; a small corpus stops short of vocab_size)
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+
+    def read() -> Iterable[str]:
+        for t in texts:
+            _utf8(t)
+            yield t
+            if progress is not None:
+                progress(len(t))
+
+    tok.train_from_iterator(read(), trainer)
+    return BPETokenizer(tok.to_str())
+
+
+@dataclass
+class Merge:
+    """One learned merge: two tokens side by side became one."""
+
+    rank: int  # 1 = learned first
+    left: str  # the tokens' text (bytes decoded; a piece of a UTF-8 character shows as U+FFFD)
+    right: str
+    merged: str
+    count: int  # how often the pair stood side by side in the counted text when it was merged
+
+
+@dataclass
+class BPEReport:
+    """What a trained BPE learned, as the Data tab shows it."""
+
+    vocab_size: int
+    merges: list[Merge]  # the first merges, in order, with their counts
+    counted_chars: int  # the counts come from this many characters of the corpus (all of it, if no more)
+    longest: list[str]  # the longest tokens (in bytes)
+
+
+def bpe_report(tok: BPETokenizer, text: str, n_merges: int = 20, n_longest: int = 20) -> BPEReport:
+    """The first `n_merges` merges with how often each pair occurred in `text` when it was merged (replayed here:
+    the library does not report counts), and the `n_longest` longest tokens."""
+    merges = tok.merges()[:n_merges]
+    # Each distinct piece of the pre-split text once, with how often it occurs: merges happen inside pieces.
+    byte_ids = {b: i for i in range(tok.vocab_size) if len(t := tok.token_bytes(i)) == 1 for b in t}
+    pieces = Counter(tok.pre_split(text))
+    words = [([byte_ids[b] for b in p.encode("utf-8")], n) for p, n in pieces.items()]
+    out = []
+    for rank, (a, b, m) in enumerate(merges, 1):
+        count = 0
+        for ids, n in words:
+            hits, i = 0, 0
+            while i < len(ids) - 1:
+                if ids[i] == a and ids[i + 1] == b:
+                    ids[i : i + 2] = [m]
+                    hits += 1
+                i += 1
+            count += hits * n
+        out.append(Merge(rank, tok.token_text(a), tok.token_text(b), tok.token_text(m), count))
+    order = sorted(range(tok.vocab_size), key=lambda i: (-len(tok.token_bytes(i)), i))[:n_longest]
+    return BPEReport(tok.vocab_size, out, len(text), [tok.token_text(i) for i in order])
+
+
+def merge_steps(tok: BPETokenizer, word: str, max_steps: int = 64) -> list[list[str]]:
+    """`word` as BPE encodes it, one merge at a time: first its bytes, then after each merge (lowest rank first, as
+    the encoder applies them) the pieces, until no learned merge applies. The last step is `tok.encode(word)`."""
+    rank = {(a, b): (r, m) for r, (a, b, m) in enumerate(tok.merges())}
+    byte_ids = {b: i for i in range(tok.vocab_size) if len(t := tok.token_bytes(i)) == 1 for b in t}
+    parts = [[byte_ids[b] for b in piece.encode("utf-8")] for piece in tok.pre_split(word)]
+    steps = [[i for p in parts for i in p]]
+    while len(steps) <= max_steps:
+        best = min(
+            ((rank[(p[i], p[i + 1])], k, i) for k, p in enumerate(parts) for i in range(len(p) - 1)
+             if (p[i], p[i + 1]) in rank),
+            default=None,
+        )  # fmt: skip
+        if best is None:
+            break
+        (_, m), k, _ = best
+        a, b = parts[k][best[2]], parts[k][best[2] + 1]
+        p, merged, i = parts[k], [], 0  # every occurrence of the pair in this piece, left to right
+        while i < len(p):
+            if i < len(p) - 1 and (p[i], p[i + 1]) == (a, b):
+                merged.append(m)
+                i += 2
+            else:
+                merged.append(p[i])
+                i += 1
+        parts[k] = merged
+        steps.append([i for p in parts for i in p])
+    return [[tok.token_text(i) for i in ids] for ids in steps]
+
+
+@dataclass
+class Compression:
+    """How much text one token carries, for one tokenizer on one text."""
+
+    tokenizer: str
+    vocab_size: int
+    tokens: int
+    chars_per_token: float
+    bytes_per_token: float
+
+
+def compression(text: str, tokenizers: dict[str, Tokenizer]) -> list[Compression]:
+    """Each tokenizer's tokens for `text`, and the characters and UTF-8 bytes per token."""
+    n_bytes = len(_utf8(text))
+    out = []
+    for label, tok in tokenizers.items():
+        n = len(tok.encode(text))
+        out.append(Compression(label, tok.vocab_size, n, len(text) / max(n, 1), n_bytes / max(n, 1)))
+    return out
+
+
+def check_bpe_vocab(vocab_size: Any) -> int:
+    if (
+        isinstance(vocab_size, bool)
+        or not isinstance(vocab_size, int)
+        or not (BPE_MIN_VOCAB <= vocab_size <= BPE_MAX_VOCAB)
+    ):
+        raise UserInputError(
+            f"a BPE vocabulary size is a whole number from {BPE_MIN_VOCAB} (the 256 bytes and a few merges) to "
+            f"{BPE_MAX_VOCAB:,}, not {str(vocab_size)[:40]}"
+        )
+    return vocab_size
+
+
 def from_spec(spec: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.spec()` (as stored in meta.json and checkpoints)."""
     kind = spec.get("type") if isinstance(spec, dict) else None
@@ -236,7 +493,9 @@ def from_spec(spec: dict[str, Any]) -> Tokenizer:
         return ByteTokenizer()
     if kind == "char" and isinstance(spec.get("chars"), str):
         return CharTokenizer(spec["chars"])  # an empty vocabulary: an empty corpus, said so there
-    raise UserInputError(f"unknown tokenizer {str(kind or spec)[:80]!r}; choose gpt2, char or byte")
+    if kind == "bpe" and isinstance(spec.get("tokenizer_json"), str):
+        return BPETokenizer(spec["tokenizer_json"])
+    raise UserInputError(f"unknown tokenizer {str(kind or spec)[:80]!r}; choose gpt2, char, byte or bpe")
 
 
 def gpt2_file_paths() -> dict[str, Path]:

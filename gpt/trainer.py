@@ -213,11 +213,13 @@ class Trainer:
                 raise UserInputError(
                     f"the checkpoint at {start_from} uses the {kind} tokenizer"
                     + (" with its own character set" if kind == "char" else "")
+                    + (" trained on its own corpus" if kind == "bpe" else "")
                     + f"; prepare the data with the same tokenizer (this data uses {tokenizer.name})"
                 )
             cfg.model = loaded.config.model
         else:
             cfg.model.vocab_size = padded_vocab(tokenizer.vocab_size)
+        cfg.data.tokenizer = tokenizer.name  # (the saved config says what the run used, not the preset's default)
         cfg.validate()
         self.data.check_fits(cfg.model.block_size)
         state = None
