@@ -57,8 +57,15 @@ class ModelConfig:
     block_size: int = 64
     n_layer: int = 4
     n_head: int = 4
+    n_kv_head: int = 0  # grouped-query attention: heads of keys and values, each shared by n_head / n_kv_head
+    # query heads (Llama's, Qwen3's); 0 means n_head (one each: GPT-2's multi-head attention)
     n_embd: int = 128
     dropout: float = 0.0
+    # What imported Llama-family models need, each defaulting to what a model of ours has always done:
+    mlp_hidden: int = 0  # the MLP's hidden width; 0: 4 x n_embd (SwiGLU: 8/3 x n_embd, rounded up to 8)
+    rope_theta: float = 10000.0  # RoPE's base: larger turns the slowest pairs slower (Qwen3: 1e6)
+    norm_eps: float = 0.0  # the norms' epsilon; 0: torch's (LayerNorm 1e-5, RMSNorm the dtype's machine epsilon)
+    norm_gain: bool = False  # rmsnorm (and QK-norm) with a learned per-channel gain, as Llama's and Qwen3's
     bias: bool = field(
         default=True,
         metadata=_switch(
@@ -121,7 +128,11 @@ class ModelConfig:
         _check_int("model.block_size", self.block_size, 1, MAX_BLOCK_SIZE)
         _check_int("model.n_layer", self.n_layer, 1, MAX_LAYERS)
         _check_int("model.n_head", self.n_head, 1, 256)
+        _check_int("model.n_kv_head", self.n_kv_head, 0, 256)
         _check_int("model.n_embd", self.n_embd, 1, MAX_EMBD)
+        _check_int("model.mlp_hidden", self.mlp_hidden, 0, 8 * MAX_EMBD)
+        _check_float("model.rope_theta", self.rope_theta, 1.0, 1e9)
+        _check_float("model.norm_eps", self.norm_eps, 0.0, 1.0)
         _check_float("model.dropout", self.dropout, 0.0, 0.99)
         _check_choice("model.pos", self.pos, Position)
         _check_choice("model.norm", self.norm, Norm)
@@ -131,11 +142,26 @@ class ModelConfig:
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}); "
                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
+        if self.n_head % self.kv_heads:
+            raise UserInputError(
+                f"model.n_kv_head ({self.n_kv_head}) must divide model.n_head ({self.n_head}): each key/value head "
+                f"serves the same number of query heads; try one of "
+                f"{', '.join(str(d) for d in range(1, self.n_head + 1) if self.n_head % d == 0)}"
+            )
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise UserInputError(
                 f"model.pos=rope rotates pairs of numbers, so each head needs an even size; n_embd/n_head is "
                 f"{self.n_embd // self.n_head}: change n_embd or n_head"
             )
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads (n_kv_head, or n_head where it is 0)."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
     @property
     def switches(self) -> dict[str, Any]:

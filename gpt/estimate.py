@@ -93,11 +93,22 @@ def _size_of(fields: tuple[tuple[str, Any], ...]) -> tuple[int, float]:
     """GPT(cfg).num_params() and .flops_per_token(), counted from the shapes (tests/test_estimate.py checks them
     against the model): building even a meta-device model runs its init through torch._refs, which imports
     torch._dynamo, and the web server calls this at every change of the form."""
+    from gpt.model import mlp_width  # (a plain function: importing the module builds nothing)
+
     cfg = ModelConfig(**dict(fields))
     c, bias = cfg.n_embd, int(cfg.bias)
-    # per block: two LayerNorms, the attention's qkv and output projections, the MLP's two layers (+ their biases)
-    block = 12 * c * c + 2 * c + bias * 11 * c
-    params = cfg.vocab_size * c + cfg.n_layer * block + c + bias * c  # the embedding (tied to the head), ln_f
+    if cfg.norm == "layernorm":  # a norm's gain (and offset with biases); RMSNorm's gain only with norm_gain
+        norm = c + bias * c
+    else:
+        norm = int(cfg.norm_gain) * c
+    qkv = (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim  # grouped-query attention: fewer keys and values
+    attn = (c + bias) * qkv + (c + bias) * c + (2 * cfg.head_dim if cfg.qk_norm and cfg.norm_gain else 0)
+    hidden = mlp_width(cfg)
+    fc = 2 * hidden if cfg.activation == "swiglu" else hidden  # SwiGLU's gate and value side by side
+    mlp = (c + bias) * fc + (hidden + bias) * c
+    block = 2 * norm + attn + mlp
+    head = 0 if cfg.tie_head else cfg.vocab_size * c
+    params = cfg.vocab_size * c + head + cfg.n_layer * block + norm  # the embedding (tied or not), blocks, ln_f
     return params, float(6 * params + 12 * cfg.n_layer * c * cfg.block_size)
 
 

@@ -29,7 +29,8 @@ from gpt.config import ModelConfig, TrainConfig
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated to the context length: per layer (B, heads, T, head_dim) each.
+    """Keys and values of every layer, preallocated to the context length: per layer (B, kv heads, T, head_dim)
+    each (grouped-query attention keeps only n_kv_head heads of them: a cache n_head / n_kv_head times smaller).
 
     One tensor per layer, not one for all: the static decode step updates them in place, and a compiled step can
     write into a whole input, where writing into a slice of one would copy it. `zeroed` for the static step, which
@@ -39,7 +40,7 @@ class KVCache:
     def __init__(
         self, cfg: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype, zeroed: bool = False
     ) -> None:
-        shape = (batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        shape = (batch_size, cfg.kv_heads, cfg.block_size, cfg.head_dim)
         make = torch.zeros if zeroed else torch.empty
         self.layers = [
             (make(shape, device=device, dtype=dtype), make(shape, device=device, dtype=dtype))
@@ -55,7 +56,7 @@ class KVCache:
         return [t for kv in self.layers for t in kv]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new positions' keys and values (B, heads, T, head_dim); return all of them so far."""
+        """Store the new positions' keys and values (B, kv heads, T, head_dim); return all of them so far."""
         B, T = k.size(0), k.size(2)
         keys, values = self.layers[layer]
         keys[:B].narrow(2, self.pos, T).copy_(k)
@@ -67,41 +68,57 @@ Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) of the positions being co
 
 
 def rope_angles(cfg: ModelConfig, positions: torch.Tensor) -> Rope:
-    """cos and sin of the rotation angles of `positions` (1-D integer tensor; RoFormer, base 10,000 as in Llama).
+    """cos and sin of the rotation angles of `positions` (1-D integer tensor; RoFormer, base `rope_theta`, 10,000 by
+    default as in Llama).
 
-    Pair i of each query and key turns by position x 10000^(-2i / head_dim): fast-turning pairs tell near positions
+    Pair i of each query and key turns by position x theta^(-2i / head_dim): fast-turning pairs tell near positions
     apart, slow ones far positions. Computed per call, in float32: a few microseconds, and nothing to keep in sync
     with the weights (a checkpoint holds no buffers). The positions are a tensor, so that the static decode step can
     take its position as data, not as a constant baked into a compiled graph."""
-    half = cfg.n_embd // cfg.n_head // 2
-    freqs = 10000.0 ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    half = cfg.head_dim // 2
+    freqs = cfg.rope_theta ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
     angles = positions.float()[:, None] * freqs[None, :]
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
-    """Rotate each (first half, second half) pair of x (B, T, ..., head_dim) by its position's angle."""
+    """Rotate each (first half, second half) pair of x (B, T, ..., head_dim) by its position's angle.
+
+    Pair i is (x[i], x[i + head_dim / 2]), not neighbours (x[2i], x[2i + 1]) as in RoFormer's paper: the layout of
+    Hugging Face's Llama (`rotate_half`), so its q and k weights need no permuting on the way in or out."""
     cos, sin = (r.to(x.dtype).view(r.size(0), *[1] * (x.dim() - 3), r.size(1)) for r in rope)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:
-    """GPT-2's LayerNorm (learned gain, and offset with biases) or a parameter-free RMSNorm (nanochat's)."""
+    """GPT-2's LayerNorm (learned gain, and offset with biases) or a parameter-free RMSNorm (nanochat's; with
+    `norm_gain`, a learned gain as in Llama)."""
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.n_embd, elementwise_affine=False)
-    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps or None, elementwise_affine=cfg.norm_gain)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps or 1e-5, bias=cfg.bias)
 
 
 class CausalSelfAttention(nn.Module):
+    """Causal self-attention with n_head query heads and n_kv_head key/value heads (grouped-query attention: query
+    head i reads key/value head i // (n_head / n_kv_head), as in Hugging Face's Llama; equal counts are GPT-2's)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        # One matmul makes queries, keys and values, laid out [q | k | v]: with n_kv_head == n_head that is GPT-2's
+        # c_attn (3 x n_embd), so every older checkpoint loads as it is.
+        self.c_attn = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.attn_dropout = _dropout(cfg.dropout)
         self.resid_dropout = _dropout(cfg.dropout)
-        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
-        self.qk_norm = cfg.qk_norm
+        self.n_embd, self.dropout = cfg.n_embd, cfg.dropout
+        self.qk_norm, self.eps = cfg.qk_norm, cfg.norm_eps or None
+        # Learned QK-norm gains (Qwen3's q_norm / k_norm, one per channel, shared by the heads), or none (nanochat's)
+        self.q_norm = self.k_norm = None
+        if cfg.qk_norm and cfg.norm_gain:
+            self.q_norm = nn.RMSNorm(cfg.head_dim, eps=self.eps)
+            self.k_norm = nn.RMSNorm(cfg.head_dim, eps=self.eps)
 
     def forward(
         self,
@@ -119,6 +136,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
         probs = None
         if explicit:
+            if self.n_kv_head != self.n_head:  # every query head gets its own copy of its group's keys and values
+                k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
             att = att.masked_fill(~_causal_mask(T, past, x.device), float("-inf"))
             probs = F.softmax(att, dim=-1)
@@ -134,45 +153,52 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y)), probs
 
     def _qkv(self, x: torch.Tensor, rope: Rope | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values (B, heads, T, head_dim) of x (B, T, C), normalised and rotated as switched."""
-        B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
-        if self.qk_norm or rope is not None:  # queries and keys together: one op for both, not two
-            qk = qkv[:, :, :2]
-            if self.qk_norm:  # unit-size queries and keys: a score is at most sqrt(head_dim), whatever the weights
-                qk = F.rms_norm(qk, (qk.size(-1),))
-            if rope is not None:  # before the cache: cached keys keep the rotation of their own position
-                qk = apply_rope(qk, rope)
-            qkv = torch.cat([qk, qkv[:, :, 2:]], dim=2)
-        # (B, T, 3, heads, head_dim) -> three (B, heads, T, head_dim) views
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v
+        """Queries (B, n_head, T, head_dim), keys and values (B, n_kv_head, T, head_dim) of x (B, T, C), normalised
+        and rotated as switched."""
+        B, T, _ = x.shape
+        H, KV = self.n_head, self.n_kv_head
+        qkv = self.c_attn(x).view(B, T, H + 2 * KV, self.head_dim)
+        # queries and keys side by side as H + KV heads: the norm and the rotation are per head, one op for both
+        qk, v = qkv.split([H + KV, KV], dim=2)
+        if self.qk_norm:  # unit-size queries and keys: a score is at most sqrt(head_dim), whatever the weights
+            qk = F.rms_norm(qk, (self.head_dim,), eps=self.eps)
+            if self.q_norm is not None and self.k_norm is not None:  # learned gains (Qwen3), before the rotation
+                qk = qk * torch.cat([self.q_norm.weight.expand(H, -1), self.k_norm.weight.expand(KV, -1)])
+        if rope is not None:  # before the cache: cached keys keep the rotation of their own position
+            qk = apply_rope(qk, rope)
+        q, k = qk.split([H, KV], dim=2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def step(
         self, x: torch.Tensor, rope: Rope | None, keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor
     ) -> torch.Tensor:
         """The static decode step's attention: x (B, 1, C) at position `pos` (0-d tensor), the cache's whole
-        (B, heads, block, head_dim) keys and values, updated in place. Every shape is fixed: all `block` positions
+        (B, kv heads, block, head_dim) keys and values, updated in place. Every shape is fixed: all `block` positions
         are scored and those after `pos` masked, which costs a little arithmetic and buys one graph for every step.
         Written out (not SDPA): a compiler fuses it into one kernel with the cache write."""
         B, _, C = x.shape
         q, k, v = self._qkv(x, rope)
         keys.index_copy_(2, pos.view(1), k)
         values.index_copy_(2, pos.view(1), v)
+        # The query heads of one key/value group stand in a row, as T queries would: (B, kv heads, group, head_dim)
+        # against that group's keys, no copy of the cache (with n_kv_head == n_head the group is one query).
+        q = q.reshape(B, self.n_kv_head, self.n_head // self.n_kv_head, self.head_dim)
         att = (q.float() @ keys.float().transpose(-2, -1)) * (1.0 / math.sqrt(keys.size(-1)))  # (fp32, as SDPA)
         visible = torch.arange(keys.size(2), device=x.device) <= pos
         att = att.masked_fill(~visible, float("-inf")).softmax(dim=-1)
-        y = att.to(values.dtype) @ values
-        return self.c_proj(y.transpose(1, 2).reshape(B, 1, C))
+        y = att.to(values.dtype) @ values  # (B, kv heads, group, head_dim): query head i at [i // group, i % group]
+        return self.c_proj(y.reshape(B, 1, C))
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
         T = q.size(2)
+        gqa = self.n_kv_head != self.n_head  # SDPA shares each key/value head among its group of query heads
         if past == 0:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
         if T == 1:  # one new query sees every cached key
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, past, q.device), dropout_p=p)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
+        mask = _causal_mask(T, past, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
 
 
 def _dropout(p: float) -> nn.Module:
@@ -186,8 +212,10 @@ def _causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
 
 
 def mlp_width(cfg: ModelConfig) -> int:
-    """The MLP's hidden width: 4 x n_embd; SwiGLU's two input halves get 2/3 of that each (Llama), rounded up to a
-    multiple of 8, so that the layer keeps about the same size."""
+    """The MLP's hidden width: `mlp_hidden` where set (an imported model's), else 4 x n_embd; SwiGLU's two input
+    halves get 2/3 of that each (Llama), rounded up to a multiple of 8, so that the layer keeps about the same size."""
+    if cfg.mlp_hidden:
+        return cfg.mlp_hidden
     if cfg.activation == "swiglu":
         return -(-8 * cfg.n_embd // 3 // 8) * 8
     return 4 * cfg.n_embd
@@ -427,7 +455,8 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6 x parameters plus attention (PaLM appendix B, as in nanoGPT)."""
+        """Training FLOPs per token: 6 x parameters plus attention (PaLM appendix B, as in nanoGPT; grouped-query
+        attention has fewer parameters, the same scores: every query head still scores every key)."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 

@@ -21,6 +21,18 @@ SWITCHES: list[dict[str, Any]] = [
     {},  # GPT-2's
     dict(pos="rope", norm="rmsnorm", activation="relu2", qk_norm=True, tie_head=False, bias=False),  # the modern
     dict(activation="swiglu", pos="rope"),
+    # Llama's / Qwen3's: grouped-query attention (4 query heads sharing 2 key/value heads), learned norm gains
+    dict(
+        pos="rope",
+        norm="rmsnorm",
+        activation="swiglu",
+        qk_norm=True,
+        norm_gain=True,
+        n_head=4,
+        n_kv_head=2,
+        bias=False,
+        tie_head=False,
+    ),  # fmt: skip
 ]
 ALL_ON = dict(top_k=20, top_p=0.9, min_p=0.05, repetition_penalty=1.3, presence_penalty=0.2, frequency_penalty=0.1)
 
@@ -81,8 +93,10 @@ def test_the_branch_free_sampler_picks_what_the_eager_one_picks() -> None:
 
 @pytest.fixture(scope="module")
 def compiled() -> list[GPT]:
-    """GPT-2's recipe, the modern one, and GPT-2's at another width: compiled once for the tests below."""
+    """GPT-2's recipe, the modern one, GPT-2's at another width and a grouped-query (Llama-like) model: compiled once
+    for the tests below."""
     models = [model_with(**SWITCHES[0]), model_with(**SWITCHES[1]), model_with(1, n_embd=48, n_head=3)]
+    models.append(model_with(**SWITCHES[3]))
     for m in models:
         decode.warm_up(m, 256)  # (in the background: all three at once)
     for m in models:
@@ -93,7 +107,7 @@ def compiled() -> list[GPT]:
 def test_compiled_decoding_is_token_for_token_the_eager_one(
     compiled: list[GPT], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for m in compiled[:2]:
+    for m in (compiled[0], compiled[1], compiled[3]):
         state = decode.warm_up(m, 256, wait=True)
         assert state is not None and state.error is None and state.step is not None
         with decode.decoder(m, 256) as d:

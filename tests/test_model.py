@@ -106,3 +106,47 @@ def test_tiny_model_overfits_one_batch() -> None:
 def test_sequence_longer_than_context_is_refused() -> None:
     with pytest.raises(ValueError, match="context length"):
         tiny()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_grouped_query_attention_is_multi_head_attention_with_shared_keys_and_values() -> None:
+    """n_kv_head=2 of 4 heads: query head i reads key/value head i // 2 (Llama's grouping). The same model written as
+    ordinary multi-head attention, each key/value head copied for both of its query heads, gives the same logits, and
+    the fast, explicit and cached paths agree."""
+    torch.manual_seed(0)
+    kw = dict(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32, pos="rope", norm="rmsnorm", bias=False,
+              qk_norm=True, norm_gain=True)  # fmt: skip
+    gqa = GPT(ModelConfig(**kw, n_kv_head=2)).eval()  # type: ignore[arg-type]
+    mha = GPT(ModelConfig(**kw)).eval()  # type: ignore[arg-type]
+    with torch.no_grad():
+        for p in gqa.parameters():  # norm gains other than 1, so that the test sees them
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+    state = gqa.state_dict()
+    for key, w in list(state.items()):
+        if key.endswith("attn.c_attn.weight"):  # [q | k | v], heads of 8: k and v each head twice
+            q, k, v = w.split([32, 16, 16])
+            k, v = (t.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32) for t in (k, v))
+            state[key] = torch.cat([q, k, v])
+    mha.load_state_dict(state)
+    x = torch.randint(0, 50, (2, 16))
+    fast, _ = gqa(x)
+    assert (fast - mha(x)[0]).abs().max() < 1e-5
+    assert (fast - gqa.forward_inspect(x).logits).abs().max() < 1e-5
+    cache = gqa.new_cache(2)
+    assert cache.layers[0][0].shape == (2, 2, 16, 8)  # the cache holds only the key/value heads
+    parts = [gqa(x[:, :5], cache=cache)[0]] + [gqa(x[:, i : i + 1], cache=cache)[0] for i in range(5, 9)]
+    parts.append(gqa(x[:, 9:], cache=cache)[0])
+    assert (fast - torch.cat(parts, dim=1)).abs().max() < 1e-5
+    assert gqa.transformer.h[0].attn.c_attn.weight.shape == (64, 32)  # 4 query heads + 2 + 2 of 8
+    assert GPT.size_of(gqa.config) < GPT.size_of(mha.config)
+
+
+def test_n_kv_head_must_divide_n_head_and_zero_means_n_head() -> None:
+    from gpt.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="n_kv_head.*must divide"):
+        ModelConfig(n_head=4, n_kv_head=3).validate()
+    assert ModelConfig(n_head=4).kv_heads == 4
+    # n_kv_head = n_head is the plain model: an older checkpoint's c_attn (3 x n_embd) loads into it unchanged
+    old = tiny().state_dict()
+    tiny(n_kv_head=2).load_state_dict(old)
