@@ -172,6 +172,8 @@ def _trained_bpe(files: list[Path], scan: _Scan, vocab_size: int, cache: Path, p
             progress("training the tokenizer", min(1.0, done[0] / max(scan.n_bytes, 1)))
 
     tok = train_bpe(iter_text_chunks(files), vocab_size, read)
+    if progress is not None:
+        progress("training the tokenizer", 1.0)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(path, tok.hf_json().encode("utf-8"))
@@ -389,6 +391,8 @@ def _encode_to(
                 if progress is not None:  # (characters against bytes: exact for ASCII, short of 1 otherwise)
                     progress("tokenizing", min(1.0, n_chars / max(n_bytes, 1)))
         flush()
+    if progress is not None:
+        progress("tokenizing", 1.0)
     return n_chars, counts, len(forced)
 
 

@@ -241,6 +241,7 @@ class GPT2Tokenizer(Tokenizer):
 # 32,768-token tokenizer.json is about 1 MB, and travels inside every checkpoint's config.json, read up to 4 MiB).
 BPE_MIN_VOCAB, BPE_MAX_VOCAB = 260, 32_768
 MAX_BPE_JSON_CHARS = 3 << 20  # a tokenizer.json we read (ours, or a model's we import): 3M characters at most
+MAX_PIECE = 256  # characters: the longest stretch of letters (or of spaces) a trained BPE merges within
 MAX_LOADED_VOCAB = 262_144  # an imported model's tokenizer.json (Qwen3 has 151,669 tokens)
 
 
@@ -350,12 +351,17 @@ def train_bpe(texts: Iterable[str], vocab_size: int, progress: Callable[[int], N
     with GPT-2's pattern first (merges never cross a word's start), every byte is a token from the start (any text
     encodes, nothing is unknown). `progress(chars)` is called as the text is read (the counting pass; the merges
     follow in one call)."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     check_bpe_vocab(vocab_size)
     tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        # A run of MAX_PIECE letters (or spaces) is cut there first: the trainer's time grows with the square of a
+        # piece's length (a 100,000-letter line took 4 s, a megabyte would take minutes), and no word is that long.
+        pre_tokenizers.Split(Regex(rf"\S{{{MAX_PIECE}}}|\s{{{MAX_PIECE}}}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),  # GPT-2's pattern, then its byte alphabet
+    ])  # fmt: skip
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -408,13 +414,13 @@ def bpe_report(tok: BPETokenizer, text: str, n_merges: int = 20, n_longest: int 
     for rank, (a, b, m) in enumerate(merges, 1):
         count = 0
         for ids, n in words:
-            hits, i = 0, 0
+            # counted as the trainer counts (every adjacent pair: "aaa" holds "aa" twice), merged left to right
+            count += n * sum(1 for i in range(len(ids) - 1) if ids[i] == a and ids[i + 1] == b)
+            i = 0
             while i < len(ids) - 1:
                 if ids[i] == a and ids[i + 1] == b:
                     ids[i : i + 2] = [m]
-                    hits += 1
                 i += 1
-            count += hits * n
         out.append(Merge(rank, tok.token_text(a), tok.token_text(b), tok.token_text(m), count))
     order = sorted(range(tok.vocab_size), key=lambda i: (-len(tok.token_bytes(i)), i))[:n_longest]
     return BPEReport(tok.vocab_size, out, len(text), [tok.token_text(i) for i in order])
