@@ -338,10 +338,13 @@ def _convert(args: argparse.Namespace) -> int:
 
     if args.direction == "from-hf":
         out = from_hf(args.src, args.dst)
-        print(f"converted Hugging Face GPT-2 {args.src} -> checkpoint {out}")
+        print(f"converted Hugging Face model {args.src} -> checkpoint {out}")
     else:
+        import json
+
         out = to_hf(args.src, _out_dir(args.dst, "the Hugging Face folder"))
-        print(f"exported checkpoint {args.src} -> Hugging Face directory {out} (GPT2LMHeadModel.from_pretrained)")
+        arch = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+        print(f"exported checkpoint {args.src} -> Hugging Face directory {out} ({arch}.from_pretrained)")
     return 0
 
 

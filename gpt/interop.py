@@ -1,13 +1,34 @@
-"""GPT-2 weights in and out of the Hugging Face `transformers` format (`GPT2LMHeadModel` directories).
+"""Models in and out of the Hugging Face `transformers` format: GPT-2, Llama and Qwen3.
 
-Hugging Face's GPT-2 stores its attention and MLP matrices as `Conv1D` weights, shaped (in, out): the
-transpose of `nn.Linear`'s (out, in). The head is tied to the token embedding and may be absent from the file.
+Which architecture a model goes out as follows from its switches (`hf_architecture`):
+- GPT-2's (learned positions, LayerNorm, GELU, tied head, biases): `GPT2LMHeadModel`, as nanoGPT's checkpoints;
+- the Llama family's (rope, rmsnorm, swiglu, no biases; tied or untied head, grouped-query attention with
+  `n_kv_head`): `LlamaForCausalLM`, or `Qwen3ForCausalLM` where `qk_norm` is on (Qwen3 normalises each query and
+  key head before the rotation, as we do);
+- anything else (ReLU², learned positions with RMSNorm, ...) has no equivalent: the export is refused with a
+  message naming each switch that keeps it out. Biases that are all zero count as none.
+Coming in, `gpt2`, `llama` and `qwen3` configs are read; their config.json is checked (and the caller's
+`SizeCheck` run) before any weight is read, and what we cannot compute exactly (rope scaling, attention or MLP
+biases, sliding windows, an activation other than SiLU, a head size other than hidden / heads) is refused.
+
+Conventions that had to line up, checked against `transformers` by tests/test_interop.py (logits within 1e-4):
+- RoPE: we rotate pairs (x[i], x[i + head_dim/2]), Hugging Face's `rotate_half` layout, with the same frequencies
+  theta^(-2i/head_dim) (`rope_theta`, Llama's 10,000 by default): q and k weights need no permuting.
+- RMSNorm: ours has no gain (nanochat's) and torch's epsilon (the dtype's machine epsilon); an export writes gains
+  of one and that epsilon as `rms_norm_eps`. An import keeps its gains (`norm_gain`) and epsilon (`norm_eps`).
+- Attention: our c_attn is [q | k | v] with n_kv_head heads of keys and values; Llama's q_proj, k_proj, v_proj
+  are its three row blocks. SwiGLU's c_fc is [gate | up] (silu(gate) x up), Llama's gate_proj and up_proj.
+- Hugging Face's GPT-2 stores its attention and MLP matrices as `Conv1D` weights, shaped (in, out): the transpose
+  of `nn.Linear`'s (out, in). A tied head may be absent from the file.
 No `transformers` import is needed here: the format is plain safetensors (or a `pytorch_model.bin` read with
 `weights_only=True`) plus a JSON config.
 
-How tokenizers travel on export: GPT-2 BPE models get GPT-2's own `vocab.json` and `merges.txt` (from the same
-hash-checked files the tokenizer uses), so `AutoTokenizer.from_pretrained` works; char- and byte-level models get
-`gpt_playground_tokenizer.json` (our tokenizer spec, with the char vocabulary), which `from_hf` reads back.
+How tokenizers travel on export: every export has a `tokenizer.json` that `AutoTokenizer.from_pretrained` loads and
+that gives our ids (a trained BPE's own; for char and byte models one built with the `tokenizers` library: a
+character or a byte per token, with our ids), except GPT-2 BPE models, which get GPT-2's own `vocab.json` and
+`merges.txt` (from the same hash-checked files the tokenizer uses). Char, byte and GPT-2 models also carry
+`gpt_playground_tokenizer.json` (our spec), which `from_hf` prefers; a directory without it is read through its
+tokenizer.json (a byte-level BPE, as SmolLM2's and Qwen3's), or as GPT-2's for a GPT-2 of GPT-2's vocabulary.
 """
 
 from __future__ import annotations
@@ -19,51 +40,126 @@ import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gpt import checkpoint as ckpt
-from gpt.config import Config, ModelConfig
+from gpt.config import MAX_BLOCK_SIZE, Config, ModelConfig
+from gpt.data import open_regular
 from gpt.errors import CheckpointError, UserInputError
-from gpt.model import GPT
-from gpt.tokenizer import GPT2Tokenizer, Tokenizer, from_spec
+from gpt.model import GPT, mlp_width
+from gpt.tokenizer import (
+    MAX_BPE_JSON_CHARS,
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    bytes_to_unicode,
+    from_spec,
+)
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TOKENIZER_FILE = "gpt_playground_tokenizer.json"
+HF_TOKENIZER = "tokenizer.json"
 MAX_HF_CONFIG_BYTES = 1 << 20  # a GPT-2 config.json is ~1 kB: read no more than this before parsing
 MAX_TOKENIZER_BYTES = 4 << 20  # gpt_playground_tokenizer.json: a char vocabulary, as in a checkpoint's config.json
+MAX_HF_TOKENIZER_BYTES = 4 * MAX_BPE_JSON_CHARS  # a tokenizer.json: as many characters as BPETokenizer takes
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")  # "gpt2", "openai-community/gpt2"
 
 # Called with a model's config before its weights are read or downloaded: raises UserInputError to refuse it.
 SizeCheck = Callable[[ModelConfig], None]
+Architecture = Literal["gpt2", "llama", "qwen3"]
+HF_CLASS: dict[str, str] = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 def hf_config_to_model(hf: dict[str, Any]) -> ModelConfig:
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise UserInputError(f"only GPT-2 models can be imported, this is {hf.get('model_type')!r}")
-    act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise UserInputError(f"activation {act!r} is not GPT-2's tanh GELU; this model cannot be imported exactly")
-    try:
-        cfg = ModelConfig(
-            vocab_size=int(hf["vocab_size"]),
-            block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-            n_layer=int(hf["n_layer"]),
-            n_head=int(hf["n_head"]),
-            n_embd=int(hf["n_embd"]),
-            dropout=float(hf.get("resid_pdrop", 0.0)),
-            bias=True,
+    """A Hugging Face config.json (GPT-2, Llama or Qwen3) as our model config, or a UserInputError saying what in
+    it we cannot compute exactly."""
+    kind = hf.get("model_type", "gpt2")
+    if kind not in HF_CLASS:
+        raise UserInputError(
+            f"only GPT-2, Llama and Qwen3 models can be imported (model_type gpt2, llama, qwen3), "
+            f"this is {str(kind)[:40]!r}"
         )
+    try:
+        cfg = _gpt2_config(hf) if kind == "gpt2" else _llama_config(hf, kind)
     except (KeyError, TypeError, ValueError) as e:
-        raise UserInputError(f"the Hugging Face config.json lacks a GPT-2 field ({e})") from None
+        raise UserInputError(f"the Hugging Face config.json lacks a {kind} field or has a wrong one ({e})") from None
     cfg.validate()
     return cfg
 
 
+def _gpt2_config(hf: dict[str, Any]) -> ModelConfig:
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise UserInputError(f"activation {act!r} is not GPT-2's tanh GELU; this model cannot be imported exactly")
+    eps = float(hf.get("layer_norm_epsilon", 1e-5))
+    return ModelConfig(
+        vocab_size=int(hf["vocab_size"]),
+        block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
+        n_layer=int(hf["n_layer"]),
+        n_head=int(hf["n_head"]),
+        n_embd=int(hf["n_embd"]),
+        mlp_hidden=int(hf.get("n_inner") or 0),
+        dropout=float(hf.get("resid_pdrop", 0.0)),
+        norm_eps=0.0 if eps == 1e-5 else eps,  # 0: LayerNorm's own 1e-5, as every model of ours has
+        bias=True,
+    )
+
+
+def _llama_config(hf: dict[str, Any], kind: str) -> ModelConfig:
+    """Llama's and Qwen3's config: refused where it asks for what our model does not compute."""
+    name = {"llama": "Llama", "qwen3": "Qwen3"}[kind]
+    refuse: list[str] = []
+    if hf.get("hidden_act", "silu") != "silu":
+        refuse.append(f"hidden_act {str(hf.get('hidden_act'))[:30]!r} (our SwiGLU uses SiLU)")
+    rope = hf.get("rope_parameters") or {}  # transformers 5; older configs: rope_theta and rope_scaling at the top
+    if not isinstance(rope, dict):
+        raise ValueError("rope_parameters is not a mapping")
+    scaling = hf.get("rope_scaling")
+    if rope.get("rope_type", "default") != "default" or (scaling and scaling.get("rope_type", "x") != "default"):
+        kind_of = rope.get("rope_type") if rope.get("rope_type", "default") != "default" else scaling
+        refuse.append(f"rope scaling ({str(kind_of)[:60]}; only plain RoPE is computed here)")
+    if float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))) != 1.0:
+        refuse.append("partial rotary embeddings")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        refuse.append("attention or MLP biases (imports have none)")
+    if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or []):
+        refuse.append("sliding-window attention")
+    hidden, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+    if hf.get("head_dim") is not None and int(hf["head_dim"]) * heads != hidden:
+        refuse.append(f"head_dim {int(hf['head_dim'])} x {heads} heads != hidden_size {hidden}")
+    if refuse:
+        raise UserInputError(f"this {name} model cannot be imported exactly: it has {'; '.join(refuse)}")
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    return ModelConfig(
+        vocab_size=int(hf["vocab_size"]),
+        # rope positions are no weights: a context past our cap only shortens what it reads at once
+        block_size=min(int(hf.get("max_position_embeddings", 2048)), MAX_BLOCK_SIZE),
+        n_layer=int(hf["num_hidden_layers"]),
+        n_head=heads,
+        n_kv_head=int(hf.get("num_key_value_heads") or heads),
+        n_embd=hidden,
+        mlp_hidden=int(hf["intermediate_size"]),
+        dropout=0.0,
+        bias=False,
+        pos="rope",
+        norm="rmsnorm",
+        activation="swiglu",
+        qk_norm=kind == "qwen3",
+        tie_head=bool(hf.get("tie_word_embeddings", False)),  # (both classes' default)
+        rope_theta=float(theta),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        norm_gain=True,  # their norms learn a gain per channel
+    )
+
+
 def model_to_hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    """The config.json of `cfg` exported as Hugging Face GPT-2 (see `hf_architecture`'s for the others)."""
     eos = tokenizer.eos_id
     return {
         "architectures": ["GPT2LMHeadModel"],
@@ -74,12 +170,12 @@ def model_to_hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]
         "n_embd": cfg.n_embd,
         "n_layer": cfg.n_layer,
         "n_head": cfg.n_head,
-        "n_inner": None,
+        "n_inner": cfg.mlp_hidden or None,
         "activation_function": "gelu_new",
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
-        "layer_norm_epsilon": 1e-5,
+        "layer_norm_epsilon": cfg.norm_eps or 1e-5,
         "initializer_range": 0.02,
         "scale_attn_weights": True,
         "tie_word_embeddings": True,
@@ -89,7 +185,45 @@ def model_to_hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]
     }
 
 
+def _llama_hf_config(cfg: ModelConfig, arch: Architecture, tokenizer: Tokenizer) -> dict[str, Any]:
+    eos = tokenizer.eos_id
+    # Our parameter-free RMSNorm divides by sqrt(mean + torch's epsilon): the float32 machine epsilon
+    eps = cfg.norm_eps or torch.finfo(torch.float32).eps
+    out: dict[str, Any] = {
+        "architectures": [HF_CLASS[arch]],
+        "model_type": arch,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.n_embd,
+        "intermediate_size": mlp_width(cfg),
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.block_size,
+        "rms_norm_eps": eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers 5
+        "rope_theta": cfg.rope_theta,  # (and transformers 4's spelling)
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": cfg.tie_head,
+        "initializer_range": 0.02,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "torch_dtype": "float32",
+    }
+    if arch == "llama":
+        out["mlp_bias"] = False
+    else:
+        out["use_sliding_window"] = False
+        out["sliding_window"] = None
+    return out
+
+
 def hf_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    if cfg.pos == "rope":
+        return _llama_state_to_ours(state, cfg)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         k = key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"  # GPT2Model has no prefix
@@ -99,6 +233,41 @@ def hf_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
             value = value.t()
         out[k] = value.contiguous()
     out.setdefault("lm_head.weight", out.get("transformer.wte.weight", torch.empty(0)))
+    return out
+
+
+# Llama's / Qwen3's names for ours, per layer; (theirs, ...) tuples are stacked in order into one of ours
+LLAMA_LAYER: dict[str, tuple[str, ...]] = {
+    "ln_1.weight": ("input_layernorm.weight",),
+    "ln_2.weight": ("post_attention_layernorm.weight",),
+    "attn.c_attn.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.c_proj.weight": ("self_attn.o_proj.weight",),
+    "attn.q_norm.weight": ("self_attn.q_norm.weight",),  # Qwen3 only
+    "attn.k_norm.weight": ("self_attn.k_norm.weight",),
+    "mlp.c_fc.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),  # silu(gate) x up: [gate | up]
+    "mlp.c_proj.weight": ("mlp.down_proj.weight",),
+}
+
+
+def _llama_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Llama's / Qwen3's weights under our names; whatever is missing is left out (`load_hf` names it)."""
+    theirs = {k.removeprefix("model."): v for k, v in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    pairs: list[tuple[str, tuple[str, ...]]] = [
+        ("transformer.wte.weight", ("embed_tokens.weight",)),
+        ("transformer.ln_f.weight", ("norm.weight",)),
+    ]
+    for i in range(cfg.n_layer):
+        pairs += [(f"transformer.h.{i}.{ours}", tuple(f"layers.{i}.{t}" for t in names))
+                  for ours, names in LLAMA_LAYER.items()]  # fmt: skip
+    for ours, names in pairs:
+        if all(n in theirs for n in names):
+            out[ours] = torch.cat([theirs[n] for n in names]).contiguous()
+    head = state.get("lm_head.weight")
+    if head is not None and not cfg.tie_head:
+        out["lm_head.weight"] = head.contiguous()
+    elif "transformer.wte.weight" in out:  # tied: the head is the embedding (and often absent from the file)
+        out["lm_head.weight"] = out["transformer.wte.weight"]
     return out
 
 
@@ -117,14 +286,53 @@ def gpt2_incompatible(cfg: ModelConfig) -> list[str]:
     """What keeps a model of this config out of GPT-2's format: one phrase per switch (empty: it exports)."""
     default = ModelConfig()
     differ = [k for k in NOT_GPT2 if getattr(cfg, k) != getattr(default, k)]
-    return [f"model.{k}={_value(getattr(cfg, k))} ({NOT_GPT2[k]})" for k in differ]
+    bad = [f"model.{k}={_value(getattr(cfg, k))} ({NOT_GPT2[k]})" for k in differ]
+    if cfg.kv_heads != cfg.n_head:
+        bad.append(f"model.n_kv_head={cfg.n_kv_head} (GPT-2 has a key and a value head for every query head)")
+    return bad
+
+
+def llama_incompatible(model: GPT) -> list[str]:
+    """What keeps a model out of Llama's and Qwen3's format: one phrase per switch (empty: it exports)."""
+    cfg, bad = model.config, []
+    if cfg.pos != "rope":
+        bad.append(f"model.pos={cfg.pos} (Llama and Qwen3 have rotary positions, no learned position embeddings)")
+    if cfg.norm != "rmsnorm":
+        bad.append(f"model.norm={cfg.norm} (Llama's and Qwen3's norms are RMSNorms)")
+    if cfg.activation != "swiglu":
+        bad.append(f"model.activation={cfg.activation} (Llama's and Qwen3's MLP is SwiGLU)")
+    if cfg.bias and any(bool(p.detach().any()) for n, p in model.named_parameters() if n.endswith(".bias")):
+        bad.append("model.bias=true (Llama and Qwen3 have no biases, and these are not all zero)")
+    return bad
 
 
 def _value(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+def hf_architecture(model: GPT) -> Architecture:
+    """The Hugging Face architecture a model exports as, or a UserInputError naming each switch that has none.
+
+    GPT-2's body (learned positions, LayerNorm, GELU) goes out as GPT-2 or not at all; any other as the Llama
+    family, Qwen3 where QK-norm is on."""
+    cfg = model.config
+    if cfg.pos == "learned" and cfg.norm == "layernorm" and cfg.activation == "gelu":
+        if bad := gpt2_incompatible(cfg):
+            raise UserInputError(
+                f"this model cannot be exported as Hugging Face GPT-2: {'; '.join(bad)}. Train it with the GPT-2 "
+                "recipe to export (zero-init projections export fine)"
+            )
+        return "gpt2"
+    if bad := llama_incompatible(model):
+        raise UserInputError(
+            f"this model cannot be exported to Hugging Face (Llama, Qwen3 or GPT-2): {'; '.join(bad)}. Models with "
+            "rope, rmsnorm and swiglu, no biases, export as Llama (with qk_norm as Qwen3); GPT-2's recipe as GPT-2"
+        )
+    return "qwen3" if cfg.qk_norm else "llama"
+
+
 def ours_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights of a model exported as Hugging Face GPT-2 (refused where `gpt2_incompatible` says why)."""
     bad = gpt2_incompatible(model.config)
     if bad:
         raise UserInputError(
@@ -138,6 +346,32 @@ def ours_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
         v = v.detach().cpu()
         out[k] = (v.t() if any(k.endswith(c) for c in CONV1D) else v).contiguous()
     return out
+
+
+def _ours_to_llama_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights as Llama's / Qwen3's names. Where our norms have no gain, theirs get gains of one."""
+    cfg = model.config
+    ours = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    ones = torch.ones(cfg.n_embd)
+    kv = cfg.kv_heads * cfg.head_dim
+    sizes = {"attn.c_attn.weight": [cfg.n_embd, kv, kv], "mlp.c_fc.weight": [mlp_width(cfg)] * 2}
+    out = {"model.embed_tokens.weight": ours["transformer.wte.weight"],
+           "model.norm.weight": ours.get("transformer.ln_f.weight", ones)}  # fmt: skip
+    if not cfg.tie_head:
+        out["lm_head.weight"] = ours["lm_head.weight"]
+    for i in range(cfg.n_layer):
+        for mine, names in LLAMA_LAYER.items():
+            if "q_norm" in mine or "k_norm" in mine:
+                if not cfg.qk_norm:
+                    continue
+                default = torch.ones(cfg.head_dim)
+            else:
+                default = ones
+            w = ours.get(f"transformer.h.{i}.{mine}", default)
+            parts = w.split(sizes[mine]) if mine in sizes else (w,)
+            for name, part in zip(names, parts, strict=True):
+                out[f"model.layers.{i}.{name}"] = part
+    return {k: v.contiguous().clone() for k, v in out.items()}
 
 
 def read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
@@ -164,14 +398,14 @@ def read_hf_config(path: str | Path) -> ModelConfig:
 
 
 def load_hf(hf_dir: str | Path, check: SizeCheck | None = None) -> tuple[GPT, Tokenizer]:
-    """A Hugging Face GPT-2 directory as our model (eval mode) and its tokenizer.
+    """A Hugging Face GPT-2, Llama or Qwen3 directory as our model (eval mode) and its tokenizer.
 
     `check` sees the model's config before any weight is read, so an oversized model is refused cheaply."""
     d = Path(hf_dir)
     cfg = read_hf_config(d / "config.json")
     if check is not None:
         check(cfg)
-    tokenizer = _hf_tokenizer(d, cfg.vocab_size)
+    tokenizer = _hf_tokenizer(d, cfg)
     state = hf_state_to_ours(read_hf_state(d), cfg)
     with torch.device("meta"):
         model = GPT(cfg)
@@ -182,12 +416,16 @@ def load_hf(hf_dir: str | Path, check: SizeCheck | None = None) -> tuple[GPT, To
         raise CheckpointError(f"{d}: weights do not match its config (missing {missing[:3]}, shape of {wrong[:3]})")
     model = model.to_empty(device="cpu")
     model.load_state_dict({k: state[k] for k in expected}, strict=True)
-    model.transformer.wte.weight = model.lm_head.weight
+    if cfg.tie_head:
+        model.transformer.wte.weight = model.lm_head.weight
     return model.eval(), tokenizer
 
 
-def _hf_tokenizer(d: Path, vocab_size: int) -> Tokenizer:
-    ours = d / TOKENIZER_FILE
+def _hf_tokenizer(d: Path, cfg: ModelConfig) -> Tokenizer:
+    """Our spec where we wrote one; else GPT-2's for a GPT-2 of GPT-2's vocabulary (what older exports and bare
+    GPT-2 weights have); else the directory's tokenizer.json (a byte-level BPE, as SmolLM2's)."""
+    ours, theirs = d / TOKENIZER_FILE, d / HF_TOKENIZER
+    tokenizer: Tokenizer
     if ours.exists():  # read bounded, from a regular file; anything broken is one message
         spec = ckpt.read_json(ours, MAX_TOKENIZER_BYTES, "a Hugging Face model directory of ours")
         if not isinstance(spec, dict):
@@ -196,18 +434,39 @@ def _hf_tokenizer(d: Path, vocab_size: int) -> Tokenizer:
             tokenizer = from_spec(spec)
         except UserInputError as e:
             raise CheckpointError(f"{d.name}: {TOKENIZER_FILE} is corrupt: {e}") from None
-        if tokenizer.vocab_size > vocab_size:
-            raise CheckpointError(
-                f"{d.name}: {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, the model only {vocab_size}"
-            )
-        return tokenizer
-    if vocab_size >= 50257:
+        source = TOKENIZER_FILE
+    elif cfg.pos == "learned" and cfg.vocab_size >= GPT2Tokenizer.vocab_size:  # a GPT-2: GPT-2's, as always
         return GPT2Tokenizer()
-    raise UserInputError(f"{d}: vocabulary of {vocab_size} tokens and no {TOKENIZER_FILE}; cannot tell its tokenizer")
+    elif theirs.exists():
+        tokenizer, source = BPETokenizer(_read_text(theirs, MAX_HF_TOKENIZER_BYTES)), HF_TOKENIZER
+    else:
+        raise UserInputError(
+            f"{d}: vocabulary of {cfg.vocab_size} tokens and neither {HF_TOKENIZER} nor {TOKENIZER_FILE}; cannot "
+            "tell its tokenizer"
+        )
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise CheckpointError(f"{d.name}: {source} has {tokenizer.vocab_size} tokens, the model only {cfg.vocab_size}")
+    return tokenizer
+
+
+def _read_text(path: Path, max_bytes: int) -> str:
+    """A text file of at most `max_bytes`, from a regular file (a named pipe or an endless link is refused)."""
+    try:
+        with open_regular(path) as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as e:
+        raise CheckpointError(f"{path.parent.name}: {path.name} cannot be read ({e.strerror or e})") from None
+    if len(raw) > max_bytes:
+        raise UserInputError(f"{path.parent.name}: {path.name} is larger than {max_bytes >> 20} MB; it is refused")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path.parent.name}: {path.name} is not UTF-8 text; it is corrupt") from None
 
 
 def from_hf(hf_dir: str | Path, out_dir: str | Path, check: SizeCheck | None = None) -> Path:
-    """Convert a Hugging Face GPT-2 directory into our checkpoint directory (`check`: see `load_hf`).
+    """Convert a Hugging Face GPT-2, Llama or Qwen3 directory into our checkpoint directory (`check`: see
+    `load_hf`).
 
     An existing `out_dir` is replaced only when it holds nothing but checkpoint files: a file, or a folder with
     anything else in it (the Hugging Face directory itself, say), is refused, as saving would delete it."""
@@ -230,9 +489,19 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path, check: SizeCheck | None = N
     return ckpt.save(out_dir, model, cfg, tokenizer, step=0, extra={"source": f"hf:{Path(hf_dir).name}"})
 
 
+def export_hf(model: GPT, tokenizer: Tokenizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A model's Hugging Face config.json and weights, in the architecture `hf_architecture` picks for it."""
+    arch = hf_architecture(model)
+    if arch == "gpt2":
+        return model_to_hf_config(model.config, tokenizer), ours_to_hf_state(model)
+    return _llama_hf_config(model.config, arch, tokenizer), _ours_to_llama_state(model)
+
+
 def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
-    """Write our checkpoint as a directory that `GPT2LMHeadModel.from_pretrained` loads."""
+    """Write our checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` loads (GPT-2, Llama or
+    Qwen3: see `hf_architecture`) and `AutoTokenizer.from_pretrained` reads the tokenizer of."""
     loaded = ckpt.load(ckpt_dir)
+    hf_cfg, state = export_hf(loaded.model, loaded.tokenizer)  # refused before anything is written
     out = Path(hf_dir)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"the output {str(out)!r} is a file; give a folder for the Hugging Face model")
@@ -240,27 +509,57 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserInputError(f"cannot create the folder {str(out)!r} ({e.strerror or type(e).__name__})") from None
-    save_file(ours_to_hf_state(loaded.model), str(out / "model.safetensors"), metadata={"format": "pt"})
-    hf_cfg = model_to_hf_config(loaded.config.model, loaded.tokenizer)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_cfg, indent=2), encoding="utf-8")
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": hf_cfg["bos_token_id"], "eos_token_id": hf_cfg["eos_token_id"]}), encoding="utf-8"
     )
-    if hf_files := loaded.tokenizer.hf_files():  # GPT-2 BPE: Hugging Face's own tokenizer files
-        for name, source in hf_files.items():
-            shutil.copyfile(source, out / name)
-        eot = "<|endoftext|>"
-        tok_cfg = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": loaded.config.model.block_size,
-                   "bos_token": eot, "eos_token": eot, "unk_token": eot}  # fmt: skip
-        (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2), encoding="utf-8")
-    else:
-        (out / TOKENIZER_FILE).write_text(json.dumps(loaded.tokenizer.spec()), encoding="utf-8")
+    write_hf_tokenizer(loaded.tokenizer, out, loaded.config.model.block_size)
     return out
 
 
+def write_hf_tokenizer(tokenizer: Tokenizer, out: Path, max_length: int) -> None:
+    """The tokenizer files `AutoTokenizer.from_pretrained(out)` loads, giving our ids (see the module's note)."""
+    tok_cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length}
+    if hf_files := tokenizer.hf_files():  # GPT-2 BPE: Hugging Face's own tokenizer files
+        for name, source in hf_files.items():
+            shutil.copyfile(source, out / name)
+        eot = "<|endoftext|>"
+        tok_cfg.update(tokenizer_class="GPT2Tokenizer", bos_token=eot, eos_token=eot, unk_token=eot)
+    else:
+        text = tokenizer.hf_json() if isinstance(tokenizer, BPETokenizer) else _simple_tokenizer_json(tokenizer)
+        (out / HF_TOKENIZER).write_text(text, encoding="utf-8")
+        if tokenizer.eos_id is not None:
+            tok_cfg["eos_token"] = tokenizer.token_text(tokenizer.eos_id)
+    if not isinstance(tokenizer, BPETokenizer):  # (a BPE's spec is its tokenizer.json: no second copy)
+        (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer.spec()), encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2), encoding="utf-8")
+
+
+def _simple_tokenizer_json(tokenizer: Tokenizer) -> str:
+    """A tokenizer.json of our char or byte tokenizer, built with the `tokenizers` library: a BPE without merges
+    over our vocabulary, so each character (char) or byte (byte, as GPT-2's byte-level alphabet) is one token, with
+    our id."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    if isinstance(tokenizer, CharTokenizer):
+        tok = HFTokenizer(models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)}, merges=[]))
+        tok.decoder = decoders.Fuse()  # the characters joined as they are
+    elif isinstance(tokenizer, ByteTokenizer):
+        alphabet = bytes_to_unicode()  # byte b as a printable character, as GPT-2's vocabulary stores bytes
+        tok = HFTokenizer(models.BPE(vocab={alphabet[b]: b for b in range(256)}, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = decoders.ByteLevel()
+    else:
+        raise UserInputError(f"the {tokenizer.name} tokenizer has no Hugging Face tokenizer.json")
+    return tok.to_str()
+
+
 def fetch_hf(name: str, check: SizeCheck | None = None) -> Path:
-    """Download a GPT-2 from the Hugging Face Hub (or find it in the local cache): config.json first, and the
-    weights only if `check` accepts the config. Download progress goes through huggingface_hub's tqdm bars."""
+    """Download a GPT-2, Llama or Qwen3 from the Hugging Face Hub (or find it in the local cache): config.json first,
+    and the weights (and tokenizer) only if `check` accepts the config. Download progress goes through
+    huggingface_hub's tqdm bars."""
     if not HUB_NAME.match(name):
         raise UserInputError(f"{name[:80]!r} is not a Hugging Face model name (such as gpt2 or openai-community/gpt2)")
     try:
@@ -272,12 +571,13 @@ def fetch_hf(name: str, check: SizeCheck | None = None) -> Path:
         raise UserInputError(
             f"{name!r} is not available ({type(e).__name__}): it is not in the local Hugging Face cache and could "
             f"not be downloaded. On a machine with internet run `huggingface-cli download {name}` (or save a "
-            "GPT2LMHeadModel with save_pretrained) and load that directory"
+            "model with save_pretrained) and load that directory"
         ) from None
     if check is not None:
         check(read_hf_config(config))
+    files = ["config.json", "model.safetensors", HF_TOKENIZER, TOKENIZER_FILE]
     try:
-        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+        return Path(snapshot_download(name, allow_patterns=files))
     except Exception as e:  # noqa: BLE001 - a failed download: say so, nothing half-done is kept by the hub cache
         raise UserInputError(f"the weights of {name!r} could not be downloaded ({type(e).__name__})") from None
 

@@ -1,4 +1,7 @@
-"""GPT-2 weights in and out of the Hugging Face format, checked against `transformers` itself."""
+"""GPT-2, Llama and Qwen3 weights in and out of the Hugging Face format, checked against `transformers` itself.
+
+The Llama-family models are random ones built by `transformers` in the test (tiny shapes, grouped-query attention,
+tied and untied heads, norm gains other than one), so nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ import torch
 
 from gpt import checkpoint as ckpt
 from gpt.config import Config, ModelConfig
-from gpt.errors import CheckpointError
+from gpt.errors import CheckpointError, UserInputError
 from gpt.interop import from_hf, load_hf, to_hf
 from gpt.model import GPT
-from gpt.tokenizer import CharTokenizer, GPT2Tokenizer
+from gpt.tokenizer import ByteTokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,14 +89,17 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
 
 
 def test_char_model_exports_with_its_tokenizer(tmp_path: Path) -> None:
-    cfg = Config(model=ModelConfig(vocab_size=5, block_size=16, n_layer=1, n_head=1, n_embd=8))
-    tok = CharTokenizer("abcde")
+    cfg = Config(model=ModelConfig(vocab_size=9, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    tok = CharTokenizer("abcde \né🐍")
     ckpt.save(tmp_path / "ours", GPT(cfg.model), cfg, tok, step=1)
     to_hf(tmp_path / "ours", tmp_path / "hf")
-    assert json.loads((tmp_path / "hf" / "gpt_playground_tokenizer.json").read_text())["chars"] == "abcde"
-    assert transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").config.vocab_size == 5
+    assert json.loads((tmp_path / "hf" / "gpt_playground_tokenizer.json").read_text())["chars"] == "".join(tok.chars)
+    assert transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").config.vocab_size == 9
     model, back = load_hf(tmp_path / "hf")
     assert back.encode("bad") == tok.encode("bad")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")  # from the tokenizer.json written for it
+    for text in ["bad cab", "  a\n\nb ", "é🐍 dé"]:
+        assert theirs(text)["input_ids"] == tok.encode(text) and theirs.decode(tok.encode(text)) == text
 
 
 def test_pytorch_bin_is_read_without_unpickling_code(tmp_path: Path) -> None:
@@ -129,3 +135,229 @@ def test_gpt_convert_cli(tmp_path: Path) -> None:
     assert r.returncode == 0 and (tmp_path / "back" / "model.safetensors").is_file()
     r = run("from-hf", str(tmp_path / "nowhere"), str(tmp_path / "x"))
     assert r.returncode == 2 and "not a Hugging Face model directory" in r.stderr
+    # a Llama in and out, and a model with no Hugging Face equivalent refused in one line
+    llama_family("llama", tied=False).save_pretrained(tmp_path / "llama")
+    (tmp_path / "llama" / "tokenizer.json").write_text(BYTE_JSON)
+    assert run("from-hf", str(tmp_path / "llama"), str(tmp_path / "ours_llama")).returncode == 0
+    r = run("to-hf", str(tmp_path / "ours_llama"), str(tmp_path / "llama_back"))
+    assert r.returncode == 0 and "LlamaForCausalLM" in r.stdout, r.stderr
+    save_ours(tmp_path / "relu2", dict(MODERN, activation="relu2"))
+    r = run("to-hf", str(tmp_path / "relu2"), str(tmp_path / "relu2_hf"))
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "model.activation=relu2" in lines[0], r.stderr
+    assert not (tmp_path / "relu2_hf").exists()
+
+
+# ----- the Llama family: LlamaForCausalLM, Qwen3ForCausalLM --------------------------------------------------------
+
+LLAMA = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=48, head_dim=16)  # fmt: skip
+
+
+def byte_json() -> str:
+    from gpt.interop import _simple_tokenizer_json
+
+    return _simple_tokenizer_json(ByteTokenizer())
+
+
+BYTE_JSON = byte_json()  # a byte-level BPE of 256 tokens without merges: byte b is token b
+
+
+def llama_family(kind: str, tied: bool, kv_heads: int = 2, seed: int = 0, **extra: object):
+    """A random Llama or Qwen3 of `transformers`' own making; its norms' gains other than one, its weights of a
+    trained model's size (a fresh init's logits are nearly all equal, which would make greedy text a coin toss)."""
+    torch.manual_seed(seed)
+    make = transformers.LlamaConfig if kind == "llama" else transformers.Qwen3Config
+    theta = 10000.0 if kind == "llama" else 1e6  # Qwen3's base: our rope_theta must follow it
+    hf_cfg = make(**LLAMA, num_key_value_heads=kv_heads, tie_word_embeddings=tied, rms_norm_eps=1e-6,
+                  rope_theta=theta, **extra)  # fmt: skip
+    model = transformers.AutoModelForCausalLM.from_config(hf_cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def greedy_ids(model: GPT, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0][0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+CASES = [("llama", False, 2), ("llama", True, 2), ("llama", False, 4), ("qwen3", False, 2), ("qwen3", True, 1)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "tied", "kv_heads"), CASES, ids=[f"{k}-{'tied' if t else 'untied'}-kv{n}" for k, t, n in CASES]
+)
+def test_llama_family_imports_with_the_same_logits_and_greedy_text(
+    kind: str, tied: bool, kv_heads: int, tmp_path: Path
+) -> None:
+    ref = llama_family(kind, tied, kv_heads)
+    ref.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer.json").write_text(BYTE_JSON)
+    seen: list[ModelConfig] = []
+    out = from_hf(tmp_path / "hf", tmp_path / "ours", check=seen.append)
+    mc = seen[0]
+    assert (mc.n_head, mc.kv_heads, mc.qk_norm, mc.tie_head) == (4, kv_heads, kind == "qwen3", tied)
+    loaded = ckpt.load(out)
+    ours = loaded.model
+    assert loaded.tokenizer.name == "bpe" and loaded.tokenizer.encode("hé\n") == list("hé\n".encode())
+    x = torch.randint(0, 256, (2, 48))
+    with torch.no_grad():
+        diff = (ref(x).logits - ours(x)[0]).abs().max().item()
+    print(f"{kind} tied={tied} kv={kv_heads}: import max |logit diff| = {diff:.2e}")
+    assert diff < 1e-4
+    prompt = [72, 101, 108]
+    want = ref.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, pad_token_id=0)[0, 3:].tolist()
+    assert greedy_ids(ours, prompt, 40) == want
+
+
+MODERN = dict(pos="rope", norm="rmsnorm", activation="swiglu", bias=False)
+EXPORTS = {
+    "llama-tied": dict(MODERN),
+    "llama-untied-gqa": dict(MODERN, tie_head=False, n_kv_head=2),
+    "qwen3-tied": dict(MODERN, qk_norm=True),
+    "qwen3-untied-mqa": dict(MODERN, qk_norm=True, tie_head=False, n_kv_head=1, zero_init=True),
+}
+
+
+def save_ours(d: Path, switches: dict[str, object], tokenizer: Tokenizer | None = None, seed: int = 1) -> GPT:
+    tok = tokenizer or ByteTokenizer()
+    vocab = max(256, tok.vocab_size)
+    cfg = Config(model=ModelConfig(vocab_size=vocab, block_size=32, n_layer=2, n_head=4, n_embd=64, **switches))  # type: ignore[arg-type]
+    cfg.data.tokenizer = tok.name
+    torch.manual_seed(seed)
+    model = GPT(cfg.model).eval()
+    with torch.no_grad():  # (trained-size weights: see llama_family)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt.save(d, model, cfg, tok, step=3)
+    return model
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_modern_models_export_as_llama_or_qwen3_with_the_same_logits(name: str, tmp_path: Path) -> None:
+    model = save_ours(tmp_path / "ours", EXPORTS[name])
+    to_hf(tmp_path / "ours", tmp_path / "hf")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(theirs).__name__ == ("Qwen3ForCausalLM" if "qwen3" in name else "LlamaForCausalLM")
+    x = torch.randint(0, 256, (2, 32))
+    with torch.no_grad():
+        diff = (theirs(x).logits - model(x)[0]).abs().max().item()
+    print(f"{name}: export max |logit diff| = {diff:.2e}")
+    assert diff < 1e-4
+    prompt = [84, 104, 101]
+    want = theirs.generate(torch.tensor([prompt]), max_new_tokens=25, do_sample=False, pad_token_id=0)[0, 3:]
+    assert greedy_ids(model, prompt, 25) == want.tolist()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "Zwölf Boxkämpfer\n jagen 🐍 über den Sylter Deich"
+    assert tok(text)["input_ids"] == ByteTokenizer().encode(text) and tok.decode(ByteTokenizer().encode(text)) == text
+    back, _ = load_hf(tmp_path / "hf")  # and back in: the same model
+    with torch.no_grad():
+        assert (back(x)[0] - model(x)[0]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("switches", "named"),
+    [
+        (dict(MODERN, activation="relu2", qk_norm=True), "model.activation=relu2"),
+        (dict(MODERN, pos="learned"), "model.pos=learned"),
+        (dict(MODERN, bias=True), "model.bias=true"),
+        (dict(MODERN, norm="layernorm"), "model.norm=layernorm"),
+        (dict(qk_norm=True), "model.qk_norm=true"),  # GPT-2's body with a switch GPT-2 has no place for
+        (dict(n_kv_head=2), "model.n_kv_head=2"),
+    ],
+)
+def test_a_model_without_a_hugging_face_equivalent_is_refused_naming_the_switch(
+    switches: dict[str, object], named: str, tmp_path: Path
+) -> None:
+    save_ours(tmp_path / "ours", switches)
+    with pytest.raises(UserInputError, match=named.replace(".", r"\.")):
+        to_hf(tmp_path / "ours", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()  # refused before anything is written
+
+
+def test_zero_biases_export_as_none(tmp_path: Path) -> None:
+    model = save_ours(tmp_path / "ours", dict(MODERN, bias=True))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(".bias"):
+                p.zero_()
+    loaded = ckpt.load(tmp_path / "ours")
+    ckpt.save(tmp_path / "zero", model, loaded.config, loaded.tokenizer, step=3)
+    to_hf(tmp_path / "zero", tmp_path / "hf")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    x = torch.randint(0, 256, (1, 32))
+    with torch.no_grad():
+        assert (theirs(x).logits - model(x)[0]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope scaling"),
+        (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}), "rope scaling"),
+        (dict(attention_bias=True), "biases"),
+        (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
+        (dict(head_dim=32), "head_dim 32"),
+        (dict(model_type="qwen3", use_sliding_window=True, sliding_window=16), "sliding-window"),
+        (dict(model_type="mistral"), "only GPT-2, Llama and Qwen3"),
+    ],
+)
+def test_unsupported_llama_configs_are_refused_before_any_weight_is_read(
+    change: dict[str, object], named: str, tmp_path: Path
+) -> None:
+    llama_family("llama", tied=False).save_pretrained(tmp_path / "hf")
+    hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**hf_cfg, **change}))
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"not weights")  # reading them would be a CheckpointError
+    with pytest.raises(UserInputError, match=named):
+        load_hf(tmp_path / "hf")
+
+
+def test_the_size_check_sees_a_llama_config_before_its_weights(tmp_path: Path) -> None:
+    llama_family("qwen3", tied=True, kv_heads=1).save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"not weights")
+
+    def too_big(cfg: ModelConfig) -> None:
+        assert cfg.kv_heads == 1 and cfg.qk_norm and cfg.rope_theta == 1e6 and cfg.norm_eps == 1e-6
+        raise UserInputError("over the cap")
+
+    with pytest.raises(UserInputError, match="over the cap"):
+        load_hf(tmp_path / "hf", too_big)
+
+
+def test_byte_models_tokenizer_json_gives_our_ids_in_auto_tokenizer(tmp_path: Path) -> None:
+    save_ours(tmp_path / "ours", {}, ByteTokenizer())  # GPT-2's architecture, byte tokens
+    to_hf(tmp_path / "ours", tmp_path / "hf")
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ["", "plain ascii", "  two  spaces\n\ttab", "é 中文 🐍 \x00\x7f", "<|endoftext|>"]:
+        ids = ByteTokenizer().encode(text)
+        assert tok(text)["input_ids"] == ids, text
+        assert tok.decode(ids) == text
+    _, back = load_hf(tmp_path / "hf")
+    assert back.name == "byte"
+
+
+def test_bpe_models_export_their_tokenizer_json(tmp_path: Path) -> None:
+    from gpt.tokenizer import train_bpe
+
+    text = "the cat sat on the mat; the hat is on the cat. " * 40 + "Zwölf Boxkämpfer 🐍\n"
+    bpe = train_bpe([text], 300)
+    model = save_ours(tmp_path / "ours", dict(MODERN), bpe)
+    to_hf(tmp_path / "ours", tmp_path / "hf")
+    assert (tmp_path / "hf" / "tokenizer.json").read_text() == bpe.hf_json()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for sample in [text[:200], "the mat. Zwölf 🐍", " spaces  and\ttabs\n"]:
+        assert tok(sample)["input_ids"] == bpe.encode(sample), sample
+    loaded, back = load_hf(tmp_path / "hf")  # back in through tokenizer.json: the same tokenizer
+    assert back.name == "bpe" and back.encode(text[:300]) == bpe.encode(text[:300])
+    x = torch.randint(0, 256, (1, 32))
+    with torch.no_grad():
+        assert (loaded(x)[0] - model(x)[0]).abs().max() < 1e-5
