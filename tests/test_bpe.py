@@ -45,7 +45,10 @@ def test_hand_computed_merges() -> None:
     tok = train_bpe(["ababab abab ab"], 300)
     assert tok.vocab_size == 256 + 2
     report = bpe_report(tok, "ababab abab ab")
-    assert [(m.left, m.right, m.merged, m.count) for m in report.merges] == [("a", "b", "ab", 6), ("ab", "ab", "abab", 3)]
+    assert [(m.left, m.right, m.merged, m.count) for m in report.merges] == [
+        ("a", "b", "ab", 6),
+        ("ab", "ab", "abab", 3),
+    ]
     assert [tok.token_text(i) for i in tok.encode("ababab")] == ["abab", "ab"]
     assert merge_steps(tok, "ababab") == [["a", "b", "a", "b", "a", "b"], ["ab", "ab", "ab"], ["abab", "ab"]]
     assert report.longest[0] == "abab"
@@ -88,7 +91,13 @@ def test_spec_round_trip_and_checkpoint(bpe: BPETokenizer, tmp_path: Path) -> No
     again = from_spec(json.loads(json.dumps(bpe.spec())))
     assert again.spec() == bpe.spec() and again.encode(CORPUS) == bpe.encode(CORPUS)
     cfg = Config()
-    cfg.model.vocab_size, cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.block_size = 448, 1, 32, 2, 16
+    cfg.model.vocab_size, cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.block_size = (
+        448,
+        1,
+        32,
+        2,
+        16,
+    )
     saved = ckpt.save(tmp_path / "ck", GPT(cfg.model), cfg, bpe, step=0)
     assert json.loads((saved / ckpt.HF_TOKENIZER).read_text()) == json.loads(bpe.hf_json())
     loaded = ckpt.load(saved)
@@ -151,6 +160,8 @@ def test_hostile_corpora(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="tokenizer.json"):
         BPETokenizer("{not json")
     with pytest.raises(UserInputError, match="byte-level BPE"):
-        BPETokenizer(json.dumps({"version": "1.0", "model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "a"}}))
+        BPETokenizer(
+            json.dumps({"version": "1.0", "model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "a"}})
+        )
     with pytest.raises(UserInputError, match="at most"):
         from_spec({"type": "bpe", "tokenizer_json": " " * (4 << 20)})
