@@ -1,4 +1,6 @@
-"""The Data tab: pick the built-in corpus, upload files (or a zip of them), or paste text; see the tokens."""
+"""The Data tab: pick the built-in corpus, upload files (or a zip of them), or paste text; see the tokens. With the
+BPE tokenizer trained on the corpus, see what it learned: its first merges, its longest tokens, a word merged step by
+step, and its compression beside char, byte and GPT-2 on the same text."""
 
 from __future__ import annotations
 
@@ -13,9 +15,21 @@ import gradio as gr
 from gpt.archive import Budget, safe_extract
 from gpt.config import load_config, resolve_config_path
 from gpt.corpus import sample_corpus_path
-from gpt.data import TEXT_SUFFIXES, PreparedData, load_prepared, prepare, prepare_text
+from gpt.data import DEFAULT_BPE_VOCAB, TEXT_SUFFIXES, PreparedData, load_prepared, prepare, prepare_text
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
+from gpt.tokenizer import (
+    BPE_MAX_VOCAB,
+    BPE_MIN_VOCAB,
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    bpe_report,
+    compression,
+    merge_steps,
+)
 from playground import inputs
 from playground.common import user_errors
 from playground.hosting import Visitor, enforce_quota, remember, visitor
@@ -23,7 +37,11 @@ from playground.inputs import number
 from playground.settings import HEAVY, LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
-TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte")]
+TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte"),
+              ("BPE trained on this corpus", "bpe")]  # fmt: skip
+COMPARED_TOKENS = 40_000  # the corpus's first tokens: the text the tokenizers are compared on
+VIEW_CHARS = 240  # the text the side-by-side token views show
+EXAMPLE_WORD = " understanding"
 TINY_CONTEXT = load_config(resolve_config_path("tiny")).model.block_size  # the preset a new user trains first
 _COLOURS = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d8f3dc", "#ffd6a5", "#cddafd"]
 
@@ -82,15 +100,90 @@ def stats_markdown(d: PreparedData, label: str) -> str:
 
 def token_view_html(d: PreparedData, n_tokens: int = 300) -> str:
     """The first tokens of the corpus, each a coloured span with its id on hover."""
-    ids = [int(i) for i in d.train[:n_tokens]]
+    return _token_spans(d.tokenizer, [int(i) for i in d.train[:n_tokens]], "max-height:320px")
+
+
+def _token_spans(tok: Tokenizer, ids: list[int], style: str = "") -> str:
     spans = []
     for k, i in enumerate(ids):
-        text = html.escape(d.tokenizer.token_text(i)).replace("\n", "↵<br>")
+        text = html.escape(tok.token_text(i)).replace("\n", "↵<br>")
         spans.append(f'<span class="tok" style="background:{_COLOURS[k % len(_COLOURS)]}" title="id {i}">{text}</span>')
     return (
-        '<div class="token-view" style="font-family:monospace;white-space:pre-wrap;line-height:1.7;'
-        'max-height:320px;overflow:auto">' + "".join(spans) + "</div>"
+        '<div class="token-view" style="font-family:monospace;white-space:pre-wrap;line-height:1.7;overflow:auto;'
+        f'{style}">' + "".join(spans) + "</div>"
     )
+
+
+def _shown(token: str) -> str:
+    """A token's text with its spaces and line breaks visible (" the" reads ␣the)."""
+    return html.escape(token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥"))
+
+
+def compared_tokenizers(tok: Tokenizer, text: str) -> dict[str, Tokenizer]:
+    """This data set's tokenizer and the others, on the same text (GPT-2 where its files are at hand)."""
+    out = {f"this BPE ({tok.vocab_size:,})" if tok.name == "bpe" else tok.name: tok}
+    out.setdefault("char", CharTokenizer.from_text(text))
+    out.setdefault("byte", ByteTokenizer())
+    try:
+        out.setdefault("GPT-2 (50,257)", GPT2Tokenizer())
+    except UserInputError:
+        pass  # (no GPT-2 files offline: the row is left out)
+    return out
+
+
+def learned_html(d: PreparedData) -> tuple[str, str, str]:
+    """What the data set's BPE learned (first merges with their counts, longest tokens), how it compresses against
+    the other tokenizers, and their token views side by side: three HTML blocks for the Data tab."""
+    tok = d.tokenizer
+    assert isinstance(tok, BPETokenizer)
+    text = tok.decode([int(i) for i in d.train[:COMPARED_TOKENS]])
+    report = bpe_report(tok, text)
+    rows = "".join(
+        f"<tr><td>{m.rank}</td><td><code>{_shown(m.left)}</code> + <code>{_shown(m.right)}</code></td>"
+        f"<td><code>{_shown(m.merged)}</code></td><td>{m.count:,}</td></tr>"
+        for m in report.merges
+    )
+    longest = " ".join(f"<code>{_shown(t)}</code>" for t in report.longest)
+    merges = (
+        f"<p><b>The first merges</b>, in the order learned: the pair seen most often in the text becomes a token, "
+        f"then again, {report.vocab_size - 256:,} times (counts in the first {report.counted_chars:,} "
+        f"characters).</p><table class='merges'><tr><th>#</th><th>pair</th><th>becomes</th><th>seen</th></tr>{rows}"
+        f"</table><p><b>Longest tokens:</b> {longest}</p>"
+    )
+    tokenizers = compared_tokenizers(tok, text)
+    table = "".join(
+        f"<tr><td>{html.escape(c.tokenizer)}</td><td>{c.vocab_size:,}</td><td>{c.tokens:,}</td>"
+        f"<td>{c.chars_per_token:.2f}</td><td>{c.bytes_per_token:.2f}</td></tr>"
+        for c in compression(text, tokenizers)
+    )
+    compared = (
+        f"<p><b>Compression</b> on the same {len(text):,} characters: more text per token means longer contexts "
+        "for the same cost, but a bigger vocabulary to learn.</p><table class='compression'><tr><th>tokenizer</th>"
+        f"<th>vocabulary</th><th>tokens</th><th>chars / token</th><th>bytes / token</th></tr>{table}</table>"
+    )
+    view = text[:VIEW_CHARS]
+    columns = "".join(
+        f"<div style='flex:1;min-width:0'><b>{html.escape(name)}</b> · {len(t.encode(view))} tokens"
+        f"{_token_spans(t, t.encode(view), 'max-height:220px')}</div>"
+        for name, t in tokenizers.items()
+    )
+    views = f"<div class='token-views' style='display:flex;gap:12px'>{columns}</div>"
+    return merges, compared, views
+
+
+def merge_steps_html(d: PreparedData, word: str) -> str:
+    """`word` merged by the data set's BPE one step at a time (the Data tab's 'see a word merged')."""
+    tok = d.tokenizer
+    if not isinstance(tok, BPETokenizer):
+        return ""
+    steps = merge_steps(tok, inputs.text(word, "word", 200))
+    lines = "".join(
+        f"<div>{'bytes' if k == 0 else f'merge {k}'}: "
+        + " ".join(f"<code class='tok'>{_shown(t)}</code>" for t in step)
+        + "</div>"
+        for k, step in enumerate(steps)
+    )
+    return f"<div class='merge-steps'>{lines}<div>{len(steps[-1])} token(s).</div></div>"
 
 
 def data_home(me: Visitor) -> Path | None:
@@ -109,21 +202,30 @@ def prepare_data(
     state: dict[str, Any],
     request: gr.Request,
     profile: gr.OAuthProfile | None,
-) -> tuple[str, str, dict[str, Any]]:
+    vocab_size: float = DEFAULT_BPE_VOCAB,
+    word: str = EXAMPLE_WORD,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way: a default it replaces with the live tracker
+) -> tuple[Any, ...]:
     val_fraction = number(val_fraction, "val_fraction")
+    vocab = int(number(vocab_size, "vocabulary size")) if tokenizer == "bpe" else DEFAULT_BPE_VOCAB
     if source not in (SAMPLE, UPLOAD, PASTE):
         raise UserInputError(f"the corpus is one of {SAMPLE!r}, {UPLOAD!r} or {PASTE!r}")
     me = visitor(request, profile)
     home = data_home(me)
+
+    def report(what: str, done: float) -> None:
+        progress(done, desc=what)
+
     if source == PASTE:
-        d = prepare_text(inputs.text(text, "pasted text", LIMITS.max_paste_chars), tokenizer, val_fraction, home)
+        pasted = inputs.text(text, "pasted text", LIMITS.max_paste_chars)
+        d = prepare_text(pasted, tokenizer, val_fraction, home, vocab, report)
         label = "Pasted text"
     else:
         workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
         try:
             paths = corpus_files(source, files, workdir)
-            # the built-in corpus is everyone's: its tokens are prepared once, in the shared cache
-            d = prepare(paths, tokenizer=tokenizer, val_fraction=val_fraction, cache=None if source == SAMPLE else home)
+            # the built-in corpus is everyone's: its tokens (and tokenizers) are prepared once, in the shared cache
+            d = prepare(paths, tokenizer, None, val_fraction, None if source == SAMPLE else home, vocab, report)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # read once: the prepared tokens are cached by content
         label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"
@@ -137,7 +239,24 @@ def prepare_data(
             "context length in the Train tab."
         )
     state = {**state, "data_dir": str(d.dir), "data_label": label}
-    return stats_markdown(d, label), token_view_html(d), state
+    return stats_markdown(d, label), token_view_html(d), state, *_learned_outputs(d, word)
+
+
+def _learned_outputs(d: PreparedData, word: str) -> tuple[Any, str, str, str, str]:
+    """The 'what the tokenizer learned' section: shown for a trained BPE, hidden otherwise."""
+    if not isinstance(d.tokenizer, BPETokenizer):
+        return gr.update(visible=False), "", "", "", ""
+    merges, compared, views = learned_html(d)
+    return gr.update(visible=True), merges, compared, views, merge_steps_html(d, word or EXAMPLE_WORD)
+
+
+@user_errors
+def show_merge_steps(word: str, state: dict[str, Any]) -> str:
+    """A word merged step by step by this session's BPE (the Data tab's box)."""
+    d = current_data(state)
+    if not isinstance(d.tokenizer, BPETokenizer):
+        raise UserInputError("prepare the data with the BPE tokenizer first: the steps are that tokenizer's merges")
+    return merge_steps_html(d, word)
 
 
 def current_data(state: dict[str, Any], tokenizer: str = "char") -> PreparedData:
@@ -152,15 +271,16 @@ def current_data(state: dict[str, Any], tokenizer: str = "char") -> PreparedData
     return prepare([sample_corpus_path()], tokenizer=tokenizer)
 
 
-def shown_data(state: dict[str, Any]) -> tuple[Any, Any]:
+def shown_data(state: dict[str, Any]) -> tuple[Any, ...]:
     """The Data tab's statistics for the session's data set (after a reload), or as they are."""
     if not state.get("data_dir"):
-        return gr.skip(), gr.skip()
+        return (gr.skip(),) * 7
     try:
         d = load_prepared(state["data_dir"])
     except UserInputError:
-        return gr.skip(), gr.skip()
-    return stats_markdown(d, state.get("data_label") or "Your data set"), token_view_html(d)
+        return (gr.skip(),) * 7
+    label = state.get("data_label") or "Your data set"
+    return stats_markdown(d, label), token_view_html(d), *_learned_outputs(d, EXAMPLE_WORD)
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
@@ -176,11 +296,27 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
             )
             text = gr.Textbox(label="Paste text", lines=8, visible=False, max_length=LIMITS.max_paste_chars)
             tokenizer = gr.Dropdown(TOKENIZERS, value="char", label="Tokenizer")
+            vocab_size = gr.Slider(
+                BPE_MIN_VOCAB, BPE_MAX_VOCAB, value=DEFAULT_BPE_VOCAB, step=1, label="BPE vocabulary size",
+                info="256 bytes + this many merges, learned from your corpus", visible=False,
+            )  # fmt: skip
             val_fraction = gr.Slider(0.01, 0.5, value=0.1, step=0.01, label="Validation fraction")
             prepare_btn = gr.Button("Prepare data", variant="primary")
+            progress_box = gr.HTML("", elem_classes="prepare-progress")  # (where the progress bar shows)
         with gr.Column(scale=2):
             stats = gr.Markdown("Press **Prepare data** to tokenize the corpus and see its statistics.")
             tokens = gr.HTML(label="Token view")
+    with gr.Column(visible=False, elem_id="tokenizer-learned") as learned:
+        gr.Markdown("### What your tokenizer learned")
+        with gr.Row():
+            merges = gr.HTML()
+            with gr.Column():
+                compared = gr.HTML()
+                word = gr.Textbox(EXAMPLE_WORD, label="See a word merged step by step (Enter)", max_length=200)
+                steps = gr.HTML()
+        views = gr.HTML()
+    tokenizer.change(lambda t: gr.update(visible=t == "bpe"), tokenizer, vocab_size, api_visibility="private")
+    word.submit(show_merge_steps, [word, state], steps, api_name="merge_steps", show_progress="hidden")
     source.change(
         lambda s: (gr.update(visible=s == UPLOAD), gr.update(visible=s == PASTE)),
         source,
@@ -194,13 +330,15 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         api_visibility="private",
     ).then(
         prepare_data,
-        [source, files, text, tokenizer, val_fraction, state],
-        [stats, tokens, state],
+        [source, files, text, tokenizer, val_fraction, state, vocab_size, word],
+        [stats, tokens, state, learned, merges, compared, views, steps],
         api_name="prepare_data",
-        show_progress="hidden",
+        # the progress bar in its own box: a bad upload's error badge must not cover the last statistics
+        show_progress="full",
+        show_progress_on=progress_box,
         **HEAVY,
     ).then(
         lambda: gr.update(value="Prepare data", interactive=True), None, prepare_btn, queue=False,
         api_visibility="private",
     )  # fmt: skip
-    ready.then(shown_data, state, [stats, tokens], api_visibility="private")
+    ready.then(shown_data, state, [stats, tokens, learned, merges, compared, views, steps], api_visibility="private")

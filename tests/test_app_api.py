@@ -243,12 +243,35 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     assert "train.max_steps" in differ  # the settings that differ between them, the recipe's switches among them
     assert sorted(differ["model.pos"]) == ["learned", "rope"] and sorted(differ["train.optimizer"]) == ["adamw", "muon"]
     assert "model.n_layer" not in differ
-    # GPT-2's format has no rotary positions: the modern run's export says which switches it cannot hold
+    # No Hugging Face format has the modern recipe's ReLU²: the modern run's export names the switch it cannot hold
     assert differ["model.pos"] == ["rope", "learned"]
     modern, old = (f"{n}/latest" for n in names)
-    with pytest.raises(AppError, match=r"cannot be exported as Hugging Face GPT-2: .*model\.pos=rope"):
+    with pytest.raises(AppError, match=r"cannot be exported to Hugging Face .*model\.activation=relu2"):
         c.predict(modern, api_name="/export_hf")
     with zipfile.ZipFile(c.predict(old, api_name="/export_hf")) as zf:
         assert any(n.endswith("model.safetensors") for n in zf.namelist())
     with pytest.raises(AppError, match="not one of your checkpoints"):
         c.predict(["../../etc"], "step", api_name="/compare")
+
+
+def test_bpe_tokenizer_trained_shown_and_trained_on(app_url: str) -> None:
+    """A visitor trains a BPE on the built-in corpus, sees what it learned, merges a word, trains and generates."""
+    c = Client(app_url, verbose=False)
+    stats, tokens, merges, compared, views, steps = c.predict(  # (and the section shown: not in the API)
+        SAMPLE, [], "", "bpe", 0.1, 512, " nothing", api_name="/prepare_data"
+    )
+    assert "bpe tokenizer" in stats and "of 512" in stats
+    assert merges.count("<tr>") == 21 and "␣t" in merges and "Longest tokens" in merges  # 20 merges and a header
+    rows = {r.split("</td>")[0].removeprefix("<td>"): r for r in compared.split("<tr>")[2:]}
+    assert set(rows) >= {"this BPE (512)", "char", "byte", "GPT-2 (50,257)"}, rows.keys()
+    assert views.count('class="token-view"') == 4 and "tokens" in views
+    assert steps.count("<div>") >= 3 and "merge 1" in steps  # " nothing": bytes, merges, the final tokens
+    assert "<code class='tok'>" in c.predict(" wherefore", api_name="/merge_steps")
+    with pytest.raises(AppError, match="32768"):
+        c.predict(SAMPLE, [], "", "bpe", 0.1, 10**9, "", api_name="/prepare_data")
+
+    assert "Training started" in c.predict(*TRAIN, api_name="/start_training")
+    poll_until(c, lambda r: step_of(r) >= 5)
+    c.predict(api_name="/stop_training")
+    poll_until(c, lambda r: r[4] == "stopped")
+    assert len(gen(c, latest_checkpoint(c), n=10)) > 0

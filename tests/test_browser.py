@@ -272,6 +272,28 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     page.screenshot(path=str(ARTIFACTS / "5-compare.png"), full_page=True)
 
 
+def test_a_user_trains_a_tokenizer_on_the_corpus_and_sees_what_it_learned(browser, app_url: str) -> None:
+    page = open_app(browser, app_url)
+    page.get_by_label("Tokenizer", exact=True).click()
+    page.get_by_role("option", name="BPE trained on this corpus").click()
+    page.get_by_label("BPE vocabulary size", exact=True).wait_for()  # the size appears with the choice
+    page.get_by_role("button", name="Prepare data").click()
+    learned = page.locator("#tokenizer-learned")
+    learned.get_by_text("The first merges").wait_for(timeout=60_000)
+    assert learned.locator("table.merges tr").count() == 21  # 20 merges and the header
+    assert learned.locator(".token-views .token-view").count() >= 3  # this BPE, char, byte (and GPT-2)
+    # the side-by-side views fit the screen: none runs past the page's right edge
+    right = page.evaluate("() => Math.max(...[...document.querySelectorAll('.token-views')].map(e => "
+                          "e.getBoundingClientRect().right))")  # fmt: skip
+    assert right <= SCREEN["width"], right
+    word = learned.get_by_label("See a word merged step by step (Enter)")
+    word.fill(" wherefore")
+    word.press("Enter")
+    page.wait_for_function("() => document.querySelector('.merge-steps').innerText.includes('␣w')", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "1b-bpe.png"), full_page=True)
+    page.context.close()
+
+
 def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, page, app_url: str) -> None:
     page.get_by_role("tab", name="Train").click()
     steps = page.get_by_label("Steps", exact=True)
