@@ -10,9 +10,11 @@ One dataclass per kind of payload, so a misspelt field is a type error, not a Ke
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,6 +114,100 @@ class Event:
 Listener = Callable[[Event], None]
 
 
+def series(at: EventKind, key: str = "") -> Any:
+    """A field of `Curves`: a list with a point at each event of kind `at`, stored under `key` in metrics.jsonl
+    (default: the field's name)."""
+    return field(default_factory=list, metadata={"at": at, "key": key})
+
+
+@dataclass
+class Curves:
+    """A run's curves, from its first step (a resumed run's parts continue them): what the Train tab's live charts
+    draw (`playground.jobs` records them from the run's events), what metrics.jsonl holds (`MetricsLog` writes what
+    `record` adds, `read_metrics` reads it back) and what the Compare tab overlays.
+
+    Adding a series: a field here (`series(kind)`), its append in `record`; the file, the live job and Compare follow.
+    The x of a kind's series is its "step" series (`steps`, `eval_steps`)."""
+
+    # at each logged step
+    steps: list[int] = series("step", "step")
+    loss: list[float] = series("step")  # mean train loss since the last logged step
+    tokens: list[int] = series("step")  # trained on so far
+    times: list[float] = series("step", "time")  # seconds of training so far, over every part of a resumed run
+    tokens_per_s: list[float] = series("step")
+    lr: list[float] = series("step")
+    grad_norm: list[float] = series("step")
+    # at each evaluation
+    eval_steps: list[int] = series("eval", "step")
+    val_loss: list[float] = series("eval")
+    # the run's settings and size, from its start (the latest part's, for a resumed run)
+    config: dict[str, Any] | None = None
+    params: int | None = None
+    # what recording needs: the tokens of a step, the training time of the earlier parts; the smoothed loss so far
+    _tokens_per_step: int = field(default=0, init=False, repr=False)
+    _time_offset: float = field(default=0.0, init=False, repr=False)
+    _smooth: list[float] = field(default_factory=list, init=False, repr=False)
+
+    def record(self, e: Event) -> dict[str, Any] | None:
+        """Append what event `e` adds; returns it as a line of metrics.jsonl (None: it adds no point)."""
+        match e.data:
+            case Start() as d:
+                times = [t for t in self.times if isinstance(t, int | float)]
+                self._tokens_per_step, self._time_offset = d.tokens_per_step, times[-1] if times else 0.0
+                self.config, self.params = d.config, d.params
+                return {"start": e.step, "config": d.config, "params": d.params}
+            case Step() as d:
+                self.steps.append(e.step)
+                self.loss.append(d.loss)
+                self.tokens.append(e.step * self._tokens_per_step)
+                self.times.append(round(self._time_offset + d.elapsed, 3))
+                self.tokens_per_s.append(d.tokens_per_s)
+                self.lr.append(d.lr)
+                self.grad_norm.append(d.grad_norm)
+                self._smoothed()  # as the points come: a refresh of the chart costs its new points only
+            case Eval() as d:
+                self.eval_steps.append(e.step)
+                self.val_loss.append(d.val_loss)
+            case _:
+                return None
+        return {"kind": e.kind, **{key: getattr(self, name)[-1] for name, key in _SERIES[e.kind]}}
+
+    def read_line(self, line: dict[str, Any]) -> None:
+        """Append a line of metrics.jsonl (as `record` returned it; or an older file's, which have no "kind")."""
+        if "config" in line:
+            self.config, self.params = line["config"], line.get("params")
+            return
+        kind = line.get("kind") or ("step" if "loss" in line else "eval" if "val_loss" in line else None)
+        for name, key in next((s for k, s in _SERIES.items() if k == kind), []):  # (a kind unknown here: skipped)
+            getattr(self, name).append(line.get(key))
+
+    @property
+    def smooth(self) -> list[float]:
+        """The train loss's exponential moving average (TensorBoard's smoothing, 0.6), one point per logged step."""
+        return self._smoothed()
+
+    def _smoothed(self) -> list[float]:
+        for v in self.loss[len(self._smooth) :]:
+            last = self._smooth[-1] if self._smooth else None
+            self._smooth.append(v if last is None or v is None else 0.6 * last + 0.4 * v)
+        return self._smooth
+
+    def copy(self) -> Curves:
+        """A copy that later appends do not reach (what one refresh of the page shows)."""
+        out = copy.copy(self)
+        for f in dataclasses.fields(self):
+            if isinstance(v := getattr(self, f.name), list):
+                setattr(out, f.name, list(v))
+        return out
+
+
+# kind -> (field, key in metrics.jsonl) of each of its series, in the field order
+_SERIES: dict[EventKind, list[tuple[str, str]]] = {}
+for _f in dataclasses.fields(Curves):
+    if "at" in _f.metadata:
+        _SERIES.setdefault(_f.metadata["at"], []).append((_f.name, _f.metadata["key"] or _f.name))
+
+
 def format_duration(seconds: float) -> str:
     """As people write it: "14 s", "2 min 5 s", "1 h 3 min" (seconds dropped past an hour)."""
     seconds = max(0, round(seconds))
@@ -194,38 +290,31 @@ class TensorBoard:
 
 class MetricsLog:
     """Each logged step and evaluation as a line of JSON in RUN_DIR/metrics.jsonl, for comparing runs (the app's
-    Compare tab reads it while a run trains). A resumed run appends; its training time continues where it was."""
+    Compare tab reads it while a run trains): what `Curves.record` adds. A resumed run appends; its training time
+    continues where it was."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._offset = 0.0  # training time of the earlier parts of a resumed run
-        self._tokens_per_step = 0
+        self._curves = Curves()
 
     def __call__(self, e: Event) -> None:
-        match e.data:
-            case Start() as d:
-                self._tokens_per_step, self._offset = d.tokens_per_step, (read_metrics(self.path)["times"] or [0.0])[-1]
-                line: dict[str, Any] = {"start": e.step, "config": d.config, "params": d.params}
-            case Step() as d:
-                line = {"step": e.step, "loss": d.loss, "tokens": e.step * self._tokens_per_step,
-                        "time": round(self._offset + d.elapsed, 3), "tokens_per_s": d.tokens_per_s}  # fmt: skip
-            case Eval() as d:
-                line = {"step": e.step, "val_loss": d.val_loss}
-            case _:
-                return
+        if isinstance(e.data, Start):
+            self._curves = read_metrics(self.path)  # a resumed run's earlier part: its time goes on from there
+        line = self._curves.record(e)
+        if line is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
 
-def read_metrics(path: str | Path, max_bytes: int = 64 << 20) -> dict[str, Any]:
-    """A metrics.jsonl as series: step/loss/tokens/time/tokens_per_s, eval step/val_loss, the last config and
-    params. A missing file is an empty run; unreadable lines are skipped."""
-    out: dict[str, Any] = {"step": [], "loss": [], "tokens": [], "times": [], "tokens_per_s": [],
-                           "eval_step": [], "val_loss": [], "config": None, "params": None}  # fmt: skip
+def read_metrics(path: str | Path, max_bytes: int = 64 << 20) -> Curves:
+    """A metrics.jsonl as curves (files from before a series existed read as None for it). A missing file is an
+    empty run; unreadable lines are skipped."""
+    curves = Curves()
     p = Path(path)
     if not p.is_file():
-        return out
+        return curves
     with open(p, "rb") as f:
         raw = f.read(max_bytes)  # bounded: a run writes a line per log interval, far below this
     for text in raw.decode("utf-8", "replace").splitlines():
@@ -233,18 +322,9 @@ def read_metrics(path: str | Path, max_bytes: int = 64 << 20) -> dict[str, Any]:
             line = json.loads(text)
         except ValueError:
             continue  # a line cut short by a kill
-        if not isinstance(line, dict):
-            continue
-        if "config" in line:
-            out["config"], out["params"] = line["config"], line.get("params")
-        elif "loss" in line:
-            for key in ("step", "loss", "tokens", "tokens_per_s"):
-                out[key].append(line.get(key))
-            out["times"].append(line.get("time", 0.0))
-        elif "val_loss" in line:
-            out["eval_step"].append(line.get("step"))
-            out["val_loss"].append(line.get("val_loss"))
-    return out
+        if isinstance(line, dict):
+            curves.read_line(line)
+    return curves
 
 
 def run_listeners(run_dir: str | Path, tensorboard: bool, echo: bool = False) -> list[Listener]:

@@ -7,14 +7,14 @@ maximum), so a refresh costs about the same at step 100 and at step 100,000.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gpt.events import Curves
 from gpt.inspect import Analysis, Projection, SamplingStep
-from playground.jobs import Series
 
 MAX_POINTS = 2000
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]  # one per run
@@ -38,7 +38,7 @@ def decimate(x: Sequence[Any], y: Sequence[float], max_points: int = MAX_POINTS)
     return xa[idx].tolist(), ya[idx].tolist()
 
 
-def loss_figure(s: Series) -> go.Figure:
+def loss_figure(s: Curves) -> go.Figure:
     fig = go.Figure()
     x, y = decimate(s.steps, s.loss)
     fig.add_trace(go.Scatter(x=x, y=y, name="train loss", mode="lines", line=dict(color="#9ecae1", width=1)))
@@ -52,7 +52,7 @@ def loss_figure(s: Series) -> go.Figure:
     return fig
 
 
-def rate_figure(s: Series) -> go.Figure:
+def rate_figure(s: Curves) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Learning rate", "Throughput (tokens/s)"))
     x, y = decimate(s.steps, s.lr)
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="lr", line=dict(color="#2ca02c")), row=1, col=1)
@@ -184,16 +184,21 @@ def sampling_figure(s: SamplingStep, title: str) -> go.Figure:
     return fig
 
 
-def compare_figure(runs: dict[str, dict[str, Any]], key: str, axis: str) -> go.Figure:
-    """Train loss (lines) and val loss (dashed, with markers) of each run (`gpt.events.read_metrics`) against its
-    series `key` (step, tokens or times), whose title is `axis`."""
+# What Compare may put on its x axis: series of the logged steps (`gpt.events.Curves`)
+XSeries = Literal["steps", "tokens", "times"]
+
+
+def compare_figure(runs: dict[str, Curves], x: XSeries, axis: str) -> go.Figure:
+    """Train loss (lines) and val loss (dashed, with markers) of each run against its series `x`, whose title is
+    `axis`."""
     fig = go.Figure()
     for (name, m), colour in zip(runs.items(), COLOURS, strict=False):
-        x_of = dict(zip(m["step"], m[key], strict=True))  # val points sit at their step's x
-        x, y = decimate(m[key], m["loss"])
-        fig.add_scatter(x=x, y=y, name=f"{name} train", mode="lines", line=dict(color=colour, width=1.5))
-        val_x = [x_of.get(s, s if key == "step" else None) for s in m["eval_step"]]
-        fig.add_scatter(x=val_x, y=m["val_loss"], name=f"{name} val", mode="lines+markers",
+        xs = getattr(m, x)
+        x_of = dict(zip(m.steps, xs, strict=True))  # val points sit at their step's x
+        tx, ty = decimate(xs, m.loss)
+        fig.add_scatter(x=tx, y=ty, name=f"{name} train", mode="lines", line=dict(color=colour, width=1.5))
+        val_x = [x_of.get(s, s if x == "steps" else None) for s in m.eval_steps]
+        fig.add_scatter(x=val_x, y=m.val_loss, name=f"{name} val", mode="lines+markers",
                         line=dict(color=colour, dash="dash"))  # fmt: skip
     fig.update_layout(title="Loss", xaxis_title=axis, yaxis_title="cross-entropy",
                       **{**_LAYOUT, "height": 420})  # fmt: skip

@@ -13,12 +13,13 @@ import gradio as gr
 
 from gpt.config import Config
 from gpt.errors import UserInputError
-from gpt.events import read_metrics
+from gpt.events import Curves, read_metrics
 from playground import charts, jobs
 from playground.common import user_errors
 from playground.hosting import visitor
 
-AXES = {"step": "step", "tokens seen": "tokens", "training time (s)": "times"}  # label -> series in read_metrics
+# the x axis's choices: label -> the series of the runs' curves (gpt.events.Curves) it draws
+AXES: dict[str, charts.XSeries] = {"step": "steps", "tokens seen": "tokens", "training time (s)": "times"}
 MAX_RUNS = len(charts.COLOURS)
 REFRESH_S = 5.0  # while a compared run trains
 
@@ -28,13 +29,14 @@ def flat(config: dict[str, Any] | None) -> dict[str, Any]:
     return {f"{section}.{k}": v for section, values in (config or {}).items() for k, v in (values or {}).items()}
 
 
-def summary_rows(runs: dict[str, dict[str, Any]]) -> list[list[Any]]:
+def summary_rows(runs: dict[str, Curves]) -> list[list[Any]]:
     rows = []
     for name, m in runs.items():
-        vals = [v for v in m["val_loss"] if v is not None]
-        rate = statistics.median(m["tokens_per_s"]) if m["tokens_per_s"] else None
-        rows.append([name, m["step"][-1] if m["step"] else 0, round(vals[-1], 4) if vals else None,
-                     round(min(vals), 4) if vals else None, round(rate) if rate else None, m["params"]])  # fmt: skip
+        vals = [v for v in m.val_loss if v is not None]
+        rates = [v for v in m.tokens_per_s if v is not None]
+        rate = statistics.median(rates) if rates else None
+        rows.append([name, m.steps[-1] if m.steps else 0, round(vals[-1], 4) if vals else None,
+                     round(min(vals), 4) if vals else None, round(rate) if rate else None, m.params])  # fmt: skip
     return rows
 
 
@@ -47,9 +49,9 @@ def complete(config: Any) -> Any:
         return config
 
 
-def differences(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def differences(runs: dict[str, Curves]) -> dict[str, Any]:
     """The settings whose values differ between the runs, one row each."""
-    configs = {name: flat(complete(m["config"])) for name, m in runs.items()}
+    configs = {name: flat(complete(m.config)) for name, m in runs.items()}
     keys = sorted({k for c in configs.values() for k in c})
     rows = [[k, *(str(c.get(k, "")) for c in configs.values())] for k in keys]
     differing = [r for r in rows if len(set(r[1:])) > 1]

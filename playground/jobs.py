@@ -1,11 +1,12 @@
 """Background training jobs: start / stop / resume, each collecting its trainer's events for the UI to poll.
 
-A `Job` runs one `gpt.trainer.Trainer` in its own process and keeps the series the charts need; a thread reads
-the child's events from a queue. A process, not a thread: in the web server's process, training ran at 0.65x of
-the CLI's tokens/s with no browser attached (GNU OpenMP throttles its spin-waiting as soon as a second thread of the
-process has used torch, and the server's threads all have), and it shared the GIL with every request. In its own
-process it trains as fast as `gpt-train`, its memory goes back to the system when it ends, and a crash in it
-cannot take the app down. Children fork from a server process that has imported torch once (start ~0.1 s).
+A `Job` runs one `gpt.trainer.Trainer` (asked for as a `RunRequest`) in its own process and records the run's
+curves (`gpt.events.Curves`) for the charts; a thread reads the child's events from a queue. A process, not a thread:
+in the web server's process, training ran at 0.65x of the CLI's tokens/s with no browser attached (GNU OpenMP
+throttles its spin-waiting as soon as a second thread of the process has used torch, and the server's threads all
+have), and it shared the GIL with every request. In its own process it trains as fast as `gpt-train`, its memory
+goes back to the system when it ends, and a crash in it cannot take the app down. Children fork from a server
+process that has imported torch once (start ~0.1 s).
 
 The `Registry` caps how many jobs train at once. A run asked for while the slots are taken waits in a fair queue
 (first come, first served; one run per visitor, training or waiting, claimed atomically; a capped length, and a cap
@@ -21,19 +22,39 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as StopFlag
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gpt.config import Config
 from gpt.data import PreparedData
 from gpt.errors import UserInputError
-from gpt.events import Compile, Done, Eval, Event, Failed, Sample, Start, Step, run_listeners
+from gpt.events import Compile, Curves, Done, Event, Failed, Sample, Start, Step, run_listeners
 from playground.settings import LIMITS, scrub_paths
 
-ACTIVE = ("starting", "running")  # a job's statuses while it holds a training slot
-QUEUED = "queued"  # waiting for a slot
+# Where a job is: waiting for a slot, starting (its child builds the model), training, ended (as the trainer says:
+# completed or stopped; or in error), or left the queue before it started.
+JobStatus = Literal["queued", "starting", "running", "completed", "stopped", "error", "left"]
+
+
+@dataclass(frozen=True)
+class StatusLook:
+    label: str  # what the page says of a job in that state that has no message of its own
+    colour: str  # its progress bar's
+
+
+STATUS: dict[JobStatus, StatusLook] = {
+    "queued": StatusLook("Waiting in line", "#1f77b4"),
+    "starting": StatusLook("Starting…", "#1f77b4"),
+    "running": StatusLook("Training…", "#1f77b4"),
+    "completed": StatusLook("Training completed", "#2ca02c"),
+    "stopped": StatusLook("Training stopped", "#ff7f0e"),
+    "error": StatusLook("Training failed", "#d62728"),
+    "left": StatusLook("Left the queue", "#7f7f7f"),
+}
+ACTIVE: tuple[JobStatus, ...] = ("starting", "running")  # a job's statuses while it holds a training slot
+QUEUED: JobStatus = "queued"  # waiting for a slot
 KEEP_FINISHED = 50  # finished jobs kept for their sessions' charts and Resume; older ones are forgotten
 START_TIMEOUT_S = 300  # how long Start waits for the child to build its model and say "start" (or what is wrong)
 
@@ -99,50 +120,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@dataclass
-class Series:
-    """What the charts show: all of it, from the first step (resumed runs continue the same series)."""
+@dataclass(frozen=True)
+class RunRequest:
+    """A run asked for: what to train on what, where, from which checkpoint; whose it is and how long it should take."""
 
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    smooth: list[float] = field(
-        default_factory=list
-    )  # exponential moving average of loss (TensorBoard's 0.6), kept as it comes
-    lr: list[float] = field(default_factory=list)
-    tokens_per_s: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
+    config: Config
+    data: PreparedData
+    run_dir: Path
+    resume: Path | None = None  # a run directory to continue (its trainer state)
+    init_from: Path | None = None  # a checkpoint to fine-tune (its weights, step 0)
+    history: Curves | None = None  # the curves of the run's earlier part, when resuming: the charts go on from them
+    owner: str | None = None  # whose run it is (Visitor.key)
+    session: str | None = None  # the page session that asked
+    estimate_s: float = 0.0  # how long it should train, for the ETAs of the runs queued behind it
+    address: str = ""  # where the request came from (the per-address cap of the queue)
 
 
 class Job:
-    def __init__(
-        self,
-        config: Config,
-        data: PreparedData,
-        run_dir: Path,
-        resume: Path | None = None,
-        init_from: Path | None = None,
-        history: Series | None = None,
-        owner: str | None = None,
-        session: str | None = None,
-        estimate_s: float = 0.0,
-        address: str = "",
-    ) -> None:
+    def __init__(self, request: RunRequest) -> None:
+        r = request  # (not kept: its data's memmaps would stay open as long as the job is remembered)
         self.id = uuid.uuid4().hex[:12]
-        self.run_dir = run_dir
-        self.owner, self.session = owner, session  # whose run it is (Visitor.key); the page session that asked
-        self.address = address  # where the request came from (the per-address cap of the queue)
+        self.run_dir, self.owner, self.session, self.address = r.run_dir, r.owner, r.session, r.address
         self.seen_at = time.monotonic()  # when a page of its visitor last asked about it (a waiting run's place lapses)
         self.shown_wait: tuple[float, float] | None = None  # (wait, when) last shown while it waits: it counts down
         # what it reads while it trains: kept on disk by the quota while it trains or waits
-        self.sources = [Path(p) for p in (data.dir, resume, init_from) if p is not None]
-        self.estimate_s = estimate_s  # how long it should train, for the ETAs of the runs queued behind it
+        self.sources = [Path(p) for p in (r.data.dir, r.resume, r.init_from) if p is not None]
+        self.estimate_s = r.estimate_s
         self.on_end: list[Any] = []  # called (with the job) once it has finished, for the registry
-        self.series = history or Series()
+        self.curves = r.history.copy() if r.history is not None else Curves()
         self.compile: Compile | None = None  # see Snapshot.compile
-        self.status = "starting"  # queued | starting | running | completed | stopped | error | left
+        self.status: JobStatus = "starting"
         self.message = ""
-        self.step, self.max_steps = 0, config.train.max_steps
+        self.step, self.max_steps = 0, r.config.train.max_steps
         self.last: Step | None = None  # the latest logged step (loss, speed, ETA)
         self.samples: list[tuple[int, str]] = []
         self.version = 0  # bumped on every event: pollers skip redrawing when it has not moved
@@ -151,11 +160,11 @@ class Job:
         self._events = _CTX.Queue()
         self._stop = _CTX.Event()
         spec = {
-            "config": config.to_dict(),
-            "data_dir": str(data.dir),
-            "run_dir": str(run_dir),
-            "resume": str(resume) if resume else None,
-            "init_from": str(init_from) if init_from else None,
+            "config": r.config.to_dict(),
+            "data_dir": str(r.data.dir),
+            "run_dir": str(r.run_dir),
+            "resume": str(r.resume) if r.resume else None,
+            "init_from": str(r.init_from) if r.init_from else None,
             "app_pid": os.getpid(),
         }
         self.process = _CTX.Process(target=_train_in_child, args=(spec, self._events, self._stop), daemon=True)
@@ -192,7 +201,7 @@ class Job:
         for callback in self.on_end:
             callback(self)
 
-    def _finish(self, status: str, message: str) -> None:
+    def _finish(self, status: JobStatus, message: str) -> None:
         with self._lock:
             self.status, self.message = status, scrub_paths(message)
             self.version += 1
@@ -201,22 +210,14 @@ class Job:
     def _on_event(self, e: Event) -> None:
         with self._lock:
             self.step = e.step
+            self.curves.record(e)
             match e.data:
                 case Start():
                     self.status = "running"
                 case Compile() as d:
                     self.compile = d
                 case Step() as d:
-                    s = self.series
-                    s.steps.append(e.step)
-                    s.loss.append(d.loss)
-                    s.smooth.append(d.loss if not s.smooth else 0.6 * s.smooth[-1] + 0.4 * d.loss)
-                    s.lr.append(d.lr)
-                    s.tokens_per_s.append(d.tokens_per_s)
                     self.last, self.max_steps = d, d.max_steps
-                case Eval() as d:
-                    self.series.eval_steps.append(e.step)
-                    self.series.val_loss.append(d.val_loss)
                 case Sample() as d:
                     self.samples.append((e.step, d.text))
                 case Done() as d:
@@ -245,10 +246,9 @@ class Job:
     def snapshot(self) -> Snapshot:
         """A consistent copy for one UI refresh."""
         with self._lock:
-            series = Series(**{k: list(v) for k, v in vars(self.series).items()})
             sample = self.samples[-1] if self.samples else None
             return Snapshot(self.id, self.status, self.message, self.version, self.step, self.max_steps, self.last,
-                            str(self.run_dir), series, sample, stopping=self._stop.is_set(),
+                            str(self.run_dir), self.curves.copy(), sample, stopping=self._stop.is_set(),
                             compile=self.compile)  # fmt: skip
 
 
@@ -257,14 +257,14 @@ class Snapshot:
     """One job as one UI refresh sees it."""
 
     id: str
-    status: str
+    status: JobStatus
     message: str
     version: int  # bumped at every event
     step: int
     max_steps: int
     last: Step | None
     run_dir: str
-    series: Series
+    curves: Curves
     sample: tuple[int, str] | None
     queue: tuple[int, int, float] | None = None  # (position, length, wait) while queued
     stopping: bool = False  # Stop was pressed; the run finishes its step and saves
@@ -282,27 +282,14 @@ class Registry:
         self._wake = threading.Condition(self._lock)
         self._dispatcher: threading.Thread | None = None
 
-    def start(
-        self,
-        config: Config,
-        data: PreparedData,
-        run_dir: Path,
-        resume: Path | None = None,
-        history: Series | None = None,
-        init_from: Path | None = None,
-        owner: str | None = None,
-        session: str | None = None,
-        estimate_s: float = 0.0,
-        address: str = "",
-        per_address: int = 0,
-    ) -> Job:
+    def start(self, request: RunRequest, per_address: int = 0) -> Job:
         """Start a run now if a slot is free and nobody waits (errors it finds raise here), else queue it.
 
-        One run per `owner` at a time, training or waiting: checked and claimed under the lock, so two Starts sent at
+        One run per owner at a time, training or waiting: checked and claimed under the lock, so two Starts sent at
         once make one run, and every run has a visitor who can stop it. At most `per_address` (0: any number) of the
-        waiting runs come from one `address`."""
-        job = Job(config, data, run_dir, resume=resume, init_from=init_from, history=history,
-                  owner=owner, session=session, estimate_s=estimate_s, address=address)  # fmt: skip
+        waiting runs come from one address."""
+        job = Job(request)
+        owner, address = request.owner, request.address
         job.on_end.append(self._ended)
         with self._lock:
             self._lapse()

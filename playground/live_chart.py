@@ -33,8 +33,8 @@ import gradio as gr
 import plotly
 import plotly.graph_objects as go
 
+from gpt.events import Curves
 from playground import charts
-from playground.jobs import Series
 
 # plotly.js from the plotly package the server already has: served as a static file, loaded once per page.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -45,9 +45,10 @@ MAX_SHOWN = 2 * charts.MAX_POINTS  # past this many points in the page, a chart 
 
 @dataclass(frozen=True)
 class Chart:
-    """A live figure: how to draw it whole, and the (x, y) series of each of its traces, in the figure's order."""
+    """A live figure: how to draw it whole, and the (x, y) series (`Curves` fields) of each of its traces, in the
+    figure's order."""
 
-    figure: Callable[[Series], go.Figure]
+    figure: Callable[[Curves], go.Figure]
     traces: tuple[tuple[str, str], ...]
 
 
@@ -101,7 +102,7 @@ def live_chart(name: str, placeholder: str) -> gr.HTML:
     )
 
 
-def update(name: str, run: str, series: Series, have: Any) -> str | None:
+def update(name: str, run: str, series: Curves, have: Any) -> str | None:
     """What chart `name` of the page needs to show `series` of run `run`, given what the page says it holds
     (`have`, the component's value as it came in: anything at all from a crafted call); None when nothing new."""
     chart = CHARTS[name]

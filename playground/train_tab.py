@@ -44,7 +44,7 @@ from playground.common import (
 from playground.data_tab import current_data
 from playground.hosting import Visitor, client_address, enforce_quota, remember, visitor
 from playground.inputs import number, text
-from playground.jobs import REGISTRY, Series, Snapshot
+from playground.jobs import REGISTRY, STATUS, RunRequest, Snapshot
 from playground.settings import LIMITS, PRIVATE
 
 log = logging.getLogger("playground")
@@ -198,7 +198,8 @@ def start_training(
         params, flops = model_size(cfg, data.tokenizer.vocab_size)
     check_limits(cfg, params)
     run_dir = me.home / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    job = _submit(me, request, profile, cfg, data, run_dir, train_seconds(cfg, flops), init_from=start_from)
+    asked = RunRequest(cfg, data, run_dir, init_from=start_from, estimate_s=train_seconds(cfg, flops))
+    job = _submit(me, request, profile, asked)
     state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
     snap = job.snapshot()
     if snap.status in jobs.ACTIVE and not snap.stopping:
@@ -207,17 +208,16 @@ def start_training(
     return state, headline(snap, me.name(run_dir))
 
 
-def _submit(me: Visitor, request: gr.Request, profile: gr.OAuthProfile | None, cfg: Config, data: Any,
-            run_dir: Path, estimate: float, **kwargs: Any) -> jobs.Job:  # fmt: skip
+def _submit(me: Visitor, request: gr.Request, profile: gr.OAuthProfile | None, asked: RunRequest) -> jobs.Job:
     """Start or queue a run of this visitor's, after making room on disk for it (within their share)."""
-    sources = [p for p in (data.dir, kwargs.get("init_from"), kwargs.get("resume")) if p is not None]
-    enforce_quota(me, protected=[run_dir, *sources])
+    sources = [p for p in (asked.data.dir, asked.init_from, asked.resume) if p is not None]
+    enforce_quota(me, protected=[asked.run_dir, *sources])
     # One run per visitor (their account, browser or session); the per-address cap counts anonymous visitors only.
     per_address = LIMITS.max_queue_per_address if profile is None else 0
-    job = REGISTRY.start(cfg, data, run_dir, owner=me.key, session=request.session_hash if request else None,
-                         estimate_s=estimate, address=client_address(request), per_address=per_address,
-                         **kwargs)  # fmt: skip
-    remember(me, run_dir=str(run_dir))
+    asked = dataclasses.replace(asked, owner=me.key, session=request.session_hash if request else None,
+                                address=client_address(request))  # fmt: skip
+    job = REGISTRY.start(asked, per_address=per_address)
+    remember(me, run_dir=str(asked.run_dir))
     return job
 
 
@@ -264,9 +264,10 @@ def resume_training(
     params, flops = checkpoint_size(meta)
     check_limits(cfg, params)
     data = own_data(meta.get("data_dir"), me) or current_data(state)
-    history = old.snapshot().series if old is not None and old.run_dir == run_dir else Series()
+    history = old.snapshot().curves if old is not None and old.run_dir == run_dir else None
     estimate = train_seconds(cfg, flops, max(0, cfg.train.max_steps - int(meta.get("step", 0))))
-    job = _submit(me, request, profile, cfg, data, run_dir, estimate, resume=run_dir, history=history)
+    asked = RunRequest(cfg, data, run_dir, resume=run_dir, history=history, estimate_s=estimate)
+    job = _submit(me, request, profile, asked)
     return {**state, "job_id": job.id}, headline(job.snapshot(), me.name(run_dir), resumed_from=int(meta["step"]))
 
 
@@ -280,13 +281,14 @@ def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> 
         if snap.stopping:
             return f"Stopping after the current step (step {snap.step:,})…"
         if snap.status == "starting":
-            return f"Starting…{name}"
+            return f"{STATUS['starting'].label}{name}"
         c = snap.compile
         if c is not None and (c.seconds is None or c.fallback):  # compiling, or (kept in view) eager instead
             line = compile_line(c)
             return f"{line[0].upper()}{line[1:]}{name}"
-        return f"{'Resumed from step ' + format(resumed_from, ',') if resumed_from is not None else 'Training…'}{name}"
-    return snap.message or snap.status
+        resumed = f"Resumed from step {resumed_from:,}" if resumed_from is not None else STATUS["running"].label
+        return f"{resumed}{name}"
+    return snap.message or STATUS[snap.status].label
 
 
 def progress_html(snap: Snapshot, run_name: str) -> str:
@@ -310,7 +312,7 @@ def progress_html(snap: Snapshot, run_name: str) -> str:
             bits.append(f"ETA {format_duration(last.eta)}")
         bits += [f"{last.tokens_per_s:,.0f} tokens/s", f"loss {last.loss:.3f}"]
     status = headline(snap, "")
-    colour = {"error": "#d62728", "stopped": "#ff7f0e", "completed": "#2ca02c"}.get(snap.status, "#1f77b4")
+    colour = STATUS[snap.status].colour
     return (
         f'<div class="progress-box"><div style="background:#eee;border-radius:6px;height:14px;overflow:hidden">'
         f'<div style="width:{pct:.1f}%;background:{colour};height:14px"></div></div>'
@@ -368,7 +370,7 @@ def poll(
     out = {
         "progress": progress_html(snap, run_name),
         **{
-            name: live_chart.update(name, snap.id, snap.series, (held or {}).get(name)) or gr.skip()
+            name: live_chart.update(name, snap.id, snap.curves, (held or {}).get(name)) or gr.skip()
             for name in live_chart.CHARTS
         },
         "status": snap.status,

@@ -153,7 +153,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     # The page got each logged point once, appended (drawn whole once per chart): train and val as the run logged.
     logged = read_metrics(max(app_url.runs.rglob("metrics.jsonl"), key=lambda p: p.stat().st_mtime))  # this run's
     loss_x = page.evaluate("() => document.querySelector('#live-loss .live-chart').data.map(t => Array.from(t.x))")
-    assert loss_x == [logged["step"], logged["step"], logged["eval_step"]]
+    assert loss_x == [logged.steps, logged.steps, logged.eval_steps]
     draws = page.evaluate("() => window.draws")
     assert draws["react"] == 2 and draws["extendTraces"] >= 4, draws
     page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)

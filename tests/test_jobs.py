@@ -13,7 +13,7 @@ import pytest
 from gpt.config import Config
 from gpt.data import prepare
 from gpt.errors import UserInputError
-from playground.jobs import Job, Registry
+from playground.jobs import Job, Registry, RunRequest
 
 
 def config(max_steps: int) -> Config:
@@ -41,9 +41,9 @@ def data(corpus_file: Path, tmp_path: Path):
 
 def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Path) -> None:
     reg = Registry(max_jobs=1)
-    job = reg.start(config(100_000), data, tmp_path / "run")
+    job = reg.start(RunRequest(config(100_000), data, tmp_path / "run"))
     assert job.process.pid != os.getpid() and job.status == "running"
-    wait_for(job, lambda j: len(j.series.steps) >= 3)
+    wait_for(job, lambda j: len(j.curves.steps) >= 3)
     job.stop()
     wait_for(job, lambda j: not j.active)
     assert job.status == "stopped" and job.message.startswith("Training stopped at step")
@@ -54,18 +54,19 @@ def test_a_job_trains_in_its_own_process_and_stops_on_request(data, tmp_path: Pa
 
 def test_runs_over_the_slots_wait_in_line_and_start_in_order(data, tmp_path: Path) -> None:
     reg = Registry(max_jobs=1, max_queue=3)
-    first = reg.start(config(100_000), data, tmp_path / "a", owner="a")  # no estimate: no rescaling below
-    second = reg.start(config(20), data, tmp_path / "b", owner="b", estimate_s=30, address="10.0.0.2", per_address=1)
-    third = reg.start(config(20), data, tmp_path / "c", owner="c", session="page-c", estimate_s=30)
+    first = reg.start(RunRequest(config(100_000), data, tmp_path / "a", owner="a"))  # no estimate: no rescaling below
+    second = reg.start(RunRequest(config(20), data, tmp_path / "b", owner="b", estimate_s=30, address="10.0.0.2"),
+                       per_address=1)  # fmt: skip
+    third = reg.start(RunRequest(config(20), data, tmp_path / "c", owner="c", session="page-c", estimate_s=30))
     assert (first.status, second.status, third.status) == ("running", "queued", "queued")
     for owner in ("a", "b"):  # one run per visitor, training or waiting
         with pytest.raises(UserInputError, match="still training or waiting"):
-            reg.start(config(20), data, tmp_path / f"{owner}2", owner=owner)
+            reg.start(RunRequest(config(20), data, tmp_path / f"{owner}2", owner=owner))
     with pytest.raises(UserInputError, match="from your address"):  # a new session from a full address
-        reg.start(config(20), data, tmp_path / "e", owner="e", address="10.0.0.2", per_address=1)
-    reg.start(config(20), data, tmp_path / "f", owner="f")
+        reg.start(RunRequest(config(20), data, tmp_path / "e", owner="e", address="10.0.0.2"), per_address=1)
+    reg.start(RunRequest(config(20), data, tmp_path / "f", owner="f"))
     with pytest.raises(UserInputError, match="Busy"):
-        reg.start(config(20), data, tmp_path / "d", owner="d")
+        reg.start(RunRequest(config(20), data, tmp_path / "d", owner="d"))
     reg.leave(reg.latest("f").id)
     pos2 = reg.queue_position(second.id)
     pos3 = reg.queue_position(third.id)
@@ -103,7 +104,7 @@ def test_two_starts_at_once_make_one_run(data, tmp_path: Path) -> None:
 
     def start(i: int) -> None:
         try:
-            results.append(reg.start(config(100_000), data, tmp_path / f"r{i}", owner="same"))
+            results.append(reg.start(RunRequest(config(100_000), data, tmp_path / f"r{i}", owner="same")))
         except UserInputError as e:
             results.append(e)
 
@@ -120,12 +121,12 @@ def test_two_starts_at_once_make_one_run(data, tmp_path: Path) -> None:
 
 def test_bad_settings_found_by_the_child_reach_start(data, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="nothing-here. is not a checkpoint"):
-        Registry(max_jobs=1).start(config(10), data, tmp_path / "run", resume=tmp_path / "nothing-here")
+        Registry(max_jobs=1).start(RunRequest(config(10), data, tmp_path / "run", resume=tmp_path / "nothing-here"))
 
 
 def test_a_killed_training_process_is_reported(data, tmp_path: Path) -> None:
-    job = Registry(max_jobs=1).start(config(100_000), data, tmp_path / "run")
-    wait_for(job, lambda j: len(j.series.steps) >= 1)
+    job = Registry(max_jobs=1).start(RunRequest(config(100_000), data, tmp_path / "run"))
+    wait_for(job, lambda j: len(j.curves.steps) >= 1)
     assert job.process.pid is not None
     os.kill(job.process.pid, signal.SIGKILL)
     wait_for(job, lambda j: not j.active)
@@ -136,10 +137,10 @@ APP = """
 import sys, time
 from pathlib import Path
 from gpt.data import load_prepared
-from playground.jobs import Registry
+from playground.jobs import Registry, RunRequest
 from tests.test_jobs import config
 
-job = Registry(max_jobs=1).start(config(100_000), load_prepared(sys.argv[1]), Path(sys.argv[2]))
+job = Registry(max_jobs=1).start(RunRequest(config(100_000), load_prepared(sys.argv[1]), Path(sys.argv[2])))
 print(job.process.pid, flush=True)
 time.sleep(600)
 """

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from gpt.errors import UserInputError
-from gpt.events import Compile, Step
+from gpt.events import Compile, Curves, Step
 from playground import live_chart
 from playground.charts import decimate
-from playground.jobs import Series, Snapshot
+from playground.jobs import STATUS, JobStatus, Snapshot
 from playground.train_tab import (
     FIELDS,
     SWITCHES,
@@ -79,9 +79,9 @@ def test_the_recipe_fills_the_switches_and_each_switch_says_why() -> None:
 
 
 def snapshot(
-    status: str, last: Step | None, message: str = "", queue: tuple[int, int, float] | None = None
+    status: JobStatus, last: Step | None, message: str = "", queue: tuple[int, int, float] | None = None
 ) -> Snapshot:
-    return Snapshot("j1", status, message, 3, 150, 300, last, "/runs/run-1", Series(), None, queue)
+    return Snapshot("j1", status, message, 3, 150, 300, last, "/runs/run-1", Curves(), None, queue)
 
 
 def test_progress_line_says_where_the_run_is() -> None:
@@ -91,28 +91,39 @@ def test_progress_line_says_where_the_run_is() -> None:
     assert "width:50.0%" in running
     stopped = progress_html(snapshot("stopped", step, "Training stopped at step 150."), "run-1")
     assert "Training stopped at step 150." in stopped and "ETA" not in stopped
+    assert f"background:{STATUS['stopped'].colour}" in stopped and f"background:{STATUS['running'].colour}" in running
+    assert STATUS["stopped"].colour != STATUS["running"].colour != STATUS["error"].colour
     starting = progress_html(snapshot("starting", None), "run-1")
     assert "Starting…" in starting and "tokens/s" not in starting
     queued = progress_html(snapshot("queued", None, queue=(2, 3, 125.0)), "run-1")
     assert "position 2 of 3" in queued and "2 min 5 s" in queued
     # a run that never trained (it left the line, or failed before its first step) shows no bar, steps or checkpoint
     for status, message in [("left", "You left the queue."), ("error", "the data set is too short")]:
-        never = progress_html(Snapshot("j1", status, message, 3, 0, 2000, None, "/runs/run-1", Series(), None), "r")
+        never = progress_html(Snapshot("j1", status, message, 3, 0, 2000, None, "/runs/run-1", Curves(), None), "r")
         assert message in never and "step" not in never and "checkpoint" not in never
     # Stop pressed: the line says so, with no ETA, until the run says where it stopped
-    stopping = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/run-1", Series(), None, stopping=True)
+    stopping = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/run-1", Curves(), None, stopping=True)
     assert "Stopping after the current step (step 150)" in progress_html(stopping, "r")
     assert "ETA" not in progress_html(stopping, "r")
     assert headline(stopping, "r") == "Stopping after the current step (step 150)…"
     assert headline(snapshot("stopped", step, "Training stopped at step 157."), "r") == "Training stopped at step 157."
     # torch.compile's phase (a GPU's default): said while the first step waits for it, and its failure kept in view
-    compiling = Snapshot("j1", "running", "", 3, 0, 300, None, "/runs/r", Series(), None, compile=Compile(None))
+    compiling = Snapshot("j1", "running", "", 3, 0, 300, None, "/runs/r", Curves(), None, compile=Compile(None))
     assert headline(compiling, "r").startswith("Compiling the model (torch.compile; the first step waits for it")
-    failed = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Series(), None,
+    failed = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Curves(), None,
                       compile=Compile(3.0, "RuntimeError: no C++ compiler"))  # fmt: skip
     assert "no C++ compiler" in headline(failed, "r") and "training on without it (eager)" in headline(failed, "r")
-    done = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Series(), None, compile=Compile(42.0))
+    done = Snapshot("j1", "running", "", 3, 150, 300, step, "/runs/r", Curves(), None, compile=Compile(42.0))
     assert headline(done, "r") == "Training… → `r`"
+
+
+def test_every_job_status_has_its_label_and_colour() -> None:
+    from typing import get_args
+
+    assert set(STATUS) == set(get_args(JobStatus))
+    # a run without a message of its own says its status in words, not the status's code
+    assert headline(snapshot("error", None), "r") == "Training failed"
+    assert headline(snapshot("left", None), "r") == "Left the queue"
 
 
 def test_durations_read_as_people_write_them() -> None:
@@ -128,7 +139,7 @@ class Page:
     def __init__(self, name: str) -> None:
         self.name, self.traces, self.have = name, [], ""
 
-    def tick(self, run: str, series: Series) -> dict | None:
+    def tick(self, run: str, series: Curves) -> dict | None:
         raw = live_chart.update(self.name, run, series, self.have)
         if raw is None:
             return None
@@ -145,11 +156,10 @@ class Page:
         return update
 
 
-def grow(series: Series, steps: range) -> None:
+def grow(series: Curves, steps: range) -> None:
     for step in steps:
         series.steps.append(step)
         series.loss.append(3.0 - step / 1e4 + (1.0 if step == 3_333 else 0.0))  # one spike that must stay visible
-        series.smooth.append(3.0 - step / 1e4)
         series.lr.append(1e-3)
         series.tokens_per_s.append(20_000.0)
         if step % 50 == 0:
@@ -158,7 +168,7 @@ def grow(series: Series, steps: range) -> None:
 
 
 def test_live_chart_sends_each_point_once_then_decimates_a_long_run() -> None:
-    series, page = Series(), Page("loss")
+    series, page = Curves(), Page("loss")
     grow(series, range(1, 101))
     assert page.tick("run-a", series)["kind"] == "full"  # a page that holds nothing gets the figure
     assert page.tick("run-a", series) is None  # nothing new: nothing sent
@@ -192,7 +202,7 @@ def test_live_chart_sends_each_point_once_then_decimates_a_long_run() -> None:
      '{"kind": "have", "run": "other", "sent": {"steps": 1, "eval_steps": 0}, "shown": 1}'],
 )  # fmt: skip
 def test_live_chart_answers_anything_a_page_may_claim_with_the_whole_figure(have: object) -> None:
-    series = Series()
+    series = Curves()
     grow(series, range(1, 11))
     update = json.loads(live_chart.update("loss", "run-a", series, have))
     assert update["kind"] == "full" and update["figure"]["data"][0]["x"] == series.steps
