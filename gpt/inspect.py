@@ -6,18 +6,24 @@ Everything returns plain Python / numpy data (no plotting), so the UI, notebooks
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal, cast
 
 import numpy as np
 import torch
+import torch.nn as nn
+from torch.nn import functional as F
 
 from gpt.config import SampleConfig
 from gpt.errors import UserInputError
-from gpt.model import GPT
-from gpt.sampling import STAGES, process_stages, window_start
+from gpt.model import GPT, Ablation, Block, Internals
+from gpt.sampling import STAGES, process_stages, sampling_vocab, window_start
 from gpt.tokenizer import Tokenizer
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", " ": "␣", "\r": "␍"}  # a space as "·" read like a full stop
+_UNVISIBLE = {v: k for k, v in _VISIBLE.items()}
 
 
 def label(text: str) -> str:
@@ -48,12 +54,7 @@ LENS_CHUNK = 1 << 22
 def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20, max_tokens: int = MAX_TOKENS) -> Analysis:
     """One explicit-attention forward pass over the prompt's last `max_tokens` tokens, read out every way the
     Inspect tab shows."""
-    if not prompt:
-        raise UserInputError("enter a prompt to inspect")
-    all_ids = tokenizer.encode(prompt)
-    ids = all_ids[-min(model.config.block_size, max_tokens) :]
-    if not ids:
-        raise UserInputError("the prompt has no tokens; enter some text")
+    ids, dropped = _prompt_ids(model, tokenizer, prompt, max_tokens)
     device = model.lm_head.weight.device
     out = model.forward_inspect(torch.tensor([ids], device=device))
     vocab = tokenizer.vocab_size
@@ -80,7 +81,7 @@ def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20, max_
         lens_tokens=lens_tokens,
         lens_probs=np.stack(lens_probs),
         lens_layers=["embed"] + [f"layer {i + 1}" for i in range(model.config.n_layer)],
-        dropped=len(all_ids) - len(ids),
+        dropped=dropped,
     )
 
 
@@ -177,3 +178,242 @@ def explain_sampling(
         final=[float(final[i]) for i in candidates],
         drawable=int((final > 0).sum()),
     )
+
+
+# Ablation and direct logit attribution: what one head or MLP does to the prediction.
+
+AblationMode = Literal["zero", "mean"]
+CONTINUATION_TOKENS = 20
+
+
+@dataclass(frozen=True)
+class Component:
+    """An attention head (layer, head) or, with `head` None, a layer's MLP; 0-based."""
+
+    layer: int
+    head: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer + 1} MLP" if self.head is None else f"L{self.layer + 1} H{self.head + 1}"
+
+    def check(self, model: GPT) -> None:
+        n_layer, n_head = model.config.n_layer, model.config.n_head
+        if not 0 <= self.layer < n_layer:
+            raise UserInputError(f"layer {self.layer + 1} is not in this model: it has layers 1 to {n_layer}")
+        if self.head is not None and not 0 <= self.head < n_head:
+            raise UserInputError(f"head {self.head + 1} is not in this model: each layer has heads 1 to {n_head}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the model makes of the prompt, as it is or with a component ablated."""
+
+    loss: float | None  # mean cross-entropy of each prompt token given those before it (None: a one-token prompt)
+    next_tokens: list[tuple[str, float]]  # top-k after the prompt, with probabilities
+    next_token_ids: list[int]
+    continuation: str  # the greedy continuation (temperature 0)
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    component: Component | None  # None: nothing ablated (the ablated outcome is the original)
+    mode: AblationMode
+    original: Outcome
+    ablated: Outcome
+    tokens: list[str]  # the prompt's tokens as inspected (its last MAX_TOKENS)
+    dropped: int = 0
+
+
+@torch.no_grad()
+def ablate(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    component: Component | None,
+    mode: AblationMode = "zero",
+    top_k: int = 10,
+    new_tokens: int = CONTINUATION_TOKENS,
+) -> AblationResult:
+    """The prompt's loss, next-token distribution and greedy continuation with `component` zero- or mean-ablated,
+    beside the original's.
+
+    Zero ablation sets the component's output to 0 at every position. Mean ablation sets it to its mean output over
+    the prompt's positions (the original run's): TransformerLens takes the mean over a batch of reference prompts,
+    which here is one; across positions it keeps what the component adds on average (its bias, a constant
+    direction) and removes what depends on the tokens. The continuation keeps that same vector, so each new token
+    sees the same ablation. A head's output is taken before c_proj mixes the heads (TransformerLens's hook_z)."""
+    ids, dropped = _prompt_ids(model, tokenizer, prompt)
+    if mode not in ("zero", "mean"):
+        raise UserInputError(f"ablate by zero or mean, not {str(mode)[:40]!r}")
+    if component is not None:
+        component.check(model)
+    x = torch.tensor([ids], device=model.lm_head.weight.device)
+    with _eval(model):
+        first = model.forward_inspect(x)
+        original = _outcome(model, tokenizer, ids, first, None, top_k, new_tokens)
+        if component is None:
+            ablated = original
+        else:
+            value = None
+            if mode == "mean":  # (B, T, n_embd) or (B, heads, T, head_dim): the mean over T
+                layer, head = component.layer, component.head
+                out = first.mlp_outputs[layer][0] if head is None else first.head_outputs[layer][0, head]
+                value = out.mean(dim=0)
+            how = Ablation(component.layer, component.head, value)
+            ablated = _outcome(model, tokenizer, ids, model.forward_inspect(x, how), how, top_k, new_tokens)
+    return AblationResult(component, mode, original, ablated, [label(tokenizer.token_text(i)) for i in ids], dropped)
+
+
+def _outcome(
+    model: GPT, tokenizer: Tokenizer, ids: list[int], first: Internals, how: Ablation | None, top_k: int, n: int
+) -> Outcome:
+    """Loss and top-k from the prompt's pass (`first`), then `n` greedy tokens, each a whole forward pass over the
+    last block_size tokens with the same ablation (a cache would keep the unablated keys)."""
+    vocab = sampling_vocab(model, tokenizer)
+    logits = first.logits[0].float()
+    loss = None
+    if len(ids) > 1:  # over the whole vocabulary, as training measures it
+        loss = float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:], device=logits.device)))
+    logits = logits[:, :vocab]  # what can be predicted: never the vocabulary's padding
+    probs = torch.softmax(logits[-1], dim=-1)
+    top = torch.topk(probs, min(top_k, vocab))
+    seq, new = list(ids), []
+    nxt = int(logits[-1].argmax())
+    device = first.logits.device
+    for i in range(n):
+        new.append(nxt)
+        seq.append(nxt)
+        if i + 1 < n:
+            window = torch.tensor([seq[-model.config.block_size :]], device=device)
+            nxt = int(model.forward_inspect(window, how).logits[0, -1, :vocab].argmax())
+    return Outcome(
+        loss=loss,
+        next_tokens=[
+            (label(tokenizer.token_text(int(i))), float(p)) for p, i in zip(top.values, top.indices, strict=True)
+        ],
+        next_token_ids=[int(i) for i in top.indices],
+        continuation=tokenizer.decode(new),
+    )
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Direct logit attribution: how much each component's output, read straight through the final norm and the
+    head, adds to one token's logit at the prompt's last position.
+
+    The final norm divides the residual stream by its size (RMSNorm: its root mean square; LayerNorm: its standard
+    deviation, after centring): that scale, taken from the actual final residual, is frozen, so the read-out is
+    linear and the parts add up: logit = sum(contributions) + norm_bias. LayerNorm's centring is linear too, and is
+    applied to each part."""
+
+    token: str  # the attributed token, as a label
+    token_id: int
+    logit: float  # its logit at the last position (the model's own)
+    components: list[str]  # "token embedding", "position embedding", "L1 H1", ..., "L1 attn bias", "L1 MLP", ...
+    contributions: list[float]  # each one's share of the logit
+    norm_scale: float  # the final norm's divisor at the last position
+    norm_bias: float  # the final LayerNorm's offset's share of the logit (0 for RMSNorm, or without biases)
+    top: bool  # the token is the model's top prediction
+    tokens: list[str]  # the prompt's tokens as attributed
+
+
+@torch.no_grad()
+def attribute(model: GPT, tokenizer: Tokenizer, prompt: str, token: str = "") -> Attribution:
+    """Direct logit attribution of `token` (text of one token; empty: the top prediction) after `prompt`."""
+    ids, _ = _prompt_ids(model, tokenizer, prompt)
+    vocab = sampling_vocab(model, tokenizer)
+    with _eval(model):
+        out = model.forward_inspect(torch.tensor([ids], device=model.lm_head.weight.device))
+    logits = out.logits[0, -1, :vocab].float()
+    best = int(logits.argmax())
+    target = best if not token else token_id(tokenizer, token, vocab)
+    cfg, h = model.config, model.transformer
+    # every part of the final residual at the last position, in float64 so that they add up to the last digit
+    names, parts = ["token embedding"], [h.wte.weight[ids[-1]]]
+    if cfg.pos == "learned":
+        names.append("position embedding")
+        parts.append(h.wpe.weight[len(ids) - 1])
+    for layer, block in enumerate(h.h):
+        attn = cast(Block, block).attn
+        z = out.head_outputs[layer][0, :, -1]  # (heads, head_dim)
+        w_o = attn.c_proj.weight.view(cfg.n_embd, cfg.n_head, cfg.head_dim)  # head h's slice of c_proj's inputs
+        per_head = torch.einsum("hd,chd->hc", z.double(), w_o.double())
+        for head in range(cfg.n_head):
+            names.append(f"L{layer + 1} H{head + 1}")
+            parts.append(per_head[head])
+        if attn.c_proj.bias is not None:
+            names.append(f"L{layer + 1} attn bias")
+            parts.append(attn.c_proj.bias)
+        names.append(f"L{layer + 1} MLP")
+        parts.append(out.mlp_outputs[layer][0, -1])
+    stack = torch.stack([p.double() for p in parts])  # (parts, n_embd): sums to the final residual
+    final = out.hidden_states[-1][0, -1].double()
+    ln_f = h.ln_f
+    direction = model.lm_head.weight[target].double()
+    gain = getattr(ln_f, "weight", None)  # (LayerNorm's; RMSNorm's with norm_gain)
+    if isinstance(gain, torch.Tensor):
+        direction = direction * gain.double()
+    norm_bias = 0.0
+    if isinstance(ln_f, nn.LayerNorm):
+        stack = stack - stack.mean(dim=-1, keepdim=True)
+        scale = float(torch.sqrt(final.var(unbiased=False) + ln_f.eps))
+        if ln_f.bias is not None:
+            norm_bias = float(ln_f.bias.double() @ model.lm_head.weight[target].double())
+    else:
+        eps = cast(nn.RMSNorm, ln_f).eps
+        eps = torch.finfo(out.hidden_states[-1].dtype).eps if eps is None else eps
+        scale = float(torch.sqrt(final.square().mean() + eps))
+    contributions = (stack @ direction / scale).tolist()
+    return Attribution(
+        token=label(tokenizer.token_text(target)),
+        token_id=target,
+        logit=float(logits[target]),
+        components=names,
+        contributions=contributions,
+        norm_scale=scale,
+        norm_bias=norm_bias,
+        top=target == best,
+        tokens=[label(tokenizer.token_text(i)) for i in ids],
+    )
+
+
+def token_id(tokenizer: Tokenizer, token: str, vocab: int) -> int:
+    """The id of the one token `token` stands for: its text, or its label (␣ for a space, ↵ for a newline)."""
+    unlabelled = "".join(_UNVISIBLE.get(c, c) for c in token)
+    found: list[int] = []
+    for candidate in dict.fromkeys([token, unlabelled]):
+        try:
+            found = tokenizer.encode(candidate)
+        except UserInputError:
+            continue
+        if len(found) == 1 and found[0] < vocab:
+            return found[0]
+    if not found:
+        raise UserInputError(f"{token[:40]!r} is not a token this model knows; type one from its vocabulary")
+    raise UserInputError(
+        f"{token[:40]!r} is {len(found)} tokens for this tokenizer, not one; type a single token (as the next-token "
+        "chart shows them)"
+    )
+
+
+def _prompt_ids(model: GPT, tokenizer: Tokenizer, prompt: str, max_tokens: int = MAX_TOKENS) -> tuple[list[int], int]:
+    """The prompt's last `max_tokens` tokens (within the context), and how many were cut before them."""
+    if not prompt:
+        raise UserInputError("enter a prompt to inspect")
+    all_ids = tokenizer.encode(prompt)
+    ids = all_ids[-min(model.config.block_size, max_tokens) :]
+    if not ids:
+        raise UserInputError("the prompt has no tokens; enter some text")
+    return ids, len(all_ids) - len(ids)
+
+
+@contextmanager
+def _eval(model: GPT) -> Iterator[None]:
+    """Eval mode (no dropout) for the duration, the model's own mode after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)

@@ -136,12 +136,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
         probs = None
         if explicit:
-            if self.n_kv_head != self.n_head:  # every query head gets its own copy of its group's keys and values
-                k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = att.masked_fill(~_causal_mask(T, past, x.device), float("-inf"))
-            probs = F.softmax(att, dim=-1)
-            y = self.attn_dropout(probs) @ v
+            y, probs = self._explicit(q, k, v, past)
         elif x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # Under bf16 autocast on CPU, SDPA's backward is about 3x slower in bf16 than in fp32 at our head sizes
             # (torch 2.13): attention runs in fp32 there, the matmuls around it in bf16.
@@ -151,6 +146,19 @@ class CausalSelfAttention(nn.Module):
             y = self._sdpa(q, k, v, past)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), probs
+
+    def _explicit(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """softmax(QK^T / sqrt(d)) V written out: each head's output (B, n_head, T, head_dim), before c_proj mixes the
+        heads, and the attention probabilities (B, n_head, T, past + T)."""
+        T = q.size(2)
+        if self.n_kv_head != self.n_head:  # every query head gets its own copy of its group's keys and values
+            k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(~_causal_mask(T, past, q.device), float("-inf"))
+        probs = F.softmax(att, dim=-1)
+        return self.attn_dropout(probs) @ v, probs
 
     def _qkv(self, x: torch.Tensor, rope: Rope | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, n_head, T, head_dim), keys and values (B, n_kv_head, T, head_dim) of x (B, T, C), normalised
@@ -291,6 +299,21 @@ class Internals:
     logits: torch.Tensor  # (B, T, vocab)
     attentions: list[torch.Tensor]  # per layer: (B, heads, T, T), rows sum to 1
     hidden_states: list[torch.Tensor]  # residual stream after the embeddings and after each block: n_layer+1
+    # per layer, as they entered the residual stream (an ablated one as it was replaced):
+    head_outputs: list[torch.Tensor]  # each head's output before c_proj mixes them: (B, heads, T, head_dim)
+    mlp_outputs: list[torch.Tensor]  # the MLP's output: (B, T, n_embd)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One component's output replaced in `forward_inspect`: head `head` of layer `layer` (its output before c_proj,
+    TransformerLens's hook_z: c_proj's bias, shared by the heads, stays), or with `head` None that layer's MLP
+    output. `value` None zeroes it (zero ablation); else that vector, (head_dim,) or (n_embd,), stands at every
+    position (mean ablation: the caller takes the component's mean output over a reference)."""
+
+    layer: int
+    head: int | None = None
+    value: torch.Tensor | None = None
 
 
 class GPT(nn.Module):
@@ -392,17 +415,38 @@ class GPT(nn.Module):
         return self.lm_head(self.transformer.ln_f(x))[:, -1]
 
     @torch.no_grad()
-    def forward_inspect(self, idx: torch.Tensor) -> Internals:
-        """Explicit attention: logits equal `forward`'s, plus attention probabilities and hidden states."""
+    def forward_inspect(self, idx: torch.Tensor, ablate: Ablation | None = None) -> Internals:
+        """Explicit attention: logits equal `forward`'s, plus attention probabilities, hidden states and each head's
+        and MLP's output; `ablate` replaces one of those outputs on the way (the Inspect tab's ablation).
+
+        `Block.forward` written out, so that each head's output can be read and replaced before c_proj mixes the
+        heads (tests check the logits are `forward`'s for every switch)."""
+        n_layer, n_head = self.config.n_layer, self.config.n_head
+        if ablate is not None and not (
+            0 <= ablate.layer < n_layer and (ablate.head is None or 0 <= ablate.head < n_head)
+        ):
+            raise ValueError(f"no such component: {ablate} (the model has {n_layer} layers of {n_head} heads)")
         x, rope = self._embed(idx)
-        attentions, hidden = [], [x]
-        for block in self.transformer.h:
-            x, probs = block(x, rope, explicit=True)
-            assert probs is not None
+        B, T, C = x.shape
+        attentions, hidden, heads, mlps = [], [x], [], []
+        for i, block in enumerate(self.transformer.h):
+            block = cast(Block, block)
+            attn = block.attn
+            z, probs = attn._explicit(*attn._qkv(block.ln_1(x), rope))
+            if ablate is not None and ablate.layer == i and ablate.head is not None:
+                z = z.clone()
+                z[:, ablate.head] = 0.0 if ablate.value is None else ablate.value
+            x = x + attn.resid_dropout(attn.c_proj(z.transpose(1, 2).reshape(B, T, C)))
+            m = block.mlp(block.ln_2(x))
+            if ablate is not None and ablate.layer == i and ablate.head is None:
+                m = torch.zeros_like(m) if ablate.value is None else ablate.value.expand_as(m)
+            x = x + m
             attentions.append(probs)
             hidden.append(x)
+            heads.append(z)
+            mlps.append(m)
         logits = self.lm_head(self.transformer.ln_f(x))
-        return Internals(logits, attentions, hidden)
+        return Internals(logits, attentions, hidden, heads, mlps)
 
     def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Read a residual-stream state through the final LayerNorm and the head (the "logit lens")."""

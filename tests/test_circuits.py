@@ -1,5 +1,6 @@
 """Circuit scores (gpt.circuits): hand-wired heads score what they were wired to do, a trained model grows induction
-heads."""
+heads. Ablation and direct logit attribution (gpt.inspect): nothing ablated is the identity, an ablation is the same
+as cutting the weights, the attribution's parts add up to the logit, for every switch of the model."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 import torch
 
 from gpt.circuits import head_scores, repeated_tokens
-from gpt.config import ModelConfig, load_config, resolve_config_path
+from gpt.config import ModelConfig, SampleConfig, load_config, resolve_config_path
 from gpt.errors import UserInputError
-from gpt.model import GPT
-from gpt.tokenizer import GPT2Tokenizer
+from gpt.inspect import Component, ablate, attribute
+from gpt.model import GPT, Ablation
+from gpt.sampling import generate
+from gpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 
 @pytest.fixture
@@ -129,3 +132,145 @@ def test_the_tiny_preset_grows_induction_heads_on_repeated_sequences(one_thread:
     text = repeated_tokens(m, 32, 4, seed=7)
     on_text = head_scores(m, text=text)
     assert on_text.in_context_on == "text" and on_text.in_context < -2
+
+
+# Ablation and direct logit attribution, on small random models with every switch of the architecture.
+
+TEXT = "the cat sat on the mat. the dog sat on the log.\n"
+CHARS = CharTokenizer.from_text(TEXT)  # 17 characters; the models' vocabularies are padded past them
+SWITCHES = {
+    "gpt2": dict(pos="learned", norm="layernorm", activation="gelu", bias=True, tie_head=True),
+    "modern": dict(pos="rope", norm="rmsnorm", activation="relu2", qk_norm=True, bias=False, tie_head=False),
+    "qwen3-like": dict(
+        pos="rope",
+        norm="rmsnorm",
+        norm_gain=True,
+        activation="swiglu",
+        qk_norm=True,
+        n_kv_head=1,
+        bias=False,
+        tie_head=False,
+    ),  # fmt: skip
+    "layernorm, no bias": dict(pos="learned", norm="layernorm", activation="relu2", bias=False, tie_head=True),
+}
+
+
+def random_model(**switches: object) -> GPT:
+    """Weights far from their init (norm gains and biases too), so every part of the model matters."""
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=24, block_size=32, n_layer=2, n_head=4, n_embd=32, **switches))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            gain = p.dim() == 1 and name.endswith("weight")  # a norm's: around 1
+            p.copy_((1.0 if gain else 0.0) + 0.3 * torch.randn_like(p))
+    return m.eval()
+
+
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_inspected_pass_is_the_forward_pass_and_its_parts_make_the_residual(switches: dict[str, object]) -> None:
+    m = random_model(**switches)
+    x = torch.tensor([CHARS.encode(TEXT[:20])])
+    out = m.forward_inspect(x)
+    assert torch.allclose(out.logits, m(x)[0], atol=1e-4)
+    assert out.head_outputs[0].shape == (1, 4, 20, 8) and out.mlp_outputs[1].shape == (1, 20, 32)
+    with pytest.raises(ValueError, match="no such component"):
+        m.forward_inspect(x, Ablation(layer=2))
+
+
+def test_ablating_nothing_is_the_identity() -> None:
+    m = random_model(**SWITCHES["modern"])
+    r = ablate(m, CHARS, "the cat", None)
+    assert r.ablated == r.original and r.component is None
+    assert len(r.original.next_tokens) == 10 and abs(sum(p for _, p in r.original.next_tokens) - 1) < 0.5
+    assert r.original.loss is not None and r.original.loss > 0
+    # the greedy continuation is the sampler's at temperature 0
+    greedy = generate(m, CHARS, "the cat", SampleConfig(temperature=0.0, max_new_tokens=20))
+    assert r.original.continuation == greedy and len(greedy) == 20
+    assert ablate(m, CHARS, "t", None).original.loss is None  # one token: nothing to predict within it
+
+
+def cut(m: GPT, c: Component) -> GPT:
+    """A copy of `m` whose weights cannot produce component `c`'s output: a head's columns of c_proj zeroed (its
+    output's only way into the residual stream), or an MLP's output projection and bias zeroed."""
+    import copy
+
+    m = copy.deepcopy(m)
+    with torch.no_grad():
+        block = m.transformer.h[c.layer]
+        if c.head is None:
+            block.mlp.c_proj.weight.zero_()
+            if block.mlp.c_proj.bias is not None:
+                block.mlp.c_proj.bias.zero_()
+        else:
+            hd = m.config.head_dim
+            block.attn.c_proj.weight[:, c.head * hd : (c.head + 1) * hd] = 0
+    return m
+
+
+@pytest.mark.parametrize("component", [Component(0, 1), Component(1, 3), Component(0), Component(1)], ids=str)
+def test_zero_ablation_is_cutting_the_weights(component: Component) -> None:
+    m = random_model(**SWITCHES["gpt2"])
+    r = ablate(m, CHARS, "the dog sat", component, "zero")
+    cut_r = ablate(cut(m, component), CHARS, "the dog sat", None)
+    assert r.ablated.loss == pytest.approx(cut_r.original.loss, abs=1e-5)
+    assert r.ablated.continuation == cut_r.original.continuation
+    assert r.ablated.next_token_ids == cut_r.original.next_token_ids
+    assert r.ablated.loss != pytest.approx(r.original.loss, abs=1e-3)  # and the component did something
+    assert r.original == ablate(m, CHARS, "the dog sat", None).original
+
+
+def test_mean_ablation_puts_the_prompts_mean_output_at_every_position() -> None:
+    """Mean-ablating head 2 of layer 1 is cutting its columns of c_proj and adding, through them, its mean output
+    over the prompt to c_proj's bias."""
+    m = random_model(**SWITCHES["gpt2"])
+    ids = torch.tensor([CHARS.encode("the dog sat")])
+    mean = m.forward_inspect(ids).head_outputs[0][0, 1].mean(dim=0)  # (head_dim,)
+    r = ablate(m, CHARS, "the dog sat", Component(0, 1), "mean")
+    surgery = cut(m, Component(0, 1))
+    hd = m.config.head_dim
+    with torch.no_grad():
+        w = m.transformer.h[0].attn.c_proj.weight[:, hd : 2 * hd]
+        surgery.transformer.h[0].attn.c_proj.bias += w @ mean
+    with torch.no_grad():
+        _, loss = surgery(ids[:, :-1], ids[:, 1:])
+    assert r.ablated.loss == pytest.approx(float(loss), abs=1e-5)
+    assert r.ablated.loss != pytest.approx(ablate(m, CHARS, "the dog sat", Component(0, 1), "zero").ablated.loss)
+
+
+def test_ablation_refuses_what_the_model_lacks() -> None:
+    m = random_model(**SWITCHES["modern"])
+    with pytest.raises(UserInputError, match="head 5 is not in this model: each layer has heads 1 to 4"):
+        ablate(m, CHARS, "the", Component(0, 4))
+    with pytest.raises(UserInputError, match="layer 3 is not in this model: it has layers 1 to 2"):
+        ablate(m, CHARS, "the", Component(2))
+    with pytest.raises(UserInputError, match="zero or mean"):
+        ablate(m, CHARS, "the", Component(0), "half")  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match="never saw"):
+        ablate(m, CHARS, "the €", Component(0))
+
+
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_logit_attribution_parts_add_up_to_the_logit(switches: dict[str, object]) -> None:
+    m = random_model(**switches)
+    a = attribute(m, CHARS, TEXT[:30])
+    assert a.top and a.token_id == int(m(torch.tensor([CHARS.encode(TEXT[:30])]))[0][0, -1, :17].argmax())
+    assert sum(a.contributions) + a.norm_bias == pytest.approx(a.logit, abs=1e-4)
+    heads = [c for c in a.components if " H" in c]
+    assert len(heads) == 8 and a.components[-1] == "L2 MLP"
+    assert ("position embedding" in a.components) == (switches["pos"] == "learned")
+    assert ("L1 attn bias" in a.components) == switches["bias"]
+    assert (a.norm_bias != 0) == (switches["norm"] == "layernorm" and switches["bias"])
+    assert a.norm_scale > 0
+    other = attribute(m, CHARS, TEXT[:30], "␣")  # a space, as the charts label it
+    assert other.token_id == CHARS.encode(" ")[0] and other.token == "␣"
+    assert sum(other.contributions) + other.norm_bias == pytest.approx(other.logit, abs=1e-4)
+
+
+def test_logit_attribution_refuses_what_is_not_one_token() -> None:
+    m = random_model(**SWITCHES["modern"])
+    with pytest.raises(UserInputError, match="'ca' is 2 tokens for this tokenizer"):
+        attribute(m, CHARS, "the", "ca")
+    with pytest.raises(UserInputError, match="not a token this model knows"):
+        attribute(m, CHARS, "the", "€")
+    with pytest.raises(UserInputError, match="enter a prompt"):
+        attribute(m, CHARS, "", "")
