@@ -215,7 +215,7 @@ def test_zero_ablation_is_cutting_the_weights(component: Component) -> None:
     assert r.ablated.loss == pytest.approx(cut_r.original.loss, abs=1e-5)
     assert r.ablated.continuation == cut_r.original.continuation
     assert r.ablated.next_token_ids == cut_r.original.next_token_ids
-    assert r.ablated.loss != pytest.approx(r.original.loss, abs=1e-3)  # and the component did something
+    assert r.ablated.next_tokens != r.original.next_tokens  # and the component did something
     assert r.original == ablate(m, CHARS, "the dog sat", None).original
 
 
