@@ -84,6 +84,12 @@ def repeated_tokens(
     return r.repeat(1, 2).to(model.lm_head.weight.device)
 
 
+def even_score(seq_len: int) -> float:
+    """The duplicate-token or induction score of a head that spreads its attention evenly over the positions it
+    sees (1 / (i + 1) at each position i of the second repeat): what "no pattern" reads as."""
+    return sum(1 / (i + 1) for i in range(seq_len, 2 * seq_len)) / seq_len
+
+
 def default_seq_len(model: GPT) -> int:
     return min(MAX_SEQ_LEN, model.config.block_size // 2)
 

@@ -221,6 +221,12 @@ class AblationResult:
     mode: AblationMode
     original: Outcome
     ablated: Outcome
+    # the two top-k's together (the original's order, then the ablated's newcomers), with each one's probability
+    # under both: what moved
+    candidates: list[str]
+    candidate_ids: list[int]
+    original_probs: list[float]
+    ablated_probs: list[float]
     tokens: list[str]  # the prompt's tokens as inspected (its last MAX_TOKENS)
     dropped: int = 0
 
@@ -251,9 +257,9 @@ def ablate(
     x = torch.tensor([ids], device=model.lm_head.weight.device)
     with _eval(model):
         first = model.forward_inspect(x)
-        original = _outcome(model, tokenizer, ids, first, None, top_k, new_tokens)
+        original, p_original = _outcome(model, tokenizer, ids, first, None, top_k, new_tokens)
         if component is None:
-            ablated = original
+            ablated, p_ablated = original, p_original
         else:
             value = None
             if mode == "mean":  # (B, T, n_embd) or (B, heads, T, head_dim): the mean over T
@@ -261,15 +267,28 @@ def ablate(
                 out = first.mlp_outputs[layer][0] if head is None else first.head_outputs[layer][0, head]
                 value = out.mean(dim=0)
             how = Ablation(component.layer, component.head, value)
-            ablated = _outcome(model, tokenizer, ids, model.forward_inspect(x, how), how, top_k, new_tokens)
-    return AblationResult(component, mode, original, ablated, [label(tokenizer.token_text(i)) for i in ids], dropped)
+            ablated, p_ablated = _outcome(model, tokenizer, ids, model.forward_inspect(x, how), how, top_k, new_tokens)
+    both = list(dict.fromkeys(original.next_token_ids + ablated.next_token_ids))
+    return AblationResult(
+        component=component,
+        mode=mode,
+        original=original,
+        ablated=ablated,
+        candidates=[label(tokenizer.token_text(i)) for i in both],
+        candidate_ids=both,
+        original_probs=[float(p_original[i]) for i in both],
+        ablated_probs=[float(p_ablated[i]) for i in both],
+        tokens=[label(tokenizer.token_text(i)) for i in ids],
+        dropped=dropped,
+    )
 
 
 def _outcome(
     model: GPT, tokenizer: Tokenizer, ids: list[int], first: Internals, how: Ablation | None, top_k: int, n: int
-) -> Outcome:
+) -> tuple[Outcome, torch.Tensor]:
     """Loss and top-k from the prompt's pass (`first`), then `n` greedy tokens, each a whole forward pass over the
-    last block_size tokens with the same ablation (a cache would keep the unablated keys)."""
+    last block_size tokens with the same ablation (a cache would keep the unablated keys); and the next-token
+    probabilities."""
     vocab = sampling_vocab(model, tokenizer)
     logits = first.logits[0].float()
     loss = None
@@ -287,7 +306,7 @@ def _outcome(
         if i + 1 < n:
             window = torch.tensor([seq[-model.config.block_size :]], device=device)
             nxt = int(model.forward_inspect(window, how).logits[0, -1, :vocab].argmax())
-    return Outcome(
+    outcome = Outcome(
         loss=loss,
         next_tokens=[
             (label(tokenizer.token_text(int(i))), float(p)) for p, i in zip(top.values, top.indices, strict=True)
@@ -295,6 +314,7 @@ def _outcome(
         next_token_ids=[int(i) for i in top.indices],
         continuation=tokenizer.decode(new),
     )
+    return outcome, probs
 
 
 @dataclass(frozen=True)

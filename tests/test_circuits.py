@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from gpt.circuits import head_scores, repeated_tokens
+from gpt.circuits import even_score, head_scores, repeated_tokens
 from gpt.config import ModelConfig, SampleConfig, load_config, resolve_config_path
 from gpt.errors import UserInputError
 from gpt.inspect import Component, ablate, attribute
@@ -56,6 +56,7 @@ def test_a_head_wired_to_the_previous_token_scores_one() -> None:
     (prev_head, even_head), (dup_head, _), (ind_head, _) = s.previous_token[0], s.duplicate_token[0], s.induction[0]
     assert prev_head > 0.99
     assert dup_head < 0.01 and ind_head < 0.01  # it looks one step back, nowhere else
+    assert s.induction[0][1] == pytest.approx(even_score(8), abs=1e-4)  # what "no pattern" reads as
     # the even head: 1/(i+1) at each position i, averaged over i = 1..15
     assert even_head == pytest.approx(sum(1 / (i + 1) for i in range(1, 16)) / 15, abs=1e-4)
     assert s.best_per_layer("previous_token") == [prev_head]
@@ -180,7 +181,7 @@ def test_inspected_pass_is_the_forward_pass_and_its_parts_make_the_residual(swit
 def test_ablating_nothing_is_the_identity() -> None:
     m = random_model(**SWITCHES["modern"])
     r = ablate(m, CHARS, "the cat", None)
-    assert r.ablated == r.original and r.component is None
+    assert r.ablated == r.original and r.component is None and r.ablated_probs == r.original_probs
     assert len(r.original.next_tokens) == 10 and abs(sum(p for _, p in r.original.next_tokens) - 1) < 0.5
     assert r.original.loss is not None and r.original.loss > 0
     # the greedy continuation is the sampler's at temperature 0
@@ -216,6 +217,11 @@ def test_zero_ablation_is_cutting_the_weights(component: Component) -> None:
     assert r.ablated.continuation == cut_r.original.continuation
     assert r.ablated.next_token_ids == cut_r.original.next_token_ids
     assert r.ablated.next_tokens != r.original.next_tokens  # and the component did something
+    # the chart's candidates: both top-10s, each with its probability under both
+    assert set(r.candidate_ids) == set(r.original.next_token_ids) | set(r.ablated.next_token_ids)
+    assert dict(zip(r.candidates, r.ablated_probs, strict=True))[r.ablated.next_tokens[0][0]] == pytest.approx(
+        r.ablated.next_tokens[0][1]
+    )
     assert r.original == ablate(m, CHARS, "the dog sat", None).original
 
 
