@@ -12,9 +12,11 @@ state can be saved and restored for exact resume.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import stat
@@ -92,6 +94,29 @@ class PreparedData:
                     f"the {name} split has {len(arr):,} tokens (corpus: {total:,}), but a context of "
                     f"{block_size} needs at least {need:,}; add more text or {hint}"
                 )
+
+    @functools.cached_property
+    def val_bytes(self) -> int:
+        """UTF-8 bytes of the text that the val split's tokens stand for: meta.json's, or (data prepared before it
+        was recorded there) counted now, one pass over the split."""
+        stored = self.meta.get("val_bytes")
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored >= len(self.val):  # >= a byte a token
+            return stored
+        return text_bytes(self.tokenizer, self.val)
+
+    def bits_per_byte(self, loss: float) -> float:
+        """A val loss (nats per token) in bits per byte of the text: loss / ln 2 * tokens / bytes. It does not depend
+        on the tokenizer (nanochat's measure), so a char, a byte and a BPE run compare; a byte model's is loss / ln 2.
+        """
+        return loss / math.log(2) * len(self.val) / max(1, self.val_bytes)
+
+
+def text_bytes(tok: Tokenizer, ids: np.ndarray) -> int:
+    """How many UTF-8 bytes of text the token ids decode to: each token's bytes (a char's 1 to 4, a byte token's 1,
+    a BPE token's its merged bytes), times how often it occurs."""
+    counts = np.bincount(ids, minlength=tok.vocab_size)[: tok.vocab_size] if len(ids) else np.zeros(tok.vocab_size)
+    sizes = np.array([len(tok.decode_bytes([i])) for i in range(tok.vocab_size)], dtype=np.int64)
+    return int(counts.astype(np.int64) @ sizes)
 
 
 def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -421,6 +446,9 @@ def _write(
             src.seek(n_train * itemsize)
             shutil.copyfileobj(src, dst, READ_BLOCK)
         os.truncate(all_path, n_train * itemsize)
+        val = np.memmap(work / "val.bin", dtype=dtype, mode="r") if n_val else np.zeros(0, dtype=dtype)
+        val_bytes = text_bytes(tok, val)  # for bits per byte
+        del val  # (closed before the file moves)
         meta = {
             "key": key,
             "format": FORMAT_VERSION,
@@ -432,6 +460,7 @@ def _write(
             "chars": n_chars,
             "train_tokens": n_train,
             "val_tokens": n_val,
+            "val_bytes": val_bytes,
             "val_fraction": val_fraction,
             "vocab_used": int(np.count_nonzero(counts)),
             "forced_cuts": forced,

@@ -60,9 +60,10 @@ class Step:
 
 @dataclass(frozen=True)
 class Eval:
-    val_loss: float
+    val_loss: float  # nats per token
     perplexity: float
     best: bool  # the lowest val loss so far (saved to best/)
+    val_bpb: float  # the val loss in bits per byte of text (`PreparedData.bits_per_byte`): compares across tokenizers
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class Curves:
     # at each evaluation
     eval_steps: list[int] = series("eval", "step")
     val_loss: list[float] = series("eval")
+    val_bpb: list[float | None] = series("eval")  # None in files from before it was recorded
     # the run's settings and size, from its start (the latest part's, for a resumed run)
     config: dict[str, Any] | None = None
     params: int | None = None
@@ -168,6 +170,7 @@ class Curves:
             case Eval() as d:
                 self.eval_steps.append(e.step)
                 self.val_loss.append(d.val_loss)
+                self.val_bpb.append(d.val_bpb)
             case _:
                 return None
         return {"kind": e.kind, **{key: getattr(self, name)[-1] for name, key in _SERIES[e.kind]}}
@@ -191,6 +194,14 @@ class Curves:
             last = self._smooth[-1] if self._smooth else None
             self._smooth.append(v if last is None or v is None else 0.6 * last + 0.4 * v)
         return self._smooth
+
+    def train_bpb(self) -> list[float] | None:
+        """The train losses in bits per byte, at the bytes per token of the val split (the ratio of the latest
+        evaluation's two figures: both splits are the same text); None before an evaluation has recorded it."""
+        ratios = [b / v for v, b in zip(self.val_loss, self.val_bpb, strict=False) if v and b is not None]
+        if not ratios:
+            return None
+        return [loss * ratios[-1] for loss in self.loss]
 
     def copy(self) -> Curves:
         """A copy that later appends do not reach (what one refresh of the page shows)."""
@@ -235,7 +246,8 @@ def print_event(e: Event) -> None:
             line = (f"step {e.step}/{d.max_steps} | loss {d.loss:.4f} | lr {d.lr:.2e} | {d.tokens_per_s:,.0f} tok/s | "
                     f"{d.step_time * 1000:.0f} ms/step | eta {format_duration(d.eta)}")  # fmt: skip
         case Eval() as d:
-            line = f"step {e.step} | val loss {d.val_loss:.4f} | perplexity {d.perplexity:.2f}"
+            line = (f"step {e.step} | val loss {d.val_loss:.4f} ({d.val_bpb:.3f} bits/byte) | "
+                    f"perplexity {d.perplexity:.2f}")  # fmt: skip
         case Sample() as d:
             line = f"--- sample at step {e.step} ---\n{d.text}\n---"
         case Checkpoint() as d:
@@ -280,6 +292,7 @@ class TensorBoard:
                     w.add_scalar(f"train/{key}", getattr(d, key), e.step)
             case Eval() as d:
                 w.add_scalar("val/loss", d.val_loss, e.step)
+                w.add_scalar("val/bpb", d.val_bpb, e.step)
                 w.add_scalar("val/perplexity", d.perplexity, e.step)
             case Sample() as d:
                 w.add_text("sample", d.text, e.step)

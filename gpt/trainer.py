@@ -289,7 +289,7 @@ class Trainer:
                 with meter.timing("eval"):
                     val = self.estimate_val_loss()
                 improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
-                self._emit(Eval(val, math.exp(min(val, 50.0)), improved))
+                self._emit(Eval(val, math.exp(min(val, 50.0)), improved, self.data.bits_per_byte(val)))
                 if improved:
                     with meter.timing("best"):
                         self._save("best", with_state=False)

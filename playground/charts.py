@@ -39,16 +39,27 @@ def decimate(x: Sequence[Any], y: Sequence[float], max_points: int = MAX_POINTS)
 
 
 def loss_figure(s: Curves) -> go.Figure:
-    fig = go.Figure()
+    """The losses per token; beside them, the val loss in bits per byte of text (the figure that compares runs with
+    different tokenizers, as in the Compare tab)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.1,
+                        subplot_titles=("Loss", "Val loss in bits per byte"))  # fmt: skip
     x, y = decimate(s.steps, s.loss)
-    fig.add_trace(go.Scatter(x=x, y=y, name="train loss", mode="lines", line=dict(color="#9ecae1", width=1)))
+    fig.add_trace(go.Scatter(x=x, y=y, name="train loss", mode="lines", line=dict(color="#9ecae1", width=1)), 1, 1)
     x, y = decimate(s.steps, s.smooth)
-    fig.add_trace(go.Scatter(x=x, y=y, name="train (smoothed)", mode="lines", line=dict(color="#1f77b4", width=2)))
     fig.add_trace(
-        go.Scatter(x=s.eval_steps, y=s.val_loss, name="val loss", mode="lines+markers", line=dict(color="#d62728"))
+        go.Scatter(x=x, y=y, name="train (smoothed)", mode="lines", line=dict(color="#1f77b4", width=2)), 1, 1
     )
-    fig.update_layout(title="Loss", xaxis_title="step", yaxis_title="cross-entropy", **_LAYOUT)
-    fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    fig.add_trace(
+        go.Scatter(x=s.eval_steps, y=s.val_loss, name="val loss", mode="lines+markers", line=dict(color="#d62728")),
+        1, 1,
+    )  # fmt: skip
+    fig.add_trace(go.Scatter(x=s.eval_steps, y=s.val_bpb, name="val bits/byte", mode="lines+markers",
+                             line=dict(color="#9467bd"), showlegend=False), 1, 2)  # fmt: skip
+    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(matches="x", row=1, col=2)  # the same steps side by side
+    fig.update_yaxes(title_text="cross-entropy (nats per token)", row=1, col=1)
+    fig.update_yaxes(title_text="bits per byte", row=1, col=2)
+    fig.update_layout(legend=dict(orientation="h", y=1.08, x=0.72, xanchor="right", yanchor="bottom"), **_LAYOUT)
     return fig
 
 
@@ -184,22 +195,35 @@ def sampling_figure(s: SamplingStep, title: str) -> go.Figure:
     return fig
 
 
-# What Compare may put on its x axis: series of the logged steps (`gpt.events.Curves`)
+# What Compare may put on its x axis: series of the logged steps (`gpt.events.Curves`); on its y axis: the loss per
+# token, or in bits per byte of text (which compares runs with different tokenizers)
 XSeries = Literal["steps", "tokens", "times"]
+YUnit = Literal["loss", "bpb"]
+Y_TITLE: dict[YUnit, str] = {"loss": "cross-entropy (nats per token)", "bpb": "bits per byte"}
 
 
-def compare_figure(runs: dict[str, Curves], x: XSeries, axis: str) -> go.Figure:
+def compare_figure(runs: dict[str, Curves], x: XSeries, axis: str, y: YUnit = "loss") -> go.Figure:
     """Train loss (lines) and val loss (dashed, with markers) of each run against its series `x`, whose title is
-    `axis`."""
-    fig = go.Figure()
+    `axis`, per token or (`y`="bpb") in bits per byte; the runs that have no bits per byte yet are named."""
+    fig, missing = go.Figure(), []
     for (name, m), colour in zip(runs.items(), COLOURS, strict=False):
+        train, val = (m.loss, m.val_loss) if y == "loss" else (m.train_bpb(), m.val_bpb)
+        if train is None:  # (bits per byte only: a run not evaluated yet, or logged before they were recorded)
+            missing.append(name)
+            continue
         xs = getattr(m, x)
         x_of = dict(zip(m.steps, xs, strict=True))  # val points sit at their step's x
-        tx, ty = decimate(xs, m.loss)
+        tx, ty = decimate(xs, train)
         fig.add_scatter(x=tx, y=ty, name=f"{name} train", mode="lines", line=dict(color=colour, width=1.5))
         val_x = [x_of.get(s, s if x == "steps" else None) for s in m.eval_steps]
-        fig.add_scatter(x=val_x, y=m.val_loss, name=f"{name} val", mode="lines+markers",
+        fig.add_scatter(x=val_x, y=val, name=f"{name} val", mode="lines+markers",
                         line=dict(color=colour, dash="dash"))  # fmt: skip
-    fig.update_layout(title="Loss", xaxis_title=axis, yaxis_title="cross-entropy",
-                      **{**_LAYOUT, "height": 420})  # fmt: skip
+    notes = [] if y == "loss" else ["train: at the val split's bytes per token"]
+    if missing:
+        notes.append(f"not shown, no evaluation in bits per byte yet: {', '.join(missing)}")
+    title = ("Loss" if y == "loss" else "Loss in bits per byte") + "".join(f"<br><sup>{n}</sup>" for n in notes)
+    margin = dict(l=50, r=20, t=40 + 20 * len(notes), b=40)  # room for the notes under the title
+    fig.update_layout(
+        title=title, xaxis_title=axis, yaxis_title=Y_TITLE[y], **{**_LAYOUT, "height": 420, "margin": margin}
+    )
     return fig

@@ -20,6 +20,8 @@ from playground.hosting import visitor
 
 # the x axis's choices: label -> the series of the runs' curves (gpt.events.Curves) it draws
 AXES: dict[str, charts.XSeries] = {"step": "steps", "tokens seen": "tokens", "training time (s)": "times"}
+# the y axis's: per token (the trainer's loss), or bits per byte of text, which compares runs whose tokenizers differ
+UNITS: dict[str, charts.YUnit] = {"loss per token": "loss", "bits per byte": "bpb"}
 MAX_RUNS = len(charts.COLOURS)
 REFRESH_S = 5.0  # while a compared run trains
 
@@ -30,14 +32,23 @@ def flat(config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def summary_rows(runs: dict[str, Curves]) -> list[list[Any]]:
+    """One row per run: its steps, latest and best val loss (per token and in bits per byte), speed and size."""
     rows = []
     for name, m in runs.items():
         vals = [v for v in m.val_loss if v is not None]
+        bpbs = [v for v in m.val_bpb if v is not None]
         rates = [v for v in m.tokens_per_s if v is not None]
         rate = statistics.median(rates) if rates else None
-        rows.append([name, m.steps[-1] if m.steps else 0, round(vals[-1], 4) if vals else None,
-                     round(min(vals), 4) if vals else None, round(rate) if rate else None, m.params])  # fmt: skip
+        rows.append([name, m.steps[-1] if m.steps else 0, *_last_and_best(vals, 4), *_last_and_best(bpbs, 3),
+                     round(rate) if rate else None, m.params])  # fmt: skip
     return rows
+
+
+def _last_and_best(values: list[float], digits: int) -> list[float | None]:
+    return [round(values[-1], digits), round(min(values), digits)] if values else [None, None]
+
+
+SUMMARY = ["run", "steps", "val loss", "best val loss", "val bits/byte", "best bits/byte", "tokens/s", "parameters"]
 
 
 def complete(config: Any) -> Any:
@@ -60,7 +71,7 @@ def differences(runs: dict[str, Curves]) -> dict[str, Any]:
 
 @user_errors
 def compare(
-    names: list[str] | None, axis: str, request: gr.Request, profile: gr.OAuthProfile | None
+    names: list[str] | None, axis: str, unit: str, request: gr.Request, profile: gr.OAuthProfile | None
 ) -> tuple[Any, list[list[Any]], dict[str, Any], Any]:
     if not names:
         raise UserInputError("pick one or more runs to compare")
@@ -68,12 +79,14 @@ def compare(
         raise UserInputError(f"compare at most {MAX_RUNS} runs at a time")
     if axis not in AXES:
         raise UserInputError(f"the x axis is one of {', '.join(AXES)}")
+    if unit not in UNITS:
+        raise UserInputError(f"the y axis is one of {', '.join(UNITS)}")
     me = visitor(request, profile)
     dirs = {name: me.resolve(name) for name in names}
     runs = {name: read_metrics(d / "metrics.jsonl") for name, d in dirs.items()}
     training = {Path(j.run_dir).resolve() for j in jobs.REGISTRY.active()}
     live = any(d.resolve() in training for d in dirs.values())
-    figure = charts.compare_figure(runs, AXES[axis], axis)
+    figure = charts.compare_figure(runs, AXES[axis], axis, UNITS[unit])
     return figure, summary_rows(runs), differences(runs), gr.Timer(REFRESH_S, active=live)
 
 
@@ -90,10 +103,11 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
         runs = gr.Dropdown(label="Runs", choices=[], multiselect=True, allow_custom_value=True, scale=3)
         with gr.Column(scale=1):
             axis = gr.Radio(list(AXES), value="step", label="x axis")
+            unit = gr.Radio(list(UNITS), value="loss per token", label="y axis",
+                            info="bits per byte: runs with different tokenizers on one scale")  # fmt: skip
             go_btn = gr.Button("Compare", variant="primary")
     plot = gr.Plot(label="Loss", show_label=False)
-    summary = gr.Dataframe(headers=["run", "steps", "val loss", "best val loss", "tokens/s", "parameters"],
-                           label="Results", interactive=False)  # fmt: skip
+    summary = gr.Dataframe(headers=SUMMARY, label="Results", interactive=False)
     diff = gr.Dataframe(
         value={"headers": ["setting"], "data": [["Pick two or more runs above: the settings that differ show here."]]},
         label="Settings that differ",
@@ -101,12 +115,13 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
     )
     timer = gr.Timer(REFRESH_S, active=False)
     outputs = [plot, summary, diff, timer]
-    go_btn.click(compare, [runs, axis], outputs, api_name="compare", show_progress="hidden")
-    axis.change(compare, [runs, axis], outputs, api_visibility="private", show_progress="hidden")
-    timer.tick(compare, [runs, axis], outputs, api_visibility="private", show_progress="hidden")
+    go_btn.click(compare, [runs, axis, unit], outputs, api_name="compare", show_progress="hidden")
+    for control in (axis, unit):
+        control.change(compare, [runs, axis, unit], outputs, api_visibility="private", show_progress="hidden")
+    timer.tick(compare, [runs, axis, unit], outputs, api_visibility="private", show_progress="hidden")
     for trigger in (tab.select, ready.then):
         trigger(run_list, runs, runs, api_visibility="private")
-    return {"runs": runs, "axis": axis, "outputs": outputs}
+    return {"runs": runs, "axes": [axis, unit], "outputs": outputs}
 
 
 def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -> None:
@@ -126,7 +141,7 @@ def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -
             return gr.skip(), gr.skip()
         return gr.update(value=list(dict.fromkeys([*(current or []), run]))), gr.Tabs(selected="compare")
 
-    runs, axis = compare_tab["runs"], compare_tab["axis"]
+    runs, axes = compare_tab["runs"], compare_tab["axes"]
     table.select(pick, runs, [runs, tabs], api_visibility="private").then(
-        compare, [runs, axis], compare_tab["outputs"], api_visibility="private", show_progress="hidden"
+        compare, [runs, *axes], compare_tab["outputs"], api_visibility="private", show_progress="hidden"
     )

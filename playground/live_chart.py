@@ -53,7 +53,10 @@ class Chart:
 
 
 CHARTS = {
-    "loss": Chart(charts.loss_figure, (("steps", "loss"), ("steps", "smooth"), ("eval_steps", "val_loss"))),
+    "loss": Chart(
+        charts.loss_figure,
+        (("steps", "loss"), ("steps", "smooth"), ("eval_steps", "val_loss"), ("eval_steps", "val_bpb")),
+    ),
     "rate": Chart(charts.rate_figure, (("steps", "lr"), ("steps", "tokens_per_s"))),
 }
 

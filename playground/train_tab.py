@@ -31,7 +31,7 @@ from gpt.config import (
 from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import machine_flops, model_size, train_seconds
-from gpt.events import compile_line, format_duration
+from gpt.events import Curves, compile_line, format_duration
 from playground import checkpoint_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
@@ -311,6 +311,8 @@ def progress_html(snap: Snapshot, run_name: str) -> str:
         if snap.status == "running" and not snap.stopping:
             bits.append(f"ETA {format_duration(last.eta)}")
         bits += [f"{last.tokens_per_s:,.0f} tokens/s", f"loss {last.loss:.3f}"]
+    if (val := val_line(snap.curves)) is not None:
+        bits.append(val)
     status = headline(snap, "")
     colour = STATUS[snap.status].colour
     return (
@@ -319,6 +321,14 @@ def progress_html(snap: Snapshot, run_name: str) -> str:
         f'<div style="margin-top:6px"><b>{html.escape(status)}</b> · {" · ".join(bits)}</div>'
         f'<div style="color:#666;font-size:0.9em">{tensorboard_hint(snap.run_dir, run_name, snap.step > 0)}</div></div>'
     )
+
+
+def val_line(curves: Curves) -> str | None:
+    """The latest val loss, with its bits per byte (the figure that compares across tokenizers)."""
+    if not curves.val_loss:
+        return None
+    bpb = curves.val_bpb[-1] if curves.val_bpb else None
+    return f"val {curves.val_loss[-1]:.3f}" + (f" ({bpb:.2f} bits/byte)" if bpb is not None else "")
 
 
 def tensorboard_hint(run_dir: str, run_name: str, has_checkpoint: bool = True) -> str:

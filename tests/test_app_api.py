@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -234,7 +236,7 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     status = c.predict(*TRAIN[:11], 40, *TRAIN[12:], *GPT2_SWITCHES, api_name="/start_training")
     poll_until(c, lambda r: r[4] == "completed")
     names = [trained["run"], status.split("`")[1]]
-    fig, summary, diff, _ = c.predict(names, "tokens seen", api_name="/compare")
+    fig, summary, diff, _ = c.predict(names, "tokens seen", "loss per token", api_name="/compare")
     traces = plot_data(fig)
     assert len(traces) == 4  # train and val of each
     assert all(x % 256 == 0 for x in traces[0]["x"])  # tokens seen: steps x 8 x 32
@@ -251,11 +253,12 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     with zipfile.ZipFile(c.predict(old, api_name="/export_hf")) as zf:
         assert any(n.endswith("model.safetensors") for n in zf.namelist())
     with pytest.raises(AppError, match="not one of your checkpoints"):
-        c.predict(["../../etc"], "step", api_name="/compare")
+        c.predict(["../../etc"], "step", "loss per token", api_name="/compare")
 
 
-def test_bpe_tokenizer_trained_shown_and_trained_on(app_url: str) -> None:
-    """A visitor trains a BPE on the built-in corpus, sees what it learned, merges a word, trains and generates."""
+def test_bpe_tokenizer_trained_shown_and_trained_on(trained: dict[str, Any], app_url: str) -> None:
+    """A visitor trains a BPE on the built-in corpus, sees what it learned, merges a word, trains and generates;
+    Compare puts the run beside a char run in bits per byte."""
     c = Client(app_url, verbose=False)
     stats, tokens, merges, compared, views, steps = c.predict(  # (and the section shown: not in the API)
         SAMPLE, [], "", "bpe", 0.1, 512, " nothing", api_name="/prepare_data"
@@ -270,8 +273,27 @@ def test_bpe_tokenizer_trained_shown_and_trained_on(app_url: str) -> None:
     with pytest.raises(AppError, match="32768"):
         c.predict(SAMPLE, [], "", "bpe", 0.1, 10**9, "", api_name="/prepare_data")
 
-    assert "Training started" in c.predict(*TRAIN, api_name="/start_training")
-    poll_until(c, lambda r: step_of(r) >= 5)
+    status = c.predict(*TRAIN, api_name="/start_training")
+    assert "Training started" in status
+    # the Train tab's line, after the first evaluation (step 50): the val loss with its bits per byte
+    r = poll_until(c, lambda r: "bits/byte" in r[0])
+    assert re.search(r"loss [\d.]+ · val [\d.]+ \([\d.]+ bits/byte\)", r[0]), r[0]
     c.predict(api_name="/stop_training")
     poll_until(c, lambda r: r[4] == "stopped")
     assert len(gen(c, latest_checkpoint(c), n=10)) > 0
+
+    # Compare offers bits per byte, and draws this BPE run beside the char run on it
+    params = c.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]["parameters"]
+    (y_axis,) = [p for p in params if "bits per byte" in json.dumps(p)]
+    assert "loss per token" in json.dumps(y_axis)  # the two choices
+    names = [trained["run"], status.split("`")[1]]  # the char run (ASCII text: a byte a token) and this one
+    per_token = plot_data(c.predict(names, "step", "loss per token", api_name="/compare")[0])
+    per_byte, summary = c.predict(names, "step", "bits per byte", api_name="/compare")[:2]
+    per_byte = plot_data(per_byte)
+    assert [t["name"] for t in per_byte] == [f"{n} {part}" for n in names for part in ("train", "val")]
+    (char_val, char_bpb), (bpe_val, bpe_bpb) = ((per_token[i]["y"], per_byte[i]["y"]) for i in (1, 3))
+    assert char_bpb == pytest.approx([v / math.log(2) for v in char_val], rel=1e-5)
+    bytes_per_token = bpe_val[-1] / math.log(2) / bpe_bpb[-1]
+    assert 1.5 < bytes_per_token < 4  # a 512-token BPE on Shakespeare: a few characters a token
+    rows = {row[0]: row for row in summary["data"]}
+    assert summary["headers"][4] == "val bits/byte" and rows[names[1]][4] == pytest.approx(bpe_bpb[-1], abs=1e-3)

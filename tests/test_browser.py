@@ -153,7 +153,8 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     # The page got each logged point once, appended (drawn whole once per chart): train and val as the run logged.
     logged = read_metrics(max(app_url.runs.rglob("metrics.jsonl"), key=lambda p: p.stat().st_mtime))  # this run's
     loss_x = page.evaluate("() => document.querySelector('#live-loss .live-chart').data.map(t => Array.from(t.x))")
-    assert loss_x == [logged.steps, logged.steps, logged.eval_steps]
+    assert loss_x == [logged.steps, logged.steps, logged.eval_steps, logged.eval_steps]  # val loss, in bits/byte
+    assert page.locator(".progress-box").get_by_text("bits/byte").count() == 1  # the val loss's, in the status line
     draws = page.evaluate("() => window.draws")
     assert draws["react"] == 2 and draws["extendTraces"] >= 4, draws
     page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)
@@ -270,6 +271,14 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
         timeout=30_000,
     )
     page.screenshot(path=str(ARTIFACTS / "5-compare.png"), full_page=True)
+    # the y axis in bits per byte: the run redrawn on the scale that compares tokenizers
+    page.get_by_label("bits per byte", exact=True).check()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.offsetParent && p.layout"
+        " && p.layout.yaxis.title.text === 'bits per byte' && p.calcdata.length === 2)",
+        timeout=30_000,
+    )
+    page.screenshot(path=str(ARTIFACTS / "5b-compare-bpb.png"), full_page=True)
 
 
 def test_a_user_trains_a_tokenizer_on_the_corpus_and_sees_what_it_learned(browser, app_url: str) -> None:

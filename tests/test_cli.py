@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,9 @@ def test_prepare_train_resume_generate(tmp_path: Path, corpus_file: Path) -> Non
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "step 30/30 | loss" in r.stdout and "tok/s" in r.stdout and "training completed at step 30" in r.stdout
+    # each evaluation's line has its loss in bits per byte (an ASCII corpus, a char each: loss / ln 2)
+    val, bpb = re.search(r"step 30 \| val loss ([\d.]+) \(([\d.]+) bits/byte\) \| perplexity", r.stdout).groups()
+    assert float(bpb) == pytest.approx(float(val) / math.log(2), abs=2e-3)
     assert ckpt.load(tmp_path / "run").step == 30
 
     r = cli("train", "--resume", "run", "train.max_steps=40", cwd=tmp_path)

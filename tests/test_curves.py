@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
+
+import pytest
 
 from gpt.events import Curves, Eval, Event, MetricsLog, Sample, Start, Step, read_metrics
 
@@ -18,8 +21,8 @@ def step(n: int, loss: float, elapsed: float) -> Event:
                          max_steps=100))  # fmt: skip
 
 
-def evaluation(n: int, val: float) -> Event:
-    return Event(n, Eval(val, 2.718281828**val, True))
+def evaluation(n: int, val: float, bytes_per_token: float = 2.0) -> Event:
+    return Event(n, Eval(val, 2.718281828**val, True, val / math.log(2) / bytes_per_token))
 
 
 SERIES = [f.name for f in dataclasses.fields(Curves) if "at" in f.metadata]
@@ -34,6 +37,7 @@ def test_what_a_run_records_is_what_metrics_jsonl_reads_back(tmp_path: Path) -> 
         log(e)
     assert live.steps == [10, 20] and live.tokens == [1280, 2560] and live.times == [1.5, 3.0]
     assert live.lr == [0.01, 0.02] and live.eval_steps == [20] and live.val_loss == [1.5]
+    assert live.val_bpb == [1.5 / math.log(2) / 2.0]
     assert live.smooth == [2.0, 0.6 * 2.0 + 0.4 * 1.0]  # TensorBoard's smoothing
     assert (live.config, live.params) == ({"train": {"lr": 0.001}}, 1234)
     back = read_metrics(path)
@@ -74,7 +78,8 @@ def test_an_older_metrics_file_reads_with_the_series_it_has(tmp_path: Path) -> N
     path.write_text("\n".join(json.dumps(line) for line in lines) + '\n{"step": 20, "lo')  # the last one cut short
     curves = read_metrics(path)
     assert curves.steps == [10] and curves.loss == [2.5] and curves.times == [1.25] and curves.lr == [None]
-    assert curves.eval_steps == [10] and curves.val_loss == [2.6]
+    assert curves.eval_steps == [10] and curves.val_loss == [2.6] and curves.val_bpb == [None]
+    assert curves.train_bpb() is None  # no evaluation in bits per byte: no train curve in them either
     assert curves.config == {"model": {"n_layer": 2}} and curves.params == 99
     assert read_metrics(tmp_path / "missing.jsonl") == Curves()  # a run that has logged nothing yet: empty
 
@@ -86,3 +91,12 @@ def test_a_copy_is_not_reached_by_later_points() -> None:
     shown = curves.copy()
     curves.record(step(20, 1.0, 3.0))
     assert shown.steps == [10] and shown.smooth == [2.0] and curves.smooth == [2.0, 1.6]
+
+
+def test_the_train_curve_in_bits_per_byte_takes_the_val_splits_bytes_per_token() -> None:
+    curves = Curves()
+    for e in (start(), step(10, 3.0, 1.0), step(20, 2.0, 2.0)):
+        curves.record(e)
+    assert curves.train_bpb() is None  # not evaluated yet
+    curves.record(evaluation(20, 2.2, bytes_per_token=4.0))
+    assert curves.train_bpb() == pytest.approx([3.0 / math.log(2) / 4.0, 2.0 / math.log(2) / 4.0])

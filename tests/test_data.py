@@ -124,3 +124,27 @@ def test_sample_corpus_is_plain_shakespeare() -> None:
     assert "HAMLET:\n" in text and "**" not in text and "#" not in text
     md = "# Play\n\n## ACT I\n\n_Enter ROMEO_\n\n**ROMEO**  \nBut, soft!  \nWhat light.\n"
     assert markdown_to_text(md) == "ROMEO:\nBut, soft!\nWhat light.\n"
+
+
+def test_bits_per_byte_count_the_texts_real_bytes(tmp_path: Path) -> None:
+    """Each "ab€" line is 4 characters, 6 UTF-8 bytes; the last tenth of 1,000 lines is the val split: 100 whole."""
+    import json
+    import math
+
+    corpus = tmp_path / "euro.txt"
+    corpus.write_text("ab€\n" * 1000, encoding="utf-8")
+    byte = prepare([corpus], tokenizer="byte", out=tmp_path / "byte")
+    assert byte.meta["val_bytes"] == byte.meta["val_tokens"] == 600
+    assert byte.bits_per_byte(2.0) == 2.0 / math.log(2)  # a byte model: a token is a byte
+    char = prepare([corpus], tokenizer="char", out=tmp_path / "char")
+    assert (char.meta["val_tokens"], char.meta["val_bytes"]) == (400, 600)
+    assert char.bits_per_byte(2.0) == pytest.approx(2.0 / math.log(2) * 400 / 600)
+    for name in ("bpe", "gpt2"):  # any tokenizer: the bytes its val tokens decode to
+        d = prepare([corpus], tokenizer=name, out=tmp_path / name, vocab_size=300)
+        assert d.val_bytes == len(d.tokenizer.decode_bytes(d.val.tolist())), name
+    # data prepared before the byte count was recorded: counted when asked for, the same
+    meta = json.loads((tmp_path / "char" / "meta.json").read_text())
+    del meta["val_bytes"]
+    (tmp_path / "char" / "meta.json").write_text(json.dumps(meta))
+    old = load_prepared(tmp_path / "char")
+    assert "val_bytes" not in old.meta and old.val_bytes == 600 and old.bits_per_byte(2.0) == char.bits_per_byte(2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from gpt import checkpoint as ckpt
 from gpt.config import Config, apply_overrides
 from gpt.data import prepare
 from gpt.errors import UserInputError
-from gpt.events import Event, print_event, run_listeners
+from gpt.events import Event, print_event, read_metrics, run_listeners
 from gpt.trainer import DivergenceError, Trainer, compile_wanted, ddp_uses_cuda, lr_at
 
 
@@ -56,6 +57,15 @@ def test_events_and_checkpoints(data, tmp_path: Path) -> None:
     assert {"loss", "lr", "tokens_per_s", "grad_norm", "eta", "elapsed"} <= set(vars(step))
     evals = [e.data for e in events if e.kind == "eval"]
     assert all(abs(e.perplexity - 2.718281828**e.val_loss) < 1e-3 for e in evals)
+    # bits per byte beside every val loss: an ASCII corpus with a char tokenizer has a byte a token, so loss / ln 2
+    assert all(e.val_bpb == pytest.approx(e.val_loss / math.log(2)) for e in evals)
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert logged.val_bpb == [e.val_bpb for e in evals] and logged.eval_steps == [10, 20, 30]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "run" / "tb"))
+    board.Reload()
+    assert [s.value for s in board.Scalars("val/bpb")] == pytest.approx([e.val_bpb for e in evals])
     sample = next(e for e in events if e.kind == "sample").data.text
     assert isinstance(sample, str) and sample
     for name in ("latest", "best"):

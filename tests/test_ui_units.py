@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from gpt.errors import UserInputError
-from gpt.events import Compile, Curves, Step
+from gpt.events import Compile, Curves, Eval, Event, Start, Step
 from playground import live_chart
 from playground.charts import decimate
 from playground.jobs import STATUS, JobStatus, Snapshot
@@ -88,6 +89,12 @@ def test_progress_line_says_where_the_run_is() -> None:
     step = Step(loss=2.5, lr=1e-3, grad_norm=1.0, tokens_per_s=20_000, step_time=0.04, elapsed=6, eta=6, max_steps=300)
     running = progress_html(snapshot("running", step), "run-1")
     assert "step 150 / 300" in running and "ETA 6 s" in running and "20,000 tokens/s" in running
+    assert "val" not in running  # not evaluated yet
+    evaluated = snapshot("running", step)
+    for e in (Event(0, Start(1, 256, 300, "cpu", "float32", 1, "/runs/run-1", {})),
+              Event(150, Eval(1.52, 4.57, True, 1.52 / math.log(2) / 1.0015))):  # fmt: skip
+        evaluated.curves.record(e)
+    assert "loss 2.500 · val 1.520 (2.19 bits/byte)" in progress_html(evaluated, "run-1")
     assert "width:50.0%" in running
     stopped = progress_html(snapshot("stopped", step, "Training stopped at step 150."), "run-1")
     assert "Training stopped at step 150." in stopped and "ETA" not in stopped
@@ -165,6 +172,7 @@ def grow(series: Curves, steps: range) -> None:
         if step % 50 == 0:
             series.eval_steps.append(step)
             series.val_loss.append(3.1 - step / 1e4)
+            series.val_bpb.append((3.1 - step / 1e4) / math.log(2))
 
 
 def test_live_chart_sends_each_point_once_then_decimates_a_long_run() -> None:
@@ -174,11 +182,12 @@ def test_live_chart_sends_each_point_once_then_decimates_a_long_run() -> None:
     assert page.tick("run-a", series) is None  # nothing new: nothing sent
     grow(series, range(101, 121))
     update = page.tick("run-a", series)
-    assert update["kind"] == "extend" and [len(x) for x in update["x"]] == [20, 20, 0]  # only the 20 new points
+    assert update["kind"] == "extend" and [len(x) for x in update["x"]] == [20, 20, 0, 0]  # only the 20 new points
     assert len(json.dumps(update)) < 1500
     grow(series, range(121, 151))
     page.tick("run-a", series)
     assert page.traces[0] == (series.steps, series.loss) and page.traces[2] == (series.eval_steps, series.val_loss)
+    assert page.traces[3] == (series.eval_steps, series.val_bpb)  # the val loss in bits per byte, beside it
     kinds = []
     for start in range(151, 10_001, 150):  # a long run: the page never holds more than 2 x MAX_POINTS points
         grow(series, range(start, start + 150))
@@ -220,3 +229,31 @@ def test_the_app_slows_gradios_idle_polling() -> None:
     assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.001, 0.01)
     idle_gently(demo)
     assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.01, 0.1)
+
+
+def test_compare_puts_a_char_and_a_bpe_run_on_one_bits_per_byte_axis() -> None:
+    """Per token their losses do not compare (a BPE token is several characters); per byte of text they do."""
+    from playground.charts import compare_figure
+
+    def run(bytes_per_token: float, losses: list[float]) -> Curves:
+        c = Curves()
+        c.record(Event(0, Start(1, 64, 100, "cpu", "float32", 1, "/runs/r", {})))
+        for i, loss in enumerate(losses, start=1):
+            c.record(Event(10 * i, Step(loss, 1e-3, 1.0, 1000.0, 0.1, float(i), 1.0, 100)))
+        c.record(Event(10 * len(losses), Eval(losses[-1], math.exp(losses[-1]), True,
+                                              losses[-1] / math.log(2) / bytes_per_token)))  # fmt: skip
+        return c
+
+    char, bpe, old = run(1.0, [2.0, 1.6]), run(2.5, [4.0, 3.5]), run(1.0, [2.0, 1.9])
+    old.val_bpb[-1] = None  # (logged before bits per byte were)
+    per_token = compare_figure({"char": char, "bpe": bpe}, "steps", "step")
+    assert [t.y[-1] for t in per_token.data] == [1.6, 1.6, 3.5, 3.5]  # the BPE run looks far worse per token
+    per_byte = compare_figure({"char": char, "bpe": bpe, "old": old}, "steps", "step", "bpb")
+    assert [t.name for t in per_byte.data] == ["char train", "char val", "bpe train", "bpe val"]
+    expected = [1.6 / math.log(2), 1.6 / math.log(2), 3.5 / math.log(2) / 2.5, 3.5 / math.log(2) / 2.5]
+    assert [t.y[-1] for t in per_byte.data] == pytest.approx(expected)  # 2.31 and 2.02 bits per byte: BPE is better
+    assert per_byte.layout.yaxis.title.text == "bits per byte" and "old" in per_byte.layout.title.text
+    fresh = Curves()  # a run still before its first evaluation: its train curve per token, and a note per byte
+    fresh.record(Event(10, Step(3.0, 1e-3, 1.0, 1000.0, 0.1, 1.0, 1.0, 100)))
+    assert [t.name for t in compare_figure({"new": fresh}, "steps", "step").data] == ["new train", "new val"]
+    assert "new" in compare_figure({"new": fresh}, "steps", "step", "bpb").layout.title.text
