@@ -19,9 +19,10 @@ from gpt.sampling import generate
 from gpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """These models are small: one thread is faster than two fighting over a busy machine's two cores."""
+    """These models are small: one thread is faster than two fighting over a busy machine's two cores (a 20 ms
+    test took 20 s so)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -104,7 +105,8 @@ def tiny_preset(vocab: int = 65) -> tuple[GPT, list[torch.optim.Optimizer]]:
     return m, m.optimizers(cfg.train, "cpu")
 
 
-def test_the_tiny_preset_grows_induction_heads_on_repeated_sequences(one_thread: None) -> None:
+@pytest.mark.slow
+def test_the_tiny_preset_grows_induction_heads_on_repeated_sequences() -> None:
     """150 steps of the tiny preset (its shape, recipe and learning rates, warmed up over 20 steps) on batches of
     16 repeated random sequences [r, r] of 32 tokens (about 20 s on one core). The loss falls from ln(65) = 4.17
     towards 2.1: the first repeat stays unpredictable, the second is copied."""
