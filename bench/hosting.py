@@ -86,7 +86,8 @@ def main() -> None:
         queued_at: dict[str, float] = {}
         shown: dict[str, float] = {}
         for name, v in (("b", b), ("c", c)):
-            assert "In line" in v.predict(*form, api_name="/start_training")
+            said = v.predict(*form, api_name="/start_training")
+            assert "In line" in said, said
             queued_at[name] = time.time()
             shown[name] = shown_wait(v.predict(api_name="/poll")[0])
         training_rss = [rss_mb(url.pid), sum(rss_mb(k) for k in children(url.pid))]

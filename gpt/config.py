@@ -220,6 +220,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 20
     log_interval: int = 10
+    health_interval: int = 25  # steps between training-health readings (gpt/health.py); 0: none
     sample_interval: int = 500  # 0 disables sample text during training
     sample_tokens: int = 200
     checkpoint_interval: int = 500  # 0: only at evals that improve val loss, and at the end
@@ -250,6 +251,7 @@ class TrainConfig:
         _check_int("train.eval_interval", self.eval_interval, 1, 10_000_000)
         _check_int("train.eval_iters", self.eval_iters, 1, 10_000)
         _check_int("train.log_interval", self.log_interval, 1, 10_000_000)
+        _check_int("train.health_interval", self.health_interval, 0, 10_000_000)
         _check_int("train.sample_interval", self.sample_interval, 0, 10_000_000)
         _check_int("train.sample_tokens", self.sample_tokens, 1, 100_000)
         _check_int("train.checkpoint_interval", self.checkpoint_interval, 0, 10_000_000)

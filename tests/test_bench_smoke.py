@@ -55,6 +55,10 @@ FIGURES = {
         rf"batch\s+16: muon\s+{NUM} s val {NUM} \| adamw\s+{NUM} s val {NUM}",
         r"wrote .*race\.png",
     ],
+    "bench.health": [
+        rf"health every {NUM} steps: {NUM} readings, {NUM} s of a {NUM} s run \({NUM}%\) \| without: {NUM} s",
+        rf"tiny preset, 30 steps: readings {NUM}% of training time \(median\), paired wall time {NUM}x",
+    ],
     "bench.long_generation": [
         rf"inside the context:\s+{NUM} tokens/s",
         rf"past the context:\s+{NUM} tokens/s",
@@ -62,7 +66,7 @@ FIGURES = {
     ],
 }
 TIMEOUT_S = 600  # each takes seconds to a minute or two on 2 cores; this is for a machine shared with other work
-FAST = {"bench", "bench.long_generation"}  # seconds; the others launch the app (and a browser): slow
+FAST = {"bench", "bench.long_generation", "bench.health"}  # seconds; the others launch the app (and a browser): slow
 
 
 def benchmarks() -> list[str]:

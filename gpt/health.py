@@ -1,0 +1,197 @@
+"""Is the run healthy? The diagnostics of Karpathy's makemore lectures (part 3), measured on a learner's own model.
+
+Every `train.health_interval` steps the trainer takes one `Probe` around one optimizer step and one small forward
+pass, and reports a `Health` (never per step: the clone of the weights and the extra pass cost about 1% of training
+at the default interval, `python -m bench.health`):
+
+- the update:data ratio of each parameter group, log10(std(update) / std(weight)): how far one step moves the
+  weights against their own size. It is the real update the optimizer applied (the weights after the step minus
+  before), for AdamW and Muon alike. The lectures' rule of thumb is about -3 (SGD and Adam on a small MLP); above -1
+  each step rewrites a tenth of the weights, below -4 they hardly move. Measured here on the tiny presets over their
+  first 250 steps: GPT-2's recipe (AdamW, lr 1e-3) sits near -2.0, at 10x its rate near -1.5 (and its attention
+  entropy collapses to a fifth of the healthy run's in three of four layers), at a tenth near -2.8; the modern recipe
+  sits near -1.5 by design (Muon's orthogonalised updates have a fixed size, and its weights grow to match the rate),
+  so with Muon the ratio says less about the rate than the loss and the entropy do.
+- the gradient norm of each group, before clipping: a layer whose gradient is 100x its neighbours' is exploding,
+  one near zero learns nothing.
+- the MLPs' dead units (off at every position of the batch: they pass no gradient and may never come back) and
+  the share of activations that are off (in the flat part of the activation, where no gradient flows).
+- each layer's attention entropy (nats): 0 when every head looks at a single token; ln(t) when it spreads evenly
+  over the t tokens it sees. Entropy collapsing in every layer early in training is a sign of instability.
+
+At step 0 of a run from scratch `init_check` compares the loss with ln(vocabulary): a fresh model should guess
+every token about equally, and a much higher loss says the initialisation is confidently wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import nn
+
+from gpt.model import GPT, Block
+
+# The update:data ratio's bands (log10): healthy around -3, as the lectures show
+HEALTHY_RATIO = -3.0
+RATIO_HIGH, RATIO_LOW = -1.0, -4.0  # past these the panel says the learning rate is too high / too low
+DEAD_WARN = 0.1  # a tenth of a layer's MLP units dead
+OFF_THRESHOLD = 1e-3  # an activation is "off" below this fraction of its layer's RMS
+PROBE_ROWS = 8  # sequences in the health forward pass
+
+
+@dataclass(frozen=True)
+class Health:
+    groups: list[str]  # "embedding", "layer 1 attention", "layer 1 MLP", ..., "head"
+    update_ratio: list[float | None]  # log10(std(update) / std(weight)) per group; None: all-zero weight or update
+    grad_norm: list[float]  # per group, before clipping
+    layers: list[str]  # "layer 1", ...
+    dead_units: list[float]  # per layer: share of MLP units off at every position of the batch
+    off_share: list[float]  # per layer: share of MLP activations that are off
+    attn_entropy: list[float]  # per layer: mean attention entropy over heads and positions (nats)
+    attn_uniform: float  # the same for attention spread evenly over the visible tokens: the most it can be
+
+
+@dataclass(frozen=True)
+class InitCheck:
+    loss: float  # the fresh model's loss on a validation batch
+    expected: float  # ln(vocabulary): a model that guesses every token equally
+    ok: bool
+    message: str
+
+
+def group_of(name: str) -> str:
+    """A parameter's group: the embedding, each layer's attention and MLP, the head."""
+    parts = name.split(".")
+    if parts[:2] == ["transformer", "h"]:
+        kind = {"attn": "attention", "mlp": "MLP"}.get(parts[3], "norms")
+        return f"layer {int(parts[2]) + 1} {kind}"
+    return {"wte": "embedding", "wpe": "positions"}.get(parts[1], "head") if parts[0] == "transformer" else "head"
+
+
+def weight_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The model's weight matrices (the ones the ratio is meaningful for: gains and biases start at 1 and 0) by group,
+    in the model's order. A tied head is the embedding's matrix: counted once."""
+    out: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():  # (named_parameters yields a shared tensor once)
+        if p.dim() >= 2 and p.requires_grad:
+            out.setdefault(group_of(name), []).append(p)
+    return out
+
+
+class Probe:
+    """One measurement around one optimizer step: `before_update` after the backward (gradients unscaled, not yet
+    clipped), `after_update` after the optimizers' step; then `health` with the forward pass's readings."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.groups = weight_groups(model)
+        self._before: dict[str, list[torch.Tensor]] = {}
+        self.grad_norm: list[float] = []
+        self.update_ratio: list[float | None] = []
+
+    @torch.no_grad()
+    def before_update(self) -> None:
+        norms = []
+        for name, params in self.groups.items():
+            self._before[name] = [p.detach().clone() for p in params]
+            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            norms.append(torch.stack(grads).norm() if grads else torch.zeros(()))
+        self._norms = torch.stack(norms)  # (read with the ratios below: one host sync for both)
+
+    @torch.no_grad()
+    def after_update(self) -> None:
+        ratios = []
+        for name, params in self.groups.items():
+            before = torch.cat([b.float().flatten() for b in self._before[name]])
+            after = torch.cat([p.detach().float().flatten() for p in params])
+            ratios.append(torch.stack([(after - before).std(), before.std()]))
+        stats = torch.stack(ratios).cpu().tolist()
+        self.grad_norm = [float(n) for n in self._norms.cpu().tolist()]
+        self.update_ratio = [_log_ratio(u, w) for u, w in stats]
+        self._before = {}
+
+    def health(self, model: GPT, x: torch.Tensor) -> Health:
+        dead, off, entropy, uniform = activations(model, x)
+        return Health(list(self.groups), self.update_ratio, self.grad_norm,
+                      [f"layer {i + 1}" for i in range(len(dead))], dead, off, entropy, uniform)  # fmt: skip
+
+
+def _log_ratio(update_std: float, weight_std: float) -> float | None:
+    if not (weight_std > 0 and update_std > 0 and math.isfinite(weight_std) and math.isfinite(update_std)):
+        return None  # an all-zero weight (zero-initialised) has no scale, a weight no gradient reached no update
+    return math.log10(max(update_std, 1e-30) / weight_std)
+
+
+@torch.no_grad()
+def activations(model: GPT, x: torch.Tensor) -> tuple[list[float], list[float], list[float], float]:
+    """(dead-unit share, off share, attention entropy) per layer and the uniform entropy, on the batch `x` (B, T):
+    one explicit-attention forward pass of the plain model, the MLPs' hidden activations read by hooks."""
+    hidden: list[torch.Tensor] = []
+    blocks = cast(list[Block], list(model.transformer.h))
+    hooks = [block.mlp.c_proj.register_forward_pre_hook(lambda _m, args: hidden.append(args[0].detach()))
+             for block in blocks]  # fmt: skip
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.forward_inspect(x)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    dead, off = [], []
+    for h in hidden:
+        h = h.float().flatten(0, -2).abs()  # (positions, units)
+        quiet = h <= OFF_THRESHOLD * h.square().mean().sqrt()
+        dead.append(float(quiet.all(dim=0).float().mean()))
+        off.append(float(quiet.float().mean()))
+    entropy = [float(-(a * a.clamp_min(1e-12).log()).sum(-1).mean()) for a in out.attentions]
+    T = x.size(1)
+    uniform = sum(math.log(t) for t in range(1, T + 1)) / T
+    return dead, off, entropy, uniform
+
+
+def init_check(loss: float, vocab_size: int) -> InitCheck:
+    """The loss of a fresh model against ln(vocab_size), the loss of guessing every token equally."""
+    expected = math.log(vocab_size)
+    if not math.isfinite(loss) or loss > expected + max(1.0, 0.25 * expected):
+        msg = (f"the loss at step 0 is {loss:.2f}, far above ln({vocab_size}) = {expected:.2f}: the fresh model is "
+               "confidently wrong, so its initialisation is off (the output layer's weights are too large); it "
+               "will spend its first steps unlearning that")  # fmt: skip
+        return InitCheck(loss, expected, False, msg)
+    if loss < expected - max(1.0, 0.25 * expected):
+        msg = (
+            f"the loss at step 0 is {loss:.2f}, far below ln({vocab_size}) = {expected:.2f}: a fresh model "
+            "cannot know the text yet; check that the validation data is not also the model's input"
+        )
+        return InitCheck(loss, expected, False, msg)
+    return InitCheck(loss, expected, True, f"the loss at step 0 is {loss:.2f}, close to ln({vocab_size}) = "
+                     f"{expected:.2f}, as a fresh model's should be: it guesses every token about equally")  # fmt: skip
+
+
+def diagnose(h: Health) -> list[str]:
+    """What the panel and the CLI say about a health reading: empty when everything is in its healthy range."""
+    out = []
+    rated = [(g, r) for g, r in zip(h.groups, h.update_ratio, strict=True) if r is not None]
+    high = [g for g, r in rated if r > RATIO_HIGH]
+    low = [g for g, r in rated if r < RATIO_LOW]
+    if high:
+        worst = max(r for _, r in rated)
+        out.append(f"updates are large against the weights in {_few(high)} (update:data 10^{worst:.1f}, healthy near "
+                   f"10^{HEALTHY_RATIO:.0f}): the learning rate is probably too high")  # fmt: skip
+    if low and len(low) > len(rated) // 2:
+        worst = min(r for _, r in rated)
+        out.append(f"updates are tiny against the weights in {_few(low)} (update:data 10^{worst:.1f}, healthy "
+                   f"near 10^{HEALTHY_RATIO:.0f}): the learning rate is probably too low")  # fmt: skip
+    dead = [f"{layer} ({share:.0%})" for layer, share in zip(h.layers, h.dead_units, strict=True) if share > DEAD_WARN]
+    if dead:
+        out.append(f"dead MLP units (off for every token of the batch, so they no longer learn) in {_few(dead)}")
+    if h.attn_entropy and max(h.attn_entropy) < 0.05 * h.attn_uniform:
+        out.append("attention entropy has collapsed in every layer (each head looks at a single token): a sign of "
+                   "an unstable run; a lower learning rate or QK-norm helps")  # fmt: skip
+    return out
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
