@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gpt.circuits import CircuitScores
 from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
+from gpt.health import Health, InitCheck, diagnose
 
-EventKind = Literal["start", "compile", "step", "eval", "sample", "checkpoint", "done", "error"]
+EventKind = Literal["start", "compile", "step", "eval", "sample", "checkpoint", "done", "error", "health", "init",
+                    "circuits"]  # fmt: skip
 Status = Literal["completed", "stopped"]
 
 
@@ -97,9 +100,11 @@ class Failed:
         return cls(str(e), type(e).__name__, isinstance(e, UserInputError))
 
 
-Payload = Start | Compile | Step | Eval | Sample | Checkpoint | Done | Failed
+# (Health and InitCheck live in gpt.health, CircuitScores in gpt.circuits: what they measure is explained there)
+Payload = Start | Compile | Step | Eval | Sample | Checkpoint | Done | Failed | Health | InitCheck | CircuitScores
 KINDS: dict[type, EventKind] = {Start: "start", Compile: "compile", Step: "step", Eval: "eval", Sample: "sample",
-                                Checkpoint: "checkpoint", Done: "done", Failed: "error"}  # fmt: skip
+                                Checkpoint: "checkpoint", Done: "done", Failed: "error", Health: "health",
+                                InitCheck: "init", CircuitScores: "circuits"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,21 @@ class Curves:
     eval_steps: list[int] = series("eval", "step")
     val_loss: list[float] = series("eval")
     val_bpb: list[float | None] = series("eval")  # None in files from before it was recorded
+    # at each training-health reading (gpt.health.Health): one value per group or layer at each point
+    health_steps: list[int] = series("health", "step")
+    health_groups: list[list[str]] = series("health", "groups")
+    update_ratio: list[list[float | None]] = series("health")
+    group_grad_norm: list[list[float]] = series("health", "grad_norm")
+    dead_units: list[list[float]] = series("health")
+    attn_entropy: list[list[float]] = series("health")
+    attn_uniform: list[float] = series("health")
+    # at each evaluation and before the first step (gpt.circuits.CircuitScores): [layer][head] at each point
+    circuit_steps: list[int] = series("circuits", "step")
+    previous_token: list[list[list[float]]] = series("circuits")
+    induction: list[list[list[float]]] = series("circuits")
+    in_context: list[float] = series("circuits")
+    # the loss at step 0 against ln(vocabulary), for a run from scratch
+    init: InitCheck | None = None
     # the run's settings and size, from its start (the latest part's, for a resumed run)
     config: dict[str, Any] | None = None
     params: int | None = None
@@ -171,6 +191,22 @@ class Curves:
                 self.eval_steps.append(e.step)
                 self.val_loss.append(d.val_loss)
                 self.val_bpb.append(d.val_bpb)
+            case Health() as d:
+                self.health_steps.append(e.step)
+                self.health_groups.append(d.groups)
+                self.update_ratio.append(d.update_ratio)
+                self.group_grad_norm.append(d.grad_norm)
+                self.dead_units.append(d.dead_units)
+                self.attn_entropy.append(d.attn_entropy)
+                self.attn_uniform.append(d.attn_uniform)
+            case CircuitScores() as d:
+                self.circuit_steps.append(e.step)
+                self.previous_token.append(d.previous_token)
+                self.induction.append(d.induction)
+                self.in_context.append(d.in_context)
+            case InitCheck() as d:
+                self.init = d
+                return {"kind": "init", **dataclasses.asdict(d)}
             case _:
                 return None
         return {"kind": e.kind, **{key: getattr(self, name)[-1] for name, key in _SERIES[e.kind]}}
@@ -181,6 +217,12 @@ class Curves:
             self.config, self.params = line["config"], line.get("params")
             return
         kind = line.get("kind") or ("step" if "loss" in line else "eval" if "val_loss" in line else None)
+        if kind == "init":
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # (a line of another shape: no check shown)
+                self.init = InitCheck(
+                    float(line["loss"]), float(line["expected"]), bool(line["ok"]), str(line["message"])
+                )
+            return
         for name, key in next((s for k, s in _SERIES.items() if k == kind), []):  # (a kind unknown here: skipped)
             getattr(self, name).append(line.get(key))
 
@@ -254,9 +296,38 @@ def print_event(e: Event) -> None:
             line = f"saved checkpoint {d.path}"
         case Done() as d:
             line = f"training {d.status} at step {e.step}"
+        case Health() as d:
+            line = health_line(e.step, d)
+        case InitCheck() as d:
+            line = ("" if d.ok else "warning: ") + d.message
+        case CircuitScores() as d:
+            line = circuits_line(e.step, d)
         case Failed():
             return  # the caller reports errors (the CLI prints one line and exits with code 2)
     print(line, flush=True)
+
+
+def health_line(step: int, d: Health) -> str:
+    """A health reading in a few words (gpt-train prints it): the spread of the update:data ratio, the largest
+    gradient, dead units and attention entropy, then what looks wrong."""
+    ratios = [r for r in d.update_ratio if r is not None]
+    spread = f"10^{min(ratios):.1f}..10^{max(ratios):.1f}" if ratios else "n/a"
+    top = max(range(len(d.grad_norm)), key=d.grad_norm.__getitem__) if d.grad_norm else None
+    grad = f"{d.grad_norm[top]:.3g} ({d.groups[top]})" if top is not None else "n/a"
+    dead = f"{max(d.dead_units):.0%}" if d.dead_units else "n/a"
+    entropy = f"{min(d.attn_entropy):.2f}..{max(d.attn_entropy):.2f}" if d.attn_entropy else "n/a"
+    line = (f"step {step} | health: update:data {spread} | largest grad norm {grad} | dead MLP units {dead} | "
+            f"attention entropy {entropy} of {d.attn_uniform:.2f} nats")  # fmt: skip
+    return "\n".join([line, *(f"  ! {w}" for w in diagnose(d))])
+
+
+def circuits_line(step: int, d: CircuitScores) -> str:
+    """The best previous-token and induction head and the in-context score, in one line."""
+    parts = []
+    for name, label in (("previous_token", "previous-token"), ("induction", "induction")):
+        layer, head, score = d.best_head(name)  # type: ignore[arg-type]
+        parts.append(f"best {label} head L{layer + 1}H{head + 1} {score:.2f}")
+    return f"step {step} | circuits: {' | '.join(parts)} | in-context {d.in_context:+.2f} nats ({d.in_context_on})"
 
 
 def compile_line(d: Compile) -> str:
@@ -296,6 +367,20 @@ class TensorBoard:
                 w.add_scalar("val/perplexity", d.perplexity, e.step)
             case Sample() as d:
                 w.add_text("sample", d.text, e.step)
+            case Health() as d:
+                for group, r, g in zip(d.groups, d.update_ratio, d.grad_norm, strict=True):
+                    if r is not None:
+                        w.add_scalar(f"health/update_ratio/{group}", r, e.step)
+                    w.add_scalar(f"health/grad_norm/{group}", g, e.step)
+                for layer, dead, ent in zip(d.layers, d.dead_units, d.attn_entropy, strict=True):
+                    w.add_scalar(f"health/dead_units/{layer}", dead, e.step)
+                    w.add_scalar(f"health/attn_entropy/{layer}", ent, e.step)
+            case CircuitScores() as d:
+                for i, (prev, ind) in enumerate(zip(d.best_per_layer("previous_token"), d.best_per_layer("induction"),
+                                                    strict=True)):  # fmt: skip
+                    w.add_scalar(f"circuits/previous_token/layer {i + 1}", prev, e.step)
+                    w.add_scalar(f"circuits/induction/layer {i + 1}", ind, e.step)
+                w.add_scalar("circuits/in_context", d.in_context, e.step)
             case Done() | Failed():
                 w.close()
                 self._writer = None

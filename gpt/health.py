@@ -38,6 +38,7 @@ from gpt.model import GPT, Block
 HEALTHY_RATIO = -3.0
 RATIO_HIGH, RATIO_LOW = -1.0, -4.0  # past these the panel says the learning rate is too high / too low
 DEAD_WARN = 0.1  # a tenth of a layer's MLP units dead
+COLLAPSED = 0.1  # a layer's attention entropy under this share of spreading evenly
 OFF_THRESHOLD = 1e-3  # an activation is "off" below this fraction of its layer's RMS
 PROBE_ROWS = 8  # sequences in the health forward pass
 
@@ -186,10 +187,14 @@ def diagnose(h: Health) -> list[str]:
                    f"near 10^{HEALTHY_RATIO:.0f}): the learning rate is probably too low")  # fmt: skip
     dead = [f"{layer} ({share:.0%})" for layer, share in zip(h.layers, h.dead_units, strict=True) if share > DEAD_WARN]
     if dead:
-        out.append(f"dead MLP units (off for every token of the batch, so they no longer learn) in {_few(dead)}")
-    if h.attn_entropy and max(h.attn_entropy) < 0.05 * h.attn_uniform:
-        out.append("attention entropy has collapsed in every layer (each head looks at a single token): a sign of "
-                   "an unstable run; a lower learning rate or QK-norm helps")  # fmt: skip
+        out.append(f"dead MLP units (off for every token of the batch, so they no longer learn) in {_few(dead)}: "
+                   "often the mark of a learning rate too high")  # fmt: skip
+    collapsed = [layer for layer, e in zip(h.layers, h.attn_entropy, strict=True) if e < COLLAPSED * h.attn_uniform]
+    if collapsed:
+        out.append(
+            f"attention has collapsed onto single tokens in {_few(collapsed)} (entropy under a tenth of "
+            "spreading evenly): a sign the learning rate is too high; a lower rate or QK-norm helps"
+        )
     return out
 
 

@@ -29,12 +29,14 @@ import torch
 import torch.distributed as dist
 
 from gpt import checkpoint as ckpt
+from gpt.circuits import CircuitScores, head_scores
 from gpt.config import Config, SampleConfig, TrainConfig
 from gpt.data import Batches, DeviceBatches, PreparedData
 from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
 from gpt.estimate import DEFAULT_COSTS, Units, known_costs, padded_vocab, plan, record_run, run_seconds, units
 from gpt.events import Checkpoint, Compile, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
+from gpt.health import PROBE_ROWS, Probe, init_check
 from gpt.model import GPT
 from gpt.sampling import generate
 
@@ -158,6 +160,7 @@ class Trainer:
         self.best_val = float("inf")
         self.last_val: float | None = None
         self.last_train: float | None = None
+        self._probe_x: torch.Tensor | None = None
 
         tc = cfg.train
         self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -173,6 +176,7 @@ class Trainer:
             raise UserInputError("this GPU has no bfloat16; set train.dtype=float16 or float32")
 
         loaded, state = self.starting_point(resume, init_from)
+        self.from_scratch = loaded is None
         torch.manual_seed(tc.seed + self.rank)  # before the new model's random init
         self.model = loaded.model.to(self.device).train() if loaded else GPT(cfg.model).to(self.device)
         self.raw_model = self.model  # the plain module, whatever wraps self.model below
@@ -262,6 +266,11 @@ class Trainer:
         guess = units(self.cfg, costs=known or DEFAULT_COSTS)
         meter, status = Meter(tc, guess), "completed"  # type: Meter, Status
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: read once per log interval
+        if self.step == 0:
+            if self.from_scratch:  # a fresh model guesses every token about equally: its loss near ln(vocab)
+                self._emit(init_check(self.estimate_val_loss(iters=1), self.cfg.model.vocab_size))
+            if self.is_main:
+                self._emit(self._circuits())  # the heads before any training: the baseline their curves rise from
         while self.step < tc.max_steps:
             # termination: Stop (or Ctrl-C, or the app going away) ends the loop here; the checkpoint is saved below
             if self._stop.is_set():
@@ -274,11 +283,19 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * lr / tc.lr
 
-            # forward, backward and update, over grad_accum micro-batches (the first one compiles, if on)
-            grad_norm = self._compile_step(loss_sum) if self.compiling else self._train_step(loss_sum)
+            # forward, backward and update, over grad_accum micro-batches (the first one compiles, if on); every
+            # health_interval steps a probe reads the gradients and the update the step makes
+            every = tc.health_interval
+            probe = Probe(self.raw_model) if every and (self.step + 1) % every == 0 and self.is_main else None
+            grad_norm = self._compile_step(loss_sum) if self.compiling else self._train_step(loss_sum, probe)
             self.step += 1
             meter.tick()
             last = self.step == tc.max_steps
+
+            # training health: the probe's readings and one small forward pass's (not per step: see gpt/health.py)
+            if probe is not None:
+                with meter.timing("health"):
+                    self._emit(probe.health(self.raw_model, self._probe_batch()))
 
             # timing and logging: one host sync per log interval, not per step
             if self.step % tc.log_interval == 0 or last:
@@ -290,6 +307,9 @@ class Trainer:
                     val = self.estimate_val_loss()
                 improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
                 self._emit(Eval(val, math.exp(min(val, 50.0)), improved, self.data.bits_per_byte(val)))
+                if self.is_main:  # which heads have become previous-token and induction heads
+                    with meter.timing("eval"):
+                        self._emit(self._circuits())
                 if improved:
                     with meter.timing("best"):
                         self._save("best", with_state=False)
@@ -340,8 +360,9 @@ class Trainer:
         self._wrap(compiled=False)
         return self._train_step(loss_sum)
 
-    def _train_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
-        """One optimizer step over grad_accum micro-batches; adds the loss to `loss_sum`, returns the grad norm."""
+    def _train_step(self, loss_sum: torch.Tensor, probe: Probe | None = None) -> torch.Tensor:
+        """One optimizer step over grad_accum micro-batches; adds the loss to `loss_sum`, returns the grad norm.
+        A `probe` reads the gradients before they are clipped and the weights before and after the update."""
         tc = self.cfg.train
         amp = autocast(self.device, self.dtype)
         for micro in range(tc.grad_accum):
@@ -357,12 +378,16 @@ class Trainer:
             loss_sum += loss.detach()
         for optimizer in self.optimizers:
             self.scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
+        if probe is not None:
+            probe.before_update()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf")
         )
         for optimizer in self.optimizers:
             self.scaler.step(optimizer)
         self.scaler.update()
+        if probe is not None:
+            probe.after_update()
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         return grad_norm
@@ -386,8 +411,8 @@ class Trainer:
                         tc.max_steps))  # fmt: skip
 
     @torch.no_grad()
-    def estimate_val_loss(self) -> float:
-        """Mean val loss over eval_iters batches, always the same windows (own generator).
+    def estimate_val_loss(self, iters: int | None = None) -> float:
+        """Mean val loss over `iters` (default eval_iters) batches, always the same windows (own generator).
 
         It runs the raw model: the compiled one would compile again for eval mode, and DDP's wrapper is only
         needed to average gradients. Each process evaluates its own share and the results are averaged."""
@@ -398,7 +423,8 @@ class Trainer:
         self.raw_model.eval()
         total = torch.zeros((), device=self.device)
         amp = autocast(self.device, self.dtype)
-        for _ in range(tc.eval_iters):
+        iters = iters or tc.eval_iters
+        for _ in range(iters):
             x, y = (t.to(self.device) for t in batches.next())
             with amp:
                 _, loss = self.raw_model(x, y)
@@ -406,7 +432,25 @@ class Trainer:
         self.raw_model.train()
         if self.ddp:
             dist.all_reduce(total, op=dist.ReduceOp.AVG)
-        return float(total) / tc.eval_iters
+        return float(total) / iters
+
+    def _probe_batch(self) -> torch.Tensor:
+        """The health probe's forward pass reads the same few validation sequences each time (own generator)."""
+        if self._probe_x is None:
+            tc, mc = self.cfg.train, self.cfg.model
+            rows = min(tc.batch_size, PROBE_ROWS)
+            x, _ = Batches(self.data.val, mc.block_size, rows, seed=tc.seed + 11).next()
+            self._probe_x = x.to(self.device)
+        return self._probe_x
+
+    def _circuits(self) -> CircuitScores:
+        """Every head's previous-token, duplicate-token and induction score, and in-context learning on real text."""
+        mc = self.cfg.model
+        text = None
+        if mc.block_size >= 10:
+            text, _ = Batches(self.data.val, mc.block_size, 4, seed=self.cfg.train.seed + 13).next()
+            text = text.to(self.device)
+        return head_scores(self.raw_model, seed=self.cfg.train.seed, tokenizer=self.tokenizer, text=text)
 
     def sample_text(self) -> str:
         cfg = SampleConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, top_k=50, seed=self.step)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gpt.circuits import CircuitScores
 from gpt.events import Curves, Eval, Event, MetricsLog, Sample, Start, Step, read_metrics
+from gpt.health import Health, init_check
 
 
 def start(step: int = 0) -> Event:
@@ -25,13 +27,23 @@ def evaluation(n: int, val: float, bytes_per_token: float = 2.0) -> Event:
     return Event(n, Eval(val, 2.718281828**val, True, val / math.log(2) / bytes_per_token))
 
 
+def health(n: int) -> Event:
+    return Event(n, Health(["embedding", "layer 1 MLP"], [-2.5, None], [0.3, 0.1], ["layer 1"], [0.0], [0.5], [1.2],
+                           2.1))  # fmt: skip
+
+
+def circuits(n: int) -> Event:
+    return Event(n, CircuitScores([[0.9, 0.1]], [[0.0, 0.2]], [[0.05, 0.6]], -0.3, "text", 16))
+
+
 SERIES = [f.name for f in dataclasses.fields(Curves) if "at" in f.metadata]
 
 
 def test_what_a_run_records_is_what_metrics_jsonl_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     live, log = Curves(), MetricsLog(path)
-    events = [start(), step(10, 2.0, 1.5), step(20, 1.0, 3.0), evaluation(20, 1.5), Event(20, Sample("hi"))]
+    events = [start(), Event(0, init_check(4.2, 65)), circuits(0), step(10, 2.0, 1.5), health(10),
+              step(20, 1.0, 3.0), evaluation(20, 1.5), circuits(20), Event(20, Sample("hi"))]  # fmt: skip
     for e in events:
         live.record(e)
         log(e)
@@ -43,16 +55,19 @@ def test_what_a_run_records_is_what_metrics_jsonl_reads_back(tmp_path: Path) -> 
     back = read_metrics(path)
     assert {name: getattr(back, name) for name in SERIES} == {name: getattr(live, name) for name in SERIES}
     assert back.smooth == live.smooth and (back.config, back.params) == (live.config, live.params)
-    assert len(path.read_text().splitlines()) == 4  # the start, two steps, an evaluation; not the sample
+    assert live.health_steps == [10] and live.update_ratio == [[-2.5, None]] and live.attn_uniform == [2.1]
+    assert live.circuit_steps == [0, 20] and live.induction == [[[0.05, 0.6]]] * 2 and live.in_context == [-0.3] * 2
+    assert back.init == live.init and back.init is not None and back.init.ok and back.init.expected == math.log(65)
+    assert len(path.read_text().splitlines()) == 8  # all but the sample
 
 
 def test_every_series_gets_a_point_at_each_event_of_its_kind() -> None:
     """A series added to Curves without its append in `record` fails here (its lists would not line up)."""
     curves = Curves()
-    for e in (start(), step(10, 2.0, 1.5), evaluation(10, 1.9)):
+    for e in (start(), step(10, 2.0, 1.5), evaluation(10, 1.9), health(10), circuits(10)):
         curves.record(e)
     kinds = {f.name: f.metadata["at"] for f in dataclasses.fields(Curves) if "at" in f.metadata}
-    assert set(kinds.values()) == {"step", "eval"}
+    assert set(kinds.values()) == {"step", "eval", "health", "circuits"}
     for name in SERIES:
         assert len(getattr(curves, name)) == 1, name
 

@@ -1,0 +1,120 @@
+"""Training health (gpt.health): the readings hand-computed on small cases, and what a run with them reports."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gpt.circuits import CircuitScores
+from gpt.config import Config, ModelConfig
+from gpt.corpus import sample_corpus_path
+from gpt.data import prepare
+from gpt.estimate import padded_vocab
+from gpt.events import Event
+from gpt.health import Health, InitCheck, Probe, activations, diagnose, init_check
+from gpt.model import GPT
+from gpt.trainer import Trainer
+
+
+class Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm_head = nn.Linear(2, 2, bias=False)
+
+
+def test_the_update_data_ratio_of_a_known_step() -> None:
+    m = Head()
+    with torch.no_grad():
+        m.lm_head.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    m.lm_head.weight.grad = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    probe = Probe(m)
+    probe.before_update()
+    torch.optim.SGD(m.parameters(), lr=0.1).step()  # the update: -0.1 x the gradient
+    probe.after_update()
+    # std(update) = 0.1 x std([1, 0, 0, 1]) = 0.0577; std(weight) = std([1, 2, 3, 4]) = 1.291 (unbiased)
+    assert probe.update_ratio == [pytest.approx(math.log10(0.1 * 0.57735 / 1.29099), abs=1e-4)]
+    assert probe.grad_norm == [pytest.approx(math.sqrt(2))]
+
+
+def test_no_update_and_an_all_zero_weight_have_no_ratio() -> None:
+    m = Head()
+    nn.init.zeros_(m.lm_head.weight)
+    m.lm_head.weight.grad = torch.ones(2, 2)
+    probe = Probe(m)
+    probe.before_update()
+    probe.after_update()  # (no step: nothing moved)
+    assert probe.update_ratio == [None]
+
+
+def small(**switches: object) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16, **switches))  # type: ignore[arg-type]
+
+
+def test_dead_units_are_those_off_at_every_position() -> None:
+    model = small(activation="relu2")
+    mlp = model.transformer.h[0].mlp  # type: ignore[union-attr]
+    with torch.no_grad():
+        mlp.c_fc.weight[: mlp.c_fc.weight.size(0) // 4] = 0.0  # a quarter of layer 1's units: always 0
+    dead, off, _, _ = activations(model, torch.randint(0, 32, (4, 16)))
+    assert dead[0] == pytest.approx(0.25) and dead[1] == 0.0
+    assert 0.25 <= off[0] < 1.0  # relu2 is off for about half of the rest too
+
+
+def test_attention_that_spreads_evenly_has_the_uniform_entropy() -> None:
+    model = small()
+    with torch.no_grad():
+        model.transformer.h[1].attn.c_attn.weight[:16] = 0.0  # type: ignore[union-attr]  # no queries: every score 0
+    _, _, entropy, uniform = activations(model, torch.randint(0, 32, (2, 16)))
+    assert uniform == pytest.approx(sum(math.log(t) for t in range(1, 17)) / 16)
+    assert entropy[1] == pytest.approx(uniform, rel=1e-5) and entropy[0] < uniform
+
+
+def test_the_init_check_says_when_the_loss_at_step_0_is_off() -> None:
+    assert init_check(math.log(65) + 0.1, 65).ok
+    bad = init_check(25.0, 65)
+    assert not bad.ok and "initialisation is off" in bad.message and "4.17" in bad.message
+    assert not init_check(float("nan"), 65).ok
+
+
+def test_diagnose_names_what_is_out_of_range() -> None:
+    healthy = Health(["embedding", "layer 1 MLP"], [-2.5, -2.8], [0.3, 0.1], ["layer 1"], [0.0], [0.5], [1.2], 2.1)
+    assert diagnose(healthy) == []
+    high = Health(["embedding", "layer 1 MLP"], [-0.5, -2.8], [0.3, 0.1], ["layer 1"], [0.3], [0.9], [0.01], 2.1)
+    said = " ".join(diagnose(high))
+    assert "too high" in said and "embedding" in said and "dead MLP units" in said and "collapsed onto" in said
+
+
+def run(tmp_path: Path, lr: float, steps: int = 40) -> list[Event]:
+    cfg = Config()
+    cfg.model = ModelConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
+    t = cfg.train
+    t.max_steps, t.batch_size, t.lr, t.min_lr, t.warmup_steps, t.grad_clip = steps, 8, lr, lr, 0, 0.0
+    t.eval_interval, t.eval_iters, t.sample_interval, t.checkpoint_interval, t.health_interval = 20, 1, 0, 0, 20
+    events: list[Event] = []
+    Trainer(cfg, prepare([sample_corpus_path()], tokenizer="char"), tmp_path / str(lr), listeners=[events.append]).run()
+    return events
+
+
+def test_a_run_reports_its_init_health_and_circuits_and_a_10x_rate_shows(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    events = run(tmp_path, 1e-3)
+    init = [e.data for e in events if isinstance(e.data, InitCheck)]
+    vocab = padded_vocab(prepare([sample_corpus_path()], tokenizer="char").tokenizer.vocab_size)
+    assert len(init) == 1 and init[0].ok and init[0].expected == pytest.approx(math.log(vocab))
+    assert [e.step for e in events if isinstance(e.data, Health)] == [20, 40]
+    assert [e.step for e in events if isinstance(e.data, CircuitScores)] == [0, 20, 40]
+    readings = [e.data for e in events if isinstance(e.data, Health)]
+    assert readings[0].groups == ["embedding", "positions", "layer 1 attention", "layer 1 MLP", "layer 2 attention",
+                                  "layer 2 MLP"]  # fmt: skip  # (the head is tied to the embedding: counted once)
+    assert diagnose(readings[-1]) == []
+    # the rate far too high (300x): the panel says so from the first reading on. Not by the update:data ratio, which
+    # Adam keeps near 10^-1.5 here (its steps have a fixed size, the weights grow to match), but by layer 1's
+    # attention collapsing onto single tokens and the MLP units that die.
+    hot = [e.data for e in run(tmp_path, 0.3) if isinstance(e.data, Health)]
+    said = " ".join(diagnose(hot[0]))
+    assert "collapsed onto single tokens in layer 1" in said and "no longer learn) in layer 1" in said
