@@ -289,7 +289,7 @@ def import_pretrained(
     profile: gr.OAuthProfile | None,
     progress: gr.Progress = DOWNLOAD_PROGRESS,
 ) -> tuple[str, Any]:
-    """ "Load a pretrained GPT-2": the imported model becomes the tab's selected checkpoint."""
+    """ "Load a pretrained model": the imported model becomes the tab's selected checkpoint."""
     label, name = _import(source, visitor(request, profile))
     return label, checkpoint_dropdown_update(name, None, request, profile)
 
@@ -307,8 +307,8 @@ def import_pretrained_to_start_from(
 
 
 def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_new: bool = False) -> None:
-    """A row to bring in a Hugging Face GPT-2; on success it becomes the tab's selected checkpoint."""
-    with gr.Accordion("Load a pretrained GPT-2 (Hugging Face format)", open=False):
+    """A row to bring in a Hugging Face GPT-2, Llama or Qwen3 model; on success it becomes the tab's selected checkpoint."""
+    with gr.Accordion("Load a pretrained model (Hugging Face GPT-2, Llama or Qwen3)", open=False):
         with gr.Row():
             source = gr.Textbox(
                 value="gpt2", label="Local model directory, or a name found in the Hugging Face cache", scale=3
