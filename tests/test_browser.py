@@ -285,7 +285,7 @@ def test_a_user_trains_a_tokenizer_on_the_corpus_and_sees_what_it_learned(browse
     page = open_app(browser, app_url)
     page.get_by_label("Tokenizer", exact=True).click()
     page.get_by_role("option", name="BPE trained on this corpus").click()
-    page.get_by_label("BPE vocabulary size", exact=True).wait_for()  # the size appears with the choice
+    page.get_by_label("number input for BPE vocabulary size").wait_for()  # the size appears with the choice
     page.get_by_role("button", name="Prepare data").click()
     learned = page.locator("#tokenizer-learned")
     learned.get_by_text("The first merges").wait_for(timeout=60_000)
