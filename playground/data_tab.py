@@ -14,7 +14,7 @@ import gradio as gr
 
 from gpt.archive import Budget, safe_extract
 from gpt.config import load_config, resolve_config_path
-from gpt.corpus import sample_corpus_path
+from gpt.corpus import repeats_corpus_path, sample_corpus_path
 from gpt.data import DEFAULT_BPE_VOCAB, TEXT_SUFFIXES, PreparedData, load_prepared, prepare, prepare_text
 from gpt.errors import UserInputError
 from gpt.paths import cache_dir
@@ -37,6 +37,9 @@ from playground.inputs import number
 from playground.settings import HEAVY, LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
+REPEATS = "Repeated words (induction heads)"  # built in too: a word twice a line, only a look back predicts the second
+BUILT_IN = {SAMPLE: sample_corpus_path, REPEATS: repeats_corpus_path}
+SOURCES = [SAMPLE, REPEATS, UPLOAD, PASTE]
 TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte"),
               ("BPE trained on this corpus", "bpe")]  # fmt: skip
 COMPARED_TOKENS = 40_000  # the corpus's first tokens: the text the tokenizers are compared on
@@ -48,8 +51,8 @@ _COLOURS = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d8f3dc", "#
 
 def corpus_files(source: str, files: list[str] | None, workdir: Path) -> list[Path]:
     """The files to prepare for the chosen source, with uploads checked against the limits (zips unpack in workdir)."""
-    if source == SAMPLE:
-        return [sample_corpus_path()]
+    if source in BUILT_IN:
+        return [BUILT_IN[source]()]
     if not files:
         raise UserInputError("choose one or more .txt / .md files (or a .zip of them) to upload")
     paths = [Path(f) for f in files]
@@ -208,8 +211,8 @@ def prepare_data(
 ) -> tuple[Any, ...]:
     val_fraction = number(val_fraction, "val_fraction")
     vocab = int(number(vocab_size, "vocabulary size")) if tokenizer == "bpe" else DEFAULT_BPE_VOCAB
-    if source not in (SAMPLE, UPLOAD, PASTE):
-        raise UserInputError(f"the corpus is one of {SAMPLE!r}, {UPLOAD!r} or {PASTE!r}")
+    if source not in SOURCES:
+        raise UserInputError(f"the corpus is one of {', '.join(map(repr, SOURCES))}")
     me = visitor(request, profile)
     home = data_home(me)
 
@@ -224,11 +227,11 @@ def prepare_data(
         workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
         try:
             paths = corpus_files(source, files, workdir)
-            # the built-in corpus is everyone's: its tokens (and tokenizers) are prepared once, in the shared cache
-            d = prepare(paths, tokenizer, None, val_fraction, None if source == SAMPLE else home, vocab, report)
+            # the built-in corpora are everyone's: their tokens (and tokenizers) are prepared once, in the shared cache
+            d = prepare(paths, tokenizer, None, val_fraction, None if source in BUILT_IN else home, vocab, report)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # read once: the prepared tokens are cached by content
-        label = source if source == SAMPLE else f"{len(paths)} uploaded file(s)"
+        label = source if source in BUILT_IN else f"{len(paths)} uploaded file(s)"
     enforce_quota(me, protected=[d.dir])
     remember(me, data_dir=str(d.dir), data_label=label)
     short = min(len(d.train), len(d.val))
@@ -285,12 +288,14 @@ def shown_data(state: dict[str, Any]) -> tuple[Any, ...]:
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     gr.Markdown(
-        "Choose what the model learns from. The built-in corpus is Shakespeare's plays (about 4.8 M characters). "
-        f"Uploads: .txt / .md files or a .zip of them, up to {LIMITS.max_upload_mb} MB."
+        "Choose what the model learns from. Built in: Shakespeare's plays (about 4.8 M characters), and repeated "
+        "words (a random word twice a line: the tiny preset forms induction heads on it within a few hundred steps, "
+        f"which the Train tab's circuits chart shows). Uploads: .txt / .md files or a .zip of them, up to "
+        f"{LIMITS.max_upload_mb} MB."
     )
     with gr.Row():
         with gr.Column(scale=1):
-            source = gr.Radio([SAMPLE, UPLOAD, PASTE], value=SAMPLE, label="Corpus")
+            source = gr.Radio(SOURCES, value=SAMPLE, label="Corpus")
             files = gr.File(
                 label="Text files or a .zip", file_count="multiple", file_types=[*TEXT_SUFFIXES, ".zip"], visible=False
             )
