@@ -307,7 +307,7 @@ def import_pretrained_to_start_from(
 
 
 def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_new: bool = False) -> None:
-    """A row to bring in a Hugging Face GPT-2, Llama or Qwen3 model; on success it becomes the tab's selected checkpoint."""
+    """A row to bring in a Hugging Face GPT-2, Llama or Qwen3 model; it becomes the tab's selected checkpoint."""
     with gr.Accordion("Load a pretrained model (Hugging Face GPT-2, Llama or Qwen3)", open=False):
         with gr.Row():
             source = gr.Textbox(
