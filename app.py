@@ -36,6 +36,7 @@ CSS = """
 #generated .token-container, #generated .token { margin: 0 !important; padding: 0 1px !important; gap: 0 !important; }
 #generated .textfield { line-height: 1.9; }
 #header h1 { margin-bottom: 0.2em; }
+.chart-views { gap: 0 !important; }
 """
 
 

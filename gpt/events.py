@@ -153,6 +153,7 @@ class Curves:
     update_ratio: list[list[float | None]] = series("health")
     group_grad_norm: list[list[float]] = series("health", "grad_norm")
     dead_units: list[list[float]] = series("health")
+    off_share: list[list[float] | None] = series("health")  # None in files from before it was recorded
     attn_entropy: list[list[float]] = series("health")
     attn_uniform: list[float] = series("health")
     # at each evaluation and before the first step (gpt.circuits.CircuitScores): [layer][head] at each point
@@ -197,6 +198,7 @@ class Curves:
                 self.update_ratio.append(d.update_ratio)
                 self.group_grad_norm.append(d.grad_norm)
                 self.dead_units.append(d.dead_units)
+                self.off_share.append(d.off_share)
                 self.attn_entropy.append(d.attn_entropy)
                 self.attn_uniform.append(d.attn_uniform)
             case CircuitScores() as d:
@@ -225,6 +227,17 @@ class Curves:
             return
         for name, key in next((s for k, s in _SERIES.items() if k == kind), []):  # (a kind unknown here: skipped)
             getattr(self, name).append(line.get(key))
+
+    def health(self, i: int = -1) -> Health | None:
+        """The `i`-th training-health reading as the trainer reported it (what `gpt.health.diagnose` reads); None
+        when there is none."""
+        if not self.health_steps or not -len(self.health_steps) <= i < len(self.health_steps):
+            return None
+        dead = self.dead_units[i]
+        off = self.off_share[i]
+        return Health(self.health_groups[i], self.update_ratio[i], self.group_grad_norm[i],
+                      [f"layer {n + 1}" for n in range(len(dead))], dead, off if off is not None else [],
+                      self.attn_entropy[i], self.attn_uniform[i])  # fmt: skip
 
     @property
     def smooth(self) -> list[float]:

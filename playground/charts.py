@@ -6,14 +6,17 @@ maximum), so a refresh costs about the same at step 100 and at step 100,000.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from gpt.events import Curves
+from gpt.health import COLLAPSED, DEAD_WARN, HEALTHY_RATIO, RATIO_HIGH, RATIO_LOW
 from gpt.inspect import Analysis, Projection, SamplingStep
 
 MAX_POINTS = 2000
@@ -71,6 +74,171 @@ def rate_figure(s: Curves) -> go.Figure:
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="tokens/s", line=dict(color="#ff7f0e")), row=1, col=2)
     fig.update_layout(showlegend=False, **{**_LAYOUT, "height": 260})
     fig.update_xaxes(title_text="step")
+    return fig
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One line of a training chart: the `Curves` fields of its x and y values and, for a series that holds a value
+    per group, layer or head at each point, how one point gives the line's value (None: the point is the value).
+    A live chart's figure has its traces in order, and its updates append to them in that order
+    (`playground.live_chart`). The rest says how `draw` draws it."""
+
+    x: str
+    y: str
+    pick: Callable[[Any], float | None] | None = None
+    name: str = ""
+    colour: str = COLOURS[0]
+    dash: str = "solid"
+    cell: tuple[int, int] = (1, 1)  # its subplot: (row, col)
+    group: str = ""  # its legend entry, which shows and hides it (default: its name's)
+    legend: bool = True  # whether that entry is this line (False: another line's entry stands for it)
+
+    def points(self, s: Curves, start: int = 0) -> tuple[list[Any], list[float | None]]:
+        """Its points from the `start`-th on."""
+        xs, ys = getattr(s, self.x)[start:], getattr(s, self.y)[start:]
+        if self.pick is not None:
+            ys = [None if v is None else self.pick(v) for v in ys]
+        return list(xs), list(ys)
+
+
+def _item(i: int) -> Callable[[Any], float | None]:
+    """A point's value for the i-th group or layer."""
+    return lambda row: row[i] if i < len(row) else None
+
+
+def _best_of_layer(i: int) -> Callable[[Any], float | None]:
+    """A point's ([layer][head] scores) best head of layer i."""
+    return lambda grid: max(grid[i]) if i < len(grid) and grid[i] else None
+
+
+def best_head(grid: list[list[float]]) -> tuple[int, int, float]:
+    """(layer, head, score) of the best-scoring head of [layer][head] scores, 0-based."""
+    return max(((li, hi, s) for li, layer in enumerate(grid) for hi, s in enumerate(layer)), key=lambda t: t[2])
+
+
+def thin(x: Sequence[Any], y: Sequence[Any], max_points: int = MAX_POINTS) -> tuple[list[Any], list[Any]]:
+    """At most `max_points` evenly spaced points, the first and the last among them: for the sparse series (a point
+    every few steps), which may hold gaps (None) that `decimate`'s minimum and maximum cannot take."""
+    if len(x) <= max_points:
+        return list(x), list(y)
+    keep = sorted({round(i * (len(x) - 1) / (max_points - 1)) for i in range(max_points)})
+    return [x[i] for i in keep], [y[i] for i in keep]
+
+
+def layer_colours(n: int) -> list[str]:
+    """One colour per layer, dark (the first) to light (the last)."""
+    return sample_colorscale("Viridis", [0.85 * i / max(1, n - 1) for i in range(n)]) if n else []
+
+
+def _group_colour(group: str, colours: list[str]) -> str:
+    """A parameter group's colour: its layer's ("layer 2 MLP"), grey for the embeddings, black for the head."""
+    words = group.split()
+    if words[0] == "layer" and words[1].isdigit() and int(words[1]) <= len(colours):
+        return colours[int(words[1]) - 1]
+    return "#7f7f7f" if group in ("embedding", "positions") else "#000000"
+
+
+def draw(fig: go.Figure, s: Curves, traces: list[Trace], fmt: str) -> None:
+    """Add `traces` to `fig`, each in its subplot (a training chart's points are never many: thinned past
+    MAX_POINTS); hovering a point shows its line's name, step and value (`fmt`, a d3 format)."""
+    for t in traces:
+        x, y = thin(*t.points(s))
+        fig.add_scatter(x=x, y=y, name=t.name, mode="lines+markers", line=dict(color=t.colour, dash=t.dash, width=1.5),
+                        marker=dict(size=4), legendgroup=t.group or t.name, showlegend=t.legend,
+                        hovertemplate=f"%{{fullData.name}}<br>step %{{x}}: %{{y:{fmt}}}<extra></extra>",
+                        row=t.cell[0], col=t.cell[1])  # fmt: skip
+
+
+HEALTH_TITLES = ("Update:data ratio, log10 (healthy near −3)", "Gradient norm per group",
+                 "Dead MLP units per layer", "Attention entropy per layer (nats)")  # fmt: skip
+
+
+def health_traces(s: Curves) -> list[Trace]:
+    """The training-health chart's lines: the update:data ratio and the gradient norm of each parameter group, the
+    dead MLP units and the attention entropy of each layer (in the legend: the group each reading is of; a layer's
+    dead units go with its MLP, its entropy with its attention). None before the first reading."""
+    if not s.health_steps:
+        return []
+    groups, n_layers = s.health_groups[0], len(s.dead_units[0])
+    colours = layer_colours(n_layers)
+    at = "health_steps"
+    return [
+        *(Trace(at, "update_ratio", _item(g), name, _group_colour(name, colours), _dash(name), (1, 1))
+          for g, name in enumerate(groups)),
+        *(Trace(at, "group_grad_norm", _item(g), name, _group_colour(name, colours), _dash(name), (1, 2), legend=False)
+          for g, name in enumerate(groups)),
+        *(Trace(at, "dead_units", _item(i), f"layer {i + 1} MLP", colours[i], "dot", (2, 1), legend=False)
+          for i in range(n_layers)),
+        *(Trace(at, "attn_entropy", _item(i), f"layer {i + 1} attention", colours[i], "solid", (2, 2), legend=False)
+          for i in range(n_layers)),
+    ]  # fmt: skip
+
+
+def _dash(group: str) -> str:
+    return "dot" if group.endswith("MLP") else "solid"
+
+
+def health_figure(s: Curves) -> go.Figure:
+    """Is the run healthy (gpt.health): the update:data ratio against the lectures' -3 (the band: where the panel
+    says nothing), the gradient norms (log scale), the dead MLP units and the attention entropy against attention
+    spread evenly (dashed) and collapsed (dotted, where the panel warns)."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=HEALTH_TITLES, vertical_spacing=0.16, horizontal_spacing=0.09)
+    draw(fig, s, health_traces(s), ".3g")
+    shapes = [dict(type="rect", xref="x domain", x0=0, x1=1, yref="y", y0=RATIO_LOW, y1=RATIO_HIGH, layer="below",
+                   fillcolor="#2ca02c", opacity=0.06, line_width=0),
+              _hline(1, HEALTHY_RATIO, "dash"), _hline(3, DEAD_WARN, "dot")]  # fmt: skip
+    if s.attn_uniform:
+        shapes += [_hline(4, s.attn_uniform[-1], "dash"), _hline(4, COLLAPSED * s.attn_uniform[-1], "dot")]
+    fig.update_layout(shapes=shapes)
+    fig.update_yaxes(type="log", dtick="D2", row=1, col=2)  # (labels at 1, 2 and 5 of each decade)
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=2, col=1)
+    fig.update_yaxes(rangemode="tozero", row=2, col=2)
+    fig.update_annotations(font_size=13)  # the subplot titles
+    fig.update_layout(legend=dict(font=dict(size=10), tracegroupgap=0), hovermode="closest",
+                      **{**_LAYOUT, "height": 310, "margin": dict(l=45, r=10, t=25, b=22)})  # fmt: skip
+    return fig
+
+
+def _hline(axis: int, y: float, dash: str) -> dict[str, Any]:
+    """A grey reference line across the subplot of axes number `axis` (1: x and y, 2: x2 and y2, ...), as a plain
+    shape (plotly's add_hline on a grid of subplots costs a tenth of a second each)."""
+    n = "" if axis == 1 else str(axis)
+    return dict(type="line", xref=f"x{n} domain", x0=0, x1=1, yref=f"y{n}", y0=y, y1=y,
+                line=dict(color="#7f7f7f", width=1, dash=dash))  # fmt: skip
+
+
+def circuit_traces(s: Curves) -> list[Trace]:
+    """The circuits chart's lines: each layer's best induction and previous-token head, and the in-context score."""
+    if not s.circuit_steps:
+        return []
+    n_layers = len(s.induction[0])
+    colours = layer_colours(n_layers)
+    at = "circuit_steps"
+    return [
+        *(Trace(at, "induction", _best_of_layer(i), f"layer {i + 1} induction", colours[i], "solid", (1, 1))
+          for i in range(n_layers)),
+        *(Trace(at, "previous_token", _best_of_layer(i), f"layer {i + 1} previous token", colours[i], "dot", (1, 1))
+          for i in range(n_layers)),
+        Trace(at, "in_context", None, "in-context", "#d62728", "solid", (1, 2), legend=False),
+    ]  # fmt: skip
+
+
+def circuits_figure(s: Curves) -> go.Figure:
+    """Circuits forming (gpt.circuits): each layer's best head as an induction head and as a previous-token head
+    over the steps, and the in-context-learning score (negative: the context helps)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.1,
+                        subplot_titles=("Best head per layer: induction (solid), previous token (dotted)",
+                                        "In-context: late − early loss"))  # fmt: skip
+    draw(fig, s, circuit_traces(s), ".2f")
+    fig.update_layout(shapes=[_hline(2, 0.0, "dash")])
+    # noise stays low on a scale up to 0.3 at least: a head that forms rises clearly
+    fig.update_yaxes(title_text="score", autorangeoptions=dict(include=[0, 0.3]), row=1, col=1)
+    fig.update_yaxes(title_text="nats", row=1, col=2)
+    fig.update_xaxes(title_text="step", title_standoff=4)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(legend=dict(font=dict(size=10), tracegroupgap=0), hovermode="closest",
+                      **{**_LAYOUT, "height": 300, "margin": dict(l=50, r=10, t=30, b=40)})  # fmt: skip
     return fig
 
 
@@ -211,19 +379,49 @@ def compare_figure(runs: dict[str, Curves], x: XSeries, axis: str, y: YUnit = "l
         if train is None:  # (bits per byte only: a run not evaluated yet, or logged before they were recorded)
             missing.append(name)
             continue
-        xs = getattr(m, x)
-        x_of = dict(zip(m.steps, xs, strict=True))  # val points sit at their step's x
-        tx, ty = decimate(xs, train)
+        tx, ty = decimate(getattr(m, x), train)
         fig.add_scatter(x=tx, y=ty, name=f"{name} train", mode="lines", line=dict(color=colour, width=1.5))
-        val_x = [x_of.get(s, s if x == "steps" else None) for s in m.eval_steps]
-        fig.add_scatter(x=val_x, y=val, name=f"{name} val", mode="lines+markers",
+        fig.add_scatter(x=_x_at(m, x, m.eval_steps), y=val, name=f"{name} val", mode="lines+markers",
                         line=dict(color=colour, dash="dash"))  # fmt: skip
     notes = [] if y == "loss" else ["train: at the val split's bytes per token"]
     if missing:
         notes.append(f"not shown, no evaluation in bits per byte yet: {', '.join(missing)}")
     title = ("Loss" if y == "loss" else "Loss in bits per byte") + "".join(f"<br><sup>{n}</sup>" for n in notes)
-    margin = dict(l=50, r=20, t=40 + 20 * len(notes), b=40)  # room for the notes under the title
-    fig.update_layout(
-        title=title, xaxis_title=axis, yaxis_title=Y_TITLE[y], **{**_LAYOUT, "height": 420, "margin": margin}
-    )
+    fig.update_layout(title=title, xaxis_title=axis, yaxis_title=Y_TITLE[y], **_compare_layout(len(notes)))
     return fig
+
+
+def _compare_layout(notes: int) -> dict[str, Any]:
+    """Compare's charts, side by side: room for the notes under the title, the legend under the plot."""
+    return {**_LAYOUT, "height": 460, "margin": dict(l=50, r=20, t=40 + 20 * notes, b=40),
+            "legend": dict(orientation="h", x=0, y=-0.16, yanchor="top", font=dict(size=11))}  # fmt: skip
+
+
+def compare_circuits_figure(runs: dict[str, Curves], x: XSeries, axis: str) -> go.Figure:
+    """Each run's best induction head (solid) and best previous-token head (dotted) over its series `x`, whose title
+    is `axis`; the runs that have no circuit scores (logged before they were recorded) are named."""
+    fig, missing = go.Figure(), []
+    for (name, m), colour in zip(runs.items(), COLOURS, strict=False):
+        if not m.circuit_steps:
+            missing.append(name)
+            continue
+        at = _x_at(m, x, m.circuit_steps)
+        for label, grids, dash in (("induction", m.induction, "solid"), ("previous token", m.previous_token, "dot")):
+            fig.add_scatter(x=at, y=[best_head(g)[2] for g in grids], name=f"{name} {label}", mode="lines+markers",
+                            line=dict(color=colour, dash=dash), marker=dict(size=5))  # fmt: skip
+    notes = ["solid: induction, dotted: previous token"]
+    if missing:
+        notes.append(f"not shown, no circuit scores logged: {', '.join(missing)}")
+    title = "Circuits: the best head's score" + "".join(f"<br><sup>{n}</sup>" for n in notes)
+    fig.update_layout(title=title, xaxis_title=axis, **_compare_layout(len(notes)))
+    fig.update_yaxes(title_text="score (1: does nothing else)", autorangeoptions=dict(include=[0, 0.3]))
+    return fig
+
+
+def _x_at(m: Curves, x: XSeries, steps: list[int]) -> list[Any]:
+    """Where points logged at `steps` (evaluations, circuit scores) sit on a run's axis `x`: at their step's value
+    (step 0: 0); None where that step was not logged."""
+    if x == "steps":
+        return list(steps)
+    x_of = {0: 0, **dict(zip(m.steps, getattr(m, x), strict=True))}
+    return [x_of.get(step) for step in steps]

@@ -72,7 +72,9 @@ def differences(runs: dict[str, Curves]) -> dict[str, Any]:
 @user_errors
 def compare(
     names: list[str] | None, axis: str, unit: str, request: gr.Request, profile: gr.OAuthProfile | None
-) -> tuple[Any, list[list[Any]], dict[str, Any], Any]:
+) -> tuple[Any, list[list[Any]], dict[str, Any], Any, Any]:
+    """The runs' loss overlay, their results, the settings that differ, the refresh timer (on while one trains) and
+    their circuits' overlay."""
     if not names:
         raise UserInputError("pick one or more runs to compare")
     if not isinstance(names, list) or len(names) > MAX_RUNS:
@@ -87,7 +89,8 @@ def compare(
     training = {Path(j.run_dir).resolve() for j in jobs.REGISTRY.active()}
     live = any(d.resolve() in training for d in dirs.values())
     figure = charts.compare_figure(runs, AXES[axis], axis, UNITS[unit])
-    return figure, summary_rows(runs), differences(runs), gr.Timer(REFRESH_S, active=live)
+    circuits = charts.compare_circuits_figure(runs, AXES[axis], axis)
+    return figure, summary_rows(runs), differences(runs), gr.Timer(REFRESH_S, active=live), circuits
 
 
 def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
@@ -106,7 +109,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
             unit = gr.Radio(list(UNITS), value="loss per token", label="y axis",
                             info="bits per byte: runs with different tokenizers on one scale")  # fmt: skip
             go_btn = gr.Button("Compare", variant="primary")
-    plot = gr.Plot(label="Loss", show_label=False)
+    with gr.Row():  # the loss overlay, and beside it the best heads' scores: when each run's induction heads formed
+        plot = gr.Plot(label="Loss", show_label=False, scale=3)
+        circuits = gr.Plot(label="Circuits", show_label=False, scale=2)
     summary = gr.Dataframe(headers=SUMMARY, label="Results", interactive=False)
     diff = gr.Dataframe(
         value={"headers": ["setting"], "data": [["Pick two or more runs above: the settings that differ show here."]]},
@@ -114,7 +119,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
         interactive=False,
     )
     timer = gr.Timer(REFRESH_S, active=False)
-    outputs = [plot, summary, diff, timer]
+    outputs = [plot, summary, diff, timer, circuits]
     go_btn.click(compare, [runs, axis, unit], outputs, api_name="compare", show_progress="hidden")
     for control in (axis, unit):
         control.change(compare, [runs, axis, unit], outputs, api_visibility="private", show_progress="hidden")

@@ -13,6 +13,8 @@ plotly.js itself, and each refresh sends only what the page lacks:
   figure from `playground.charts`, decimated again, so a long run keeps a bounded chart with its extremes.
 
 A client without a browser (`gradio_client`) sends no "have" and gets the whole (decimated) figure every time.
+A chart in a tab the visitor has not opened yet (Gradio builds a tab's content when it is first opened) sends back
+the last update it got, undrawn: it gets nothing more until it has drawn it (the Train tab refreshes when opened).
 
 `python -m bench.train_tab --runs 4 --steps 1000` (2 cores; the code before this module run in the same session):
 training with the tab open went from 0.86x to 0.93x of the CLI's tokens/s; CPU per second of training, browser 0.225
@@ -45,19 +47,26 @@ MAX_SHOWN = 2 * charts.MAX_POINTS  # past this many points in the page, a chart 
 
 @dataclass(frozen=True)
 class Chart:
-    """A live figure: how to draw it whole, and the (x, y) series (`Curves` fields) of each of its traces, in the
-    figure's order."""
+    """A live figure: how to draw it whole, and its traces (`charts.Trace`: where each one's points are in the
+    `Curves`), in the figure's order; a chart whose lines are one per group or layer lists them from the curves."""
 
     figure: Callable[[Curves], go.Figure]
-    traces: tuple[tuple[str, str], ...]
+    traces: Callable[[Curves], list[charts.Trace]]
+
+
+def _fixed(*traces: tuple[str, str]) -> Callable[[Curves], list[charts.Trace]]:
+    return lambda _: [charts.Trace(x, y) for x, y in traces]
 
 
 CHARTS = {
     "loss": Chart(
         charts.loss_figure,
-        (("steps", "loss"), ("steps", "smooth"), ("eval_steps", "val_loss"), ("eval_steps", "val_bpb")),
+        _fixed(("steps", "loss"), ("steps", "smooth"), ("eval_steps", "val_loss"), ("eval_steps", "val_bpb")),
     ),
-    "rate": Chart(charts.rate_figure, (("steps", "lr"), ("steps", "tokens_per_s"))),
+    "rate": Chart(charts.rate_figure, _fixed(("steps", "lr"), ("steps", "tokens_per_s"))),
+    # the Train tab's training-health and circuits panels: a point every health_interval steps, at each evaluation
+    "health": Chart(charts.health_figure, charts.health_traces),
+    "circuits": Chart(charts.circuits_figure, charts.circuit_traces),
 }
 
 # Runs once per chart in the page (Gradio's js_on_load, after HEAD's plotly.js has loaded). `watch` fires when the
@@ -105,28 +114,34 @@ def live_chart(name: str, placeholder: str) -> gr.HTML:
     )
 
 
+# How an update of ours begins (json.dumps keeps the key order): a page that sends one back has not drawn it
+UNSEEN = ('{"kind": "full"', '{"kind": "extend"')
+
+
 def update(name: str, run: str, series: Curves, have: Any) -> str | None:
     """What chart `name` of the page needs to show `series` of run `run`, given what the page says it holds
     (`have`, the component's value as it came in: anything at all from a crafted call); None when nothing new."""
+    if isinstance(have, str) and have.startswith(UNSEEN):
+        return None  # the page holds our last update, not drawn yet: its chart is in a tab not opened yet
     chart = CHARTS[name]
-    sizes = {key: len(getattr(series, key)) for key in {x for x, _ in chart.traces}}
-    sent = _sent(have, run, sizes)
+    traces = chart.traces(series)
+    sizes = {t.x: len(getattr(series, t.x)) for t in traces}
     if not any(sizes.values()):
         return None  # no points yet: the placeholder stays (an empty chart says nothing)
+    sent = _sent(have, run, sizes, traces[0].x)
     if sent is None:
         figure = chart.figure(series).to_plotly_json()
         # plain lists, not plotly's base64 arrays: the page appends to them
         return json.dumps({"kind": "full", "run": run, "sent": sizes, "figure": figure}, default=_plain)
     if sent == sizes:
         return None
-    x = [getattr(series, xs)[sent[xs] :] for xs, _ in chart.traces]
-    y = [getattr(series, ys)[sent[xs] :] for xs, ys in chart.traces]
+    x, y = zip(*(t.points(series, sent[t.x]) for t in traces), strict=True)
     extend = {"kind": "extend", "run": run, "from": sent, "sent": sizes, "x": x, "y": y,
-              "traces": list(range(len(chart.traces)))}  # fmt: skip
+              "traces": list(range(len(traces)))}  # fmt: skip
     return json.dumps(extend)
 
 
-def _sent(have: Any, run: str, sizes: dict[str, int]) -> dict[str, int] | None:
+def _sent(have: Any, run: str, sizes: dict[str, int], first: str) -> dict[str, int] | None:
     """The points sent per x series when the page holds an earlier state of this run's chart that may grow by
     appending; None when it must be sent whole."""
     if not isinstance(have, str) or len(have) > 1000:
@@ -141,7 +156,7 @@ def _sent(have: Any, run: str, sizes: dict[str, int]) -> dict[str, int] | None:
         return None
     if any(not 0 <= sent[k] <= sizes[k] for k in sizes):
         return None
-    if shown + sizes["steps"] - sent["steps"] > MAX_SHOWN:  # a long run: decimate again
+    if shown + sizes[first] - sent[first] > MAX_SHOWN:  # a long run: decimate again (`first`: the first trace's x)
         return None
     return sent
 

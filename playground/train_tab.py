@@ -31,8 +31,8 @@ from gpt.config import (
 from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import machine_flops, model_size, train_seconds
-from gpt.events import Curves, compile_line, format_duration
-from playground import checkpoint_panel, jobs, live_chart
+from gpt.events import Curves, compile_line, format_duration, read_metrics
+from playground import checkpoint_panel, health_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
     check_model_size,
@@ -346,7 +346,9 @@ STARTING = '<div class="progress-box"><b>Starting…</b> (building the model)</d
 REFRESH_S = 2.0
 
 
-POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer", "message")  # what a tick updates
+# What a tick updates (the /poll API's outputs, in this order: the later views' after the first ones')
+POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer", "message", "health", "circuits",
+          "health_note", "circuits_note")  # fmt: skip
 
 
 def poll(
@@ -362,6 +364,8 @@ def poll(
     re-render); once the run has ended and its last state is shown, switch the timer off (Start and Resume switch
     it on again). While the run waits in line, only its position and wait are refreshed; each tick keeps its place."""
     job = REGISTRY.get(state.get("job_id"))
+    if job is None and state.get("run_dir"):
+        return logged_run(state["run_dir"], seen or {}, held or {}, visitor(request, profile))
     if job is None or (request is not None and job.owner != visitor(request, profile).key):
         return {"timer": gr.Timer(REFRESH_S, active=False)}
     REGISTRY.touch(job.id)
@@ -373,26 +377,51 @@ def poll(
                 "seen": {}, "message": headline(snap, run_name)}  # fmt: skip
     timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(REFRESH_S, active=False)}
     seen = seen or {}
-    now = {"version": f"{snap.id}:{snap.version}:{snap.stopping}",  # per run: a new run's first events redraw too
-           "sample": f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else ""}  # fmt: skip
-    if now["version"] == seen.get("version"):
+    version = f"{snap.id}:{snap.version}:{snap.stopping}"  # per run: a new run's first events redraw too
+    if version == seen.get("version"):
         return {"seen": seen, **timer}  # never empty: Gradio takes an empty dict for a single value
+    sample = f"[step {snap.sample[0]}]\n{snap.sample[1]}" if snap.sample else ""
     out = {
         "progress": progress_html(snap, run_name),
-        **{
-            name: live_chart.update(name, snap.id, snap.curves, (held or {}).get(name)) or gr.skip()
-            for name in live_chart.CHARTS
-        },
+        **views(snap.id, snap.curves, version, sample, seen, held or {}),
         "status": snap.status,
-        "seen": now,
         "message": headline(snap, run_name),
         **timer,
     }
-    if now["sample"] != seen.get("sample"):
-        out["sample"] = now["sample"]
     if not seen:  # a new session, or the run just left the line (the Leave button showed)
         out["leave"] = gr.update(visible=False)
     return out
+
+
+def views(run: str, curves: Curves, version: str, sample: str, seen: dict[str, Any], held: dict[str, Any]) -> Any:
+    """What the charts lack of what the page says it holds (`held`, per chart), and the sample and the views' notes
+    when they changed since the last refresh (`seen`, which this one's `version` replaces)."""
+    now = {"version": version, "sample": sample, "health_note": health_panel.health_note(curves),
+           "circuits_note": health_panel.circuits_note(curves)}  # fmt: skip
+    out = {name: live_chart.update(name, run, curves, held.get(name)) or gr.skip() for name in live_chart.CHARTS}
+    changed = {key: text for key, text in now.items() if key != "version" and text != seen.get(key)}
+    return {**out, **changed, "seen": now}
+
+
+def logged_run(run_dir: str, seen: dict[str, Any], held: dict[str, Any], me: Visitor) -> dict[str, Any]:
+    """The visitor's last run when this server holds no job of it (the app restarted since it trained): its curves
+    as its metrics.jsonl has them, drawn once."""
+    off = {"timer": gr.Timer(REFRESH_S, active=False)}
+    try:
+        path = me.resolve(me.name(run_dir))  # still this visitor's
+    except UserInputError:
+        return off
+    log_file = path / "metrics.jsonl"
+    if not log_file.is_file():
+        return off
+    version = f"log:{path}:{log_file.stat().st_mtime_ns}"
+    if version == seen.get("version"):
+        return {"seen": seen, **off}
+    curves = read_metrics(log_file)
+    bits = [f"step {curves.steps[-1]:,}" if curves.steps else "no steps logged", val_line(curves)]
+    line = f"<b>Your last run</b> <code>{html.escape(me.name(path))}</code>, as its log has it: "
+    progress = f'<div class="progress-box">{line}{" · ".join(b for b in bits if b)}</div>'
+    return {"progress": progress, **views(f"log:{path}", curves, version, "", seen, held), **off}
 
 
 def settings_form(keys: list[str]) -> dict[str, Any]:
@@ -454,6 +483,31 @@ def restore_watch(state: dict[str, Any]) -> Any:
     return gr.Timer(REFRESH_S, active=job is not None and (job.active or job.status == jobs.QUEUED))
 
 
+# The chart area's views, one at a time: the loss, the training health (gpt.health), the circuits (gpt.circuits)
+VIEWS = ("Loss", "Training health", "Circuits")
+
+
+def chart_views() -> tuple[dict[str, gr.HTML], dict[str, gr.HTML]]:
+    """The chart area: a choice of view above the views. Every view's charts are in the page from the start (a
+    hidden one too, unlike a Gradio tab's, which is only built when first opened), so each gets each point once.
+    Returns the live charts and the notes, by name."""
+    choice = gr.Radio(list(VIEWS), value=VIEWS[0], show_label=False, container=False, elem_id="chart-view")
+    with gr.Column(elem_classes="chart-views"):  # (no gap: a hidden view takes no room)
+        with gr.Column() as loss_view:
+            live = {
+                "loss": live_chart.live_chart("loss", "The loss curves appear here once training starts."),
+                "rate": live_chart.live_chart("rate", "Learning rate and throughput appear here."),
+            }
+        with gr.Column(visible="hidden") as health_view:
+            health = health_panel.health_view()
+        with gr.Column(visible="hidden") as circuits_view:
+            circuits = health_panel.circuits_view()
+    choice.change(lambda v: [gr.Column(visible=True if v == name else "hidden") for name in VIEWS], choice,
+                  [loss_view, health_view, circuits_view], queue=False, api_visibility="private")  # fmt: skip
+    parts = {**live, **health, **circuits}
+    return {name: parts[name] for name in live_chart.CHARTS}, {k: v for k, v in parts.items() if k.endswith("_note")}
+
+
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str, Any]:
     machine_flops()  # measured once at start-up, while the machine is quiet
     jobs.warm_up()  # the process training jobs fork from
@@ -482,10 +536,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
             inputs = [form[k] for k in KEYS]
         with gr.Column(scale=2):
             progress = gr.HTML(NO_RUN)
-            live = {
-                "loss": live_chart.live_chart("loss", "The loss curves appear here once training starts."),
-                "rate": live_chart.live_chart("rate", "Learning rate and throughput appear here."),
-            }
+            live, notes = chart_views()
             sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
             job_status = gr.Textbox(visible=False)
     table, chosen = checkpoint_panel.build(ready, state, job_status)
@@ -497,7 +548,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
     timer = gr.Timer(REFRESH_S, active=False)
     # the period again: a Timer sent as an update without one goes back to Gradio's default, 1 s
     watch = functools.partial(gr.Timer, REFRESH_S, active=True)
-    polled = dict(zip(POLLED, [progress, *live.values(), sample, job_status, leave, seen, timer, status], strict=True))
+    shown = [progress, live["loss"], live["rate"], sample, job_status, leave, seen, timer, status, live["health"],
+             live["circuits"], notes["health_note"], notes["circuits_note"]]  # fmt: skip
+    polled = dict(zip(POLLED, shown, strict=True))
 
     def tick(request: gr.Request, profile: gr.OAuthProfile | None, st: dict[str, Any], sn: dict[str, Any],
              *held: Any) -> dict[Any, Any]:  # fmt: skip
@@ -534,4 +587,6 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
     )
     # a reloaded page (or a second tab) finds the visitor's run: the timer goes on if it trains or waits
     ready.then(restore_watch, state, timer, api_visibility="private").then(**poll_now)
+    # opened (its charts are built then, after a reload that showed another tab): they ask for what they lack
+    tab.select(None, js="() => new Promise((done) => setTimeout(done, 300))").then(**poll_now)
     return {"checkpoints": table}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -13,6 +14,9 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from gpt.events import read_metrics
+from gpt.health import diagnose
+from playground.charts import best_head
 from tests.app_helpers import GPT2_SWITCHES, SAMPLE, TRAIN, plot_data, poll_until, step_of
 from tests.conftest import SHAKESPEARE
 
@@ -236,9 +240,12 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     status = c.predict(*TRAIN[:11], 40, *TRAIN[12:], *GPT2_SWITCHES, api_name="/start_training")
     poll_until(c, lambda r: r[4] == "completed")
     names = [trained["run"], status.split("`")[1]]
-    fig, summary, diff, _ = c.predict(names, "tokens seen", "loss per token", api_name="/compare")
+    fig, summary, diff, _, circuits = c.predict(names, "tokens seen", "loss per token", api_name="/compare")
     traces = plot_data(fig)
     assert len(traces) == 4  # train and val of each
+    heads = plot_data(circuits)  # beside it, each run's best induction and previous-token head
+    assert [t["name"] for t in heads] == [f"{n} {score}" for n in names for score in ("induction", "previous token")]
+    assert heads[2]["x"][0] == 0 and len(heads[2]["x"]) == 2  # the second run's, scored at step 0 and at its end
     assert all(x % 256 == 0 for x in traces[0]["x"])  # tokens seen: steps x 8 x 32
     assert [row[0] for row in summary["data"]] == names and all(row[1] > 0 for row in summary["data"])
     differ = {r[0]: r[1:] for r in diff["data"]}
@@ -297,3 +304,47 @@ def test_bpe_tokenizer_trained_shown_and_trained_on(trained: dict[str, Any], app
     assert 1.5 < bytes_per_token < 4  # a 512-token BPE on Shakespeare: a few characters a token
     rows = {row[0]: row for row in summary["data"]}
     assert summary["headers"][4] == "val bits/byte" and rows[names[1]][4] == pytest.approx(bpe_bpb[-1], abs=1e-3)
+
+
+# /poll's outputs after the status (r[4]): the timer, the status line, the Training health and Circuits views
+HEALTH, CIRCUITS, HEALTH_NOTE, CIRCUITS_NOTE = 7, 8, 9, 10
+
+
+def test_the_training_health_and_circuits_views_fill_as_a_run_trains(app_url: str) -> None:
+    """After a short run the Train tab's Training health view has a line per parameter group and per layer and says
+    in words what the run's own log says; the Circuits view has each layer's best heads, scored at each evaluation."""
+    c = Client(app_url, verbose=False)
+    status = c.predict(*TRAIN[:11], 100, *TRAIN[12:], api_name="/start_training")
+    shown: dict[int, Any] = {}
+
+    def completed(r: tuple[Any, ...]) -> bool:
+        shown.update({i: r[i] for i in (HEALTH, CIRCUITS, HEALTH_NOTE, CIRCUITS_NOTE) if isinstance(r[i], str)})
+        return r[4] == "completed"  # (a poll sends a note only when it changed, a chart only when it grew)
+
+    poll_until(c, completed, timeout=300)
+    log = read_metrics(app_url.runs / status.split("`")[1] / "metrics.jsonl")
+    assert log.health_steps == [25, 50, 75, 100] and log.circuit_steps == [0, 50, 100]
+
+    health = plot_data(shown[HEALTH])
+    groups = log.health_groups[0]
+    assert groups[0] == "embedding" and "layer 2 MLP" in groups
+    assert [t["name"] for t in health if t.get("showlegend") is not False] == groups  # the legend: the groups
+    assert len(health) == 2 * len(groups) + 2 * 2  # ratio and gradient norm per group; dead units, entropy per layer
+    for g, trace in enumerate(health[: len(groups)]):
+        assert trace["x"] == log.health_steps
+        assert trace["y"] == pytest.approx([r[g] for r in log.update_ratio]) and -6 < trace["y"][-1] < 0
+    assert all(v > 0 for t in health[len(groups) : 2 * len(groups)] for v in t["y"])  # gradient norms (log axis)
+    note = shown[HEALTH_NOTE]
+    assert "✓ Init: the loss at step 0 is" in note and "close to ln(" in note
+    problems = diagnose(log.health())  # the latest reading, as the log has it
+    said = [html.escape(p) for p in problems] or ["all readings in their healthy range"]
+    assert all(f"At step 100: {line}" in note for line in said), note
+
+    circuits = {t["name"]: t for t in plot_data(shown[CIRCUITS])}
+    assert list(circuits) == ["layer 1 induction", "layer 2 induction", "layer 1 previous token",
+                              "layer 2 previous token", "in-context"]  # fmt: skip
+    assert circuits["layer 2 induction"]["x"] == [0, 50, 100]
+    assert circuits["layer 2 induction"]["y"] == pytest.approx([max(grid[1]) for grid in log.induction])
+    assert circuits["in-context"]["y"] == pytest.approx(log.in_context)
+    layer, head, score = best_head(log.induction[-1])
+    assert f"At step 100: best induction head L{layer + 1}H{head + 1} {score:.2f}" in shown[CIRCUITS_NOTE]

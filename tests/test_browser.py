@@ -146,8 +146,8 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     )
     page.get_by_text("Training completed at step 150").first.wait_for(timeout=180_000)
     page.wait_for_function(  # the last redraw has the last step
-        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.calcdata && p.calcdata[0].length"
-        " && p.calcdata[0][p.calcdata[0].length - 1].x == 150)",
+        "() => { const p = document.querySelector('#live-loss .js-plotly-plot'); return p && p.calcdata"
+        " && p.calcdata[0].length && p.calcdata[0][p.calcdata[0].length - 1].x == 150; }",
         timeout=30_000,
     )
     # The page got each logged point once, appended (drawn whole once per chart): train and val as the run logged.
@@ -156,7 +156,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     assert loss_x == [logged.steps, logged.steps, logged.eval_steps, logged.eval_steps]  # val loss, in bits/byte
     assert page.locator(".progress-box").get_by_text("bits/byte").count() == 1  # the val loss's, in the status line
     draws = page.evaluate("() => window.draws")
-    assert draws["react"] == 2 and draws["extendTraces"] >= 4, draws
+    assert draws["react"] == 4 and draws["extendTraces"] >= 4, draws  # loss, rate, training health, circuits
     page.screenshot(path=str(ARTIFACTS / "2-train.png"), full_page=True)
 
     # Generate: the newest checkpoint is chosen; text appears, coloured by probability.

@@ -56,6 +56,7 @@ def test_what_a_run_records_is_what_metrics_jsonl_reads_back(tmp_path: Path) -> 
     assert {name: getattr(back, name) for name in SERIES} == {name: getattr(live, name) for name in SERIES}
     assert back.smooth == live.smooth and (back.config, back.params) == (live.config, live.params)
     assert live.health_steps == [10] and live.update_ratio == [[-2.5, None]] and live.attn_uniform == [2.1]
+    assert back.health() == live.health() == health(10).data and Curves().health() is None  # the reading, whole
     assert live.circuit_steps == [0, 20] and live.induction == [[[0.05, 0.6]]] * 2 and live.in_context == [-0.3] * 2
     assert back.init == live.init and back.init is not None and back.init.ok and back.init.expected == math.log(65)
     assert len(path.read_text().splitlines()) == 8  # all but the sample

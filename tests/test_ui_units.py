@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 
 import numpy as np
 import pytest
 
+from gpt.circuits import CircuitScores
 from gpt.errors import UserInputError
 from gpt.events import Compile, Curves, Eval, Event, Start, Step
-from playground import live_chart
+from gpt.health import Health, diagnose, init_check
+from playground import charts, health_panel, live_chart
 from playground.charts import decimate
 from playground.jobs import STATUS, JobStatus, Snapshot
 from playground.train_tab import (
@@ -257,3 +260,124 @@ def test_compare_puts_a_char_and_a_bpe_run_on_one_bits_per_byte_axis() -> None:
     fresh.record(Event(10, Step(3.0, 1e-3, 1.0, 1000.0, 0.1, 1.0, 1.0, 100)))
     assert [t.name for t in compare_figure({"new": fresh}, "steps", "step").data] == ["new train", "new val"]
     assert "new" in compare_figure({"new": fresh}, "steps", "step", "bpb").layout.title.text
+
+
+GROUPS = ["embedding", "layer 1 attention", "layer 1 MLP", "layer 2 attention", "layer 2 MLP", "head"]
+
+
+def reading(ratio: float, sick: bool = False) -> Health:
+    """A health reading of a 2-layer model: every group's ratio `ratio` (layer 1 MLP's None: no update reached it);
+    a sick one has a quarter of layer 2's MLP units dead and its attention collapsed."""
+    ratios = [ratio, ratio, None, ratio, ratio, ratio]
+    dead, entropy = ([0.0, 0.25], [0.05, 0.1]) if sick else ([0.0, 0.02], [1.9, 2.2])
+    return Health(GROUPS, ratios, [0.5, 0.2, 0.1, 0.2, 0.1, 0.4], ["layer 1", "layer 2"], dead, [0.1, 0.3], entropy,
+                  2.9)  # fmt: skip
+
+
+def health_run(*readings: Health, init_loss: float = 4.2) -> Curves:
+    """A run's curves: its start, the init check, the heads scored at step 0 and 50, a reading every 25 steps."""
+    c = Curves()
+    c.record(Event(0, Start(1, 64, 100, "cpu", "float32", 1, "/runs/r", {"train": {"health_interval": 25}})))
+    c.record(Event(0, init_check(init_loss, 65)))
+    for step, induction in ((0, [[0.02, 0.03], [0.04, 0.05]]), (50, [[0.03, 0.02], [0.1, 0.6]])):
+        c.record(Event(step, CircuitScores([[0.3, 0.1], [0.05, 0.08]], [[0.0] * 2] * 2, induction, -0.2 * step / 50,
+                                           "text", 16)))  # fmt: skip
+    for i, r in enumerate(readings):
+        c.record(Event(25 * (i + 1), r))
+    return c
+
+
+def test_the_health_chart_draws_every_group_and_layer_against_the_healthy_range() -> None:
+    c = health_run(reading(-2.0), reading(-2.5))
+    fig = charts.health_figure(c)
+    assert [t.name for t in fig.data if t.showlegend is not False] == GROUPS  # the legend: one entry per group
+    by_panel = {axis: [t for t in fig.data if t.yaxis == axis] for axis in ("y", "y2", "y3", "y4")}
+    assert [len(by_panel[a]) for a in by_panel] == [6, 6, 2, 2]  # ratio and gradient per group, two per layer
+    embedding, _, mlp1 = by_panel["y"][:3]
+    assert list(embedding.x) == [25, 50] and list(embedding.y) == [-2.0, -2.5]
+    assert list(mlp1.y) == [None, None]  # no update: a gap, not a zero
+    assert list(by_panel["y2"][0].y) == [0.5, 0.5] and fig.layout.yaxis2.type == "log"
+    assert [t.name for t in by_panel["y4"]] == ["layer 1 attention", "layer 2 attention"]  # toggled with its group
+    assert list(by_panel["y3"][1].y) == [0.02, 0.02] and by_panel["y3"][1].legendgroup == "layer 2 MLP"
+    lines = {(s.yref, s.y0) for s in fig.layout.shapes if s.type == "line"}
+    assert ("y", -3.0) in lines and ("y4", 2.9) in lines  # the lectures' -3; attention spread evenly
+    assert "healthy near −3" in fig.layout.annotations[0].text
+
+
+def test_the_health_chart_appends_each_reading_live() -> None:
+    c, page = health_run(reading(-2.0)), Page("health")
+    assert page.tick("run-a", c)["kind"] == "full"
+    c.record(Event(50, reading(-1.5)))
+    update = page.tick("run-a", c)
+    assert update["kind"] == "extend" and update["x"] == [[50]] * 16  # one point more on each of the 16 lines
+    fresh = [(list(t.x), list(t.y)) for t in charts.health_figure(c).data]
+    assert page.traces == fresh  # the page holds what a whole redraw would show
+    echo = live_chart.update("health", "run-b", c, None)  # a chart in a tab not opened yet sends our update back
+    assert echo is not None and live_chart.update("health", "run-b", c, echo) is None
+    assert live_chart.update("health", "run-a", Curves(), "") is None  # no reading yet: the placeholder stays
+
+
+def test_the_circuits_chart_shows_each_layers_best_head_and_the_in_context_score() -> None:
+    c = health_run(reading(-2.0))
+    fig = charts.circuits_figure(c)
+    named = {t.name: t for t in fig.data}
+    assert list(named) == ["layer 1 induction", "layer 2 induction", "layer 1 previous token",
+                           "layer 2 previous token", "in-context"]  # fmt: skip
+    assert list(named["layer 2 induction"].x) == [0, 50] and list(named["layer 2 induction"].y) == [0.05, 0.6]
+    assert list(named["layer 1 previous token"].y) == [0.3, 0.3] and named["layer 1 previous token"].line.dash == "dot"
+    assert list(named["in-context"].y) == [0.0, -0.2]
+    note = health_panel.circuits_note(c)
+    assert "At step 50: best induction head L2H2 0.60 · best previous-token head L1H1 0.30" in note
+    assert "in-context -0.20 nats (the context helps)" in note and "induction head</b> completes" in note
+
+
+def test_the_health_note_says_what_is_wrong_in_words() -> None:
+    fresh = health_panel.health_note(health_run())
+    assert "✓ Init: the loss at step 0 is 4.20, close to ln(65)" in fresh
+    assert "The first health reading comes soon: one every 25 steps" in fresh
+    healthy = health_panel.health_note(health_run(reading(-3.5), reading(-2.2)))
+    assert 'class="ok">✓ At step 50: all readings in their healthy range.' in healthy and "warn" not in healthy
+    sick = health_panel.health_note(health_run(reading(-2.2), reading(-0.5, sick=True), init_loss=9.0))
+    problems = diagnose(reading(-0.5, sick=True))
+    assert len(problems) == 3  # the rate, the dead units of layer 2 and the collapsed attention
+    assert f'class="warn">⚠️ Init: {html.escape(init_check(9.0, 65).message)}' in sick
+    assert all(f'class="warn">⚠️ At step 50: {html.escape(p)}' in sick for p in problems)
+    assert sick.count('class="warn"') == 4 and "healthy range" not in sick
+    assert health_panel.health_note(Curves()) == '<div class="health-note"></div>'  # no run: nothing to say
+    none = Curves()
+    none.record(Event(0, Start(1, 64, 100, "cpu", "float32", 1, "/runs/r", {"train": {"health_interval": 0}})))
+    assert "takes no health readings" in health_panel.health_note(none)
+
+
+def test_compare_draws_each_runs_best_heads_and_names_the_runs_without_scores() -> None:
+    a, b, old = health_run(reading(-2.0)), health_run(), Curves()
+    b.induction[-1] = [[0.1, 0.2], [0.3, 0.9]]
+    for c, step in ((a, 50), (b, 50), (old, 10)):  # (steps logged, for the tokens axis)
+        c.record(Event(step, Step(2.0, 1e-3, 1.0, 1000.0, 0.1, 1.0, 1.0, 100)))
+    fig = charts.compare_circuits_figure({"a": a, "b": b, "old": old}, "tokens", "tokens seen")
+    assert [t.name for t in fig.data] == ["a induction", "a previous token", "b induction", "b previous token"]
+    assert list(fig.data[0].y) == [0.05, 0.6] and list(fig.data[2].y) == [0.05, 0.9]  # the best of all heads
+    assert list(fig.data[0].x) == [0, 50 * 64]  # tokens seen at step 0 and 50
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color  # a colour per run
+    assert "not shown, no circuit scores logged: old" in fig.layout.title.text
+
+
+def test_after_a_restart_the_train_tab_draws_the_last_run_from_its_log(tmp_path, monkeypatch) -> None:
+    from gpt.events import MetricsLog
+    from playground.hosting import Visitor
+    from playground.train_tab import POLLED, logged_run
+
+    monkeypatch.setenv("GPT_PLAYGROUND_RUNS", str(tmp_path))
+    run = tmp_path / "run-1"
+    log = MetricsLog(run / "metrics.jsonl")
+    for e in (Event(0, Start(1, 64, 100, "cpu", "float32", 1, str(run), {})), Event(0, init_check(4.2, 65)),
+              Event(10, Step(3.0, 1e-3, 1.0, 1000.0, 0.1, 1.0, 1.0, 100)), Event(25, reading(-2.0))):  # fmt: skip
+        log(e)
+    out = logged_run(str(run), {}, {}, Visitor(None))
+    assert set(out) <= set(POLLED)
+    assert "Your last run</b> <code>run-1</code>, as its log has it: step 10" in out["progress"]
+    assert json.loads(out["health"])["kind"] == "full" and json.loads(out["loss"])["kind"] == "full"
+    assert "At step 25: all readings in their healthy range" in out["health_note"]
+    again = logged_run(str(run), out["seen"], {}, Visitor(None))
+    assert set(again) == {"seen", "timer"}  # drawn once
+    assert set(logged_run(str(tmp_path / "gone"), {}, {}, Visitor(None))) == {"timer"}

@@ -1,0 +1,99 @@
+"""The Train tab's "Training health" and "Circuits" views: their live charts (`playground.live_chart`) and what they
+say in words. Health: the loss at step 0 against ln(vocabulary) and what looks wrong in the latest reading
+(`gpt.health.diagnose`), or that nothing does; circuits: what an induction head is, and the best heads so far.
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from gpt.events import Curves
+from gpt.health import diagnose
+from playground import charts, live_chart
+
+# What a healthy run looks like (gpt/health.py's docstring, briefly)
+HEALTHY = (
+    "Healthy: the update:data ratio, how far a step moves the weights against their size, near the lectures' "
+    "10<sup>−3</sup> (dashed); small transformers trained with AdamW sit nearer 10<sup>−2</sup>, with Muon (the modern "
+    "recipe) near 10<sup>−1.5</sup> by design; past the band, above 10<sup>−1</sup> every step rewrites a tenth of the "
+    "weights (the learning rate is too high) and below 10<sup>−4</sup> they hardly move (too low). Gradient norms of a "
+    "like size across groups; few dead MLP units (a warning past the dotted 10%); attention entropy below spreading "
+    "evenly (dashed) without collapsing to the dotted line, as a rate too high makes it."
+)
+INDUCTION = (
+    "An <b>induction head</b> completes a pattern it has read: after … A B … A it attends to the B that followed the "
+    "earlier A. It builds on a previous-token head (dotted) in an earlier layer, so it needs two layers, and appears "
+    "suddenly, the loss dropping with it: the tiny preset forms none on Shakespeare in a thousand steps, one within a "
+    "few hundred on the Data tab's repeated words. A score of 1: the head does nothing else."
+)
+CSS = """
+.health-note { font-size: 0.92em; line-height: 1.45; }
+.health-note p { margin: 0.15em 0; }
+.health-note .ok { color: #2b7a2b; }
+.health-note .warn { background: #fff4e5; border-left: 3px solid #ff7f0e; padding: 2px 8px; color: #8a4b00; }
+.health-note .why { color: var(--body-text-color-subdued); font-size: 0.92em; }
+"""
+
+
+def _note(lines: list[str]) -> str:
+    return f'<div class="health-note">{"".join(lines)}</div>'
+
+
+def _line(text: str, ok: bool) -> str:
+    return f'<p class="{"ok" if ok else "warn"}">{"✓" if ok else "⚠️"} {html.escape(text)}</p>'
+
+
+def health_note(c: Curves) -> str:
+    """The init check (a run from scratch) and the latest reading in words: what is out of its healthy range, or
+    that everything is in it (what healthy looks like is said under the chart)."""
+    lines = [_line(f"Init: {c.init.message}.", c.init.ok)] if c.init is not None else []
+    reading = c.health()
+    if reading is None and c.config is not None:  # a run that has started, before its first reading
+        every = (c.config.get("train") or {}).get("health_interval")
+        if every == 0:
+            lines.append("<p>This run takes no health readings (train.health_interval is 0).</p>")
+        else:
+            when = f"every {every} steps" if isinstance(every, int) else "every few steps"
+            lines.append(f"<p>The first health reading comes soon: one {when}.</p>")
+    elif reading is not None:
+        step = f"At step {c.health_steps[-1]:,}: "
+        problems = diagnose(reading)
+        lines += [_line(step + p + ".", False) for p in problems] or [
+            _line(step + "all readings in their healthy range.", True)
+        ]
+    return _note(lines)
+
+
+def circuits_note(c: Curves) -> str:
+    """The best induction and previous-token head and the in-context score at the latest scoring, and what an
+    induction head is."""
+    why = f'<p class="why">{INDUCTION}</p>'
+    if not c.circuit_steps:
+        return _note(["<p>The heads are scored before the first step and at every evaluation.</p>", why])
+    parts = []
+    for label, grids in (("induction", c.induction), ("previous-token", c.previous_token)):
+        layer, head, score = charts.best_head(grids[-1])
+        parts.append(f"best {label} head L{layer + 1}H{head + 1} {score:.2f}")
+    ic = c.in_context[-1]
+    parts.append(f"in-context {ic:+.2f} nats ({'the context helps' if ic < 0 else 'no help from the context yet'})")
+    return _note([f"<p>At step {c.circuit_steps[-1]:,}: {html.escape(' · '.join(parts))}.</p>", why])
+
+
+def health_view() -> dict[str, gr.HTML]:
+    """The training-health view: what the readings say, their chart, what healthy looks like."""
+    out = {
+        "health_note": gr.HTML(health_note(Curves()), css_template=CSS, elem_id="health-note"),
+        "health": live_chart.live_chart("health", "The training-health readings appear here once training starts."),
+    }
+    gr.HTML(f'<div class="health-note"><p class="why">{HEALTHY}</p></div>', css_template=CSS)
+    return out
+
+
+def circuits_view() -> dict[str, gr.HTML]:
+    """The circuits view: the best heads so far and what an induction head is, above the chart."""
+    return {
+        "circuits_note": gr.HTML(circuits_note(Curves()), css_template=CSS, elem_id="circuits-note"),
+        "circuits": live_chart.live_chart("circuits", "The heads' scores appear here once training starts."),
+    }
