@@ -14,7 +14,8 @@ plotly.js itself, and each refresh sends only what the page lacks:
 
 A client without a browser (`gradio_client`) sends no "have" and gets the whole (decimated) figure every time.
 A chart in a tab the visitor has not opened yet (Gradio builds a tab's content when it is first opened) sends back
-the last update it got, undrawn: it gets nothing more until it has drawn it (the Train tab refreshes when opened).
+the last update it got, undrawn, and gets the whole figure again (not nothing: a page that had not drawn an update
+when the next came stalled its chart for good under load); the Train tab refreshes when opened.
 
 `python -m bench.train_tab --runs 4 --steps 1000` (2 cores; the code before this module run in the same session):
 training with the tab open went from 0.86x to 0.93x of the CLI's tokens/s; CPU per second of training, browser 0.225
@@ -114,15 +115,9 @@ def live_chart(name: str, placeholder: str) -> gr.HTML:
     )
 
 
-# How an update of ours begins (json.dumps keeps the key order): a page that sends one back has not drawn it
-UNSEEN = ('{"kind": "full"', '{"kind": "extend"')
-
-
 def update(name: str, run: str, series: Curves, have: Any) -> str | None:
     """What chart `name` of the page needs to show `series` of run `run`, given what the page says it holds
     (`have`, the component's value as it came in: anything at all from a crafted call); None when nothing new."""
-    if isinstance(have, str) and have.startswith(UNSEEN):
-        return None  # the page holds our last update, not drawn yet: its chart is in a tab not opened yet
     chart = CHARTS[name]
     traces = chart.traces(series)
     sizes = {t.x: len(getattr(series, t.x)) for t in traces}

@@ -312,8 +312,8 @@ def test_the_health_chart_appends_each_reading_live() -> None:
     assert update["kind"] == "extend" and update["x"] == [[50]] * 16  # one point more on each of the 16 lines
     fresh = [(list(t.x), list(t.y)) for t in charts.health_figure(c).data]
     assert page.traces == fresh  # the page holds what a whole redraw would show
-    echo = live_chart.update("health", "run-b", c, None)  # a chart in a tab not opened yet sends our update back
-    assert echo is not None and live_chart.update("health", "run-b", c, echo) is None
+    echo = live_chart.update("health", "run-b", c, None)  # a chart in a tab not opened yet sends our update back:
+    assert echo is not None and live_chart.update("health", "run-b", c, echo) == echo  # it gets it whole again
     assert live_chart.update("health", "run-a", Curves(), "") is None  # no reading yet: the placeholder stays
 
 
