@@ -231,7 +231,8 @@ CASES: list[tuple[str, Callable[[Ctx], Any], str]] = [
      lazy_prep(lambda x: [x.zip(f"part{i}.zip", {f"p{i}.txt": ZERO_MB * 20}) for i in range(3)]),
      "all archives of this upload together"),
     # text that is not Unicode, numbers that are not numbers
-    ("lone surrogate in pasted text", raw("prepare_data", lambda x: [PASTE, [], "ROMEO: \ud800 hi" * 9, "char", 0.1]),
+    ("lone surrogate in pasted text",
+     raw("prepare_data", lambda x: [PASTE, [], "ROMEO: \ud800 hi" * 9, "char", 0.1, 2048, " the"]),
      "lone surrogate"),
     ("lone surrogate in a prompt", raw("generate", lambda x: [x.ckpt, "ROMEO \udfff", *GEN_DEFAULTS.values()]),
      "lone surrogate"),
