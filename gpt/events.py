@@ -21,7 +21,7 @@ from typing import Any, Literal
 from gpt.circuits import CircuitScores
 from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
-from gpt.health import Health, InitCheck, diagnose
+from gpt.health import STEP_SCALES, Health, InitCheck, diagnose
 
 EventKind = Literal["start", "compile", "step", "eval", "sample", "checkpoint", "done", "error", "health", "init",
                     "circuits"]  # fmt: skip
@@ -156,6 +156,10 @@ class Curves:
     off_share: list[list[float] | None] = series("health")  # None in files from before it was recorded
     attn_entropy: list[list[float]] = series("health")
     attn_uniform: list[float] = series("health")
+    step_test: list[list[float] | None] = series("health")  # None in files from before it was recorded
+    judge_rate: list[bool | None] = series("health")
+    lr_scale: list[float | None] = series("health")
+    group_muon: list[list[bool] | None] = series("health", "muon")
     # at each evaluation and before the first step (gpt.circuits.CircuitScores): [layer][head] at each point
     circuit_steps: list[int] = series("circuits", "step")
     previous_token: list[list[list[float]]] = series("circuits")
@@ -201,6 +205,10 @@ class Curves:
                 self.off_share.append(d.off_share)
                 self.attn_entropy.append(d.attn_entropy)
                 self.attn_uniform.append(d.attn_uniform)
+                self.step_test.append(d.step_test)
+                self.judge_rate.append(d.judge_rate)
+                self.lr_scale.append(d.lr_scale)
+                self.group_muon.append(d.muon)
             case CircuitScores() as d:
                 self.circuit_steps.append(e.step)
                 self.previous_token.append(d.previous_token)
@@ -235,9 +243,11 @@ class Curves:
             return None
         dead = self.dead_units[i]
         off = self.off_share[i]
+        scale = self.lr_scale[i]
         return Health(self.health_groups[i], self.update_ratio[i], self.group_grad_norm[i],
                       [f"layer {n + 1}" for n in range(len(dead))], dead, off if off is not None else [],
-                      self.attn_entropy[i], self.attn_uniform[i])  # fmt: skip
+                      self.attn_entropy[i], self.attn_uniform[i], self.step_test[i], bool(self.judge_rate[i]),
+                      1.0 if scale is None else scale, self.group_muon[i] or [])  # fmt: skip
 
     @property
     def smooth(self) -> list[float]:
@@ -331,6 +341,9 @@ def health_line(step: int, d: Health) -> str:
     entropy = f"{min(d.attn_entropy):.2f}..{max(d.attn_entropy):.2f}" if d.attn_entropy else "n/a"
     line = (f"step {step} | health: update:data {spread} | largest grad norm {grad} | dead MLP units {dead} | "
             f"attention entropy {entropy} of {d.attn_uniform:.2f} nats")  # fmt: skip
+    if d.step_test is not None and len(d.step_test) == 3:
+        half, one, double = d.step_test
+        line += f" | a step x0.5 / x2: {half - one:+.3f} / {double - one:+.3f} nats"
     return "\n".join([line, *(f"  ! {w}" for w in diagnose(d))])
 
 
@@ -388,6 +401,9 @@ class TensorBoard:
                 for layer, dead, ent in zip(d.layers, d.dead_units, d.attn_entropy, strict=True):
                     w.add_scalar(f"health/dead_units/{layer}", dead, e.step)
                     w.add_scalar(f"health/attn_entropy/{layer}", ent, e.step)
+                if d.step_test is not None:  # what a step half and twice the size would have done (nats)
+                    for scale, loss in zip(STEP_SCALES, d.step_test, strict=True):
+                        w.add_scalar(f"health/step_test/x{scale:g}", loss - d.step_test[1], e.step)
             case CircuitScores() as d:
                 for i, (prev, ind) in enumerate(zip(d.best_per_layer("previous_token"), d.best_per_layer("induction"),
                                                     strict=True)):  # fmt: skip

@@ -12,6 +12,15 @@ at the default interval, `python -m bench.health`):
   entropy collapses to a fifth of the healthy run's in three of four layers), at a tenth near -2.8; the modern recipe
   sits near -1.5 by design (Muon's orthogonalised updates have a fixed size, and its weights grow to match the rate),
   so with Muon the ratio says less about the rate than the loss and the entropy do.
+- the step-size test: from the weights before the step, the same update taken at half and at twice its size,
+  scored on a few held-out sequences (a one-step learning-rate test, on the optimizer's own update). Where the
+  update:data ratio cannot tell the rate (Muon's, above), this can: measured on the tiny presets past their warmup,
+  a step twice this size raises the held-out loss by 0.01-0.07 nats at the presets' rates and by 0.09-0.3 at ten
+  times the modern recipe's (the steps overshoot: over 0.08 is flagged); a step twice the size that lowers the
+  loss further says the steps are too short. The ratio is judged per optimizer against the schedule's current rate
+  (warmup and decay lower it on purpose): under AdamW, GPT-2's recipe sits near -2.0 at its rate and -2.8 at a
+  tenth; below -2.6 is flagged. Muon at a tenth of its rate is the case no reading tells past its first steps
+  (its weights grow less, and its steps look the same against them): it is merely slower, as Compare shows.
 - the gradient norm of each group, before clipping: a layer whose gradient is 100x its neighbours' is exploding,
   one near zero learns nothing.
 - the MLPs' dead units (off at every position of the batch: they pass no gradient and may never come back) and
@@ -26,8 +35,9 @@ every token about equally, and a much higher loss says the initialisation is con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -40,7 +50,11 @@ RATIO_HIGH, RATIO_LOW = -1.0, -4.0  # past these the panel says the learning rat
 DEAD_WARN = 0.1  # a tenth of a layer's MLP units dead
 COLLAPSED = 0.1  # a layer's attention entropy under this share of spreading evenly
 OFF_THRESHOLD = 1e-3  # an activation is "off" below this fraction of its layer's RMS
-PROBE_ROWS = 8  # sequences in the health forward pass
+ADAMW_LOW = -2.6  # AdamW's update:data ratio (at the schedule's peak rate) below this: the rate is too low
+STEP_SCALES = (0.5, 1.0, 2.0)  # the step-size test: the update taken at these multiples of its size
+OVERSHOOT = 0.08  # nats: a step twice the size raising the held-out loss by more than this overshoots
+PROBE_ROWS = 16  # sequences in the health forward pass and the step-size test
+FindingKind = Literal["rate_high", "rate_low", "overshoot", "short_steps", "dead_units", "collapsed"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,17 @@ class Health:
     off_share: list[float]  # per layer: share of MLP activations that are off
     attn_entropy: list[float]  # per layer: mean attention entropy over heads and positions (nats)
     attn_uniform: float  # the same for attention spread evenly over the visible tokens: the most it can be
+    # the step-size test: the held-out loss after this step's update taken at each of STEP_SCALES; None: not taken
+    step_test: list[float] | None = None
+    judge_rate: bool = False  # past the warmup and near the schedule's peak: the rate itself can be judged
+    lr_scale: float = 1.0  # the schedule's learning rate at this step over its peak
+    muon: list[bool] = field(default_factory=list)  # per group: stepped by Muon (else AdamW)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: FindingKind
+    text: str  # what the panel and the CLI say
 
 
 @dataclass(frozen=True)
@@ -86,17 +111,23 @@ class Probe:
     """One measurement around one optimizer step: `before_update` after the backward (gradients unscaled, not yet
     clipped), `after_update` after the optimizers' step; then `health` with the forward pass's readings."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, muon: Iterable[int] = ()) -> None:
         self.groups = weight_groups(model)
+        muon = set(muon)  # the ids of the parameters Muon steps
+        self.muon = [all(id(p) in muon for p in params) for params in self.groups.values()]
+        self._params = [p for p in model.parameters() if p.requires_grad]
         self._before: dict[str, list[torch.Tensor]] = {}
+        self._start: list[torch.Tensor] = []
         self.grad_norm: list[float] = []
         self.update_ratio: list[float | None] = []
 
     @torch.no_grad()
     def before_update(self) -> None:
         norms = []
+        self._start = [p.detach().clone() for p in self._params]  # (the step-size test goes back to these)
+        kept = {id(p): b for p, b in zip(self._params, self._start, strict=True)}
         for name, params in self.groups.items():
-            self._before[name] = [p.detach().clone() for p in params]
+            self._before[name] = [kept[id(p)] for p in params]
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
             norms.append(torch.stack(grads).norm() if grads else torch.zeros(()))
         self._norms = torch.stack(norms)  # (read with the ratios below: one host sync for both)
@@ -111,12 +142,37 @@ class Probe:
         stats = torch.stack(ratios).cpu().tolist()
         self.grad_norm = [float(n) for n in self._norms.cpu().tolist()]
         self.update_ratio = [_log_ratio(u, w) for u, w in stats]
-        self._before = {}
+        self._before = {}  # (the step-size test still holds the weights before the step, in _start)
 
-    def health(self, model: GPT, x: torch.Tensor) -> Health:
+    def health(self, model: GPT, x: torch.Tensor, y: torch.Tensor | None = None, lr_scale: float = 1.0,
+               judge_rate: bool = False) -> Health:  # fmt: skip
+        """The reading: the step-size test on (x, y) when `y` is given, then the forward pass's readings on x."""
+        tested = self.step_test(model, x, y) if y is not None else None
         dead, off, entropy, uniform = activations(model, x)
         return Health(list(self.groups), self.update_ratio, self.grad_norm,
-                      [f"layer {i + 1}" for i in range(len(dead))], dead, off, entropy, uniform)  # fmt: skip
+                      [f"layer {i + 1}" for i in range(len(dead))], dead, off, entropy, uniform, tested, judge_rate,
+                      lr_scale, self.muon)  # fmt: skip
+
+    @torch.no_grad()
+    def step_test(self, model: GPT, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """The loss on (x, y) with the weights moved from before the step by each of STEP_SCALES times the update
+        the optimizer made; the weights after the step are put back."""
+        after = [p.detach().clone() for p in self._params]
+        was_training = model.training
+        model.eval()
+        losses = []
+        try:
+            for scale in STEP_SCALES:
+                for p, start, end in zip(self._params, self._start, after, strict=True):
+                    p.copy_(torch.lerp(start, end, scale))  # start + scale * (end - start)
+                _, loss = model(x, y)
+                losses.append(float(loss))
+        finally:
+            for p, end in zip(self._params, after, strict=True):
+                p.copy_(end)
+            model.train(was_training)
+        self._start = []
+        return losses
 
 
 def _log_ratio(update_std: float, weight_std: float) -> float | None:
@@ -173,29 +229,62 @@ def init_check(loss: float, vocab_size: int) -> InitCheck:
 
 def diagnose(h: Health) -> list[str]:
     """What the panel and the CLI say about a health reading: empty when everything is in its healthy range."""
+    return [f.text for f in findings(h)]
+
+
+def findings(h: Health) -> list[Finding]:
+    """What looks wrong in a health reading, each with its kind (the panel lists what earlier readings found)."""
     out = []
     rated = [(g, r) for g, r in zip(h.groups, h.update_ratio, strict=True) if r is not None]
     high = [g for g, r in rated if r > RATIO_HIGH]
     low = [g for g, r in rated if r < RATIO_LOW]
     if high:
         worst = max(r for _, r in rated)
-        out.append(f"updates are large against the weights in {_few(high)} (update:data 10^{worst:.1f}, healthy near "
-                   f"10^{HEALTHY_RATIO:.0f}): the learning rate is probably too high")  # fmt: skip
+        out.append(Finding("rate_high", f"updates are large against the weights in {_few(high)} (update:data "
+                           f"10^{worst:.1f}): each step rewrites a tenth of them; the learning rate is probably too "
+                           "high"))  # fmt: skip
+    # AdamW's ratio follows the rate (its steps are about lr per weight); Muon's does not past its first steps
+    shift = math.log10(h.lr_scale) if h.lr_scale > 0 else 0.0
+    adamw = [r - shift for (_, r), m in zip(rated, _muon(h, rated), strict=True) if not m]
     if low and len(low) > len(rated) // 2:
         worst = min(r for _, r in rated)
-        out.append(f"updates are tiny against the weights in {_few(low)} (update:data 10^{worst:.1f}, healthy "
-                   f"near 10^{HEALTHY_RATIO:.0f}): the learning rate is probably too low")  # fmt: skip
+        out.append(Finding("rate_low", f"updates are tiny against the weights in {_few(low)} (update:data "
+                           f"10^{worst:.1f}): they hardly move; the learning rate is probably too low"))  # fmt: skip
+    elif h.judge_rate and len(adamw) > 1 and sorted(adamw)[len(adamw) // 2] < ADAMW_LOW:
+        median = sorted(adamw)[len(adamw) // 2]
+        out.append(Finding("rate_low", f"AdamW's updates are small against the weights (update:data 10^{median:.1f} "
+                           f"at the peak rate; GPT-2's recipe sits near 10^-2 at its rate, 10^-2.8 at a tenth): the "
+                           "learning rate is probably too low"))  # fmt: skip
+    if h.judge_rate and h.step_test is not None and len(h.step_test) == len(STEP_SCALES):
+        half, one, double = h.step_test
+        if double - one > OVERSHOOT and half < one:
+            out.append(
+                Finding(
+                    "overshoot",
+                    f"the steps overshoot: on held-out text a step twice this size raises "
+                    f"the loss by {double - one:.2f} nats and one half its size lowers it more (at a "
+                    "good rate doubling costs 0.01-0.07): the learning rate is probably too high",
+                )
+            )
+        elif one - double > 0.0005:  # (a tie within the text's noise says nothing)
+            out.append(Finding("short_steps", f"the steps fall short: on held-out text a step twice this size would "
+                               f"have lowered the loss {one - double:.3f} nats more: the learning rate is probably "
+                               "too low"))  # fmt: skip
     dead = [f"{layer} ({share:.0%})" for layer, share in zip(h.layers, h.dead_units, strict=True) if share > DEAD_WARN]
     if dead:
-        out.append(f"dead MLP units (off for every token of the batch, so they no longer learn) in {_few(dead)}: "
-                   "often the mark of a learning rate too high")  # fmt: skip
+        out.append(Finding("dead_units", f"dead MLP units (off for every token of the batch, so they no longer learn) "
+                           f"in {_few(dead)}: often the mark of a learning rate too high"))  # fmt: skip
     collapsed = [layer for layer, e in zip(h.layers, h.attn_entropy, strict=True) if e < COLLAPSED * h.attn_uniform]
     if collapsed:
-        out.append(
-            f"attention has collapsed onto single tokens in {_few(collapsed)} (entropy under a tenth of "
-            "spreading evenly): a sign the learning rate is too high; a lower rate or QK-norm helps"
-        )
+        out.append(Finding("collapsed", f"attention has collapsed onto single tokens in {_few(collapsed)} (entropy "
+                           "under a tenth of spreading evenly): a sign the learning rate is too high; a lower rate "
+                           "or QK-norm helps"))  # fmt: skip
     return out
+
+
+def _muon(h: Health, rated: list[tuple[str, float]]) -> list[bool]:
+    by_group = dict(zip(h.groups, h.muon, strict=False))
+    return [by_group.get(g, False) for g, _ in rated]
 
 
 def _few(names: list[str]) -> str:

@@ -160,7 +160,7 @@ class Trainer:
         self.best_val = float("inf")
         self.last_val: float | None = None
         self.last_train: float | None = None
-        self._probe_x: torch.Tensor | None = None
+        self._probe_xy: tuple[torch.Tensor, torch.Tensor] | None = None
 
         tc = cfg.train
         self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -182,6 +182,8 @@ class Trainer:
         self.raw_model = self.model  # the plain module, whatever wraps self.model below
         # AdamW, or AdamW and Muon (`GPT.optimizers`): every one is stepped, saved and restored alike
         self.optimizers = self.model.optimizers(tc, self.device.type)
+        self._muon_ids = {id(p) for o in self.optimizers if isinstance(o, torch.optim.Muon)
+                          for g in o.param_groups for p in g["params"]}  # fmt: skip
         self.batches = DeviceBatches(Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling,
                                              cfg.data.stride, seed=tc.seed, rank=self.rank, world=self.world),
                                      self.device)  # fmt: skip
@@ -286,7 +288,8 @@ class Trainer:
             # forward, backward and update, over grad_accum micro-batches (the first one compiles, if on); every
             # health_interval steps a probe reads the gradients and the update the step makes
             every = tc.health_interval
-            probe = Probe(self.raw_model) if every and (self.step + 1) % every == 0 and self.is_main else None
+            reading = every and (self.step + 1) % every == 0 and self.is_main
+            probe = Probe(self.raw_model, self._muon_ids) if reading else None
             grad_norm = self._compile_step(loss_sum) if self.compiling else self._train_step(loss_sum, probe)
             self.step += 1
             meter.tick()
@@ -294,8 +297,10 @@ class Trainer:
 
             # training health: the probe's readings and one small forward pass's (not per step: see gpt/health.py)
             if probe is not None:
+                # the rate is judged past the warmup (twice it: the weights first settle) and near the peak rate
+                judge = self.step >= max(50, 2 * tc.warmup_steps) and lr >= 0.5 * tc.lr
                 with meter.timing("health"):
-                    self._emit(probe.health(self.raw_model, self._probe_batch()))
+                    self._emit(probe.health(self.raw_model, *self._probe_batch(), lr / tc.lr, judge))
 
             # timing and logging: one host sync per log interval, not per step
             if self.step % tc.log_interval == 0 or last:
@@ -434,14 +439,14 @@ class Trainer:
             dist.all_reduce(total, op=dist.ReduceOp.AVG)
         return float(total) / iters
 
-    def _probe_batch(self) -> torch.Tensor:
-        """The health probe's forward pass reads the same few validation sequences each time (own generator)."""
-        if self._probe_x is None:
+    def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The health probe reads the same few validation sequences each time (own generator)."""
+        if self._probe_xy is None:
             tc, mc = self.cfg.train, self.cfg.model
             rows = min(tc.batch_size, PROBE_ROWS)
-            x, _ = Batches(self.data.val, mc.block_size, rows, seed=tc.seed + 11).next()
-            self._probe_x = x.to(self.device)
-        return self._probe_x
+            x, y = Batches(self.data.val, mc.block_size, rows, seed=tc.seed + 11).next()
+            self._probe_xy = x.to(self.device), y.to(self.device)
+        return self._probe_xy
 
     def _circuits(self) -> CircuitScores:
         """Every head's previous-token, duplicate-token and induction score, and in-context learning on real text."""

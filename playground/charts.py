@@ -150,7 +150,7 @@ def draw(fig: go.Figure, s: Curves, traces: list[Trace], fmt: str) -> None:
                         row=t.cell[0], col=t.cell[1])  # fmt: skip
 
 
-HEALTH_TITLES = ("Update:data ratio, log10 (healthy near −3)", "Gradient norm per group",
+HEALTH_TITLES = ("Update:data ratio, log10 (lectures' −3 dashed)", "Gradient norm per group",
                  "Dead MLP units per layer", "Attention entropy per layer (nats)")  # fmt: skip
 
 

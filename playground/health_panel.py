@@ -10,17 +10,19 @@ import html
 import gradio as gr
 
 from gpt.events import Curves
-from gpt.health import diagnose
+from gpt.health import Finding, findings
 from playground import charts, live_chart
 
 # What a healthy run looks like (gpt/health.py's docstring, briefly)
 HEALTHY = (
-    "Healthy: the update:data ratio, how far a step moves the weights against their size, near the lectures' "
-    "10<sup>−3</sup> (dashed); small transformers trained with AdamW sit nearer 10<sup>−2</sup>, with Muon (the modern "
-    "recipe) near 10<sup>−1.5</sup> by design; past the band, above 10<sup>−1</sup> every step rewrites a tenth of the "
-    "weights (the learning rate is too high) and below 10<sup>−4</sup> they hardly move (too low). Gradient norms of a "
-    "like size across groups; few dead MLP units (a warning past the dotted 10%); attention entropy below spreading "
-    "evenly (dashed) without collapsing to the dotted line, as a rate too high makes it."
+    "Healthy: the update:data ratio, how far a step moves the weights against their size, inside the band; the "
+    "lectures' rule of thumb is 10<sup>−3</sup> (dashed), small transformers trained with AdamW sit nearer "
+    "10<sup>−2</sup> at a good rate (below 10<sup>−2.6</sup> is said: too low), with Muon (the modern recipe) near "
+    "10<sup>−1.5</sup> at any rate, its weights growing to match. The step-size test (said in words, every reading "
+    "past the warmup): the same step at twice its size should cost a little held-out loss (0.01-0.07 nats), not a "
+    "lot (the rate is too high) and not gain (too low). Gradient norms of a like size across groups; few dead MLP "
+    "units (a warning past the dotted 10%); attention entropy below spreading evenly (dashed) without collapsing to "
+    "the dotted line, as a rate too high makes it."
 )
 INDUCTION = (
     "An <b>induction head</b> completes a pattern it has read: after … A B … A it attends to the B that followed the "
@@ -59,11 +61,24 @@ def health_note(c: Curves) -> str:
             lines.append(f"<p>The first health reading comes soon: one {when}.</p>")
     elif reading is not None:
         step = f"At step {c.health_steps[-1]:,}: "
-        problems = diagnose(reading)
-        lines += [_line(step + p + ".", False) for p in problems] or [
+        now = findings(reading)
+        lines += [_line(step + f.text + ".", False) for f in now] or [
             _line(step + "all readings in their healthy range.", True)
         ]
+        lines += [_line(f"Earlier, at step {at:,}: {f.text}.", False) for at, f in _earlier(c, {f.kind for f in now})]
     return _note(lines)
+
+
+def _earlier(c: Curves, now: set[str]) -> list[tuple[int, Finding]]:
+    """What earlier readings found that the latest does not: the first time each kind was found (a warning that
+    came and went, as a rate too low shows in Muon's first steps, stays on screen)."""
+    seen: dict[str, tuple[int, Finding]] = {}
+    for i, at in enumerate(c.health_steps[:-1]):
+        reading = c.health(i)
+        for f in findings(reading) if reading is not None else []:
+            if f.kind not in now and f.kind not in seen:
+                seen[f.kind] = (at, f)
+    return list(seen.values())
 
 
 def circuits_note(c: Curves) -> str:

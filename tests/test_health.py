@@ -15,7 +15,7 @@ from gpt.corpus import sample_corpus_path
 from gpt.data import prepare
 from gpt.estimate import padded_vocab
 from gpt.events import Event
-from gpt.health import Health, InitCheck, Probe, activations, diagnose, init_check
+from gpt.health import STEP_SCALES, Health, InitCheck, Probe, activations, diagnose, findings, init_check
 from gpt.model import GPT
 from gpt.trainer import Trainer
 
@@ -87,6 +87,56 @@ def test_diagnose_names_what_is_out_of_range() -> None:
     high = Health(["embedding", "layer 1 MLP"], [-0.5, -2.8], [0.3, 0.1], ["layer 1"], [0.3], [0.9], [0.01], 2.1)
     said = " ".join(diagnose(high))
     assert "too high" in said and "embedding" in said and "dead MLP units" in said and "collapsed onto" in said
+
+
+def test_the_step_size_test_scores_the_update_at_half_and_twice_its_size() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(block_size=16, vocab_size=32, n_layer=2, n_head=2, n_embd=16))
+    x, y = torch.randint(0, 32, (4, 16)), torch.randint(0, 32, (4, 16))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    probe = Probe(model)
+    model(x, y)[1].backward()
+    probe.before_update()
+    start = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    probe.after_update()
+    end = [p.detach().clone() for p in model.parameters()]
+    reading = probe.health(model, x, y, lr_scale=1.0, judge_rate=True)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), end, strict=True))  # put back as the step left it
+    assert model.training and reading.muon == [False] * len(reading.groups)  # (SGD: no group is Muon's)
+    expected = []
+    with torch.no_grad():  # the step taken by hand at each scale: start + scale * (end - start)
+        for scale in STEP_SCALES:
+            for p, a, b in zip(model.parameters(), start, end, strict=True):
+                p.copy_(a + scale * (b - a))
+            expected.append(float(model.eval()(x, y)[1]))
+        for p, b in zip(model.parameters(), end, strict=True):
+            p.copy_(b)
+    assert reading.step_test == pytest.approx(expected, abs=1e-5)
+    assert reading.step_test[0] != pytest.approx(reading.step_test[2])  # three different points on the line
+
+
+def test_the_rate_is_judged_by_the_step_size_test_and_adamws_ratio_past_the_warmup() -> None:
+    groups = ["embedding", "layer 1 attention", "layer 1 MLP", "head"]
+
+    def h(step_test: list[float], ratios: list[float], judge: bool = True, muon: bool = False,
+          lr_scale: float = 1.0) -> Health:  # fmt: skip
+        return Health(groups, list(ratios), [0.1] * 4, ["layer 1"], [0.0], [0.1], [2.0], 3.0, step_test, judge,
+                      lr_scale, [False, muon, muon, False])  # fmt: skip
+
+    ok = h([2.001, 2.0, 2.03], [-2.0] * 4)
+    assert findings(ok) == []
+    overshoot = findings(h([1.99, 2.0, 2.15], [-1.8] * 4))
+    assert [f.kind for f in overshoot] == ["overshoot"] and "raises the loss by 0.15 nats" in overshoot[0].text
+    short = findings(h([2.01, 2.0, 1.99], [-2.0] * 4))
+    assert [f.kind for f in short] == ["short_steps"] and "too low" in short[0].text
+    assert findings(h([1.99, 2.0, 2.15], [-1.8] * 4, judge=False)) == []  # in the warmup: not judged
+    low = findings(h([2.001, 2.0, 2.03], [-2.8] * 4))
+    assert [f.kind for f in low] == ["rate_low"] and "AdamW" in low[0].text
+    # Muon's groups are not judged by the ratio (two AdamW groups left at -2.0); in the decay the ratio falls with
+    # the schedule: -2.8 at a quarter of the peak rate is -2.2 at the peak, fine
+    assert findings(h([2.001, 2.0, 2.03], [-2.0, -2.8, -2.8, -2.0], muon=True)) == []
+    assert findings(h([2.001, 2.0, 2.03], [-2.8] * 4, lr_scale=0.25)) == []
 
 
 def run(tmp_path: Path, lr: float, steps: int = 40) -> list[Event]:

@@ -301,7 +301,7 @@ def test_the_health_chart_draws_every_group_and_layer_against_the_healthy_range(
     assert list(by_panel["y3"][1].y) == [0.02, 0.02] and by_panel["y3"][1].legendgroup == "layer 2 MLP"
     lines = {(s.yref, s.y0) for s in fig.layout.shapes if s.type == "line"}
     assert ("y", -3.0) in lines and ("y4", 2.9) in lines  # the lectures' -3; attention spread evenly
-    assert "healthy near −3" in fig.layout.annotations[0].text
+    assert "Update:data ratio" in fig.layout.annotations[0].text
 
 
 def test_the_health_chart_appends_each_reading_live() -> None:
@@ -343,6 +343,10 @@ def test_the_health_note_says_what_is_wrong_in_words() -> None:
     assert f'class="warn">⚠️ Init: {html.escape(init_check(9.0, 65).message)}' in sick
     assert all(f'class="warn">⚠️ At step 50: {html.escape(p)}' in sick for p in problems)
     assert sick.count('class="warn"') == 4 and "healthy range" not in sick
+    # a warning that came and went stays on screen: the latest reading is fine, an earlier one was not
+    healed = health_panel.health_note(health_run(reading(-2.2), reading(-0.5, sick=True), reading(-2.2)))
+    assert "✓ At step 75: all readings in their healthy range." in healed
+    assert all(f"⚠️ Earlier, at step 50: {html.escape(p)}." in healed for p in problems)
     assert health_panel.health_note(Curves()) == '<div class="health-note"></div>'  # no run: nothing to say
     none = Curves()
     none.record(Event(0, Start(1, 64, 100, "cpu", "float32", 1, "/runs/r", {"train": {"health_interval": 0}})))
