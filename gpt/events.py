@@ -341,9 +341,9 @@ def health_line(step: int, d: Health) -> str:
     entropy = f"{min(d.attn_entropy):.2f}..{max(d.attn_entropy):.2f}" if d.attn_entropy else "n/a"
     line = (f"step {step} | health: update:data {spread} | largest grad norm {grad} | dead MLP units {dead} | "
             f"attention entropy {entropy} of {d.attn_uniform:.2f} nats")  # fmt: skip
-    if d.step_test is not None and len(d.step_test) == 3:
-        half, one, double = d.step_test
-        line += f" | a step x0.5 / x2: {half - one:+.3f} / {double - one:+.3f} nats"
+    if d.step_test is not None and len(d.step_test) == 2:
+        one, double = d.step_test
+        line += f" | a step twice the size: {double - one:+.3f} nats held-out"
     return "\n".join([line, *(f"  ! {w}" for w in diagnose(d))])
 
 
@@ -403,7 +403,7 @@ class TensorBoard:
                     w.add_scalar(f"health/attn_entropy/{layer}", ent, e.step)
                 if d.step_test is not None:  # what a step half and twice the size would have done (nats)
                     for scale, loss in zip(STEP_SCALES, d.step_test, strict=True):
-                        w.add_scalar(f"health/step_test/x{scale:g}", loss - d.step_test[1], e.step)
+                        w.add_scalar(f"health/step_test/x{scale:g}", loss - d.step_test[0], e.step)
             case CircuitScores() as d:
                 for i, (prev, ind) in enumerate(zip(d.best_per_layer("previous_token"), d.best_per_layer("induction"),
                                                     strict=True)):  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gpt.circuits import CircuitScores
-from gpt.config import Config, ModelConfig
+from gpt.config import Config, ModelConfig, load_config, resolve_config_path
 from gpt.corpus import sample_corpus_path
 from gpt.data import prepare
 from gpt.estimate import padded_vocab
@@ -89,7 +89,7 @@ def test_diagnose_names_what_is_out_of_range() -> None:
     assert "too high" in said and "embedding" in said and "dead MLP units" in said and "collapsed onto" in said
 
 
-def test_the_step_size_test_scores_the_update_at_half_and_twice_its_size() -> None:
+def test_the_step_size_test_scores_the_update_as_taken_and_at_twice_its_size() -> None:
     torch.manual_seed(0)
     model = GPT(ModelConfig(block_size=16, vocab_size=32, n_layer=2, n_head=2, n_embd=16))
     x, y = torch.randint(0, 32, (4, 16)), torch.randint(0, 32, (4, 16))
@@ -113,7 +113,7 @@ def test_the_step_size_test_scores_the_update_at_half_and_twice_its_size() -> No
         for p, b in zip(model.parameters(), end, strict=True):
             p.copy_(b)
     assert reading.step_test == pytest.approx(expected, abs=1e-5)
-    assert reading.step_test[0] != pytest.approx(reading.step_test[2])  # three different points on the line
+    assert reading.step_test[0] != pytest.approx(reading.step_test[1])  # two different points on the line
 
 
 def test_the_rate_is_judged_by_the_step_size_test_and_adamws_ratio_past_the_warmup() -> None:
@@ -124,19 +124,19 @@ def test_the_rate_is_judged_by_the_step_size_test_and_adamws_ratio_past_the_warm
         return Health(groups, list(ratios), [0.1] * 4, ["layer 1"], [0.0], [0.1], [2.0], 3.0, step_test, judge,
                       lr_scale, [False, muon, muon, False])  # fmt: skip
 
-    ok = h([2.001, 2.0, 2.03], [-2.0] * 4)
+    ok = h([2.0, 2.03], [-2.0] * 4)
     assert findings(ok) == []
-    overshoot = findings(h([1.99, 2.0, 2.15], [-1.8] * 4))
+    overshoot = findings(h([2.0, 2.15], [-1.8] * 4))
     assert [f.kind for f in overshoot] == ["overshoot"] and "raises the loss by 0.15 nats" in overshoot[0].text
-    short = findings(h([2.01, 2.0, 1.99], [-2.0] * 4))
+    short = findings(h([2.0, 1.99], [-2.0] * 4))
     assert [f.kind for f in short] == ["short_steps"] and "too low" in short[0].text
-    assert findings(h([1.99, 2.0, 2.15], [-1.8] * 4, judge=False)) == []  # in the warmup: not judged
-    low = findings(h([2.001, 2.0, 2.03], [-2.8] * 4))
+    assert findings(h([2.0, 2.15], [-1.8] * 4, judge=False)) == []  # in the warmup: not judged
+    low = findings(h([2.0, 2.03], [-2.8] * 4))
     assert [f.kind for f in low] == ["rate_low"] and "AdamW" in low[0].text
     # Muon's groups are not judged by the ratio (two AdamW groups left at -2.0); in the decay the ratio falls with
     # the schedule: -2.8 at a quarter of the peak rate is -2.2 at the peak, fine
-    assert findings(h([2.001, 2.0, 2.03], [-2.0, -2.8, -2.8, -2.0], muon=True)) == []
-    assert findings(h([2.001, 2.0, 2.03], [-2.8] * 4, lr_scale=0.25)) == []
+    assert findings(h([2.0, 2.03], [-2.0, -2.8, -2.8, -2.0], muon=True)) == []
+    assert findings(h([2.0, 2.03], [-2.8] * 4, lr_scale=0.25)) == []
 
 
 def run(tmp_path: Path, lr: float, steps: int = 40) -> list[Event]:
@@ -168,3 +168,22 @@ def test_a_run_reports_its_init_health_and_circuits_and_a_10x_rate_shows(tmp_pat
     hot = [e.data for e in run(tmp_path, 0.3) if isinstance(e.data, Health)]
     said = " ".join(diagnose(hot[0]))
     assert "collapsed onto single tokens in layer 1" in said and "no longer learn) in layer 1" in said
+
+
+def test_ten_times_the_modern_recipes_rate_is_said_to_overshoot(tmp_path: Path) -> None:
+    """Muon's update:data ratio does not tell a rate 10x too high (its weights grow to match); the step-size test
+    does, within 100 steps; at the preset's own rate it says nothing."""
+    torch.set_num_threads(1)
+    data = prepare([sample_corpus_path()], tokenizer="char")
+    said: dict[float, list[str]] = {}
+    for scale in (1.0, 10.0):
+        cfg = load_config(resolve_config_path("tiny"))
+        t = cfg.train
+        t.max_steps, t.lr, t.muon_lr = 100, t.lr * scale, t.muon_lr * scale
+        t.eval_interval, t.eval_iters, t.sample_interval, t.compile = 100, 1, 0, "off"
+        events: list[Event] = []
+        Trainer(cfg, data, tmp_path / str(scale), listeners=[events.append]).run()
+        readings = [e.data for e in events if isinstance(e.data, Health)]
+        assert len(readings) == 4 and readings[-1].muon == [False] + [True] * 8 + [False]  # embedding, blocks, head
+        said[scale] = [f.kind for r in readings for f in findings(r)]
+    assert "overshoot" not in said[1.0] and said[10.0].count("overshoot") >= 2
