@@ -160,6 +160,7 @@ class Curves:
     judge_rate: list[bool | None] = series("health")
     lr_scale: list[float | None] = series("health")
     group_muon: list[list[bool] | None] = series("health", "muon")
+    previous_test: list[list[float] | None] = series("health")
     # at each evaluation and before the first step (gpt.circuits.CircuitScores): [layer][head] at each point
     circuit_steps: list[int] = series("circuits", "step")
     previous_token: list[list[list[float]]] = series("circuits")
@@ -209,6 +210,7 @@ class Curves:
                 self.judge_rate.append(d.judge_rate)
                 self.lr_scale.append(d.lr_scale)
                 self.group_muon.append(d.muon)
+                self.previous_test.append(d.previous_test)
             case CircuitScores() as d:
                 self.circuit_steps.append(e.step)
                 self.previous_token.append(d.previous_token)
@@ -247,7 +249,7 @@ class Curves:
         return Health(self.health_groups[i], self.update_ratio[i], self.group_grad_norm[i],
                       [f"layer {n + 1}" for n in range(len(dead))], dead, off if off is not None else [],
                       self.attn_entropy[i], self.attn_uniform[i], self.step_test[i], bool(self.judge_rate[i]),
-                      1.0 if scale is None else scale, self.group_muon[i] or [])  # fmt: skip
+                      1.0 if scale is None else scale, self.group_muon[i] or [], self.previous_test[i])  # fmt: skip
 
     @property
     def smooth(self) -> list[float]:
@@ -401,7 +403,7 @@ class TensorBoard:
                 for layer, dead, ent in zip(d.layers, d.dead_units, d.attn_entropy, strict=True):
                     w.add_scalar(f"health/dead_units/{layer}", dead, e.step)
                     w.add_scalar(f"health/attn_entropy/{layer}", ent, e.step)
-                if d.step_test is not None:  # what a step half and twice the size would have done (nats)
+                if d.step_test is not None:  # what a step twice the size would have done (nats)
                     for scale, loss in zip(STEP_SCALES, d.step_test, strict=True):
                         w.add_scalar(f"health/step_test/x{scale:g}", loss - d.step_test[0], e.step)
             case CircuitScores() as d:

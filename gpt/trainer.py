@@ -161,6 +161,7 @@ class Trainer:
         self.last_val: float | None = None
         self.last_train: float | None = None
         self._probe_xy: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._judged_test: list[float] | None = None  # the latest judged reading's step-size test
 
         tc = cfg.train
         self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -288,8 +289,8 @@ class Trainer:
             # forward, backward and update, over grad_accum micro-batches (the first one compiles, if on); every
             # health_interval steps a probe reads the gradients and the update the step makes
             every = tc.health_interval
-            reading = every and (self.step + 1) % every == 0 and self.is_main
-            probe = Probe(self.raw_model, self._muon_ids) if reading else None
+            due = every and (self.step + 1) % every == 0 and self.is_main
+            probe = Probe(self.raw_model, self._muon_ids) if due else None
             grad_norm = self._compile_step(loss_sum) if self.compiling else self._train_step(loss_sum, probe)
             self.step += 1
             meter.tick()
@@ -300,7 +301,9 @@ class Trainer:
                 # the rate is judged past the warmup (twice it: the weights first settle) and near the peak rate
                 judge = self.step >= max(50, 2 * tc.warmup_steps) and lr >= 0.5 * tc.lr
                 with meter.timing("health"):
-                    self._emit(probe.health(self.raw_model, *self._probe_batch(), lr / tc.lr, judge))
+                    health = probe.health(self.raw_model, *self._probe_batch(), lr / tc.lr, judge, self._judged_test)
+                self._judged_test = health.step_test if judge else self._judged_test
+                self._emit(health)
 
             # timing and logging: one host sync per log interval, not per step
             if self.step % tc.log_interval == 0 or last:
