@@ -21,7 +21,7 @@ from typing import Any, Literal
 from gpt.circuits import CircuitScores
 from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
-from gpt.health import STEP_SCALES, Health, InitCheck, diagnose
+from gpt.health import STEP_SCALES, Finding, FindingKind, Health, InitCheck, diagnose, findings
 
 EventKind = Literal["start", "compile", "step", "eval", "sample", "checkpoint", "done", "error", "health", "init",
                     "circuits"]  # fmt: skip
@@ -175,6 +175,8 @@ class Curves:
     _tokens_per_step: int = field(default=0, init=False, repr=False)
     _time_offset: float = field(default=0.0, init=False, repr=False)
     _smooth: list[float] = field(default_factory=list, init=False, repr=False)
+    _first_found: dict[FindingKind, tuple[int, Finding]] = field(default_factory=dict, init=False, repr=False)
+    _found_upto: int = field(default=0, init=False, repr=False)
 
     def record(self, e: Event) -> dict[str, Any] | None:
         """Append what event `e` adds; returns it as a line of metrics.jsonl (None: it adds no point)."""
@@ -250,6 +252,17 @@ class Curves:
                       [f"layer {n + 1}" for n in range(len(dead))], dead, off if off is not None else [],
                       self.attn_entropy[i], self.attn_uniform[i], self.step_test[i], bool(self.judge_rate[i]),
                       1.0 if scale is None else scale, self.group_muon[i] or [], self.previous_test[i])  # fmt: skip
+
+    def first_findings(self) -> dict[FindingKind, tuple[int, Finding]]:
+        """The step and text of each kind of finding (`gpt.health.findings`) where a reading first showed it, in the
+        order they appeared; each call reads only the readings recorded since the last (the panel asks at every
+        refresh)."""
+        for i in range(self._found_upto, len(self.health_steps)):
+            reading = self.health(i)
+            for f in findings(reading) if reading is not None else []:
+                self._first_found.setdefault(f.kind, (self.health_steps[i], f))
+        self._found_upto = len(self.health_steps)
+        return self._first_found
 
     @property
     def smooth(self) -> list[float]:
@@ -343,7 +356,7 @@ def health_line(step: int, d: Health) -> str:
     entropy = f"{min(d.attn_entropy):.2f}..{max(d.attn_entropy):.2f}" if d.attn_entropy else "n/a"
     line = (f"step {step} | health: update:data {spread} | largest grad norm {grad} | dead MLP units {dead} | "
             f"attention entropy {entropy} of {d.attn_uniform:.2f} nats")  # fmt: skip
-    if d.step_test is not None and len(d.step_test) == 2:
+    if d.step_test is not None and len(d.step_test) == len(STEP_SCALES):
         one, double = d.step_test
         line += f" | a step twice the size: {double - one:+.3f} nats held-out"
     return "\n".join([line, *(f"  ! {w}" for w in diagnose(d))])

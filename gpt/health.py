@@ -53,6 +53,7 @@ COLLAPSED = 0.1  # a layer's attention entropy under this share of spreading eve
 OFF_THRESHOLD = 1e-3  # an activation is "off" below this fraction of its layer's RMS
 ADAMW_LOW = -2.6  # AdamW's update:data ratio (at the schedule's peak rate) below this: the rate is too low
 STEP_SCALES = (1.0, 2.0)  # the step-size test: the update as taken and at twice its size
+SHORT_MARGIN = 0.0005  # nats: a doubled step gaining less than this is a tie within the text's noise
 OVERSHOOT = 0.07  # nats: a step twice the size raising the held-out loss by more, two judged readings running
 PROBE_ROWS = 16  # held-out sequences in the step-size test (its differences are small: fewer rows are too noisy)
 ACTIVATION_ROWS = 8  # of them in the forward pass that reads the activations (explicit attention: slower)
@@ -248,13 +249,13 @@ def findings(h: Health) -> list[Finding]:
                            "high"))  # fmt: skip
     # AdamW's ratio follows the rate (its steps are about lr per weight); Muon's does not past its first steps
     shift = math.log10(h.lr_scale) if h.lr_scale > 0 else 0.0
-    adamw = [r - shift for (_, r), m in zip(rated, _muon(h, rated), strict=True) if not m]
+    muon = h.muon or [False] * len(h.groups)  # (readings from before it was recorded: AdamW's)
+    adamw = sorted(r - shift for r, m in zip(h.update_ratio, muon, strict=True) if r is not None and not m)
     if low and len(low) > len(rated) // 2:
         worst = min(r for _, r in rated)
         out.append(Finding("rate_low", f"updates are tiny against the weights in {_few(low)} (update:data "
                            f"10^{worst:.1f}): they hardly move; the learning rate is probably too low"))  # fmt: skip
-    elif h.judge_rate and len(adamw) > 1 and sorted(adamw)[len(adamw) // 2] < ADAMW_LOW:
-        median = sorted(adamw)[len(adamw) // 2]
+    elif h.judge_rate and len(adamw) > 1 and (median := adamw[len(adamw) // 2]) < ADAMW_LOW:
         out.append(Finding("rate_low", f"AdamW's updates are small against the weights (update:data 10^{median:.1f} "
                            f"at the peak rate; GPT-2's recipe sits near 10^-2 at its rate, 10^-2.8 at a tenth): the "
                            "learning rate is probably too low"))  # fmt: skip
@@ -263,7 +264,8 @@ def findings(h: Health) -> list[Finding]:
         # overshooting is said when two judged readings running show it: one alone can be the text's noise (the
         # presets' own rates cost up to 0.074 nats at a single reading, 0.057 at the lower of two running)
         before = h.previous_test
-        if double - one > OVERSHOOT and before is not None and len(before) == 2 and before[1] - before[0] > OVERSHOOT:
+        ran = before is not None and len(before) == len(STEP_SCALES) and before[1] - before[0] > OVERSHOOT
+        if double - one > OVERSHOOT and ran:
             out.append(
                 Finding(
                     "overshoot",
@@ -272,7 +274,7 @@ def findings(h: Health) -> list[Finding]:
                     "probably too high",
                 )
             )
-        elif one - double > 0.0005:  # (a tie within the text's noise says nothing)
+        elif one - double > SHORT_MARGIN:
             out.append(Finding("short_steps", f"the steps fall short: on held-out text a step twice this size would "
                                f"have lowered the loss {one - double:.3f} nats more: the learning rate is probably "
                                "too low"))  # fmt: skip
@@ -286,11 +288,6 @@ def findings(h: Health) -> list[Finding]:
                            "under a tenth of spreading evenly): a sign the learning rate is too high; a lower rate "
                            "or QK-norm helps"))  # fmt: skip
     return out
-
-
-def _muon(h: Health, rated: list[tuple[str, float]]) -> list[bool]:
-    by_group = dict(zip(h.groups, h.muon, strict=False))
-    return [by_group.get(g, False) for g, _ in rated]
 
 
 def _few(names: list[str]) -> str:

@@ -72,13 +72,7 @@ def health_note(c: Curves) -> str:
 def _earlier(c: Curves, now: set[str]) -> list[tuple[int, Finding]]:
     """What earlier readings found that the latest does not: the first time each kind was found (a warning that
     came and went, as a rate too low shows in Muon's first steps, stays on screen)."""
-    seen: dict[str, tuple[int, Finding]] = {}
-    for i, at in enumerate(c.health_steps[:-1]):
-        reading = c.health(i)
-        for f in findings(reading) if reading is not None else []:
-            if f.kind not in now and f.kind not in seen:
-                seen[f.kind] = (at, f)
-    return list(seen.values())
+    return [found for kind, found in c.first_findings().items() if kind not in now]
 
 
 def circuits_note(c: Curves) -> str:
