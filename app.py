@@ -21,7 +21,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 if TYPE_CHECKING:
     import gradio as gr
 
-TABS = ["Data", "Train", "Generate", "Inspect", "Compare"]
 # Enter in a slider's number box of the Generate tab regenerates, as releasing the slider does: Gradio fires a
 # slider's "release" when its box loses focus, so Enter takes the focus away.
 JS = """
@@ -44,12 +43,11 @@ def build_app() -> gr.Blocks:
     import gradio as gr
 
     from playground import compare_tab, data_tab, generate_tab, inspect_tab, train_tab
-    from playground.common import forget_me, guard_every_handler, new_session, restore_session
+    from playground.common import forget_me, guard_every_handler, restore_session
     from playground.hosting import browser_state_secret, unbind
+    from playground.session import Session
     from playground.settings import LIMITS, PRIVATE
 
-    modules = {"Data": data_tab, "Train": train_tab, "Generate": generate_tab, "Inspect": inspect_tab,
-               "Compare": compare_tab}  # fmt: skip
     # delete_cache: Gradio's copies of uploads and downloads older than an hour go, checked hourly.
     sign_in = PRIVATE and bool(os.environ.get("OAUTH_CLIENT_ID"))  # a Space with `hf_oauth: true`
     with gr.Blocks(title="GPT Playground", delete_cache=(3600, 3600)) as demo:
@@ -67,16 +65,22 @@ def build_app() -> gr.Blocks:
                     forget = gr.Button("Forget me", size="sm", variant="secondary")
         # Who this browser is, across reloads and tabs: a random secret in its localStorage (playground.hosting).
         browser = gr.BrowserState(None, storage_key="gpt-playground-visitor", secret=browser_state_secret())
-        state = gr.State(new_session())
+        state = gr.State(Session())  # on the server: the browser keeps only the secret above
         # every tab's first refresh waits for this, so each finds the visitor's runs and data
         ready = demo.load(restore_session, [browser, state], [browser, state], api_visibility="private")
         demo.unload(unbind)
-        parts = {}  # what a tab offers the others
         with gr.Tabs() as tabs:
-            for name in TABS:
-                with gr.Tab(name, id=name.lower()) as tab:
-                    parts[name] = modules[name].build(demo, state, tab, ready)
-        compare_tab.link_from(parts["Train"]["checkpoints"], parts["Compare"], tabs)
+            with gr.Tab("Data", id="data") as tab:
+                data_tab.build(demo, state, tab, ready)
+            with gr.Tab("Train", id="train") as tab:
+                checkpoints = train_tab.build(demo, state, tab, ready)
+            with gr.Tab("Generate", id="generate") as tab:
+                generate_tab.build(demo, state, tab, ready)
+            with gr.Tab("Inspect", id="inspect") as tab:
+                inspect_tab.build(demo, state, tab, ready)
+            with gr.Tab("Compare", id="compare") as tab:
+                compare = compare_tab.build(demo, state, tab, ready)
+        compare_tab.link_from(checkpoints, compare, tabs)
         if PRIVATE:
             confirmed = gr.Checkbox(visible=False)
             forget.click(
@@ -106,6 +110,17 @@ def idle_gently(demo: gr.Blocks) -> None:
     queue.sleep_when_free, queue.progress_update_sleep_when_free = 0.01, 0.1
 
 
+def warm_up() -> None:
+    """Start-up work, done once before the app serves (never while a layout is built: tests and tools build it too).
+    Measure this machine for the Train tab's time estimates, in the background, while it is still quiet; start the
+    process that training runs fork from, so that the first Start does not wait for it to import torch."""
+    from gpt.calibrate import start_calibration
+    from playground import jobs
+
+    start_calibration()
+    jobs.warm_up()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run the GPT Playground web app.")
     env = os.environ.get
@@ -117,6 +132,7 @@ def main() -> None:
         os.environ["GPT_PLAYGROUND_RUNS"] = args.runs_dir
     from playground.settings import LIMITS
 
+    warm_up()
     demo = build_app()
     # show_error: what Gradio itself refuses before a handler runs (a value of the wrong type sent to the API, too few
     # values) reaches the caller as its message instead of a bare "Error". Our handlers' own failures are all

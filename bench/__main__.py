@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 
 from gpt.cli import resolve_config_path
-from gpt.config import SampleConfig, load_config
+from gpt.config import SampleConfig, load_config, padded_vocab
 from gpt.device import autocast, pick_dtype, sampling_model
-from gpt.estimate import padded_vocab
+from gpt.generate import stream
 from gpt.model import GPT
-from gpt.sampling import stream
 from gpt.tokenizer import ByteTokenizer
 
 

@@ -5,7 +5,7 @@
 Launches `python app.py` on 127.0.0.1 with a fresh runs directory, trains the tiny preset briefly for a checkpoint
 to sample from, then sends `--requests` generate requests, each with a new temperature (what releasing the slider
 sends), and times each until its first streamed update arrives. The reference, measured in the same run, is the
-library's own first token (`gpt.sampling.stream`) on the same checkpoint in this process: the difference is what
+library's own first token (`gpt.generate.stream`) on the same checkpoint in this process: the difference is what
 the web stack adds.
 """
 
@@ -139,7 +139,7 @@ def library_first_token_ms(checkpoint: Path, requests: int) -> list[float]:
     from gpt import checkpoint as ckpt
     from gpt.config import SampleConfig
     from gpt.device import sampling_model
-    from gpt.sampling import stream
+    from gpt.generate import stream
 
     loaded = ckpt.load(checkpoint)
     model = sampling_model(loaded.model)

@@ -36,7 +36,7 @@ against the nanoGPT-style reference (bench/nanogpt_ref.py, nanoGPT's model.py ar
   torch.cuda.synchronize() calls per timing; TF32 is left at torch's default in both (nanoGPT's train.py turns it
   on; under bf16 autocast it changes little).
 - generate: greedy decoding at batch 1 at the 124M shape, tokens/s for 200 new tokens from a 10-token prompt, in
-  fp32 and in bf16: ours (`gpt.sampling.stream`, the model moved to the GPU) against Hugging Face `generate` on the
+  fp32 and in bf16: ours (`gpt.generate.stream`, the model moved to the GPU) against Hugging Face `generate` on the
   same weights with its dynamic cache (the ratio), with cache_implementation="static" and with static cache +
   torch.compile(model.forward, mode="reduce-overhead", fullgraph=True), HF's documented recipe (transformers'
   own automatic compile of static-cache generation is switched off in both, so each figure is what it says).
@@ -65,9 +65,10 @@ from bench.__main__ import matmul_ceiling
 from gpt import decode
 from gpt.config import ModelConfig, SampleConfig, TrainConfig
 from gpt.device import autocast, pick_dtype, sampling_model
+from gpt.generate import stream
 from gpt.interop import model_to_hf_config, ours_to_hf_state
 from gpt.model import GPT
-from gpt.sampling import sampling_vocab, stream
+from gpt.sampling import sampling_vocab
 from gpt.tokenizer import ByteTokenizer
 
 TRAIN_SHAPES = {

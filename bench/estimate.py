@@ -10,7 +10,7 @@ printed too. The ETA check: the `eta` of the first step line at >= 10% of the st
 
 The runs (the tiny preset's intervals: evaluation every 250 steps and at the end, sample every 500 and at the end):
 tiny (the preset, 300 steps), narrow (n_layer=2 n_embd=64, 600 steps), wide (n_layer=6 n_embd=192 block 128,
-150 steps). By default a fresh cache directory: the machine is calibrated first (`python -m gpt.estimate`, as the
+150 steps). By default a fresh cache directory: the machine is calibrated first (`python -m gpt.calibrate`, as the
 app does at its first start) and the corpus prepared; --cache uses the user's cache as it is.
 
 --app: also the tiny run started from the app's Train tab in headless chromium and watched to its end, against the
@@ -79,7 +79,9 @@ def train_run(steps: int, overrides: Sequence[str], env: dict[str, str], out: Pa
 
 def precise(overrides: Sequence[str], steps: int) -> float:
     """The estimate the CLI prints, unrounded: gpt.estimate.train_seconds of the run's config with the built-in
-    corpus's vocabulary (what the CLI trains on), from the same cache (this process's GPT_PLAYGROUND_CACHE)."""
+    corpus's vocabulary (what the CLI trains on), at this machine's costs from the same cache (this process's
+    GPT_PLAYGROUND_CACHE), corrected by the last runs as the CLI's is."""
+    from gpt.calibrate import costs_for
     from gpt.cli import resolve_config_path
     from gpt.config import apply_overrides, load_config
     from gpt.corpus import sample_corpus_path
@@ -88,7 +90,8 @@ def precise(overrides: Sequence[str], steps: int) -> float:
 
     cfg = apply_overrides(load_config(resolve_config_path("tiny")), [*overrides, f"train.max_steps={steps}"])
     data = prepare([sample_corpus_path()], tokenizer=cfg.data.tokenizer, val_fraction=cfg.data.val_fraction)
-    return train_seconds(cfg, model_size(cfg, data.tokenizer.vocab_size)[1])
+    flops = model_size(cfg, data.tokenizer.vocab_size)[1]
+    return train_seconds(cfg, flops, costs=costs_for(cfg.train), corrected=True)
 
 
 def app_run(steps: int, tmp: Path, repeat: int = 2) -> list[dict[str, Any]]:
@@ -135,7 +138,7 @@ def app_run(steps: int, tmp: Path, repeat: int = 2) -> list[dict[str, Any]]:
 def quiet(smoke: bool) -> None:
     """Wait (up to 2 min) for idle processors: a 2-thread step runs many times slower while another process holds a
     core, and what the figures should show is the estimate, not the neighbours. Not in --smoke (seconds)."""
-    from gpt.estimate import wait_quiet
+    from gpt.calibrate import wait_quiet
 
     if not smoke and not wait_quiet(120):
         print("(the processors stayed busy: these figures time the neighbours too)", flush=True)
@@ -161,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             env["GPT_PLAYGROUND_CACHE"] = os.environ["GPT_PLAYGROUND_CACHE"] = str(Path(tmp) / "cache")
             quiet(args.smoke)
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "gpt.estimate"], env=env, check=True, stdout=subprocess.DEVNULL)
-            print(f"calibrated in {time.perf_counter() - t:.1f} s (python -m gpt.estimate, a fresh cache)")
+            subprocess.run([sys.executable, "-m", "gpt.calibrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+            print(f"calibrated in {time.perf_counter() - t:.1f} s (python -m gpt.calibrate, a fresh cache)")
         results = {}
         for name, (steps, overrides) in runs.items():
             quiet(args.smoke)

@@ -20,8 +20,8 @@ import torch
 
 from gpt.config import ModelConfig, SampleConfig
 from gpt.device import sampling_model
+from gpt.generate import stream
 from gpt.model import GPT
-from gpt.sampling import stream
 from gpt.tokenizer import ByteTokenizer
 
 FULL = ModelConfig(vocab_size=50304, block_size=1024, n_layer=6, n_head=6, n_embd=384)

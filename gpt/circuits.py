@@ -1,6 +1,6 @@
 """Circuits forming: which heads attend to the previous token, to the same token earlier, or to the token after it
 (induction), and how much the model learns from its context. TransformerLens's and Anthropic's definitions, read
-off our model's attention probabilities (`GPT.forward_inspect`).
+off our model's attention probabilities (each layer's `attn.hook_pattern`, read by a hook).
 
 The heads are scored on repeated random token sequences [r, r], r being L random tokens: in the second repeat every
 token has been seen exactly once before, L positions back, and nothing but that repeat predicts it. For each head,
@@ -37,7 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from gpt.errors import UserInputError
-from gpt.model import GPT
+from gpt.model import GPT, record
 from gpt.tokenizer import Tokenizer
 
 ScoreName = Literal["previous_token", "duplicate_token", "induction"]
@@ -117,9 +117,12 @@ def head_scores(
     model.eval()
     try:
         tokens = repeated_tokens(model, L, batch, seed, tokenizer)
-        out = model.forward_inspect(tokens)
+        patterns: list[torch.Tensor] = []
+        reads = [(f"transformer.h.{i}.attn.hook_pattern", record(patterns)) for i in range(model.config.n_layer)]
+        with model.hooks(reads):
+            logits, _ = model(tokens)
         prev, dup, ind = [], [], []
-        for att in out.attentions:  # (B, heads, 2L, 2L)
+        for att in patterns:  # (B, heads, 2L, 2L)
             att = att.float()
             second = att[:, :, L:, :]  # queries in the second repeat
             prev.append(att.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2)))
@@ -128,7 +131,7 @@ def head_scores(
         if text is None:
             # position p predicts token p + 1: the first repeat's tokens 1..L-1 against the second's L+1..2L-1
             # (token L, the second repeat's first, cannot be told from the first repeat: left out of both)
-            loss = _token_losses(out.logits, tokens)
+            loss = _token_losses(logits, tokens)
             in_context = float(loss[:, L:].mean() - loss[:, : L - 1].mean())
         else:
             T = text.size(1)

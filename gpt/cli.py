@@ -198,6 +198,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 @_guard
 def _train(args: argparse.Namespace) -> int:
     from gpt import checkpoint as ckpt
+    from gpt.calibrate import costs_for
     from gpt.config import Config, apply_overrides, load_config
     from gpt.estimate import model_size, train_seconds
     from gpt.events import format_duration, run_listeners
@@ -226,8 +227,11 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, data, out, resume=args.resume, init_from=args.init_from, listeners=listeners)
     if trainer.is_main and not args.resume:
         params, flops = model_size(trainer.cfg, data.tokenizer.vocab_size)
+        # this machine's costs: cached, else measured now (in this process: the trainer built above imported what
+        # measuring needs), and corrected by how the last runs here went
+        expected = train_seconds(trainer.cfg, flops, costs=costs_for(trainer.cfg.train), corrected=True)
         print(f"{params / 1e6:.2f}M parameters; {cfg.train.max_steps:,} steps should take about "
-              f"{format_duration(train_seconds(trainer.cfg, flops))} on this machine", flush=True)  # fmt: skip
+              f"{format_duration(expected)} on this machine", flush=True)  # fmt: skip
     previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop with a checkpoint
     try:
         result = trainer.run()
@@ -279,7 +283,8 @@ def _generate(args: argparse.Namespace) -> int:
     from gpt import decode
     from gpt.config import SampleConfig
     from gpt.device import pick_device, sampling_model
-    from gpt.sampling import sampling_vocab, stream
+    from gpt.generate import stream
+    from gpt.sampling import sampling_vocab
 
     _check_device(args.device, "--device")
     prompt = None if args.prompt is None else _text_arg(args.prompt, "--prompt")

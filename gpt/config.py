@@ -51,6 +51,12 @@ def _switch(label: str, why: str) -> dict[str, Any]:
     return {"label": label, "why": why}
 
 
+def padded_vocab(vocab_size: int) -> int:
+    """The model's vocabulary for a tokenizer of `vocab_size` tokens (ModelConfig.vocab_size): large vocabularies are
+    padded to a multiple of 64 (faster matmuls); the sampler never picks the padding."""
+    return vocab_size if vocab_size <= 1024 else (vocab_size + 63) // 64 * 64
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 50304  # replaced by the tokenizer's vocabulary size when data is prepared

@@ -19,7 +19,9 @@ settings as data, so it can be made once and replayed for every token and every 
 - CUDA: the step is captured as a CUDA graph at a decoder's first token and replayed; launching the whole graph
   costs about what launching one kernel does.
 - Anywhere else, or while compiling, or when compiling failed: the eager path (`GPT.forward` with the cache and
-  `gpt.sampling._pick`), which picks the same tokens.
+  `gpt.sampling.pick`), which picks the same tokens.
+
+The loop that chooses between the two for each token and streams them is gpt.generate, above this module.
 
 Each model gets a small pool of decoders (each with its KV cache): a decoder serves one generation at a time, so two
 visitors sampling from one shared model never write into one cache.
@@ -40,7 +42,7 @@ import torch
 
 from gpt.device import BF16_SAMPLING_MIN_PARAMS
 from gpt.model import GPT, KVCache
-from gpt.sampling import pick_static
+from gpt.sampling import STATIC_FIELDS, pick_static
 
 N_ALTERNATIVES = 5  # the alternatives the static step returns with each token (the Generate tab shows 5)
 POOL = 2  # idle decoders kept per model
@@ -159,7 +161,7 @@ class Decoder:
         self.idx = torch.zeros(1, 1, dtype=torch.long, device=self.device)
         self.pos = torch.zeros((), dtype=torch.long, device=self.device)
         self.counts = torch.zeros(self.vocab, dtype=torch.float32, device=self.device)
-        self.params = torch.zeros(7, dtype=torch.float32, device=self.device)
+        self.params = torch.zeros(len(STATIC_FIELDS), dtype=torch.float32, device=self.device)  # sample_params
         self.noise = torch.ones(self.vocab, dtype=torch.float32, device=self.device)
         self.args = (self.idx, self.pos, self.counts, self.params, self.noise, *self.cache.tensors())
         self.graph: Any = None  # the captured CUDA graph and its output

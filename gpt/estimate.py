@@ -7,23 +7,22 @@ How long: one FLOP rate mispredicts (it was 2-2.5x optimistic). A small model's 
 overhead and by its elementwise work (GELU, LayerNorm, casts, the optimizer) more than by its FLOPs, and a run does
 more than steps: evaluations, samples, checkpoint saves. So each kind of work the trainer does costs a linear
 combination of the shape's `FEATURES` (per call, per layer, per parameter, per activation, per matmul FLOP, per
-attention term, per logit), whose non-negative coefficients are fitted to the trainer's own code
-(`Trainer._train_step`, `estimate_val_loss`, `sample_text`, `_save`) timed on a few small shapes, taking turns
-(`measure`, a few seconds); `plan` counts what a run will do. Each finished run records how long it took against its
-estimate, and the next estimates here (app or CLI: `where`) are corrected by the median of the last ones
-(`run_factor`): what the model cannot know, such as a browser on the same cores drawing the live charts.
+attention term, per logit), whose non-negative coefficients (`Costs`) gpt.calibrate fits to the trainer's own code
+timed on a few small shapes; `plan` counts what a run will do, `units` prices each thing at given costs. Each
+finished run records how long it took against its estimate, and the next estimates here (app or CLI: `where`) are
+corrected by the median of the last ones (`run_factor`): what the model cannot know, such as a browser on the same
+cores drawing the live charts.
 
-The calibration runs once per machine (CPU or GPU model, threads, torch version, dtype) and is cached in the cache
-directory; the estimate is the median of the last `KEEP` calibrations, so one taken at a busy moment does not make it
-jump between starts of the app. The web server must not measure in its own process: AdamW's constructor imports
-torch._dynamo (~100 MB, 1.5 s), and its threads have used torch, which slows GNU OpenMP (see playground/jobs.py).
-There it runs in a child process (`python -m gpt.estimate`), in the background (`machine_flops` at start-up).
+Pure: formulas, and the per-machine store of past calibrations and runs (`cache_path`). Nothing here measures or
+starts a process, so the trainer can use it (it sits below gpt.trainer; gpt.calibrate, which builds trainers to
+measure, sits above it). Costs are always passed in: this machine's from `gpt.calibrate.costs` (cached, else
+measured), or what is cached here (`known_costs`, never measures), or `DEFAULT_COSTS`. The store keeps the last
+`KEEP` calibrations per machine (CPU or GPU model, threads, torch version, dtype: `machine_key`), and the estimate is
+their median, so one taken at a busy moment does not make it jump between starts of the app.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import functools
 import json
@@ -32,50 +31,27 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from gpt.config import Config, ModelConfig, TrainConfig
+from gpt.config import Config, ModelConfig, TrainConfig, padded_vocab
+from gpt.device import pick_device, pick_dtype
+from gpt.model import mlp_width
+from gpt.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("call", "layer", "param", "activation", "matmul", "attention", "logit")
 KINDS = ("step", "first", "eval", "token")  # a training step, the first one's extra, an eval forward, a sampled token
 KEEP = 5  # calibrations kept per machine; the estimate is their median
-REFRESH_S = 7 * 24 * 3600  # a full cache older than this is measured again (in the background) at the app's start
-GAP_S = 3600  # ... and one not full yet, once its newest calibration is older than this
-WAIT_S = 5.0  # how long an estimate waits for the calibration started in the background before using the defaults
-QUIET_S = 60.0  # how long the background calibration waits for idle processors (the app's own start-up, a run)
 CACHE_VERSION = 1
-CHILD_TIMEOUT_S = 120
-
-# The shapes `measure` trains a few steps of, each weighing on another feature (n_layer, n_embd, n_head, block_size,
-# batch_size, vocab): the bare call, layers, parameters, activations, FLOPs, logits.
-SHAPES = (
-    (1, 32, 2, 16, 2, 64),
-    (8, 32, 2, 16, 2, 64),
-    (1, 512, 8, 16, 2, 64),
-    (2, 64, 4, 32, 32, 64),
-    (1, 64, 4, 256, 16, 64),
-    (2, 256, 4, 128, 8, 64),
-    (1, 32, 2, 32, 8, 8192),
-    (4, 128, 4, 64, 12, 80),  # the tiny preset, the most trained shape
-)
-
-
-def padded_vocab(vocab_size: int) -> int:
-    """Large vocabularies are padded to a multiple of 64 (faster matmuls); the sampler never picks the padding."""
-    return vocab_size if vocab_size <= 1024 else (vocab_size + 63) // 64 * 64
 
 
 def model_size(cfg: Config, vocab_size: int) -> tuple[int, float]:
@@ -92,9 +68,8 @@ def _size(model_cfg: ModelConfig) -> tuple[int, float]:
 def _size_of(fields: tuple[tuple[str, Any], ...]) -> tuple[int, float]:
     """GPT(cfg).num_params() and .flops_per_token(), counted from the shapes (tests/test_estimate.py checks them
     against the model): building even a meta-device model runs its init through torch._refs, which imports
-    torch._dynamo, and the web server calls this at every change of the form."""
-    from gpt.model import mlp_width  # (a plain function: importing the module builds nothing)
-
+    torch._dynamo, and the web server calls this at every change of the form (gpt.model's mlp_width is a plain
+    function: importing the module builds nothing)."""
     cfg = ModelConfig(**dict(fields))
     c, bias = cfg.n_embd, int(cfg.bias)
     if cfg.norm == "layernorm":  # a norm's gain (and offset with biases); RMSNorm's gain only with norm_gain
@@ -232,11 +207,10 @@ class Units:
     best: float  # one save of the weights only
 
 
-def units(cfg: Config, flops_per_token: float | None = None, costs: Costs | None = None) -> Units:
-    """The seconds of each thing a run of `cfg` does on this machine. `flops_per_token` (from `model_size`) carries
-    the vocabulary when cfg.model.vocab_size is not the data's."""
+def units(cfg: Config, flops_per_token: float | None = None, *, costs: Costs) -> Units:
+    """The seconds of each thing a run of `cfg` does at `costs`. `flops_per_token` (from `model_size`) carries the
+    vocabulary when cfg.model.vocab_size is not the data's."""
     mc, tc = cfg.model, cfg.train
-    costs = costs or _costs_for(tc)
     if flops_per_token is None:
         params, flops_per_token = _size(mc)
     else:  # the vocabulary from the FLOPs (they grow by 6 * n_embd per token of vocabulary)
@@ -264,29 +238,33 @@ def run_seconds(p: Plan, u: Units, first: bool = True) -> float:
 
 
 def train_seconds(
-    cfg: Config, flops_per_token: float, steps: int | None = None, *, extras: bool = True, costs: Costs | None = None
+    cfg: Config,
+    flops_per_token: float,
+    steps: int | None = None,
+    *,
+    costs: Costs,
+    extras: bool = True,
+    corrected: bool = False,
 ) -> float:
     """Seconds to train the last `steps` steps of the run (default: all of them; a resumed run: those left) of a
-    model with `flops_per_token` on this machine: its steps, evaluations, samples and checkpoint saves, from the
-    trainer's first step to its end (not the process start nor building the model). `extras=False`: the training
-    steps alone, at their steady pace. With this machine's costs (`costs` None), corrected by how the last runs
-    here went against their estimates (`run_factor`)."""
+    model with `flops_per_token` at `costs`: its steps, evaluations, samples and checkpoint saves, from the trainer's
+    first step to its end (not the process start nor building the model). `extras=False`: the training steps alone,
+    at their steady pace. `corrected`: `costs` are this machine's own (gpt.calibrate.costs), so the figure is scaled
+    by how the last runs here went against their estimates (`run_factor`); other costs give the model alone."""
     tc = cfg.train
     steps = tc.max_steps if steps is None else steps
-    u = units(cfg, flops_per_token, costs)
-    factor = run_factor(tc) if costs is None else 1.0
+    u = units(cfg, flops_per_token, costs=costs)
+    factor = run_factor(tc) if corrected else 1.0
     if not extras:
         return factor * steps * u.step
     return factor * run_seconds(plan(tc, max(0, tc.max_steps - steps)), u)
 
 
-# ----- calibration ------------------------------------------------------------------------------------------------
+# ----- the store of calibrations and runs, per machine ------------------------------------------------------------
 
 
 def machine_key(device: str = "auto", dtype: str = "auto", threads: int = 0) -> str:
     """What a calibration holds for: the processor (or GPU), threads, torch version, device and dtype."""
-    from gpt.device import pick_device, pick_dtype
-
     dev = pick_device(device)
     if dev.type == "cuda":
         proc = torch.cuda.get_device_name(dev)
@@ -308,8 +286,7 @@ def _cpu_name() -> str:
 
 
 def cache_path() -> Path:
-    from gpt.paths import cache_dir
-
+    """The store: this user's calibrations and past runs' times, per machine."""
     return cache_dir() / "estimate.json"
 
 
@@ -339,7 +316,8 @@ def _write(machines: dict[str, list[Any]], runs: dict[str, list[Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _entries(key: str) -> list[tuple[float, Costs]]:
+def calibrations(key: str) -> list[tuple[float, Costs]]:
+    """The calibrations stored for machine `key`: (when, costs), oldest first; an unreadable one is skipped."""
     out = []
     for e in _read_cache().get(key, []):
         try:
@@ -349,8 +327,8 @@ def _entries(key: str) -> list[tuple[float, Costs]]:
     return out
 
 
-def _store(key: str, costs: Costs) -> None:
-    """Add a calibration to the cache (the last KEEP per machine), atomically."""
+def add_calibration(key: str, costs: Costs) -> None:
+    """Add a calibration to the store (the last KEEP per machine), atomically."""
     raw = _read_raw()
     machines = _part(raw, "machines")
     machines[key] = [*machines.get(key, []), {"time": time.time(), "costs": costs.to_dict()}][-KEEP:]
@@ -388,307 +366,5 @@ def run_factor(tc: TrainConfig) -> float:
 
 def known_costs(device: str = "auto", dtype: str = "auto", threads: int = 0) -> Costs | None:
     """This machine's cached calibration (the median of the last ones), or None; never measures."""
-    entries = _entries(machine_key(device, dtype, threads))
+    entries = calibrations(machine_key(device, dtype, threads))
     return Costs.median([c for _, c in entries]) if entries else None
-
-
-_lock = threading.Lock()
-_memo: dict[str, Costs] = {}
-_running: dict[str, threading.Thread] = {}
-
-
-def costs(device: str = "auto", dtype: str = "auto", threads: int = 0) -> Costs:
-    """This machine's costs: cached, else measured now (here in a process that trains anyway, else in a child)."""
-    key = machine_key(device, dtype, threads)
-    slot = f"{cache_path()}|{key}"
-    with _lock:
-        if slot in _memo:
-            return _memo[slot]
-        running = _running.get(slot)
-    if running is not None:  # started in the background at start-up: wait a little for it rather than measure twice
-        running.join(WAIT_S)
-    found = known_costs(device, dtype, threads)
-    if found is None:
-        if running is not None and running.is_alive():
-            return DEFAULT_COSTS  # not remembered: the next estimate looks again
-        found = _calibrate(key, device, dtype, threads)
-    with _lock:
-        _memo[slot] = found
-    return found
-
-
-def _costs_for(tc: TrainConfig) -> Costs:
-    return costs(tc.device, tc.dtype, tc.threads)
-
-
-def _calibrate(key: str, device: str, dtype: str, threads: int) -> Costs:
-    """Measure now and cache it; the default costs if it fails (the estimate must never break what asked)."""
-    try:
-        if "torch._dynamo" in sys.modules:  # a process that has built an optimizer: it trains, it can measure
-            found = measure(device, dtype, threads)
-            _store(key, found)
-        else:
-            _measure_in_child(device, dtype, threads)
-        return known_costs(device, dtype, threads) or DEFAULT_COSTS
-    except Exception:  # noqa: BLE001 - an estimate is not worth an error
-        log.exception("calibrating the time estimate failed; using defaults")
-        return DEFAULT_COSTS
-
-
-def _measure_in_child(device: str, dtype: str, threads: int) -> None:
-    cmd = [sys.executable, "-m", "gpt.estimate", "--device", device, "--dtype", dtype, "--threads", str(threads)]
-    subprocess.run(cmd, check=True, timeout=CHILD_TIMEOUT_S, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def start_calibration(device: str = "auto", dtype: str = "auto", threads: int = 0) -> None:
-    """Measure this machine again in a child process, in the background, unless its cache is full and recent. The
-    estimates switch to the new median once it lands; until then they use the cache (or wait for the first)."""
-    key = machine_key(device, dtype, threads)
-    slot = f"{cache_path()}|{key}"
-    entries = _entries(key)
-    age = time.time() - max((t for t, _ in entries), default=-math.inf)
-    if age < (REFRESH_S if len(entries) >= KEEP else GAP_S):
-        return
-
-    def run() -> None:
-        try:
-            wait_quiet(QUIET_S)
-            _measure_in_child(device, dtype, threads)
-        except Exception:  # noqa: BLE001 - the cache (or the defaults) stays
-            log.exception("calibrating the time estimate failed")
-        finally:
-            with _lock:
-                _memo.pop(slot, None)  # the next estimate reads the new median
-                _running.pop(slot, None)
-
-    with _lock:
-        if slot in _running:
-            return
-        _running[slot] = thread = threading.Thread(target=run, name="estimate-calibration", daemon=True)
-    thread.start()
-
-
-def _busy_cores(interval: float = 0.5) -> float | None:
-    """How many processors were busy over `interval` seconds (Linux's /proc/stat), None where unknown."""
-
-    def read() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
-
-    try:
-        total0, idle0 = read()
-        time.sleep(interval)
-        total1, idle1 = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
-
-
-def wait_quiet(limit_s: float, busy: float = 0.5) -> bool:
-    """Wait (up to `limit_s`) until at most `busy` processors are busy, so that a calibration does not time the
-    app's start-up or someone's run: with every core taken, a multi-threaded step can run 10x slower. True if quiet."""
-    end = time.monotonic() + limit_s
-    while True:
-        now = _busy_cores()
-        if now is None:
-            return True
-        if now <= busy:
-            return True
-        if time.monotonic() >= end:
-            return False
-
-
-def machine_flops() -> float:
-    """The FLOP/s a training step of the tiny preset's shape reaches here (of a small model, a fraction of the
-    machine's peak: see `Costs`). Called at the app's start-up: it starts measuring the machine in the background
-    (`start_calibration`) and does not wait; the figure is the cached calibration's, or the defaults' until the first
-    one lands."""
-    start_calibration()
-    with _lock:
-        known = next(iter(_memo.values()), None)
-    known = known or known_costs() or DEFAULT_COSTS
-    mc = ModelConfig(vocab_size=80, block_size=64, n_layer=4, n_head=4, n_embd=128)
-    tokens = 12 * mc.block_size
-    return tokens * _size(mc)[1] / max(known.seconds("step", features(mc, tokens)), 1e-12)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def _rng_kept(device: torch.device) -> Iterator[None]:
-    """The trainer seeds torch's generator: a calibration inside a training process must not change its stream."""
-    state = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state() if device.type == "cuda" else None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(state)
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda)
-
-
-def _trainer(shape: Sequence[int], device: str, dtype: str, threads: int, work: Path) -> Any:
-    """A real Trainer of one shape (n_layer, n_embd, n_head, block_size, batch_size, vocab), on random tokens."""
-    from gpt.data import PreparedData
-    from gpt.tokenizer import ByteTokenizer
-    from gpt.trainer import Trainer
-
-    n_layer, n_embd, n_head, block, batch, vocab = shape
-    cfg = Config()
-    cfg.model = ModelConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                            dropout=0.0)  # fmt: skip
-    tc = cfg.train
-    tc.batch_size, tc.device, tc.dtype, tc.threads, tc.tensorboard = batch, device, dtype, threads, False
-    tc.eval_iters, tc.sample_tokens, tc.max_steps = 3, 16, 1000
-    tokenizer = ByteTokenizer()
-    tokenizer.vocab_size = vocab  # ids past 255 decode to a replacement character: fine for timing
-    ids = np.random.default_rng(0).integers(0, vocab, 8_000 + 2 * block).astype(np.uint16)
-    data = PreparedData(work, {}, tokenizer, ids[: len(ids) // 2], ids[len(ids) // 2 :])
-    return Trainer(cfg, data, work / "-".join(map(str, shape)))
-
-
-def time_shapes(shapes: Sequence[Sequence[int]], device: str = "auto", dtype: str = "auto", threads: int = 0,
-                rounds: int = 5, work_dir: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Seconds of the trainer's own work on each shape (n_layer, n_embd, n_head, block_size, batch_size, vocab): a
-    training step, the first step's extra, an evaluation forward, a sampled token, two checkpoint saves. The shapes
-    take turns, `rounds` times, and each keeps its median: a busy moment slows a round of all of them (the fit's
-    proportions hold), not all the steps of one shape."""
-    from gpt.device import pick_device
-
-    dev = pick_device(device)
-    times: list[dict[str, list[float]]] = [{} for _ in shapes]
-
-    def timed(i: int, kind: str, fn: Any) -> None:
-        t = time.perf_counter()
-        fn()
-        _sync(dev)
-        times[i].setdefault(kind, []).append(time.perf_counter() - t)
-
-    with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=work_dir, prefix="estimate-")))
-        stack.enter_context(_rng_kept(dev))
-        trainers = [_trainer(s, device, dtype, threads, work) for s in shapes]
-        sums = [torch.zeros((), device=t.device) for t in trainers]
-
-        def step(i: int) -> Any:
-            tr = trainers[i]
-            return lambda: (  # what the loop does per step: set the learning rate, step
-                [g.__setitem__("lr", g["base_lr"]) for o in tr.optimizers for g in o.param_groups],
-                tr._train_step(sums[i]),
-            )
-
-        for i in range(len(shapes)):
-            timed(i, "first", step(i))
-        for r in range(rounds + 1):  # the first round warms up
-            for i in range(len(shapes)):
-                timed(i, "step" if r else "warm", step(i))
-        for _ in range(2):
-            for i, tr in enumerate(trainers):
-                timed(i, "eval", tr.estimate_val_loss)
-        for r in range(3):  # the first sample picks kernels for new shapes; a run's later samples do not
-            for i, tr in enumerate(trainers):
-                timed(i, "token" if r else "warm", tr.sample_text)
-        for i, tr in enumerate(trainers):
-            timed(i, "latest", lambda tr=tr: tr._save("latest"))
-            timed(i, "best", lambda tr=tr: tr._save("best", with_state=False))
-        rows = []
-        for shape, tr, t in zip(shapes, trainers, times, strict=True):
-            tc, med = tr.cfg.train, {k: statistics.median(v) for k, v in t.items()}
-            params, flops = tr.raw_model.num_params(), tr.raw_model.flops_per_token()
-            rows.append({"shape": list(shape), "params": params, "flops_per_token": flops, "step": med["step"],
-                         "first": max(0.0, med["first"] - med["step"]), "eval": med["eval"] / tc.eval_iters,
-                         "token": med["token"] / tc.sample_tokens,
-                         "saves": [(12.0 * params, med["latest"]), (4.0 * params, med["best"])]})  # fmt: skip
-    return rows
-
-
-def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x >= 0 minimizing |a x - b| (Lawson and Hanson's active set method), columns scaled to 1 for conditioning."""
-    scale = np.abs(a).max(axis=0)
-    scale[scale == 0] = 1.0
-    a = a / scale
-    n = a.shape[1]
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    for _ in range(3 * n):
-        w = a.T @ (b - a @ x)
-        if passive.all() or (w[~passive] <= 1e-12 * max(1.0, float(np.abs(w).max()))).all():
-            break
-        passive[int(np.argmax(np.where(passive, -np.inf, w)))] = True
-        for _ in range(3 * n):
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            if (z[passive] > 0).all():
-                x = z
-                break
-            neg = passive & (z <= 0)
-            alpha = float(np.min(x[neg] / np.maximum(x[neg] - z[neg], 1e-300)))
-            x = x + alpha * (z - x)
-            passive &= x > 1e-15
-            x[~passive] = 0.0
-    return x / scale
-
-
-def fit(rows: Sequence[dict[str, Any]]) -> Costs:
-    """The coefficients of each kind from timed shapes (`time_shape`), fitted on relative error (a 2 ms step counts
-    as much as a 200 ms one)."""
-    out: dict[str, tuple[float, ...]] = {}
-    for kind in KINDS:
-        feats, target = [], []
-        for r in rows:
-            n_layer, n_embd, n_head, block, batch, vocab = r["shape"]
-            mc = ModelConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
-            tokens = 1 if kind == "token" else batch * block
-            feats.append(features(mc, tokens, r["params"], r["flops_per_token"]))
-            target.append(r[kind])
-        a, b = np.array(feats), np.array(target)
-        weight = 1.0 / np.maximum(b, 1e-6)
-        out[kind] = tuple(float(x) for x in nnls(a * weight[:, None], b * weight))
-    saves = [s for r in rows for s in r["saves"]]
-    a = np.array([[1.0, size] for size, _ in saves])
-    b = np.array([t for _, t in saves])
-    weight = 1.0 / np.maximum(b, 1e-6)
-    save = nnls(a * weight[:, None], b * weight)
-    return Costs(**out, save=(float(save[0]), float(save[1])))  # type: ignore[arg-type]
-
-
-def measure(device: str = "auto", dtype: str = "auto", threads: int = 0) -> Costs:
-    """Time the trainer's work on `SHAPES` here and fit the costs (a few seconds). In a process that may import
-    torch._dynamo (the trainer's, or a child of the web server)."""
-    from gpt.paths import cache_dir
-
-    work = cache_dir()  # the saves are timed on a real disk, not a RAM-backed /tmp
-    work.mkdir(parents=True, exist_ok=True)
-    return fit(time_shapes(SHAPES, device, dtype, threads, work_dir=work))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m gpt.estimate`: measure this machine, add it to the cache, print the costs."""
-    p = argparse.ArgumentParser(prog="python -m gpt.estimate", description=main.__doc__)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args(argv)
-    parent = os.getppid()
-
-    def orphaned() -> None:  # the app that asked went away: stop burning its processors
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    if parent > 1:
-        threading.Thread(target=orphaned, daemon=True).start()
-    found = measure(args.device, args.dtype, args.threads)
-    key = machine_key(args.device, args.dtype, args.threads)
-    _store(key, found)
-    print(json.dumps({"machine": key, "costs": found.to_dict(), "calibrations": len(_entries(key))}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,12 +38,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from gpt.model import GPT, Block
+from gpt.model import GPT, ForwardHook
 
 # The update:data ratio's bands (log10): healthy around -3, as the lectures show
 HEALTHY_RATIO = -3.0
@@ -188,26 +188,33 @@ def _log_ratio(update_std: float, weight_std: float) -> float | None:
 @torch.no_grad()
 def activations(model: GPT, x: torch.Tensor) -> tuple[list[float], list[float], list[float], float]:
     """(dead-unit share, off share, attention entropy) per layer and the uniform entropy, on the batch `x` (B, T):
-    one explicit-attention forward pass of the plain model, the MLPs' hidden activations read by hooks."""
+    one forward pass of the plain model, the MLPs' hidden activations and the attention patterns read at their hook
+    points (a hooked pattern takes the explicit attention path: slower)."""
     hidden: list[torch.Tensor] = []
-    blocks = cast(list[Block], list(model.transformer.h))
-    hooks = [block.mlp.c_proj.register_forward_pre_hook(lambda _m, args: hidden.append(args[0].detach()))
-             for block in blocks]  # fmt: skip
+    entropy: list[float] = []
+
+    def mlp_hidden(_m: nn.Module, _args: tuple[Any, ...], h: torch.Tensor) -> None:
+        hidden.append(h.detach())
+
+    def attention(_m: nn.Module, _args: tuple[Any, ...], a: torch.Tensor) -> None:
+        entropy.append(float(-(a * a.clamp_min(1e-12).log()).sum(-1).mean()))
+
+    hooks: list[tuple[str, ForwardHook]] = []
+    for i in range(model.config.n_layer):
+        hooks += [(f"transformer.h.{i}.mlp.hook_post", mlp_hidden), (f"transformer.h.{i}.attn.hook_pattern", attention)]
     was_training = model.training
     model.eval()
     try:
-        out = model.forward_inspect(x)
+        with model.hooks(hooks):
+            model(x)
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
     dead, off = [], []
     for h in hidden:
         h = h.float().flatten(0, -2).abs()  # (positions, units)
         quiet = h <= OFF_THRESHOLD * h.square().mean().sqrt()
         dead.append(float(quiet.all(dim=0).float().mean()))
         off.append(float(quiet.float().mean()))
-    entropy = [float(-(a * a.clamp_min(1e-12).log()).sum(-1).mean()) for a in out.attentions]
     T = x.size(1)
     uniform = sum(math.log(t) for t in range(1, T + 1)) / T
     return dead, off, entropy, uniform

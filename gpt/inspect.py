@@ -52,8 +52,8 @@ LENS_CHUNK = 1 << 22
 
 @torch.no_grad()
 def analyse(model: GPT, tokenizer: Tokenizer, prompt: str, top_k: int = 20, max_tokens: int = MAX_TOKENS) -> Analysis:
-    """One explicit-attention forward pass over the prompt's last `max_tokens` tokens, read out every way the
-    Inspect tab shows."""
+    """One forward pass over the prompt's last `max_tokens` tokens with hooks on every hook point (`forward_inspect`:
+    explicit attention), read out every way the Inspect tab shows."""
     ids, dropped = _prompt_ids(model, tokenizer, prompt, max_tokens)
     device = model.lm_head.weight.device
     out = model.forward_inspect(torch.tensor([ids], device=device))

@@ -9,17 +9,28 @@ and no biases (`bias=False`). `GPT.optimizers` adds Muon for the hidden matrices
 
 Three ways through attention, all giving the same logits:
 - fast: `F.scaled_dot_product_attention` (training, default);
-- explicit: softmax(QK^T / sqrt(d)) V written out, which also returns every layer's and head's attention
-  probabilities (`forward_inspect`, for the Inspect tab);
+- explicit: softmax(QK^T / sqrt(d)) V written out, taken only while a hook reads the attention pattern (its
+  probabilities exist only there);
 - cached: a preallocated key/value cache (`KVCache`) so generation feeds one new token per step.
+
+Hook points (TransformerLens's): identity modules at the activations worth reading, which a forward hook reads or
+replaces. `forward_inspect` (the Inspect tab, health, circuits) is a normal forward pass with hooks on them:
+  transformer.hook_embed               the residual stream entering block 0 (B, T, n_embd)
+  transformer.h.{i}.attn.hook_pattern  attention probabilities (B, n_head, T, past + T), rows sum to 1
+  transformer.h.{i}.attn.hook_z        each head's output before c_proj mixes them (B, n_head, T, head_dim)
+  transformer.h.{i}.mlp.hook_post      the MLP's hidden activation, c_proj's input (B, T, hidden)
+  transformer.h.{i}.hook_mlp_out       the MLP's output (B, T, n_embd)
+  transformer.h.{i}.hook_resid_post    the residual stream after the block (B, T, n_embd)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -91,6 +102,24 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+class HookPoint(nn.Identity):
+    """A spot in the forward pass where an activation can be read or replaced (TransformerLens's HookPoint).
+
+    The identity: without hooks the model computes exactly what it would without it, for the cost of one module call
+    (nothing at all once compiled). A forward hook registered on it (`register_forward_hook`, or `GPT.hooks`) sees the
+    activation as its output; one that returns a tensor replaces it downstream. No parameters, no buffers: a
+    checkpoint's keys are the same with or without them. Only `forward` passes through them, not the static decode
+    step (`GPT.decode_step`)."""
+
+    @property
+    def hooked(self) -> bool:
+        """Whether anything is registered on it (for an activation that is only computed to be read)."""
+        return bool(self._forward_hooks or self._forward_pre_hooks)
+
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], torch.Tensor], torch.Tensor | None]
+
+
 def _norm(cfg: ModelConfig) -> nn.Module:
     """GPT-2's LayerNorm (learned gain, and offset with biases) or a parameter-free RMSNorm (nanochat's; with
     `norm_gain`, a learned gain as in Llama)."""
@@ -119,24 +148,21 @@ class CausalSelfAttention(nn.Module):
         if cfg.qk_norm and cfg.norm_gain:
             self.q_norm = nn.RMSNorm(cfg.head_dim, eps=self.eps)
             self.k_norm = nn.RMSNorm(cfg.head_dim, eps=self.eps)
+        self.hook_pattern = HookPoint()  # (B, n_head, T, past + T): the attention probabilities
+        self.hook_z = HookPoint()  # (B, n_head, T, head_dim): each head's output, before c_proj mixes the heads
 
     def forward(
-        self,
-        x: torch.Tensor,
-        rope: Rope | None = None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        explicit: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self._qkv(x, rope)
         past = 0
         if cache is not None:
             past = cache.pos
             k, v = cache.append(layer, k, v)
-        probs = None
-        if explicit:
-            y, probs = self._explicit(q, k, v, past)
+        # SDPA never forms the probabilities: the slower written-out path runs only when something reads them
+        if self.hook_pattern.hooked:
+            y = self._explicit(q, k, v, past)
         elif x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # Under bf16 autocast on CPU, SDPA's backward is about 3x slower in bf16 than in fp32 at our head sizes
             # (torch 2.13): attention runs in fp32 there, the matmuls around it in bf16.
@@ -144,21 +170,19 @@ class CausalSelfAttention(nn.Module):
                 y = self._sdpa(q.float(), k.float(), v.float(), past)
         else:
             y = self._sdpa(q, k, v, past)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), probs
+        y = self.hook_z(y).transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
 
-    def _explicit(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0) -> torch.Tensor:
         """softmax(QK^T / sqrt(d)) V written out: each head's output (B, n_head, T, head_dim), before c_proj mixes the
-        heads, and the attention probabilities (B, n_head, T, past + T)."""
+        heads; the probabilities (B, n_head, T, past + T) pass through `hook_pattern` (which may replace them)."""
         T = q.size(2)
         if self.n_kv_head != self.n_head:  # every query head gets its own copy of its group's keys and values
             k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
         att = att.masked_fill(~_causal_mask(T, past, q.device), float("-inf"))
-        probs = F.softmax(att, dim=-1)
-        return self.attn_dropout(probs) @ v, probs
+        probs = self.hook_pattern(F.softmax(att, dim=-1))
+        return self.attn_dropout(probs) @ v
 
     def _qkv(self, x: torch.Tensor, rope: Rope | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, n_head, T, head_dim), keys and values (B, n_kv_head, T, head_dim) of x (B, T, C), normalised
@@ -238,6 +262,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = _dropout(cfg.dropout)
         self.activation = cfg.activation
+        self.hook_post = HookPoint()  # (B, T, hidden): the hidden activation, c_proj's input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
@@ -248,7 +273,7 @@ class MLP(nn.Module):
             h = F.silu(gate) * value
         else:
             h = F.gelu(h, approximate="tanh")  # GPT-2's GELU
-        return self.dropout(self.c_proj(h))
+        return self.dropout(self.c_proj(self.hook_post(h)))
 
 
 class Block(nn.Module):
@@ -258,19 +283,15 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = _norm(cfg)
         self.mlp = MLP(cfg)
+        self.hook_mlp_out = HookPoint()  # (B, T, n_embd): what the MLP adds to the residual stream
+        self.hook_resid_post = HookPoint()  # (B, T, n_embd): the residual stream after the block
 
     def forward(
-        self,
-        x: torch.Tensor,
-        rope: Rope | None = None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        explicit: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, probs = self.attn(self.ln_1(x), rope, cache, layer, explicit)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, probs
+        self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache, layer)
+        x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))
+        return self.hook_resid_post(x)
 
     def step(
         self, x: torch.Tensor, rope: Rope | None, kv: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor
@@ -290,6 +311,7 @@ class Transformer(nn.Module):
         self.drop = _dropout(cfg.dropout)
         self.h = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = _norm(cfg)
+        self.hook_embed = HookPoint()  # (B, T, n_embd): the embeddings, as the residual stream enters block 0
 
 
 @dataclass
@@ -363,11 +385,12 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context length {self.config.block_size}")
         x = self.transformer.wte(idx)
+        rope = None
         if self.config.pos == "rope":
-            positions = torch.arange(start, start + T, device=idx.device)
-            return self.transformer.drop(x), rope_angles(self.config, positions)
-        pos = self.transformer.wpe.weight[start : start + T]  # the embeddings of positions start .. start+T-1
-        return self.transformer.drop(x + pos), None
+            rope = rope_angles(self.config, torch.arange(start, start + T, device=idx.device))
+        else:
+            x = x + self.transformer.wpe.weight[start : start + T]  # the embeddings of positions start .. start+T-1
+        return self.transformer.hook_embed(self.transformer.drop(x)), rope
 
     def forward(
         self,
@@ -383,7 +406,7 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         x, rope = self._embed(idx, start)
         for i, block in enumerate(self.transformer.h):
-            x, _ = block(x, rope, cache, i)
+            x = block(x, rope, cache, i)
         if cache is not None:
             cache.pos += idx.size(1)
         x = self.transformer.ln_f(x)
@@ -414,38 +437,60 @@ class GPT(nn.Module):
             x = cast(Block, block).step(x, rope, kv, pos)
         return self.lm_head(self.transformer.ln_f(x))[:, -1]
 
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every hook point by its module name (`transformer.h.0.attn.hook_pattern`), in the forward pass's order."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, ForwardHook]]) -> Iterator[None]:
+        """Forward hooks on hook points, by name, for the duration of the `with` block (TransformerLens's
+        `model.hooks`). Each fires only in the thread that registered it: the web UI's tabs share one model, and
+        another thread's forward pass meanwhile must be neither recorded nor changed by them (though it takes the
+        explicit attention path while the pattern is hooked: the same logits, up to rounding)."""
+        points = self.hook_points()
+        me = threading.get_ident()
+
+        def here(fn: ForwardHook) -> ForwardHook:
+            def hook(m: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor | None:
+                return fn(m, args, out) if threading.get_ident() == me else None
+
+            return hook
+
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                if name not in points:
+                    raise KeyError(f"no hook point {name!r} (GPT.hook_points() names them all)")
+                handles.append(points[name].register_forward_hook(here(fn)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     @torch.no_grad()
     def forward_inspect(self, idx: torch.Tensor, ablate: Ablation | None = None) -> Internals:
-        """Explicit attention: logits equal `forward`'s, plus attention probabilities, hidden states and each head's
-        and MLP's output; `ablate` replaces one of those outputs on the way (the Inspect tab's ablation).
-
-        `Block.forward` written out, so that each head's output can be read and replaced before c_proj mixes the
-        heads (tests check the logits are `forward`'s for every switch)."""
+        """`forward` with hooks on the hook points: logits equal `forward`'s, plus attention probabilities, hidden
+        states and each head's and MLP's output; `ablate` replaces one of those outputs on the way (the Inspect tab's
+        ablation: a hook that returns the replaced tensor at hook_z or hook_mlp_out)."""
         n_layer, n_head = self.config.n_layer, self.config.n_head
         if ablate is not None and not (
             0 <= ablate.layer < n_layer and (ablate.head is None or 0 <= ablate.head < n_head)
         ):
             raise ValueError(f"no such component: {ablate} (the model has {n_layer} layers of {n_head} heads)")
-        x, rope = self._embed(idx)
-        B, T, C = x.shape
-        attentions, hidden, heads, mlps = [], [x], [], []
-        for i, block in enumerate(self.transformer.h):
-            block = cast(Block, block)
-            attn = block.attn
-            z, probs = attn._explicit(*attn._qkv(block.ln_1(x), rope))
-            if ablate is not None and ablate.layer == i and ablate.head is not None:
-                z = z.clone()
-                z[:, ablate.head] = 0.0 if ablate.value is None else ablate.value
-            x = x + attn.resid_dropout(attn.c_proj(z.transpose(1, 2).reshape(B, T, C)))
-            m = block.mlp(block.ln_2(x))
-            if ablate is not None and ablate.layer == i and ablate.head is None:
-                m = torch.zeros_like(m) if ablate.value is None else ablate.value.expand_as(m)
-            x = x + m
-            attentions.append(probs)
-            hidden.append(x)
-            heads.append(z)
-            mlps.append(m)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        hooks: list[tuple[str, ForwardHook]] = []
+        if ablate is not None:  # first: the hooks after it record the replaced output, as it entered the stream
+            hooks.append((_ablated_point(ablate), _ablation(ablate)))
+        attentions: list[torch.Tensor] = []
+        hidden: list[torch.Tensor] = []
+        heads: list[torch.Tensor] = []
+        mlps: list[torch.Tensor] = []
+        hooks.append(("transformer.hook_embed", record(hidden)))
+        for i in range(n_layer):
+            h = f"transformer.h.{i}"
+            hooks += [(f"{h}.attn.hook_pattern", record(attentions)), (f"{h}.attn.hook_z", record(heads)),
+                      (f"{h}.hook_mlp_out", record(mlps)), (f"{h}.hook_resid_post", record(hidden))]  # fmt: skip
+        with self.hooks(hooks):
+            logits, _ = self.forward(idx)
         return Internals(logits, attentions, hidden, heads, mlps)
 
     def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -503,6 +548,33 @@ class GPT(nn.Module):
         attention has fewer parameters, the same scores: every query head still scores every key)."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def record(into: list[torch.Tensor]) -> ForwardHook:
+    """A hook that appends the activation to `into` and leaves it as it is (one entry per call, in call order)."""
+
+    def hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> None:
+        into.append(out)
+
+    return hook
+
+
+def _ablated_point(ablate: Ablation) -> str:
+    block = f"transformer.h.{ablate.layer}"
+    return f"{block}.hook_mlp_out" if ablate.head is None else f"{block}.attn.hook_z"
+
+
+def _ablation(ablate: Ablation) -> ForwardHook:
+    """The hook that replaces the ablated output: one head's slice of hook_z, or the MLP's whole output."""
+
+    def hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+        if ablate.head is None:
+            return torch.zeros_like(out) if ablate.value is None else ablate.value.expand_as(out)
+        out = out.clone()  # (B, n_head, T, head_dim)
+        out[:, ablate.head] = 0.0 if ablate.value is None else ablate.value
+        return out
+
+    return hook
 
 
 def _with_base_lr(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:

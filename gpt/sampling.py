@@ -1,21 +1,22 @@
-"""Sampling: logits processors and a streaming generator with a KV cache.
+"""Sampling: the logits processors and the pick of the next token, as plain functions below the decoding loop.
 
-Each processor is a plain function on a 1-D logits vector, so each can be checked by hand. `stream()`
-applies them in the order HF `transformers` does (penalties, temperature, then top-k / top-p / min-p
-filters) and yields every new token with its probability and the model's top alternatives.
+Each processor is a plain function on a 1-D logits vector, so each can be checked by hand. `process_stages` applies
+them in the order HF `transformers` does (penalties, temperature, then top-k / top-p / min-p filters); `pick` draws
+the next token from what they leave. `pick_static` is the same pick without a branch on the settings, for the static
+decode step (gpt.decode), which takes the settings as data (`sample_params`, from `SampleConfig`'s fields named in
+`STATIC_FIELDS`). The loop that drives the model, the decoder and these, and streams the tokens, is gpt.generate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
 
 from gpt.config import SampleConfig
 from gpt.errors import UserInputError
-from gpt.model import GPT, KVCache
+from gpt.model import GPT
 from gpt.tokenizer import Tokenizer
 
 NEG_INF = float("-inf")
@@ -93,25 +94,34 @@ def process_logits(logits: torch.Tensor, history: torch.Tensor, cfg: SampleConfi
     return final
 
 
+# The SampleConfig fields the static decode step takes as data, in the order `pick_static` unbinds them. A setting
+# that changes what is picked must be here (and in `pick_static`, branch-free) or the fast path would ignore it;
+# NOT_STATIC names the rest, which the loop around the step handles (gpt.generate). tests/test_sampling.py checks
+# that every SampleConfig field is in exactly one of the two.
+STATIC_FIELDS = ("repetition_penalty", "presence_penalty", "frequency_penalty", "temperature", "top_k", "top_p",
+                 "min_p")  # fmt: skip
+NOT_STATIC = ("max_new_tokens", "seed", "stop")
+
+
 def sample_params(cfg: SampleConfig, device: torch.device) -> torch.Tensor:
-    """The settings `pick_static` takes, as data: one graph serves every setting (no recompile on a slider move)."""
-    values = [cfg.repetition_penalty, cfg.presence_penalty, cfg.frequency_penalty, cfg.temperature, cfg.top_k,
-              cfg.top_p, cfg.min_p]  # fmt: skip
+    """The settings `pick_static` takes, as data (`STATIC_FIELDS`, in order): one graph serves every setting (no
+    recompile on a slider move)."""
+    values = [float(getattr(cfg, name)) for name in STATIC_FIELDS]
     return torch.tensor(values, dtype=torch.float32, device=device)
 
 
 def pick_static(
     raw: torch.Tensor, counts: torch.Tensor, params: torch.Tensor, noise: torch.Tensor, n_alternatives: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`process_stages` and `_pick` without a branch on the settings or a read back to Python: the static decode
+    """`process_stages` and `pick` without a branch on the settings or a read back to Python: the static decode
     step's sampler, compiled or captured with the model's step (gpt.decode).
 
     raw: (V,) float32 logits; counts: (V,) float32 count of each token in the history, updated here with the pick;
-    params: `sample_params`; noise: Exp(1) draws (V,), read only when the temperature is above 0. Each setting that
-    is off leaves the logits exactly as they were (penalty 1 divides by 1, top-k 0 keeps the k = V largest, ...), so
-    this picks what `_pick` picks. Returns the token, the model's probability of it and its top alternatives' ids and
-    probabilities (as 0-d / 1-d tensors)."""
-    rep, presence, frequency, temperature, top_k, top_p, min_p = params.unbind()
+    params: `sample_params` (`STATIC_FIELDS`, in order); noise: Exp(1) draws (V,), read only when the temperature is
+    above 0. Each setting that is off leaves the logits exactly as they were (penalty 1 divides by 1, top-k 0 keeps
+    the k = V largest, ...), so this picks what `pick` picks. Returns the token, the model's probability of it and
+    its top alternatives' ids and probabilities (as 0-d / 1-d tensors)."""
+    rep, presence, frequency, temperature, top_k, top_p, min_p = params.unbind()  # (STATIC_FIELDS' order)
     seen = counts > 0
     logits = torch.where(seen, torch.where(raw > 0, raw / rep, raw * rep), raw)
     logits = logits - presence * seen.float() - frequency * counts
@@ -136,175 +146,22 @@ def pick_static(
     return next_id, probs_raw.gather(0, next_id.view(1))[0], top.indices, top.values
 
 
-@dataclass
-class Token:
-    """One generated token, as the stream yields it."""
-
-    id: int
-    text: str  # the new text this token completes (may be "" while a UTF-8 character is incomplete)
-    prob: float  # the model's probability of this token (softmax of the raw logits)
-    alternatives: list[tuple[str, float]]  # the model's top alternatives at this step: (token text, probability)
-    alternative_ids: list[int] = field(default_factory=list)  # their token ids, in the same order (to branch from)
-
-
-def stream(
-    model: GPT,
-    tokenizer: Tokenizer,
-    prompt: str | Sequence[int],
-    cfg: SampleConfig,
-    n_alternatives: int = 5,
-) -> Iterator[Token]:
-    """Generate token by token after `prompt`: text, or token ids (to continue exactly from a sequence, as a branch
-    does from a prefix and a token chosen in place of the model's). Stops after `max_new_tokens` or when a stop string
-    appears (not emitted); the text yielded is the continuation's only."""
-    cfg.validate()
-    ids = encode_prompt(tokenizer, prompt) if isinstance(prompt, str) else checked_ids(prompt, tokenizer)
-    decoder = tokenizer.stream_decoder()
-    text, emitted = "", 0  # generated text so far, and how much of it was yielded
-    hold = max((len(s) for s in cfg.stop), default=1) - 1  # chars held back that could start a stop string
-    was_training = model.training
-    if was_training:  # (switching modes walks every module: worth skipping when sampling from an eval model)
-        model.eval()
-    last = ids[-1]
-    try:
-        vocab = sampling_vocab(model, tokenizer)
-        picks = _picks(model, ids, cfg, vocab, min(n_alternatives, vocab))
-        for n, (next_id, prob, top) in enumerate(picks):
-            last = next_id
-            alternatives = [(tokenizer.token_text(i), p) for i, p in top]
-            alternative_ids = [i for i, _ in top]
-            text += decoder.push(next_id)
-            stop_at = _find_stop(text, cfg.stop)
-            if stop_at is not None:
-                if stop_at > emitted:
-                    yield Token(next_id, text[emitted:stop_at], prob, alternatives, alternative_ids)
-                return
-            # (max: while the text is shorter than `hold`, len - hold is negative, and as a slice's end it would
-            # emit text that could still start a stop string, and emit it again later)
-            ready = max(emitted, len(text) - hold) if cfg.stop else len(text)
-            yield Token(next_id, text[emitted:ready], prob, alternatives, alternative_ids)
-            emitted = ready
-            if n + 1 == cfg.max_new_tokens:
-                break
-        tail = text + decoder.flush()
-        if len(tail) > emitted:
-            yield Token(last, tail[emitted:], 0.0, [])
-    finally:
-        if was_training:
-            model.train()
-
-
-def _picks(model: GPT, ids: list[int], cfg: SampleConfig, vocab: int, n_alternatives: int) -> Iterator[Pick]:
-    """The generated tokens after `ids`, endlessly: each with the model's probability of it and its top
-    alternatives; never an id past the tokenizer's `vocab` (the model's vocabulary may be padded). The static step
-    (gpt.decode: compiled on a CPU, a CUDA graph on a GPU) makes each token where it is
-    ready; the eager forward and `_pick` make the first, those after the window moved, and all of them elsewhere.
-    Both pick the same tokens from the same random draws."""
-    from gpt.decode import N_ALTERNATIVES, UncapturedError, decoder  # (gpt.decode builds on this module's pick_static)
-
-    device = model.lm_head.weight.device
-    gen = torch.Generator(device=device)
-    if cfg.seed is not None:
-        gen.manual_seed(cfg.seed)
-    else:
-        gen.seed()
-    block = model.config.block_size
-    history = torch.empty(len(ids) + cfg.max_new_tokens, dtype=torch.long, device=device)
-    history[: len(ids)] = torch.tensor(ids, dtype=torch.long)
-    n, last = len(ids), ids[-1]
-    fast, seeked = None, False  # the static step, and whether its inputs already hold (last, cache.pos)
-    with decoder(model, vocab) as d:
-        cache = d.cache
-        cache.reset()
-        with torch.inference_mode():
-            d.counts.zero_().index_add_(0, history[:n], torch.ones(n, device=device))
-            d.params.copy_(sample_params(cfg, device))
-        pending: list[int] = []  # the static step's tokens, not yet in `history` (written when the eager path needs it)
-        while True:
-            if fast is None and n_alternatives <= N_ALTERNATIVES and d.fits():
-                fast = d.fast_step()  # (becomes ready when the background compile is done)
-            if fast is not None and cache.pos == n - 1 - window_start(n, block):  # the cache holds all but `last`
-                with torch.inference_mode():
-                    before = gen.get_state() if d.graph is None and d.device.type == "cuda" else None
-                    if cfg.temperature > 0:  # (drawn as `_pick` draws them: the same seed, the same tokens)
-                        d.noise.exponential_(generator=gen)
-                    args = d.args if seeked else d.seek(last, cache.pos)
-                    try:
-                        out = fast(*args).tolist()
-                    except UncapturedError:  # (the eager path draws this token's noise again: rewind)
-                        if before is not None:
-                            gen.set_state(before)
-                        fast = None
-                        continue
-                cache.pos += 1
-                seeked = True
-                next_id, prob = int(out[0]), out[1]
-                k = 2 + (len(out) - 2) // 2  # (out: token, probability, the alternatives' ids, their probabilities)
-                top = [(int(i), p) for i, p in zip(out[2:k], out[k:], strict=True)][:n_alternatives]
-            else:
-                while n > history.numel():  # (past max_new_tokens: the caller did not stop asking; make room)
-                    history = torch.cat([history, torch.empty_like(history)])
-                if pending:
-                    history[n - len(pending) : n] = torch.tensor(pending, device=device)
-                    pending.clear()
-                logits = _forward(model, cache, history[:n], block)
-                next_id, prob, top = _pick(logits, history[:n], cfg, gen, vocab, n_alternatives)
-                seeked = False
-                with torch.inference_mode():
-                    d.counts[next_id] += 1
-            pending.append(next_id)
-            last = next_id
-            n += 1
-            yield next_id, prob, top
-
-
 Pick = tuple[int, float, list[tuple[int, float]]]  # a token, the model's probability of it, its top alternatives
 
 
-# Inference mode is entered and left inside these helpers, never held across a `yield`: it is thread-local
-# state, and a suspended generator would leave it switched on in a web server's worker thread.
-
-
-def window_start(n: int, block: int) -> int:
-    """Where the model's view begins when it predicts the token after the first `n` ids, for a context of `block`.
-
-    Inside the context (n <= block) it sees everything. Past it, the view slides in jumps, as a sliding window with
-    refill does: when full, it restarts from its last `keep` = ceil(block / 2) tokens and grows by one token a step
-    until full again. So the model sees between `keep` and `block` tokens of history (not always the last `block`,
-    as re-running the whole window every step would), and the KV cache is refilled (`keep` tokens in one batched
-    forward) once every `block - keep + 1` tokens: a token past the context costs about what one inside it costs.
-    A function of `n` alone, so the sampler, the explainer (gpt.inspect.next_logits) and a generation restarted
-    from its own output all see the same window."""
-    if n <= block:
-        return 0
-    keep = (block + 1) // 2
-    # The first refill is at n = block + 1 (window: the last `keep`); the window then grows until it holds `block`.
-    return n - keep - (n - block - 1) % (block - keep + 1)
-
-
 @torch.inference_mode()
-def _forward(model: GPT, cache: KVCache, history: torch.Tensor, block: int) -> torch.Tensor:
-    """Logits for the next position: feed the new token, or, when starting or when the window moved, refill the
-    cache from the window (see `window_start`)."""
-    start = window_start(history.numel(), block)
-    if cache.pos != history.numel() - 1 - start:  # the cache does not hold the window but its newest token
-        # Positions are learned absolute embeddings, baked into the cached keys: the window cannot be kept by
-        # shifting them, so it is re-run from position 0.
-        cache.reset()
-        return model(history[start:].view(1, -1), cache=cache, last_only=True)[0][0, -1]
-    return model(history[-1:].view(1, 1), cache=cache, last_only=True)[0][0, -1]
-
-
-@torch.inference_mode()
-def _pick(
+def pick(
     logits: torch.Tensor,
     history: torch.Tensor,
     cfg: SampleConfig,
     gen: torch.Generator,
     vocab_size: int,
     n_alternatives: int,
-) -> tuple[int, float, list[tuple[int, float]]]:
-    """Choose the next token; return it, the model's probability of it, and the model's top alternatives."""
+) -> Pick:
+    """Choose the next token from `logits` (eagerly: `process_logits`, then a draw from `gen`); return it, the
+    model's probability of it, and the model's top alternatives. In inference mode inside, never across the
+    caller's `yield`: it is thread-local state, and a suspended generator would leave it on in a web server's
+    worker thread."""
     raw = logits[:vocab_size].float()  # never pick vocabulary padding
     probs_raw = F.softmax(raw, dim=-1)
     processed = process_logits(raw, history, cfg)
@@ -324,9 +181,21 @@ def exponential_race(probs: torch.Tensor, exp_noise: torch.Tensor) -> int:
     return int(torch.argmax(probs / exp_noise.clamp_(min=torch.finfo(probs.dtype).tiny)))
 
 
-def generate(model: GPT, tokenizer: Tokenizer, prompt: str, cfg: SampleConfig) -> str:
-    """The whole continuation as one string."""
-    return "".join(t.text for t in stream(model, tokenizer, prompt, cfg))
+def window_start(n: int, block: int) -> int:
+    """Where the model's view begins when it predicts the token after the first `n` ids, for a context of `block`.
+
+    Inside the context (n <= block) it sees everything. Past it, the view slides in jumps, as a sliding window with
+    refill does: when full, it restarts from its last `keep` = ceil(block / 2) tokens and grows by one token a step
+    until full again. So the model sees between `keep` and `block` tokens of history (not always the last `block`,
+    as re-running the whole window every step would), and the KV cache is refilled (`keep` tokens in one batched
+    forward) once every `block - keep + 1` tokens: a token past the context costs about what one inside it costs.
+    A function of `n` alone, so the sampler, the explainer (gpt.inspect.next_logits) and a generation restarted
+    from its own output all see the same window."""
+    if n <= block:
+        return 0
+    keep = (block + 1) // 2
+    # The first refill is at n = block + 1 (window: the last `keep`); the window then grows until it holds `block`.
+    return n - keep - (n - block - 1) % (block - keep + 1)
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
@@ -347,8 +216,3 @@ def checked_ids(ids: Sequence[int], tokenizer: Tokenizer) -> list[int]:
     if len(out) != len(ids):
         raise UserInputError(f"token ids must be integers from 0 to {tokenizer.vocab_size - 1}")
     return out or tokenizer.start_ids()
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None

@@ -30,15 +30,15 @@ import torch.distributed as dist
 
 from gpt import checkpoint as ckpt
 from gpt.circuits import CircuitScores, head_scores
-from gpt.config import Config, SampleConfig, TrainConfig
+from gpt.config import Config, SampleConfig, TrainConfig, padded_vocab
 from gpt.data import Batches, DeviceBatches, PreparedData
 from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
-from gpt.estimate import DEFAULT_COSTS, Units, known_costs, padded_vocab, plan, record_run, run_seconds, units
+from gpt.estimate import DEFAULT_COSTS, Units, known_costs, plan, record_run, run_seconds, units
 from gpt.events import Checkpoint, Compile, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
+from gpt.generate import generate
 from gpt.health import PROBE_ROWS, Probe, init_check
 from gpt.model import GPT
-from gpt.sampling import generate
 
 
 class DivergenceError(UserInputError):

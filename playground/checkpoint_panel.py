@@ -18,6 +18,7 @@ from gpt.archive import zip_dir
 from gpt.errors import UserInputError
 from playground.common import check_model_size, checkpoint_dropdown_update, user_errors
 from playground.hosting import Visitor, enforce_quota, visitor
+from playground.session import Session
 from playground.settings import HEAVY, LIMITS
 
 
@@ -31,7 +32,7 @@ def checkpoint_rows(me: Visitor) -> list[list[Any]]:
 @user_errors
 def refresh_checkpoints(
     current: str | None = None,
-    state: dict[str, Any] | None = None,
+    state: Session | None = None,
     request: gr.Request | None = None,
     profile: gr.OAuthProfile | None = None,
 ) -> tuple[list[list[Any]], dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Helpers the tabs share: turning library errors into UI messages, the checkpoint list, a small model cache."""
+"""Helpers the tabs share: turning library errors into UI messages, the checkpoint list, a small model cache, the
+prompts suggested."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import gradio as gr
 from gpt import checkpoint as ckpt
 from gpt import decode
 from gpt.config import ModelConfig
-from gpt.data import PreparedData, load_prepared
+from gpt.corpus import sample_corpus_path
+from gpt.data import PreparedData, load_prepared, prepare
 from gpt.device import sampling_model
 from gpt.errors import UserInputError
 from gpt.model import GPT
@@ -26,15 +28,11 @@ from gpt.sampling import sampling_vocab
 from playground import hosting, jobs
 from playground.hosting import Visitor, enforce_quota, scrub_paths, visitor
 from playground.inputs import text
+from playground.session import Session
 from playground.settings import HEAVY, LIMITS, runs_root
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("playground")
-
-
-def new_session() -> dict[str, Any]:
-    """Per-browser-session state (held in gr.State): the prepared data set and this session's training job."""
-    return {"data_dir": None, "data_label": None, "job_id": None, "run_dir": None}
 
 
 def user_errors(fn: F) -> F:
@@ -87,43 +85,6 @@ def guard_every_handler(demo: gr.Blocks) -> None:
             block_fn.fn = user_errors(block_fn.fn)
 
 
-def restore_session(
-    secret: Any, state: dict[str, Any] | None, request: gr.Request, profile: gr.OAuthProfile | None
-) -> tuple[str, dict[str, Any]]:
-    """The page loaded: bind it to its browser (the secret it keeps), and find the visitor's work again: the data set
-    they prepared, their run (training, waiting in line, or the last one). Returns the secret to keep, and the
-    session's state."""
-    secret = hosting.bind_browser(secret, request)
-    me = visitor(request, profile)
-    state = {**new_session(), **(state or {})}
-    record = hosting.recall(me)
-    data_dir = record.get("data_dir")
-    if data_dir and (Path(data_dir) / "meta.json").is_file() and not state["data_dir"]:
-        state.update(data_dir=data_dir, data_label=record.get("data_label"))
-    job = jobs.REGISTRY.latest(me.key)
-    if job is not None:
-        state.update(job_id=job.id, run_dir=str(job.run_dir))
-    elif (run_dir := record.get("run_dir")) and Path(run_dir).is_dir():
-        state["run_dir"] = run_dir
-    return secret, state
-
-
-@user_errors
-def forget_me(confirmed: Any, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, Any, bool]:
-    """ "Forget me" (once the visitor confirmed): stop their run, delete everything they keep here, and let the
-    browser forget its secret (the page then reloads as a new visitor). Returns (secret, state, done)."""
-    if confirmed is not True:
-        return gr.skip(), gr.skip(), False
-    me = visitor(request, profile)
-    stopped = jobs.REGISTRY.stop_owner(me.key)
-    for job in stopped:  # let them save and end before their folder goes
-        job.process.join(timeout=30)
-    hosting.forget(me)
-    jobs.REGISTRY.forget(me.key)
-    hosting.unbind(request)
-    return hosting.bind_browser(None, request), new_session(), True  # a new secret: the browser is someone new
-
-
 NEW_MODEL = ("a new model (sizes below)", "")
 
 
@@ -139,7 +100,7 @@ def checkpoint_choices(me: Visitor, with_new: bool = False) -> list[tuple[str, s
 @user_errors
 def checkpoint_dropdown_update(
     current: str | None = None,
-    state: dict[str, Any] | None = None,
+    state: Session | None = None,
     request: gr.Request | None = None,
     profile: gr.OAuthProfile | None = None,
     with_new: bool = False,
@@ -151,7 +112,7 @@ def checkpoint_dropdown_update(
     me = visitor(request, profile)
     choices = checkpoint_choices(me, with_new)
     names = [n for _, n in choices]
-    mine = me.name(Path(state["run_dir"]) / "latest") if state and state.get("run_dir") else None
+    mine = me.name(Path(state.run_dir) / "latest") if state and state.run_dir else None
     value: str | None
     if with_new:
         value = current if current in names else ""
@@ -228,6 +189,25 @@ def model_text(name: str | None, me: Visitor, lines: int = 1, max_chars: int = 6
     text = data.tokenizer.decode([int(i) for i in data.train[:256]])
     first = [line.strip() for line in text.splitlines() if line.strip()][:lines]
     return "\n".join(first)[:max_chars]
+
+
+# The prompts the Generate and Inspect tabs show before a model is chosen (the built-in corpus's style)
+DEFAULT_PROMPTS = ("ROMEO:", "ROMEO:\nBut soft, what light")
+
+
+def suggested_prompt(checkpoint: str | None, current: str, suggested: str, request: gr.Request,
+                     profile: gr.OAuthProfile | None, lines: int = 1) -> tuple[Any, str]:  # fmt: skip
+    """A prompt from the chosen model's own training text (its first `lines`), unless the visitor typed their own.
+    Returns the prompt box's update and the suggestion to remember (a box still showing it may be replaced)."""
+    if current and current != suggested and current not in DEFAULT_PROMPTS:
+        return gr.skip(), suggested
+    try:
+        new = model_text(checkpoint, visitor(request, profile), lines)
+    except UserInputError:
+        return gr.skip(), suggested
+    if not new:
+        return gr.skip(), suggested
+    return new, new
 
 
 def check_model_size(cfg: ModelConfig, params: int | None = None) -> None:
@@ -318,3 +298,56 @@ def pretrained_row(checkpoint: gr.Dropdown, api_name: str | None = None, with_ne
     handler = import_pretrained_to_start_from if with_new else import_pretrained
     visibility = "public" if api_name else "private"
     button.click(handler, source, [message, checkpoint], api_name=api_name, api_visibility=visibility, **HEAVY)
+
+
+# ----- the session: found again at a page load, ended by Forget me -------------------------------------------------
+
+
+def restore_session(
+    secret: Any, state: Session | None, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[str, Session]:
+    """The page loaded: bind it to its browser (the secret it keeps), and find the visitor's work again: the data set
+    they prepared, their run (training, waiting in line, or the last one). Returns the secret to keep, and the
+    session. (`secret` comes from the browser, anything at all: `bind_browser` checks it; `recall` keeps only the
+    string values of the visitor's record.)"""
+    secret = hosting.bind_browser(secret, request)
+    me = visitor(request, profile)
+    session = state if isinstance(state, Session) else Session()
+    record = hosting.recall(me)
+    data_dir = record.get("data_dir")
+    if data_dir and (Path(data_dir) / "meta.json").is_file() and not session.data_dir:
+        session = dataclasses.replace(session, data_dir=data_dir, data_label=record.get("data_label"))
+    job = jobs.REGISTRY.latest(me.key)
+    if job is not None:
+        session = dataclasses.replace(session, job_id=job.id, run_dir=str(job.run_dir))
+    elif (run_dir := record.get("run_dir")) and Path(run_dir).is_dir():
+        session = dataclasses.replace(session, run_dir=run_dir)
+    return secret, session
+
+
+@user_errors
+def forget_me(confirmed: Any, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, Any, bool]:
+    """ "Forget me" (once the visitor confirmed): stop their run, delete everything they keep here, and let the
+    browser forget its secret (the page then reloads as a new visitor). Returns (secret, session, done)."""
+    if confirmed is not True:
+        return gr.skip(), gr.skip(), False
+    me = visitor(request, profile)
+    stopped = jobs.REGISTRY.stop_owner(me.key)
+    for job in stopped:  # let them save and end before their folder goes
+        job.process.join(timeout=30)
+    hosting.forget(me)
+    jobs.REGISTRY.forget(me.key)
+    hosting.unbind(request)
+    return hosting.bind_browser(None, request), Session(), True  # a new secret: the browser is someone new
+
+
+def current_data(session: Session, tokenizer: str = "char") -> PreparedData:
+    """This session's data set; until the visitor prepares one, the built-in corpus with `tokenizer`."""
+    if session.data_dir:
+        if not (Path(session.data_dir) / "meta.json").is_file():
+            raise UserInputError(
+                "your prepared data set is no longer on the server (removed to stay within the storage quota, or "
+                "by Forget me); prepare it again in the Data tab"
+            )
+        return load_prepared(session.data_dir)
+    return prepare([sample_corpus_path()], tokenizer=tokenizer)

@@ -6,6 +6,7 @@ It reads each run's metrics.jsonl (written as the run trains), so runs still tra
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,16 @@ def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthPr
     return gr.update(choices=names, value=[n for n in current if isinstance(n, str) and n in names])
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str, Any]:
+@dataclass
+class Panel:
+    """What the Compare tab offers the others: a click elsewhere adds a run to `runs` and compares them again."""
+
+    runs: gr.Dropdown
+    inputs: list[Any]  # compare()'s, the runs first
+    outputs: list[Any]  # compare()'s
+
+
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> Panel:
     gr.Markdown("Pick runs to overlay their curves. Clicking a run in the Train tab's checkpoint table adds it here.")
     with gr.Row():
         # any name may come in (the choices are this visitor's runs, filled in per session); compare() resolves each
@@ -119,17 +129,16 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
         interactive=False,
     )
     timer = gr.Timer(REFRESH_S, active=False)
-    outputs = [plot, summary, diff, timer, circuits]
-    go_btn.click(compare, [runs, axis, unit], outputs, api_name="compare", show_progress="hidden")
-    for control in (axis, unit):
-        control.change(compare, [runs, axis, unit], outputs, api_visibility="private", show_progress="hidden")
-    timer.tick(compare, [runs, axis, unit], outputs, api_visibility="private", show_progress="hidden")
+    inputs, outputs = [runs, axis, unit], [plot, summary, diff, timer, circuits]
+    go_btn.click(compare, inputs, outputs, api_name="compare", show_progress="hidden")
+    gr.on([axis.change, unit.change], compare, inputs, outputs, api_visibility="private", show_progress="hidden")
+    timer.tick(compare, inputs, outputs, api_visibility="private", show_progress="hidden")
     for trigger in (tab.select, ready.then):
         trigger(run_list, runs, runs, api_visibility="private")
-    return {"runs": runs, "axes": [axis, unit], "outputs": outputs}
+    return Panel(runs, inputs, outputs)
 
 
-def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -> None:
+def link_from(table: gr.Dataframe, panel: Panel, tabs: gr.Tabs) -> None:
     """One click on a run's row in the Train tab's checkpoint table adds it to the comparison and opens this tab."""
 
     @user_errors
@@ -146,7 +155,6 @@ def link_from(table: gr.Dataframe, compare_tab: dict[str, Any], tabs: gr.Tabs) -
             return gr.skip(), gr.skip()
         return gr.update(value=list(dict.fromkeys([*(current or []), run]))), gr.Tabs(selected="compare")
 
-    runs, axes = compare_tab["runs"], compare_tab["axes"]
-    table.select(pick, runs, [runs, tabs], api_visibility="private").then(
-        compare, [runs, *axes], compare_tab["outputs"], api_visibility="private", show_progress="hidden"
+    table.select(pick, panel.runs, [panel.runs, tabs], api_visibility="private").then(
+        compare, panel.inputs, panel.outputs, api_visibility="private", show_progress="hidden"
     )

@@ -4,6 +4,7 @@ step, and its compression beside char, byte and GPT-2 on the same text."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import shutil
 import tempfile
@@ -31,9 +32,10 @@ from gpt.tokenizer import (
     merge_steps,
 )
 from playground import inputs
-from playground.common import user_errors
+from playground.common import current_data, user_errors
 from playground.hosting import Visitor, enforce_quota, remember, visitor
 from playground.inputs import number
+from playground.session import Session
 from playground.settings import HEAVY, LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
@@ -202,7 +204,7 @@ def prepare_data(
     text: str,
     tokenizer: str,
     val_fraction: float,
-    state: dict[str, Any],
+    state: Session,
     request: gr.Request,
     profile: gr.OAuthProfile | None,
     vocab_size: float = DEFAULT_BPE_VOCAB,
@@ -241,7 +243,7 @@ def prepare_data(
             f"{TINY_CONTEXT} needs at least {TINY_CONTEXT + 1}. Add text, raise the validation fraction, or lower the "
             "context length in the Train tab."
         )
-    state = {**state, "data_dir": str(d.dir), "data_label": label}
+    state = dataclasses.replace(state, data_dir=str(d.dir), data_label=label)
     return stats_markdown(d, label), token_view_html(d), state, *_learned_outputs(d, word)
 
 
@@ -254,7 +256,7 @@ def _learned_outputs(d: PreparedData, word: str) -> tuple[Any, str, str, str, st
 
 
 @user_errors
-def show_merge_steps(word: str, state: dict[str, Any]) -> str:
+def show_merge_steps(word: str, state: Session) -> str:
     """A word merged step by step by this session's BPE (the Data tab's box)."""
     d = current_data(state)
     if not isinstance(d.tokenizer, BPETokenizer):
@@ -262,27 +264,15 @@ def show_merge_steps(word: str, state: dict[str, Any]) -> str:
     return merge_steps_html(d, word)
 
 
-def current_data(state: dict[str, Any], tokenizer: str = "char") -> PreparedData:
-    """This session's data set; until the user prepares one, the built-in corpus with `tokenizer`."""
-    if state.get("data_dir"):
-        if not (Path(state["data_dir"]) / "meta.json").is_file():
-            raise UserInputError(
-                "your prepared data set is no longer on the server (removed to stay within the storage quota, or "
-                "by Forget me); prepare it again in the Data tab"
-            )
-        return load_prepared(state["data_dir"])
-    return prepare([sample_corpus_path()], tokenizer=tokenizer)
-
-
-def shown_data(state: dict[str, Any]) -> tuple[Any, ...]:
+def shown_data(state: Session) -> tuple[Any, ...]:
     """The Data tab's statistics for the session's data set (after a reload), or as they are."""
-    if not state.get("data_dir"):
+    if not state.data_dir:
         return (gr.skip(),) * 7
     try:
-        d = load_prepared(state["data_dir"])
+        d = load_prepared(state.data_dir)
     except UserInputError:
         return (gr.skip(),) * 7
-    label = state.get("data_label") or "Your data set"
+    label = state.data_label or "Your data set"
     return stats_markdown(d, label), token_view_html(d), *_learned_outputs(d, EXAMPLE_WORD)
 
 

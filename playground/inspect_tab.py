@@ -25,8 +25,14 @@ from gpt.inspect import (
     parameter_table,
 )
 from playground import charts
-from playground.common import checkpoint_dropdown_update, load_checkpoint, pretrained_row, user_errors
-from playground.generate_tab import DEFAULT_PROMPTS, suggested_prompt
+from playground.common import (
+    DEFAULT_PROMPTS,
+    checkpoint_dropdown_update,
+    load_checkpoint,
+    pretrained_row,
+    suggested_prompt,
+    user_errors,
+)
 from playground.hosting import heavy_slot, visitor
 from playground.inputs import number, text
 

@@ -8,12 +8,14 @@ import html
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from gpt import checkpoint as ckpt
+from gpt.calibrate import costs_for
 from gpt.config import (
     Activation,
     Config,
@@ -30,21 +32,22 @@ from gpt.config import (
 )
 from gpt.data import load_prepared
 from gpt.errors import UserInputError
-from gpt.estimate import machine_flops, model_size, train_seconds
+from gpt.estimate import model_size, train_seconds
 from gpt.events import Curves, compile_line, format_duration, read_metrics
 from playground import checkpoint_panel, health_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
     check_model_size,
+    current_data,
     own_data,
     pretrained_row,
     start_from_update,
     user_errors,
 )
-from playground.data_tab import current_data
 from playground.hosting import Visitor, client_address, enforce_quota, remember, visitor
 from playground.inputs import number, text
 from playground.jobs import REGISTRY, STATUS, RunRequest, Snapshot
+from playground.session import Session
 from playground.settings import LIMITS, PRIVATE
 
 log = logging.getLogger("playground")
@@ -156,18 +159,19 @@ def check_limits(cfg: Config, params: int) -> None:
         raise UserInputError(f"{cfg.train.max_steps:,} steps asked; the limit here is {LIMITS.max_steps:,}")
 
 
-def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
+def describe(preset: str, state: Session, *values: Any) -> str:
     try:
         cfg = build_config(preset, list(values))
-        vocab = load_prepared(state["data_dir"]).meta["vocab_size"] if state.get("data_dir") else 80
+        vocab = load_prepared(state.data_dir).meta["vocab_size"] if state.data_dir else 80
         params, flops = model_size(cfg, vocab)
     except UserInputError as e:
         return f"⚠️ {e}"
     except Exception:  # noqa: BLE001 - the form's live description must never break; the log has the details
         log.exception("describe")
         return "⚠️ these settings cannot be estimated; check the values"
-    per_100 = train_seconds(cfg, flops, 100, extras=False)  # the steps alone; the total adds evals, samples, saves
-    total = train_seconds(cfg, flops)
+    here = costs_for(cfg.train)  # this machine's costs (cached, else measured in a child process)
+    per_100 = train_seconds(cfg, flops, 100, extras=False, costs=here, corrected=True)  # the steps alone
+    total = train_seconds(cfg, flops, costs=here, corrected=True)  # and the evals, samples and saves
     return (
         f"**{params / 1e6:.2f}M parameters** (without position embeddings) · about **{per_100:.1f} s per 100 steps** "
         f"on this machine · {cfg.train.max_steps:,} steps ≈ {format_duration(total)} with evaluations and samples"
@@ -176,13 +180,13 @@ def describe(preset: str, state: dict[str, Any], *values: Any) -> str:
 
 @user_errors
 def start_training(
-    state: dict[str, Any],
+    state: Session,
     init_from: str,
     preset: str,
     request: gr.Request,
     profile: gr.OAuthProfile | None,
     *values: Any,
-) -> tuple[dict[str, Any], str]:
+) -> tuple[Session, str]:
     """Start a new run: a new model from the form, or (fine-tuning) a checkpoint's weights and architecture.
     When the slots are taken, the run waits in line."""
     me = visitor(request, profile)
@@ -198,9 +202,10 @@ def start_training(
         params, flops = model_size(cfg, data.tokenizer.vocab_size)
     check_limits(cfg, params)
     run_dir = me.home / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    asked = RunRequest(cfg, data, run_dir, init_from=start_from, estimate_s=train_seconds(cfg, flops))
+    estimate = train_seconds(cfg, flops, costs=costs_for(cfg.train), corrected=True)
+    asked = RunRequest(cfg, data, run_dir, init_from=start_from, estimate_s=estimate)
     job = _submit(me, request, profile, asked)
-    state = {**state, "job_id": job.id, "run_dir": str(run_dir)}
+    state = dataclasses.replace(state, job_id=job.id, run_dir=str(run_dir))
     snap = job.snapshot()
     if snap.status in jobs.ACTIVE and not snap.stopping:
         what = f"Fine-tuning `{me.name(start_from)}`" if start_from else "Training started"
@@ -221,16 +226,16 @@ def _submit(me: Visitor, request: gr.Request, profile: gr.OAuthProfile | None, a
     return job
 
 
-def my_job(state: dict[str, Any], me: Visitor) -> jobs.Job | None:
+def my_job(state: Session, me: Visitor) -> jobs.Job | None:
     """This page's run, else the visitor's live one (started from another tab, or before a reload)."""
-    job = REGISTRY.get(state.get("job_id"))
+    job = REGISTRY.get(state.job_id)
     if job is not None and job.owner == me.key:
         return job
     return REGISTRY.latest(me.key)
 
 
 @user_errors
-def stop_training(state: dict[str, Any], request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+def stop_training(state: Session, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
     job = my_job(state, visitor(request, profile))
     if job is not None and REGISTRY.leave(job.id):
         return "You left the queue."
@@ -241,7 +246,7 @@ def stop_training(state: dict[str, Any], request: gr.Request, profile: gr.OAuthP
 
 
 @user_errors
-def leave_queue(state: dict[str, Any], request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+def leave_queue(state: Session, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
     job = my_job(state, visitor(request, profile))
     if job is None or not REGISTRY.leave(job.id):
         raise UserInputError("no run of yours is waiting in line")
@@ -250,14 +255,14 @@ def leave_queue(state: dict[str, Any], request: gr.Request, profile: gr.OAuthPro
 
 @user_errors
 def resume_training(
-    state: dict[str, Any], max_steps: float, request: gr.Request, profile: gr.OAuthProfile | None
-) -> tuple[dict[str, Any], str]:
+    state: Session, max_steps: float, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[Session, str]:
     max_steps = number(max_steps, "Steps", 1, None, integer=True)
     me = visitor(request, profile)
     old = my_job(state, me)
-    if not state.get("run_dir"):
+    if not state.run_dir:
         raise UserInputError("nothing to resume yet: start a training run first")
-    run_dir = me.resolve(me.name(state["run_dir"]))  # still this visitor's (the state is the server's own)
+    run_dir = me.resolve(me.name(state.run_dir))  # still this visitor's (the state is the server's own)
     meta = ckpt.read_meta(run_dir)
     cfg = Config.from_dict(meta["config"])
     cfg = apply_overrides(cfg, [f"train.max_steps={max_steps}"])
@@ -265,10 +270,13 @@ def resume_training(
     check_limits(cfg, params)
     data = own_data(meta.get("data_dir"), me) or current_data(state)
     history = old.snapshot().curves if old is not None and old.run_dir == run_dir else None
-    estimate = train_seconds(cfg, flops, max(0, cfg.train.max_steps - int(meta.get("step", 0))))
+    left = max(0, cfg.train.max_steps - int(meta.get("step", 0)))
+    estimate = train_seconds(cfg, flops, left, costs=costs_for(cfg.train), corrected=True)
     asked = RunRequest(cfg, data, run_dir, resume=run_dir, history=history, estimate_s=estimate)
     job = _submit(me, request, profile, asked)
-    return {**state, "job_id": job.id}, headline(job.snapshot(), me.name(run_dir), resumed_from=int(meta["step"]))
+    return dataclasses.replace(state, job_id=job.id), headline(
+        job.snapshot(), me.name(run_dir), resumed_from=int(meta["step"])
+    )
 
 
 def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> str:
@@ -346,13 +354,14 @@ STARTING = '<div class="progress-box"><b>Starting…</b> (building the model)</d
 REFRESH_S = 2.0
 
 
-# What a tick updates (the /poll API's outputs, in this order: the later views' after the first ones')
+# What a tick updates, by name (poll's keys; _wire_run maps each to its component). The order is the /poll API's
+# outputs' (an API client reads the progress first, the status fifth): the later views' come after the first ones'.
 POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer", "message", "health", "circuits",
           "health_note", "circuits_note")  # fmt: skip
 
 
 def poll(
-    state: dict[str, Any],
+    state: Session,
     seen: dict[str, Any],
     held: dict[str, Any] | None = None,
     request: gr.Request | None = None,
@@ -363,9 +372,9 @@ def poll(
     per chart), the sample and the Leave button only when they change (every value the page gets costs it a
     re-render); once the run has ended and its last state is shown, switch the timer off (Start and Resume switch
     it on again). While the run waits in line, only its position and wait are refreshed; each tick keeps its place."""
-    job = REGISTRY.get(state.get("job_id"))
-    if job is None and state.get("run_dir"):
-        return logged_run(state["run_dir"], seen or {}, held or {}, visitor(request, profile))
+    job = REGISTRY.get(state.job_id)
+    if job is None and state.run_dir:
+        return logged_run(state.run_dir, seen or {}, held or {}, visitor(request, profile))
     if job is None or (request is not None and job.owner != visitor(request, profile).key):
         return {"timer": gr.Timer(REFRESH_S, active=False)}
     REGISTRY.touch(job.id)
@@ -443,10 +452,72 @@ def settings_form(keys: list[str]) -> dict[str, Any]:
     return inputs
 
 
-def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, recipe: gr.Radio, inputs: list[Any],
-               info: gr.Markdown, init_from: gr.Dropdown, job_status: gr.Textbox) -> None:  # fmt: skip
+@dataclass
+class Form:
+    """The Train tab's left column: what to train, and the buttons that run it."""
+
+    init_from: gr.Dropdown  # "Start from": a new model, or a checkpoint to fine-tune
+    preset: gr.Dropdown
+    recipe: gr.Radio
+    info: gr.Markdown  # the settings' size and time, estimated again at every change
+    start: gr.Button
+    stop: gr.Button
+    resume: gr.Button
+    leave: gr.Button  # shown while the run waits in line
+    status: gr.Markdown  # what the run is doing, in one line (headline)
+    inputs: list[Any]  # one control per setting, in FIELDS' order (the start_training API's)
+
+    @property
+    def max_steps(self) -> Any:
+        return self.inputs[KEYS.index("train.max_steps")]
+
+
+@dataclass
+class RunView:
+    """The Train tab's right column: the run's progress, its live charts and their notes, its latest sample."""
+
+    progress: gr.HTML
+    charts: dict[str, gr.HTML]  # by name, in live_chart.CHARTS' order: each tick sends what the page holds back
+    notes: dict[str, gr.HTML]  # "health_note", "circuits_note": what the readings say
+    sample: gr.Textbox
+    job_status: gr.Textbox  # hidden: the run's status, which the checkpoint panel and "Start from" follow
+
+
+def form_column() -> Form:
+    init_from = gr.Dropdown(
+        [NEW_MODEL], value="", label="Start from (a checkpoint: fine-tune it)", allow_custom_value=True
+    )
+    pretrained_row(init_from, with_new=True)
+    preset = gr.Dropdown(PRESETS, value="tiny", label="Preset")
+    recipe = gr.Radio(
+        [(label, key) for key, label in RECIPES.items()], value="modern", label="Recipe",
+        info="How the model is built and trained: the switches below; GPT-2's or today's",
+    )  # fmt: skip
+    info = gr.Markdown()
+    with gr.Row():
+        start = gr.Button("Start", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+        resume = gr.Button("Resume")
+        leave = gr.Button("Leave the queue", visible=False)
+    status = gr.Markdown()
+    with gr.Accordion("Model and training settings", open=True):
+        controls = settings_form([k for k in KEYS if k not in SWITCHES])
+    with gr.Accordion("Recipe switches: what each one changes", open=True):
+        controls |= settings_form(SWITCHES)
+    return Form(init_from, preset, recipe, info, start, stop, resume, leave, status, [controls[k] for k in KEYS])
+
+
+def run_column() -> RunView:
+    progress = gr.HTML(NO_RUN)
+    charts, notes = chart_views()
+    sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
+    return RunView(progress, charts, notes, sample, job_status=gr.Textbox(visible=False))
+
+
+def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, form: Form, job_status: gr.Textbox) -> None:
     """What the form does: a preset or a recipe fills it (a switch flipped by hand makes the recipe "custom"),
     every change re-estimates size and time, "Start from" stays fresh."""
+    preset, recipe, inputs = form.preset, form.recipe, form.inputs
     preset.change(
         lambda p, r: preset_values(p, r) if p != "custom" else [gr.skip()] * len(FIELDS),  # preset_values checks p
         [preset, recipe],
@@ -459,13 +530,13 @@ def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, preset: gr.Dropdown, re
         inputs,
         api_visibility="private",
     )
-    for key in SWITCHES:
-        inputs[KEYS.index(key)].input(lambda: "custom", None, recipe, api_visibility="private")
-    for comp in [preset, *inputs]:
-        comp.change(describe, [preset, state, *inputs], info, api_visibility="private")
-    ready.then(describe, [preset, state, *inputs], info, api_visibility="private")
+    switches = [inputs[KEYS.index(key)] for key in SWITCHES]
+    gr.on([c.input for c in switches], lambda: "custom", None, recipe, api_visibility="private")
+    gr.on([c.change for c in [preset, *inputs]], describe, [preset, state, *inputs], form.info,
+          api_visibility="private")  # fmt: skip
+    ready.then(describe, [preset, state, *inputs], form.info, api_visibility="private")
     for trigger in (tab.select, ready.then, job_status.change):
-        trigger(start_from_update, init_from, init_from, api_visibility="private")
+        trigger(start_from_update, form.init_from, form.init_from, api_visibility="private")
 
 
 def busy() -> tuple[Any, Any, str, str]:
@@ -473,13 +544,9 @@ def busy() -> tuple[Any, Any, str, str]:
     return gr.update(interactive=False), gr.update(interactive=False), "Starting…", STARTING
 
 
-def max_steps_of(inputs: list[Any]) -> Any:
-    return inputs[KEYS.index("train.max_steps")]
-
-
-def restore_watch(state: dict[str, Any]) -> Any:
+def restore_watch(state: Session) -> Any:
     """After a reload: watch the visitor's run again if it trains or waits."""
-    job = REGISTRY.get(state.get("job_id"))
+    job = REGISTRY.get(state.job_id)
     return gr.Timer(REFRESH_S, active=job is not None and (job.active or job.status == jobs.QUEUED))
 
 
@@ -508,79 +575,33 @@ def chart_views() -> tuple[dict[str, gr.HTML], dict[str, gr.HTML]]:
     return {name: parts[name] for name in live_chart.CHARTS}, {k: v for k, v in parts.items() if k.endswith("_note")}
 
 
-def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str, Any]:
-    machine_flops()  # measured once at start-up, while the machine is quiet
-    jobs.warm_up()  # the process training jobs fork from
-    with gr.Row():
-        with gr.Column(scale=1, min_width=320):
-            init_from = gr.Dropdown(
-                [NEW_MODEL], value="", label="Start from (a checkpoint: fine-tune it)", allow_custom_value=True
-            )
-            pretrained_row(init_from, with_new=True)
-            preset = gr.Dropdown(PRESETS, value="tiny", label="Preset")
-            recipe = gr.Radio(
-                [(label, key) for key, label in RECIPES.items()], value="modern", label="Recipe",
-                info="How the model is built and trained: the switches below; GPT-2's or today's",
-            )  # fmt: skip
-            info = gr.Markdown()
-            with gr.Row():
-                start = gr.Button("Start", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
-                resume = gr.Button("Resume")
-                leave = gr.Button("Leave the queue", visible=False)
-            status = gr.Markdown()
-            with gr.Accordion("Model and training settings", open=True):
-                form = settings_form([k for k in KEYS if k not in SWITCHES])
-            with gr.Accordion("Recipe switches: what each one changes", open=True):
-                form |= settings_form(SWITCHES)
-            inputs = [form[k] for k in KEYS]
-        with gr.Column(scale=2):
-            progress = gr.HTML(NO_RUN)
-            live, notes = chart_views()
-            sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
-            job_status = gr.Textbox(visible=False)
-    table, chosen = checkpoint_panel.build(ready, state, job_status)
-
-    _wire_form(ready, tab, state, preset, recipe, inputs, info, init_from, job_status)
-
-    # the run: start, stop, leave the queue, resume; the timer watches it while it trains or waits
+def _wire_run(ready: Any, tab: gr.Tab, state: gr.State, form: Form, view: RunView) -> None:
+    """The run: start, stop, leave the queue, resume; the timer watches it while it trains or waits."""
     seen = gr.State({})
     timer = gr.Timer(REFRESH_S, active=False)
-    # the period again: a Timer sent as an update without one goes back to Gradio's default, 1 s
-    watch = functools.partial(gr.Timer, REFRESH_S, active=True)
-    shown = [progress, live["loss"], live["rate"], sample, job_status, leave, seen, timer, status, live["health"],
-             live["circuits"], notes["health_note"], notes["circuits_note"]]  # fmt: skip
-    polled = dict(zip(POLLED, shown, strict=True))
+    # What poll's keys name; POLLED orders them (the /poll API's outputs). Keyed, so nothing lines up by position.
+    polled = {"progress": view.progress, **view.charts, **view.notes, "sample": view.sample, "status": view.job_status,
+              "leave": form.leave, "seen": seen, "timer": timer, "message": form.status}  # fmt: skip
+    outputs = [polled[name] for name in POLLED]
+    charts = list(view.charts.values())  # as inputs: what the page holds
 
-    def tick(request: gr.Request, profile: gr.OAuthProfile | None, st: dict[str, Any], sn: dict[str, Any],
+    def tick(request: gr.Request, profile: gr.OAuthProfile | None, st: Session, sn: dict[str, Any],
              *held: Any) -> dict[Any, Any]:  # fmt: skip
-        return {polled[k]: v for k, v in poll(st, sn, dict(zip(live, held, strict=True)), request, profile).items()}
+        by_chart = dict(zip(view.charts, held, strict=True))
+        return {polled[k]: v for k, v in poll(st, sn, by_chart, request, profile).items()}
 
-    def tick_fresh(request: gr.Request, profile: gr.OAuthProfile | None, st: dict[str, Any], *held: Any) -> Any:
+    def tick_fresh(request: gr.Request, profile: gr.OAuthProfile | None, st: Session, *held: Any) -> Any:
         """After a press of Start, Resume, Stop or Leave: everything said again, whether or not the run moved (and
         with no run, that there is none: a Start that failed took back its "Starting…")."""
         return {polled["progress"]: NO_RUN, polled["message"]: "", **tick(request, profile, st, {}, *held)}
 
-    poll_now = dict(fn=tick_fresh, inputs=[state, *live.values()], outputs=list(polled.values()),
-                    show_progress="hidden", api_visibility="private")  # fmt: skip
-    for button, handler, handler_inputs, api_name in (
-        (start, start_training, [state, init_from, preset, *inputs], "start_training"),
-        (resume, resume_training, [state, max_steps_of(inputs)], "resume_training"),
-    ):
-        # Every press answers at once: the buttons off and "Starting…" (the child takes seconds to build its model),
-        # then the run's own status; the buttons come back whatever happened.
-        pressed = button.click(busy, None, [start, resume, status, progress], queue=False, api_visibility="private",
-                               trigger_mode="once")  # fmt: skip
-        run = pressed.then(handler, handler_inputs, [state, status], api_name=api_name)
-        run.then(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [start, resume],
-                 queue=False, api_visibility="private").then(**poll_now)  # fmt: skip
-        run.success(watch, None, timer, api_visibility="private")
-    stop.click(stop_training, state, status, api_name="stop_training").then(**poll_now)
-    leave.click(leave_queue, state, status, api_name="leave_queue").then(**poll_now)
+    poll_now = dict(fn=tick_fresh, inputs=[state, *charts], outputs=outputs, show_progress="hidden",
+                    api_visibility="private")  # fmt: skip
+    _wire_buttons(state, form, view.progress, timer, poll_now)
     timer.tick(
         tick,
-        [state, seen, *live.values()],  # the charts as inputs: what the page holds
-        list(polled.values()),
+        [state, seen, *charts],
+        outputs,
         api_name="poll",
         queue=False,
         show_progress="hidden",  # no loading animation on the charts at every tick: the browser would redraw them
@@ -589,4 +610,36 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> dict[str
     ready.then(restore_watch, state, timer, api_visibility="private").then(**poll_now)
     # opened (its charts are built then, after a reload that showed another tab): they ask for what they lack
     tab.select(None, js="() => new Promise((done) => setTimeout(done, 300))").then(**poll_now)
-    return {"checkpoints": table}
+
+
+def _wire_buttons(state: gr.State, form: Form, progress: gr.HTML, timer: gr.Timer, poll_now: dict[str, Any]) -> None:
+    """Start, Resume, Stop and Leave, each followed by a fresh poll (`poll_now`); a run started turns the timer on."""
+    # the period again: a Timer sent as an update without one goes back to Gradio's default, 1 s
+    watch = functools.partial(gr.Timer, REFRESH_S, active=True)
+    for button, handler, handler_inputs, api_name in (
+        (form.start, start_training, [state, form.init_from, form.preset, *form.inputs], "start_training"),
+        (form.resume, resume_training, [state, form.max_steps], "resume_training"),
+    ):
+        # Every press answers at once: the buttons off and "Starting…" (the child takes seconds to build its model),
+        # then the run's own status; the buttons come back whatever happened.
+        pressed = button.click(busy, None, [form.start, form.resume, form.status, progress], queue=False,
+                               api_visibility="private", trigger_mode="once")  # fmt: skip
+        run = pressed.then(handler, handler_inputs, [state, form.status], api_name=api_name)
+        run.then(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [form.start, form.resume],
+                 queue=False, api_visibility="private").then(**poll_now)  # fmt: skip
+        run.success(watch, None, timer, api_visibility="private")
+    form.stop.click(stop_training, state, form.status, api_name="stop_training").then(**poll_now)
+    form.leave.click(leave_queue, state, form.status, api_name="leave_queue").then(**poll_now)
+
+
+def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> gr.Dataframe:
+    """The tab's layout and wiring. Returns its checkpoint table (a click on a run there opens it in Compare)."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            form = form_column()
+        with gr.Column(scale=2):
+            view = run_column()
+    table, _ = checkpoint_panel.build(ready, state, view.job_status)
+    _wire_form(ready, tab, state, form, view.job_status)
+    _wire_run(ready, tab, state, form, view)
+    return table

@@ -13,9 +13,9 @@ import torch
 from gpt.circuits import even_score, head_scores, repeated_tokens
 from gpt.config import ModelConfig, SampleConfig, load_config, resolve_config_path
 from gpt.errors import UserInputError
+from gpt.generate import generate
 from gpt.inspect import Component, ablate, attribute
 from gpt.model import GPT, Ablation
-from gpt.sampling import generate
 from gpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 

@@ -12,8 +12,9 @@ import torch
 
 from gpt import decode
 from gpt.config import ModelConfig, SampleConfig
+from gpt.generate import stream
 from gpt.model import GPT
-from gpt.sampling import _pick, pick_static, sample_params, stream
+from gpt.sampling import pick, pick_static, sample_params
 from gpt.tokenizer import ByteTokenizer
 
 SMALL = dict(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -81,7 +82,7 @@ def test_the_branch_free_sampler_picks_what_the_eager_one_picks() -> None:
             frequency_penalty=[0.0, 0.3, -0.2][trial % 3],
         )
         seed = 1000 + trial
-        want = _pick(raw, history, cfg, torch.Generator().manual_seed(seed), V, 5)
+        want = pick(raw, history, cfg, torch.Generator().manual_seed(seed), V, 5)
         counts = torch.bincount(history, minlength=V).float()
         noise = torch.empty(V).exponential_(generator=torch.Generator().manual_seed(seed))
         got = pick_static(raw, counts, sample_params(cfg, raw.device), noise, 5)

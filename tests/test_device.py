@@ -12,8 +12,9 @@ from gpt.config import Config, ModelConfig, SampleConfig
 from gpt.data import prepare
 from gpt.device import autocast, pick_dtype, sampling_model
 from gpt.events import Event
+from gpt.generate import stream
 from gpt.model import GPT
-from gpt.sampling import stream, window_start
+from gpt.sampling import window_start
 from gpt.tokenizer import ByteTokenizer
 from gpt.trainer import Trainer
 

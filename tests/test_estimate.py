@@ -1,5 +1,6 @@
-"""The time estimate: what a run does (plan), its cost arithmetic, the calibration's fit and cache, the trainer's
-ETA, and one real CLI run against its printed estimate (a generous factor: the +-25% figure is bench/estimate.py's)."""
+"""The time estimate: what a run does (plan), its cost arithmetic, the calibration's fit (gpt.calibrate) and store,
+the trainer's ETA, and one real CLI run against its printed estimate (a generous factor: the +-25% figure is
+bench/estimate.py's)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpt import estimate
+from gpt import calibrate, estimate
 from gpt.config import Config, ModelConfig, TrainConfig
 from gpt.estimate import FEATURES, KINDS, Costs, Plan, Units, plan, run_seconds, train_seconds, units
 from gpt.trainer import Meter
@@ -96,8 +97,8 @@ def test_vocabulary_comes_from_the_flops() -> None:
     form.model.vocab_size = 50304
     _, flops = estimate.model_size(form, 80)
     data = tiny(max_steps=100)
-    assert units(form, flops, costs) == pytest.approx(units(data, None, costs))
-    assert units(form, None, costs).step > 100 * units(data, None, costs).step
+    assert units(form, flops, costs=costs) == pytest.approx(units(data, costs=costs))
+    assert units(form, costs=costs).step > 100 * units(data, costs=costs).step
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_sizes_counted_from_the_shapes_are_the_models(shape: dict[str, object]) 
 
 def synthetic_rows(costs: Costs) -> list[dict[str, object]]:
     rows = []
-    for shape in estimate.SHAPES:
+    for shape in calibrate.SHAPES:
         n_layer, n_embd, n_head, block, batch, vocab = shape
         mc = ModelConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         params, fpt = estimate._size(mc)
@@ -128,7 +129,7 @@ def synthetic_rows(costs: Costs) -> list[dict[str, object]]:
 
 
 def test_fit_recovers_the_costs_it_was_timed_with() -> None:
-    fitted = estimate.fit(synthetic_rows(estimate.DEFAULT_COSTS))
+    fitted = calibrate.fit(synthetic_rows(estimate.DEFAULT_COSTS))
     for kind in KINDS:
         assert all(c >= 0 for c in getattr(fitted, kind))
     for shape in [(2, 64, 4, 64, 12, 65), (6, 192, 6, 128, 12, 65), (4, 128, 4, 64, 12, 80)]:
@@ -142,9 +143,9 @@ def test_fit_recovers_the_costs_it_was_timed_with() -> None:
 def test_nnls_is_non_negative() -> None:
     rng = np.random.default_rng(0)
     a = rng.random((12, 4))
-    x = estimate.nnls(a, a @ np.array([1.0, 0.0, 2.0, 0.5]))
+    x = calibrate.nnls(a, a @ np.array([1.0, 0.0, 2.0, 0.5]))
     assert x == pytest.approx([1.0, 0.0, 2.0, 0.5], abs=1e-9)
-    x = estimate.nnls(a, a @ np.array([1.0, -3.0, 2.0, 0.5]))  # the best non-negative fit of a negative part
+    x = calibrate.nnls(a, a @ np.array([1.0, -3.0, 2.0, 0.5]))  # the best non-negative fit of a negative part
     assert (x >= 0).all()
 
 
@@ -162,8 +163,8 @@ def test_cache_keeps_the_last_calibrations(tmp_path: Path, monkeypatch: pytest.M
     assert estimate.known_costs() is None
     key = estimate.machine_key()
     for i in range(estimate.KEEP + 2):
-        estimate._store(key, dataclasses.replace(COSTS, step=unit(0, 0.010 + i * 1e-4)))
-    assert len(estimate._entries(key)) == estimate.KEEP
+        estimate.add_calibration(key, dataclasses.replace(COSTS, step=unit(0, 0.010 + i * 1e-4)))
+    assert len(estimate.calibrations(key)) == estimate.KEEP
     assert estimate.known_costs().step[0] == pytest.approx(0.010 + 4e-4)  # the median of the last five  # type: ignore[union-attr]
     estimate.cache_path().write_text("{not json", encoding="utf-8")
     assert estimate.known_costs() is None  # a broken cache is no calibration, not an error
@@ -173,14 +174,16 @@ def test_runs_teach_the_estimate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("GPT_PLAYGROUND_CACHE", str(tmp_path))
     cfg = tiny(max_steps=300)
     tc, flops = cfg.train, estimate.model_size(cfg, 80)[1]
-    estimate._store(estimate.machine_key(), COSTS)  # this machine's calibration
-    before = train_seconds(cfg, flops)
+    estimate.add_calibration(estimate.machine_key(), COSTS)  # this machine's calibration
+    here = calibrate.costs_for(tc)
+    assert here == COSTS  # (from the store: nothing measured)
+    before = train_seconds(cfg, flops, costs=here, corrected=True)
     assert estimate.run_factor(tc) == 1.0
     for ratio in (1.4, 1.6, 9.0):  # runs took longer than estimated (one absurdly)
         estimate.record_run(tc, ratio * 10.0, 10.0)
     assert estimate.run_factor(tc) == pytest.approx(1.6)  # the median
-    assert train_seconds(cfg, flops) == pytest.approx(1.6 * before)
-    assert train_seconds(cfg, flops, costs=COSTS) == pytest.approx(before)  # explicit costs: the model alone
+    assert train_seconds(cfg, flops, costs=here, corrected=True) == pytest.approx(1.6 * before)
+    assert train_seconds(cfg, flops, costs=COSTS) == pytest.approx(before)  # uncorrected: the model alone
     for _ in range(estimate.KEEP):
         estimate.record_run(tc, 100.0, 1.0)
     assert estimate.run_factor(tc) == 3.0  # kept within bounds
@@ -191,9 +194,9 @@ def test_machine_flops_does_not_wait_nor_load_dynamo(tmp_path: Path) -> None:
     """The web server calls it at start-up: it must return at once and keep torch._dynamo out of the process."""
     code = (
         "import sys, time\n"
-        "from gpt import estimate\n"
-        "estimate._measure_in_child = lambda *a: time.sleep(30)\n"  # a calibration that would take long
-        "t = time.perf_counter(); flops = estimate.machine_flops(); took = time.perf_counter() - t\n"
+        "from gpt import calibrate\n"
+        "calibrate._measure_in_child = lambda *a: time.sleep(30)\n"  # a calibration that would take long
+        "t = time.perf_counter(); flops = calibrate.machine_flops(); took = time.perf_counter() - t\n"
         "print(flops > 0, took < 1.0, 'torch._dynamo' in sys.modules)\n"
     )
     env = {**os.environ, "GPT_PLAYGROUND_CACHE": str(tmp_path)}

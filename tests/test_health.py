@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from gpt.circuits import CircuitScores
-from gpt.config import Config, ModelConfig, load_config, resolve_config_path
+from gpt.config import Config, ModelConfig, load_config, padded_vocab, resolve_config_path
 from gpt.corpus import sample_corpus_path
 from gpt.data import prepare
-from gpt.estimate import padded_vocab
 from gpt.events import Event
 from gpt.health import STEP_SCALES, Health, InitCheck, Probe, activations, diagnose, findings, init_check
 from gpt.model import GPT

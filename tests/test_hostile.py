@@ -99,17 +99,17 @@ def direct(endpoint: str, *args: Any, **changes: Any) -> Callable[[Ctx], Any]:
     """Call the handler behind an endpoint in-process: NaN and inf cannot travel as JSON, but must still be refused
     by the code the UI calls (a hand-made request could carry them)."""
     from playground import data_tab, generate_tab, inspect_tab, train_tab
-    from playground.common import new_session
+    from playground.session import Session
 
     def run(x: Ctx) -> Any:
         if endpoint == "data":
-            return data_tab.prepare_data(*args, new_session(), None, None)
+            return data_tab.prepare_data(*args, Session(), None, None)
         if endpoint == "train":
             init, preset, *values = train_args(**changes)
             values += train_tab.preset_values("tiny")[len(values) :]  # the switches: the form's (Gradio fills them in)
-            return train_tab.start_training(new_session(), init, preset, None, None, *values)
+            return train_tab.start_training(Session(), init, preset, None, None, *values)
         if endpoint == "resume":
-            return train_tab.resume_training(new_session(), *args, None, None)
+            return train_tab.resume_training(Session(), *args, None, None)
         if endpoint == "inspect":
             return inspect_tab.inspect_prompt(x.ckpt, "ROMEO", *args, "", None, None)
         return list(generate_tab.generate(x.ckpt, "ROMEO:", None, None, *(GEN_DEFAULTS | changes).values()))

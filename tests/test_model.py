@@ -1,4 +1,4 @@
-"""The model: shapes, causality, the three attention paths agree, init loss, learning."""
+"""The model: shapes, causality, the three attention paths agree, init loss, learning, hook points."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from gpt.config import ModelConfig
-from gpt.model import GPT
+from gpt.model import GPT, record, rope_angles
 
 
 def tiny(**kw: object) -> GPT:
@@ -150,3 +151,110 @@ def test_n_kv_head_must_divide_n_head_and_zero_means_n_head() -> None:
     # n_kv_head = n_head is the plain model: an older checkpoint's c_attn (3 x n_embd) loads into it unchanged
     old = tiny().state_dict()
     tiny(n_kv_head=2).load_state_dict(old)
+
+
+# Hook points: identities that change nothing unhooked, and let a plain forward hook read or replace an activation.
+
+SWITCHES = {
+    "gpt2": {},
+    "modern": dict(pos="rope", norm="rmsnorm", activation="relu2", qk_norm=True, bias=False, tie_head=False),
+    "llama": dict(pos="rope", norm="rmsnorm", activation="swiglu", qk_norm=True, norm_gain=True, n_kv_head=1),
+}
+
+
+def written_out(m: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The forward pass as it was before hook points (nanoGPT's blocks, SDPA attention), from the model's own
+    weights: the reference an unhooked model must equal bit for bit."""
+    cfg, h = m.config, m.transformer
+    B, T = idx.shape
+    x, rope = h.wte(idx), None
+    if cfg.pos == "rope":
+        rope = rope_angles(cfg, torch.arange(T))
+    else:
+        x = x + h.wpe.weight[:T]
+    for block in h.h:
+        attn, mlp = block.attn, block.mlp
+        q, k, v = attn._qkv(block.ln_1(x), rope)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=attn.n_kv_head != attn.n_head)
+        x = x + attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, cfg.n_embd))
+        u = mlp.c_fc(block.ln_2(x))
+        if cfg.activation == "relu2":
+            u = F.relu(u).square()
+        elif cfg.activation == "swiglu":
+            gate, value = u.chunk(2, dim=-1)
+            u = F.silu(gate) * value
+        else:
+            u = F.gelu(u, approximate="tanh")
+        x = x + mlp.c_proj(u)
+    return m.lm_head(h.ln_f(x))
+
+
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_unhooked_hook_points_change_nothing(switches: dict[str, object]) -> None:
+    m = tiny(**switches)
+    x = torch.randint(0, 50, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], written_out(m, x))
+        # a hook that reads (returns None) anywhere but the pattern keeps SDPA: still the same bits
+        seen: list[torch.Tensor] = []
+        handle = m.transformer.h[1].attn.hook_z.register_forward_hook(lambda _m, _a, out: seen.append(out))
+        assert torch.equal(m(x)[0], written_out(m, x)) and seen[0].shape == (2, 2, 16, 16)
+        handle.remove()
+        m.forward_inspect(x)  # (hooks every point, then removes them all)
+        assert not any(p.hooked for p in m.hook_points().values())
+        assert torch.equal(m(x)[0], written_out(m, x))
+    # hook points hold nothing: a checkpoint's keys are the weights' alone
+    assert not any("hook" in k for k in m.state_dict())
+    names = [n for n in m.hook_points() if n.startswith("transformer.h.0.")]
+    assert names == [f"transformer.h.0.{n}" for n in ("attn.hook_pattern", "attn.hook_z", "mlp.hook_post",
+                                                      "hook_mlp_out", "hook_resid_post")]  # fmt: skip
+
+
+def test_a_plain_forward_hook_reads_the_attention_pattern() -> None:
+    m = tiny(pos="rope", n_kv_head=1)
+    x = torch.randint(0, 50, (1, 9))
+    patterns: list[torch.Tensor] = []
+    point = m.transformer.h[1].attn.hook_pattern
+    handle = point.register_forward_hook(lambda _m, _a, out: patterns.append(out))
+    assert point.hooked
+    with torch.no_grad():
+        logits, _ = m(x)
+    handle.remove()
+    (att,) = patterns
+    assert att.shape == (1, 2, 9, 9) and torch.all(att.triu(diagonal=1) == 0)
+    assert torch.allclose(att.sum(-1), torch.ones(1, 2, 9), atol=1e-6)
+    assert torch.allclose(att, m.forward_inspect(x).attentions[1]) and not point.hooked
+    assert (logits - m(x)[0]).abs().max() < 1e-5  # the explicit path it took: the same logits, up to rounding
+
+
+def test_a_hook_that_returns_a_tensor_replaces_the_activation() -> None:
+    """Zeroing layer 1's MLP output with a hook is forward_inspect's MLP ablation."""
+    from gpt.model import Ablation
+
+    m = tiny()
+    x = torch.randint(0, 50, (1, 9))
+    with torch.no_grad(), m.hooks([("transformer.h.0.hook_mlp_out", lambda _m, _a, out: torch.zeros_like(out))]):
+        ablated, _ = m(x)
+    assert torch.allclose(ablated, m.forward_inspect(x, Ablation(layer=0)).logits, atol=1e-5)
+    assert (ablated - m(x)[0]).abs().max() > 1e-3
+    with (
+        pytest.raises(KeyError, match="no hook point 'transformer.h.9.hook_z'"),
+        m.hooks([("transformer.h.9.hook_z", record([]))]),
+    ):
+        pass
+
+
+def test_hooks_fire_only_in_the_thread_that_registered_them() -> None:
+    """The web UI's tabs share a model: one tab's inspection must not record (or ablate) another's forward pass."""
+    import threading
+
+    m = tiny()
+    x = torch.randint(0, 50, (1, 9))
+    seen: list[torch.Tensor] = []
+    with torch.no_grad(), m.hooks([("transformer.h.1.hook_resid_post", record(seen))]):
+        other = threading.Thread(target=m, args=(x,))
+        other.start()
+        other.join()
+        assert seen == []
+        m(x)
+    assert len(seen) == 1 and seen[0].shape == (1, 9, 32)

@@ -1,7 +1,9 @@
-"""Logits processors against hand-computed examples, parameter validation, and the streaming generator."""
+"""Logits processors against hand-computed examples, parameter validation, the static step's settings, and the
+streaming generator (gpt.generate)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from itertools import islice
@@ -13,17 +15,19 @@ import torch
 from gpt import decode
 from gpt.config import ModelConfig, SampleConfig
 from gpt.errors import UserInputError
+from gpt.generate import generate, stream
 from gpt.inspect import next_logits
 from gpt.model import GPT, KVCache
 from gpt.sampling import (
-    _pick,
+    NOT_STATIC,
+    STATIC_FIELDS,
     exponential_race,
-    generate,
     min_p_filter,
+    pick,
     presence_frequency_penalty,
     process_logits,
     repetition_penalty,
-    stream,
+    sample_params,
     top_k_filter,
     top_p_filter,
     window_start,
@@ -92,6 +96,23 @@ def test_bad_parameters_get_clear_messages(field: str, value: float) -> None:
     cfg = SampleConfig(**{field: value})
     with pytest.raises(UserInputError, match=field):
         cfg.validate()
+
+
+def test_every_sampling_setting_reaches_the_static_step_or_is_exempt() -> None:
+    """A new SampleConfig field must be named in STATIC_FIELDS (the fast path takes it as data, in pick_static's
+    order) or in NOT_STATIC (the loop around the step handles it): else the static step would silently ignore it."""
+    names = [f.name for f in dataclasses.fields(SampleConfig)]
+    unplaced = set(names) - set(STATIC_FIELDS) - set(NOT_STATIC)
+    assert not unplaced, f"SampleConfig fields neither in STATIC_FIELDS nor in NOT_STATIC: {sorted(unplaced)}"
+    assert not set(STATIC_FIELDS) & set(NOT_STATIC)
+    assert sorted([*STATIC_FIELDS, *NOT_STATIC]) == sorted(names)  # no stale or repeated names either
+
+
+def test_sample_params_are_in_the_order_pick_static_unbinds_them() -> None:
+    cfg = SampleConfig(temperature=0.5, top_k=7, top_p=0.9, repetition_penalty=1.25, min_p=0.05,
+                       presence_penalty=0.75, frequency_penalty=-0.5, seed=3, max_new_tokens=9, stop=["x"])  # fmt: skip
+    # pick_static: rep, presence, frequency, temperature, top_k, top_p, min_p = params.unbind()
+    assert sample_params(cfg, torch.device("cpu")).tolist() == pytest.approx([1.25, 0.75, -0.5, 0.5, 7.0, 0.9, 0.05])
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +295,7 @@ def test_sampling_draws_from_the_processed_distribution() -> None:
     history = torch.tensor([0])
 
     def freqs(cfg: SampleConfig) -> torch.Tensor:
-        draws = [_pick(logits, history, cfg, gen, 4, 0)[0] for _ in range(20_000)]
+        draws = [pick(logits, history, cfg, gen, 4, 0)[0] for _ in range(20_000)]
         return torch.bincount(torch.tensor(draws), minlength=4) / len(draws)
 
     assert (freqs(SampleConfig(temperature=1.0)) - torch.tensor([0.5, 0.3, 0.15, 0.05])).abs().max() < 0.015

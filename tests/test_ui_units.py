@@ -385,3 +385,51 @@ def test_after_a_restart_the_train_tab_draws_the_last_run_from_its_log(tmp_path,
     again = logged_run(str(run), out["seen"], {}, Visitor(None))
     assert set(again) == {"seen", "timer"}  # drawn once
     assert set(logged_run(str(tmp_path / "gone"), {}, {}, Visitor(None))) == {"timer"}
+
+
+def test_a_page_load_restores_the_session_from_what_the_visitor_kept_checking_each_value(tmp_path, monkeypatch) -> None:
+    """The browser may send any secret, and the visitor's record on disk any JSON: only what checks out comes back."""
+    from playground import hosting
+    from playground.common import restore_session
+    from playground.session import Session
+
+    monkeypatch.setenv("GPT_PLAYGROUND_CACHE", str(tmp_path / "cache"))
+    me = hosting.visitor(None)
+    data, run = tmp_path / "data", tmp_path / "run-1"
+    data.mkdir()
+    run.mkdir()
+    (data / "meta.json").write_text("{}")
+    hosting.remember(me, data_dir=str(data), data_label="mine", run_dir=str(run))
+    secret, session = restore_session({"not": "a secret"}, None, None, None)
+    assert hosting.SECRET.match(secret)
+    assert session == Session(data_dir=str(data), data_label="mine", run_dir=str(run))
+    kept = Session(data_dir="/elsewhere", data_label="chosen here")  # this page's own choice stays
+    assert restore_session(secret, kept, None, None)[1].data_dir == "/elsewhere"
+    record = next((tmp_path / "cache" / "visitors").glob("*.json"))
+    record.write_text(json.dumps({"data_dir": 5, "run_dir": ["x"], "data_label": None}))
+    assert restore_session(secret, None, None, None)[1] == Session()
+    record.write_text(json.dumps({"data_dir": str(tmp_path / "gone"), "run_dir": str(tmp_path / "gone")}))
+    assert restore_session(secret, None, None, None)[1] == Session()
+
+
+def test_generated_pieces_show_their_alternatives_and_branch_marks() -> None:
+    import gradio as gr
+
+    from playground.generate_tab import (
+        BRANCH,
+        Piece,
+        alternatives_rows,
+        back_to_original,
+        branch_choices,
+        outputs_of,
+    )
+
+    a = Piece("a", 0.6, (("a", 0.6), ("b", 0.3), ("c", 0.1)), (1, 2, 3), (1,))
+    b = Piece("é", 0.1, (("é", 0.1),), (9,), (7, 9), branch=True)
+    assert branch_choices(a) == [("b", 0.3, 2), ("c", 0.1, 3)]  # the piece's own token is not a choice
+    assert alternatives_rows(a, 0) == [["step 1: → 'a' (chosen)", 0.6], ["'b'", 0.3], ["'c'", 0.1]]
+    highlighted, plain, pieces = outputs_of("P", [a, b])
+    assert highlighted == [("P", None), ("a", "p ≥ 0.5"), ("é", BRANCH)] and plain == "aé" and pieces == [a, b]
+    assert back_to_original("P", [a])[:3] == ([("P", None), ("a", "p ≥ 0.5")], "a", [a])
+    for junk in (None, [], ("x", "y", "z"), "text"):  # nothing kept (or not ours): nothing changes
+        assert back_to_original("P", junk) == (gr.skip(),) * 4
