@@ -21,7 +21,8 @@ validation split, non-overlapping, read from the run's last checkpoint (the tabl
 "Time to target" is the first moment an entrant's val loss is at or under gpt2's final val (median over rounds).
 
 Prints the table; writes a PNG of val loss against wall time (the README shows it) and the figures as JSON.
---smoke: does it still run (a few entrants of a few steps, seconds each); its figures mean nothing.
+--smoke: does it still run (a few entrants of a few steps, seconds each, evaluated on a few windows, no equal-time
+run); its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ ENTRANTS: dict[str, tuple[str, list[str]]] = {
 EQUAL_TIME = "modern, equal time"
 TOKENS = 250 * 32  # the batch study: every run sees the tiny preset's sequences (250 steps of 32)
 BATCHES = [8, 16, 32, 64]
-SMOKE_STEPS = ["train.max_steps=12", "train.eval_interval=6", "train.sample_interval=0", "train.warmup_steps=2"]
+SMOKE_STEPS = ["train.max_steps=12", "train.eval_interval=6", "train.sample_interval=0", "train.warmup_steps=2",
+               "train.health_interval=0"]  # fmt: skip
+SMOKE_WINDOWS = 24  # the smoke's evaluations, during a run and at its end: does it run, not how well
 
 _VAL = re.compile(r"^step (\d+) \| val loss ([\d.]+)")
 _COMPLETED = re.compile(r"^training completed at step (\d+)")
@@ -90,10 +93,12 @@ def config_of(config: str, overrides: list[str]) -> Any:
     return apply_overrides(load_config(resolve_config_path(config)), overrides)
 
 
-def train(name: str, config: str, overrides: list[str], out: Path, rnd: int, env: dict[str, str]) -> Run:
-    """One gpt-train process, its val lines timestamped as they are printed; then the common evaluation."""
+def train(name: str, config: str, overrides: list[str], out: Path, rnd: int, env: dict[str, str],
+          windows: int | None = None) -> Run:  # fmt: skip
+    """One gpt-train process, its val lines timestamped as they are printed; then the common evaluation (`windows`:
+    that many windows in each evaluation, during the run and at its end; None: EVAL_WINDOWS, then the whole split)."""
     cfg = config_of(config, overrides)
-    iters = max(1, math.ceil(EVAL_WINDOWS / cfg.train.batch_size))
+    iters = max(1, math.ceil((windows or EVAL_WINDOWS) / cfg.train.batch_size))
     cmd = [sys.executable, "-m", "gpt.cli", "train", "--config", config, "--out", str(out), *overrides,
            f"train.eval_iters={iters}", "train.tensorboard=false"]  # fmt: skip
     start = time.perf_counter()
@@ -109,7 +114,7 @@ def train(name: str, config: str, overrides: list[str], out: Path, rnd: int, env
     wall = time.perf_counter() - start
     if proc.wait() != 0 or not any(_COMPLETED.match(x) for x in lines):
         raise SystemExit(f"{name} failed:\n{''.join(lines[-10:])}")
-    final = common_val_loss(out / "latest")
+    final = common_val_loss(out / "latest", windows)
     curve.append((wall, final))
     rates = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     tps = statistics.median(r["tokens_per_s"] for r in rates if "tokens_per_s" in r)
@@ -117,15 +122,16 @@ def train(name: str, config: str, overrides: list[str], out: Path, rnd: int, env
 
 
 @torch.no_grad()
-def common_val_loss(checkpoint: Path) -> float:
-    """Mean loss over every non-overlapping window of the validation split: the same measure for every entrant."""
+def common_val_loss(checkpoint: Path, windows: int | None = None) -> float:
+    """Mean loss over every non-overlapping window of the validation split (or its first `windows`): the same
+    measure for every entrant."""
     from gpt import checkpoint as ckpt
     from gpt.data import load_prepared
 
     c = ckpt.load(checkpoint)
     val = torch.from_numpy(np.asarray(load_prepared(c.meta["data_dir"]).val).astype(np.int64))
     T = c.config.model.block_size
-    n = (len(val) - 1) // T
+    n = min((len(val) - 1) // T, windows or len(val))
     x, y = val[: n * T].view(n, T), val[1 : n * T + 1].view(n, T)
     total = 0.0
     for i in range(0, n, 256):
@@ -253,6 +259,7 @@ def main() -> None:
         study = {n: (c, o + SMOKE_STEPS) for n, (c, o) in study.items() if n.endswith(" b16")}
     if args.no_study:
         study = {}
+    windows = SMOKE_WINDOWS if args.smoke else None
     work = Path(tempfile.mkdtemp(prefix="race-"))
     png = args.png or (work / "race.png" if args.smoke else ROOT / "bench" / "results" / "race.png")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -264,10 +271,10 @@ def main() -> None:
         this: dict[str, Run] = {}
         for n in [x for x in order if x in entrants]:
             config, overrides = entrants[n]
-            this[n] = train(n, config, overrides, work / f"{n}-{rnd}", rnd, env)
+            this[n] = train(n, config, overrides, work / f"{n}-{rnd}", rnd, env, windows)
             runs.append(this[n])
             print(f"round {rnd + 1}: {n:14s} {this[n].wall_s:6.1f} s  final val {this[n].final_val:.4f}", flush=True)
-        if "modern" in this and not args.only:
+        if "modern" in this and not args.only and not args.smoke:
             # as many steps as fit in gpt2's time: the steps' share of modern's time scales, the start-up does not
             modern, base = this["modern"], this["gpt2"]
             training = max(1e-6, modern.wall_s - modern.startup_s)
@@ -277,7 +284,7 @@ def main() -> None:
             runs.append(run)
             print(f"round {rnd + 1}: {EQUAL_TIME:14s} {run.wall_s:6.1f} s  final val {run.final_val:.4f}", flush=True)
         for n, (config, overrides) in study.items():
-            run = train(n, config, overrides, work / f"{n.replace(' ', '-')}-{rnd}", rnd, env)
+            run = train(n, config, overrides, work / f"{n.replace(' ', '-')}-{rnd}", rnd, env, windows)
             runs.append(run)
             print(f"round {rnd + 1}: {n:14s} {run.wall_s:6.1f} s  final val {run.final_val:.4f}", flush=True)
     print()

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from gpt.device import BF16_SAMPLING_MIN_PARAMS
+from gpt.device import BF16_SAMPLING_MIN_PARAMS, weights
 from gpt.model import GPT, KVCache
 from gpt.sampling import STATIC_FIELDS, pick_static
 
@@ -92,7 +92,7 @@ _capture_lock = threading.Lock()  # one CUDA graph capture at a time in the proc
 def compiles(model: GPT) -> bool:
     """Whether this model's decode step is worth compiling here: a small model, on a CPU."""
     w = model.lm_head.weight
-    return w.device.type == "cpu" and model.num_params() < BF16_SAMPLING_MIN_PARAMS
+    return w.device.type == "cpu" and weights(model) < BF16_SAMPLING_MIN_PARAMS
 
 
 def warm_up(model: GPT, vocab: int, wait: bool = False) -> _Compiled | None:

@@ -34,6 +34,7 @@ tokenizer.json (a byte-level BPE, as SmolLM2's and Qwen3's), or as GPT-2's for a
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -78,82 +79,140 @@ HF_CLASS: dict[str, str] = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalL
 
 def hf_config_to_model(hf: dict[str, Any]) -> ModelConfig:
     """A Hugging Face config.json (GPT-2, Llama or Qwen3) as our model config, or a UserInputError saying what in
-    it we cannot compute exactly."""
-    kind = hf.get("model_type", "gpt2")
+    it we cannot compute exactly, or which value is of the wrong type or range (a file can hold anything)."""
+    f = Fields(hf)
+    kind = f.text("model_type", "gpt2")
     if kind not in HF_CLASS:
         raise UserInputError(
-            f"only GPT-2, Llama and Qwen3 models can be imported (model_type gpt2, llama, qwen3), "
-            f"this is {str(kind)[:40]!r}"
+            f"only GPT-2, Llama and Qwen3 models can be imported (model_type gpt2, llama, qwen3), this is {kind[:40]!r}"
         )
     try:
-        cfg = _gpt2_config(hf) if kind == "gpt2" else _llama_config(hf, kind)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserInputError(f"the Hugging Face config.json lacks a {kind} field or has a wrong one ({e})") from None
-    cfg.validate()
+        cfg = _gpt2_config(f) if kind == "gpt2" else _llama_config(f, kind)
+        cfg.validate()
+    except ValueError as e:  # (a size out of ModelConfig's range)
+        raise UserInputError(f"config.json: {e}") from None
     return cfg
 
 
-def _gpt2_config(hf: dict[str, Any]) -> ModelConfig:
-    act = hf.get("activation_function", "gelu_new")
+_MISSING: Any = object()
+
+
+class Fields:
+    """The values of an imported config.json, each checked for its type (and being finite, or positive) as it is
+    read, so that a wrong one is refused with its name instead of failing somewhere inside (`"linear"` where a
+    mapping belongs, a list where a number does). `default` is used where the key is absent or null."""
+
+    def __init__(self, raw: dict[str, Any], where: str = "config.json") -> None:
+        self.raw, self.where = raw, where
+
+    def _get(self, key: str, default: Any) -> Any:
+        value = self.raw.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise UserInputError(f"{self.where} has no {key}")
+            return default
+        return value
+
+    def _wrong(self, key: str, what: str, value: Any) -> UserInputError:
+        return UserInputError(f"{self.where}: {key} must be {what}, not {str(value)[:40]!r} ({type(value).__name__})")
+
+    def whole(self, key: str, default: Any = _MISSING, low: int = 1) -> int:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v) or v < low:
+            raise self._wrong(key, f"a whole number of at least {low}", v)
+        return int(v)
+
+    def number(self, key: str, default: Any = _MISSING) -> float:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise self._wrong(key, "a finite number", v)
+        return float(v)
+
+    def text(self, key: str, default: Any = _MISSING) -> str:
+        v = self._get(key, default)
+        if not isinstance(v, str):
+            raise self._wrong(key, "a string", v)
+        return v
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        v = self._get(key, default)
+        if not isinstance(v, bool):
+            raise self._wrong(key, "true or false", v)
+        return v
+
+    def mapping(self, key: str) -> Fields:
+        v = self._get(key, {})
+        if not isinstance(v, dict):
+            raise self._wrong(key, "a mapping", v)
+        return Fields(v, f"{self.where}'s {key}")
+
+    def strings(self, key: str) -> list[str]:
+        v = self._get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self._wrong(key, "a list of strings", v)
+        return v
+
+
+def _gpt2_config(f: Fields) -> ModelConfig:
+    act = f.text("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise UserInputError(f"activation {act!r} is not GPT-2's tanh GELU; this model cannot be imported exactly")
-    eps = float(hf.get("layer_norm_epsilon", 1e-5))
+        raise UserInputError(f"activation {act[:40]!r} is not GPT-2's tanh GELU; this model cannot be imported exactly")
+    eps = f.number("layer_norm_epsilon", 1e-5)
     return ModelConfig(
-        vocab_size=int(hf["vocab_size"]),
-        block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-        n_layer=int(hf["n_layer"]),
-        n_head=int(hf["n_head"]),
-        n_embd=int(hf["n_embd"]),
-        mlp_hidden=int(hf.get("n_inner") or 0),
-        dropout=float(hf.get("resid_pdrop", 0.0)),
+        vocab_size=f.whole("vocab_size"),
+        block_size=f.whole("n_positions", f.whole("n_ctx", 1024)),
+        n_layer=f.whole("n_layer"),
+        n_head=f.whole("n_head"),
+        n_embd=f.whole("n_embd"),
+        mlp_hidden=f.whole("n_inner", 0, low=0),
+        dropout=f.number("resid_pdrop", 0.0),
         norm_eps=0.0 if eps == 1e-5 else eps,  # 0: LayerNorm's own 1e-5, as every model of ours has
         bias=True,
     )
 
 
-def _llama_config(hf: dict[str, Any], kind: str) -> ModelConfig:
+def _llama_config(f: Fields, kind: str) -> ModelConfig:
     """Llama's and Qwen3's config: refused where it asks for what our model does not compute."""
     name = {"llama": "Llama", "qwen3": "Qwen3"}[kind]
     refuse: list[str] = []
-    if hf.get("hidden_act", "silu") != "silu":
-        refuse.append(f"hidden_act {str(hf.get('hidden_act'))[:30]!r} (our SwiGLU uses SiLU)")
-    rope = hf.get("rope_parameters") or {}  # transformers 5; older configs: rope_theta and rope_scaling at the top
-    if not isinstance(rope, dict):
-        raise ValueError("rope_parameters is not a mapping")
-    scaling = hf.get("rope_scaling")
-    if rope.get("rope_type", "default") != "default" or (scaling and scaling.get("rope_type", "x") != "default"):
-        kind_of = rope.get("rope_type") if rope.get("rope_type", "default") != "default" else scaling
-        refuse.append(f"rope scaling ({str(kind_of)[:60]}; only plain RoPE is computed here)")
-    if float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))) != 1.0:
+    if (act := f.text("hidden_act", "silu")) != "silu":
+        refuse.append(f"hidden_act {act[:30]!r} (our SwiGLU uses SiLU)")
+    rope = f.mapping("rope_parameters")  # transformers 5; older configs: rope_theta and rope_scaling at the top
+    scaling = f.mapping("rope_scaling")
+    kinds = [rope.text("rope_type", "default")]
+    if scaling.raw:  # (older configs name its kind "type"; one without a kind is some scaling all the same)
+        kinds.append(scaling.text("rope_type", scaling.text("type", "unnamed")))
+    if scaled := [k for k in kinds if k != "default"]:
+        refuse.append(f"rope scaling ({', '.join(scaled)[:60]}; only plain RoPE is computed here)")
+    if rope.number("partial_rotary_factor", f.number("partial_rotary_factor", 1.0)) != 1.0:
         refuse.append("partial rotary embeddings")
-    if hf.get("attention_bias") or hf.get("mlp_bias"):
+    if f.flag("attention_bias") or f.flag("mlp_bias"):
         refuse.append("attention or MLP biases (imports have none)")
-    if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or []):
+    if f.flag("use_sliding_window") or any(t != "full_attention" for t in f.strings("layer_types")):
         refuse.append("sliding-window attention")
-    hidden, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
-    if hf.get("head_dim") is not None and int(hf["head_dim"]) * heads != hidden:
-        refuse.append(f"head_dim {int(hf['head_dim'])} x {heads} heads != hidden_size {hidden}")
+    hidden, heads = f.whole("hidden_size"), f.whole("num_attention_heads")
+    if (head_dim := f.whole("head_dim", max(1, hidden // heads))) * heads != hidden:
+        refuse.append(f"head_dim {head_dim} x {heads} heads != hidden_size {hidden}")
     if refuse:
         raise UserInputError(f"this {name} model cannot be imported exactly: it has {'; '.join(refuse)}")
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     return ModelConfig(
-        vocab_size=int(hf["vocab_size"]),
+        vocab_size=f.whole("vocab_size"),
         # rope positions are no weights: a context past our cap only shortens what it reads at once
-        block_size=min(int(hf.get("max_position_embeddings", 2048)), MAX_BLOCK_SIZE),
-        n_layer=int(hf["num_hidden_layers"]),
+        block_size=min(f.whole("max_position_embeddings", 2048), MAX_BLOCK_SIZE),
+        n_layer=f.whole("num_hidden_layers"),
         n_head=heads,
-        n_kv_head=int(hf.get("num_key_value_heads") or heads),
+        n_kv_head=f.whole("num_key_value_heads", heads),
         n_embd=hidden,
-        mlp_hidden=int(hf["intermediate_size"]),
+        mlp_hidden=f.whole("intermediate_size"),
         dropout=0.0,
         bias=False,
         pos="rope",
         norm="rmsnorm",
         activation="swiglu",
         qk_norm=kind == "qwen3",
-        tie_head=bool(hf.get("tie_word_embeddings", False)),  # (both classes' default)
-        rope_theta=float(theta),
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_head=f.flag("tie_word_embeddings"),  # (both classes' default)
+        rope_theta=rope.number("rope_theta", f.number("rope_theta", 10000.0)),
+        norm_eps=f.number("rms_norm_eps", 1e-6),
         norm_gain=True,  # their norms learn a gain per channel
     )
 
@@ -222,18 +281,37 @@ def _llama_hf_config(cfg: ModelConfig, arch: Architecture, tokenizer: Tokenizer)
 
 
 def hf_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Their weights under our names and layouts. Each tensor is compared with the shape `cfg` implies before any
+    operation on it (a transpose, a concatenation), and one that differs is refused by its name."""
+    ours = _shapes(cfg)
     if cfg.pos == "rope":
-        return _llama_state_to_ours(state, cfg)
+        return _llama_state_to_ours(state, cfg, ours)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         k = key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"  # GPT2Model has no prefix
         if k.endswith((".attn.bias", ".attn.masked_bias")):
             continue  # causal-mask buffers of older checkpoints, not weights
-        if any(k.endswith(c) for c in CONV1D):
-            value = value.t()
-        out[k] = value.contiguous()
+        conv1d = any(k.endswith(c) for c in CONV1D)
+        if k in ours:
+            _check_shape(key, value, ours[k][::-1] if conv1d else ours[k])
+        out[k] = (value.t() if conv1d else value).contiguous()
     out.setdefault("lm_head.weight", out.get("transformer.wte.weight", torch.empty(0)))
     return out
+
+
+def _shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Our model's weights' shapes for `cfg`, by name (a meta-device model: nothing allocated)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
+
+
+def _check_shape(name: str, value: Any, want: tuple[int, ...]) -> None:
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise CheckpointError(f"the weight {name[:120]} is not a floating-point tensor")
+    if tuple(value.shape) != want:
+        raise CheckpointError(
+            f"the weight {name[:120]} has shape {tuple(value.shape)}; the model's config.json implies {want}"
+        )
 
 
 # Llama's / Qwen3's names for ours, per layer; (theirs, ...) tuples are stacked in order into one of ours
@@ -249,9 +327,12 @@ LLAMA_LAYER: dict[str, tuple[str, ...]] = {
 }
 
 
-def _llama_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def _llama_state_to_ours(
+    state: dict[str, torch.Tensor], cfg: ModelConfig, ours: dict[str, tuple[int, ...]]
+) -> dict[str, torch.Tensor]:
     """Llama's / Qwen3's weights under our names; whatever is missing is left out (`load_hf` names it)."""
     theirs = {k.removeprefix("model."): v for k, v in state.items()}
+    named = {k.removeprefix("model."): k for k in state}  # (a refusal names the tensor as the file does)
     out: dict[str, torch.Tensor] = {}
     pairs: list[tuple[str, tuple[str, ...]]] = [
         ("transformer.wte.weight", ("embed_tokens.weight",)),
@@ -260,11 +341,17 @@ def _llama_state_to_ours(state: dict[str, torch.Tensor], cfg: ModelConfig) -> di
     for i in range(cfg.n_layer):
         pairs += [(f"transformer.h.{i}.{ours}", tuple(f"layers.{i}.{t}" for t in names))
                   for ours, names in LLAMA_LAYER.items()]  # fmt: skip
-    for ours, names in pairs:
-        if all(n in theirs for n in names):
-            out[ours] = torch.cat([theirs[n] for n in names]).contiguous()
+    q, kv = cfg.n_head * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    rows = {3: (q, kv, kv), 2: (mlp_width(cfg),) * 2}  # the row blocks stacked into c_attn, c_fc
+    for name, names in pairs:
+        if name in ours and all(n in theirs for n in names):
+            want = ours[name]
+            for n, r in zip(names, rows.get(len(names), (want[0],)), strict=True):
+                _check_shape(named[n], theirs[n], (r, *want[1:]))
+            out[name] = torch.cat([theirs[n] for n in names]).contiguous()
     head = state.get("lm_head.weight")
     if head is not None and not cfg.tie_head:
+        _check_shape("lm_head.weight", head, ours["lm_head.weight"])
         out["lm_head.weight"] = head.contiguous()
     elif "transformer.wte.weight" in out:  # tied: the head is the embedding (and often absent from the file)
         out["lm_head.weight"] = out["transformer.wte.weight"]
@@ -376,16 +463,17 @@ def _ours_to_llama_state(model: GPT) -> dict[str, torch.Tensor]:
 
 def read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
     st, pt = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
+    if not st.is_file() and not pt.is_file():
+        raise CheckpointError(f"{hf_dir} has neither model.safetensors nor pytorch_model.bin")
     try:
-        if st.is_file():
-            return load_file(str(st))
-        if pt.is_file():
-            return torch.load(pt, map_location="cpu", weights_only=True)
+        state = load_file(str(st)) if st.is_file() else torch.load(pt, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"cannot read the weights in {hf_dir} ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 - an unsafe or broken pickle: refuse it, say why
         raise CheckpointError(f"{pt} cannot be loaded safely ({type(e).__name__}); use model.safetensors") from None
-    raise CheckpointError(f"{hf_dir} has neither model.safetensors nor pytorch_model.bin")
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):  # (a pickle may hold anything)
+        raise CheckpointError(f"{pt.name} holds no mapping of weight names to tensors")
+    return state
 
 
 def read_hf_config(path: str | Path) -> ModelConfig:

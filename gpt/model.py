@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from gpt.config import ModelConfig, TrainConfig
+from gpt.device import slow_bf16
 
 
 class KVCache:
@@ -514,11 +515,11 @@ class GPT(nn.Module):
     def optimizers(self, tc: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
         """The optimizers of `tc.optimizer`: AdamW alone, or [AdamW, Muon].
 
-        Muon (torch.optim.Muon) takes the blocks' weight matrices: it orthogonalises each one's momentum with a few
-        Newton-Schulz iterations, so every direction of the matrix moves by about the same amount. Embeddings and
-        the head are lookups and read-outs, not maps between hidden spaces, so they stay with AdamW, as do the
-        norms' gains and the biases (vectors). Each parameter group keeps its `base_lr`: the trainer's schedule
-        scales every group from it."""
+        Muon (`Muon` below: torch.optim.Muon) takes the blocks' weight matrices: it orthogonalises each one's momentum
+        with a few Newton-Schulz iterations, so every direction of the matrix moves by about the same amount.
+        Embeddings and the head are lookups and read-outs, not maps between hidden spaces, so they stay with AdamW, as
+        do the norms' gains and the biases (vectors). Each parameter group keeps its `base_lr`: the trainer's
+        schedule scales every group from it."""
         betas = (tc.beta1, tc.beta2)
         params = [p for p in self.parameters() if p.requires_grad]
         if tc.optimizer == "adamw":
@@ -528,7 +529,7 @@ class GPT(nn.Module):
         rest = [p for p in params if id(p) not in hidden]
         # No weight decay in Muon: its updates have a fixed size, so the matrices cannot drift far (as in the
         # speedrun); torch's Muon would decay by lr x weight_decay, 20x AdamW's at muon_lr = 0.02.
-        muon = torch.optim.Muon([p for p in params if id(p) in hidden], lr=tc.muon_lr, weight_decay=0.0)
+        muon = Muon([p for p in params if id(p) in hidden], lr=tc.muon_lr, weight_decay=0.0)
         return [_with_base_lr(self._adamw(rest, tc.lr, tc.weight_decay, betas, device_type)), _with_base_lr(muon)]
 
     @staticmethod
@@ -581,3 +582,50 @@ def _with_base_lr(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
     for group in opt.param_groups:
         group["base_lr"] = group["lr"]
     return opt
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon, with its Newton-Schulz iterations in float32 where bfloat16 is slow.
+
+    torch runs them in bfloat16, which a GPU or a CPU with native bf16 multiplies fast; elsewhere (most laptops, and
+    the AMD EPYC CI runs on) bf16 matrix products are emulated, 2 GFLOP/s against float32's 75, and the tiny preset's
+    step took 1.2 s instead of 40 ms. There the same update is computed in float32 (an orthogonalisation: bf16 was
+    only ever for speed). The momentum buffers are torch's, so checkpoints resume either way."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        groups = [g for g in self.param_groups if g["params"]]
+        if not groups or not slow_bf16(groups[0]["params"][0].device):
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in groups:
+            assert group["adjust_lr_fn"] in (None, "original"), "the float32 path scales the rate as torch's default"
+            momentum, lr = group["momentum"], float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = _orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))  # (torch's "original")
+        return loss
+
+
+def _orthogonalise(g: torch.Tensor, abc: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration (Keller Jordan's coefficients), in float32: g's singular values pushed
+    towards one, its singular vectors kept."""
+    a, b, c = abc
+    x = g.float()
+    tall = x.size(0) > x.size(1)
+    if tall:  # (the Gram matrix of the shorter side is the smaller one)
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -361,3 +362,94 @@ def test_bpe_models_export_their_tokenizer_json(tmp_path: Path) -> None:
     x = torch.randint(0, 256, (1, 32))
     with torch.no_grad():
         assert (loaded(x)[0] - model(x)[0]).abs().max() < 1e-5
+
+
+# ----- hostile imports: values of the wrong type, weights of the wrong shape ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "named"),
+    [
+        ("llama", dict(rope_scaling="linear"), "rope_scaling must be a mapping"),
+        ("llama", dict(rope_scaling=["linear"]), "rope_scaling must be a mapping"),
+        ("llama", dict(rope_scaling={"type": "linear", "factor": 2.0}), "rope scaling"),
+        ("llama", dict(rope_parameters=[1, 2]), "rope_parameters must be a mapping"),
+        ("llama", dict(rope_parameters={"rope_type": 7}), "rope_type must be a string"),
+        ("llama", dict(rope_parameters={"rope_theta": "ten thousand"}), "rope_theta must be a finite number"),
+        ("llama", dict(vocab_size="256"), "vocab_size must be a whole number"),
+        ("llama", dict(num_hidden_layers=2.5), "num_hidden_layers must be a whole number"),
+        ("llama", dict(num_attention_heads=True), "num_attention_heads must be a whole number"),
+        ("llama", dict(intermediate_size=-96), "intermediate_size must be a whole number of at least 1"),
+        ("llama", dict(tie_word_embeddings="yes"), "tie_word_embeddings must be true or false"),
+        ("llama", dict(layer_types="full_attention"), "layer_types must be a list of strings"),
+        ("llama", dict(hidden_act=["silu"]), "hidden_act must be a string"),
+        ("llama", dict(rms_norm_eps=float("inf")), "rms_norm_eps must be a finite number"),
+        ("qwen3", dict(attention_bias="false"), "attention_bias must be true or false"),
+        ("qwen3", dict(head_dim={"q": 16}), "head_dim must be a whole number"),
+        ("gpt2", dict(n_layer=[2]), "n_layer must be a whole number"),
+        ("gpt2", dict(activation_function=None, layer_norm_epsilon="1e-5"), "layer_norm_epsilon must be a finite"),
+        ("gpt2", dict(model_type=["gpt2"]), "model_type must be a string"),
+        ("gpt2", dict(n_embd=1 << 40), "n_embd"),
+    ],
+)
+def test_an_imported_config_with_a_value_of_the_wrong_type_is_refused_naming_it(
+    kind: str, change: dict[str, object], named: str, tmp_path: Path
+) -> None:
+    if kind == "gpt2":
+        hf_model(SHAPES["tiny"]).save_pretrained(tmp_path / "hf")
+    else:
+        llama_family(kind, tied=False).save_pretrained(tmp_path / "hf")
+    hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**hf_cfg, **change}))
+    with pytest.raises(UserInputError, match=named):
+        load_hf(tmp_path / "hf")
+
+
+def _rewrite_weights(d: Path, change) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / "model.safetensors"))
+    change(state)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(d / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "value"),
+    [
+        ("llama", "model.layers.0.self_attn.q_proj.weight", torch.zeros(8, 8)),
+        ("llama", "model.layers.1.self_attn.k_proj.weight", torch.zeros(64, 64)),  # two kv heads, not four
+        ("llama", "model.layers.0.mlp.up_proj.weight", torch.zeros(96, 64, 1)),
+        ("llama", "model.norm.weight", torch.zeros(63)),
+        ("llama", "lm_head.weight", torch.zeros(256, 32)),
+        ("llama", "model.embed_tokens.weight", torch.zeros(256, 64, dtype=torch.int32)),
+        ("qwen3", "model.layers.0.self_attn.q_norm.weight", torch.zeros(64)),
+        ("gpt2", "transformer.h.0.attn.c_attn.weight", torch.zeros(64, 64, 3)),
+        ("gpt2", "transformer.h.1.mlp.c_fc.weight", torch.zeros(256, 64)),  # nn.Linear's layout, not Conv1D's
+        ("gpt2", "transformer.wpe.weight", torch.zeros(32, 64)),
+    ],
+)
+def test_imported_weights_of_the_wrong_shape_are_refused_naming_the_tensor(
+    kind: str, name: str, value: torch.Tensor, tmp_path: Path
+) -> None:
+    if kind == "gpt2":
+        hf_model(SHAPES["tiny"]).save_pretrained(tmp_path / "hf")
+    else:
+        llama_family(kind, tied=False).save_pretrained(tmp_path / "hf")
+        (tmp_path / "hf" / "tokenizer.json").write_text(BYTE_JSON)
+    _rewrite_weights(tmp_path / "hf", lambda state: state.__setitem__(name, value))
+    with pytest.raises(CheckpointError, match=re.escape(name)):
+        load_hf(tmp_path / "hf")
+
+
+def test_gpt_convert_names_what_is_wrong_with_an_imported_model(tmp_path: Path) -> None:
+    """The CLI's line says what is wrong with the input, never only an exception's class."""
+    llama_family("llama", tied=False).save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer.json").write_text(BYTE_JSON)
+    hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**hf_cfg, "rope_scaling": "linear"}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [sys.executable, "-m", "gpt.cli", "convert", "from-hf", str(tmp_path / "hf"), str(tmp_path / "out")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "rope_scaling must be a mapping" in lines[0], r.stderr
+    assert "Error" not in lines[0] and "Traceback" not in r.stderr

@@ -163,6 +163,38 @@ def test_a_muon_step_is_close_to_orthogonal() -> None:
     assert g[0] / g[3] > 1.5  # the gradient's were spread; the update's are not
 
 
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_in_float32_where_bf16_is_slow_takes_torchs_step(nesterov: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where bf16 matrix products are emulated (a CPU without native bf16) our Muon orthogonalises in float32; it is
+    torch's update all the same (up to bf16's rounding, which torch's own path has), step after step, wide and tall
+    matrices, and the same momentum buffers (a checkpoint resumes on either path)."""
+    import gpt.model as model_module
+
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(16, 48)]
+    ours_p = [torch.nn.Parameter(w.clone()) for w in weights]
+    ref_p = [torch.nn.Parameter(w.clone()) for w in weights]
+    kw = dict(lr=0.02, weight_decay=0.01, nesterov=nesterov)
+    ours, ref = model_module.Muon(ours_p, **kw), torch.optim.Muon(ref_p, **kw)
+    monkeypatch.setattr(model_module, "slow_bf16", lambda device: True)
+    for _ in range(3):
+        for a, b in zip(ours_p, ref_p, strict=True):
+            a.grad = b.grad = torch.randn_like(a)
+        ours.step()
+        ref.step()
+    for a, b, w in zip(ours_p, ref_p, weights, strict=True):
+        moved = (b - w).norm()
+        assert (a - b).norm() < 0.02 * moved  # bf16's rounding, no more
+        assert torch.equal(ours.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"])
+    monkeypatch.setattr(model_module, "slow_bf16", lambda device: False)  # where bf16 is fast: torch's own step
+    for a, b in zip(ours_p, ref_p, strict=True):
+        a.grad = b.grad = torch.randn_like(a)
+    before = [a.detach().clone() for a in ours_p]
+    ours.step()
+    ref.step()
+    assert all(not torch.equal(a, x) for a, x in zip(ours_p, before, strict=True))
+
+
 def test_a_muon_state_from_adamw_or_crafted_is_refused(data, tmp_path: Path) -> None:
     run(recipe({}, max_steps=6, optimizer="muon"), data, tmp_path / "muon")
     run(recipe({}, max_steps=6), data, tmp_path / "adamw")
