@@ -4,6 +4,7 @@ upload."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -43,8 +44,10 @@ DOWNLOAD_TTL_S = 3600
 
 
 def download_dir() -> Path:
-    """A fresh folder for one download; folders older than an hour (Gradio has served them) are removed."""
-    root = Path(tempfile.gettempdir()) / "gpt-playground-downloads"
+    """A fresh folder for one download; folders older than an hour (Gradio has served them) are removed. The root is
+    this user's (a fixed name in the shared /tmp, made by another user first, refused every download here)."""
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    root = Path(tempfile.gettempdir()) / f"gpt-playground-downloads-{user}"
     if root.is_dir():
         for old in root.iterdir():
             if time.time() - old.stat().st_mtime > DOWNLOAD_TTL_S:

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from gpt.archive import Budget, safe_extract
-from gpt.config import load_config, resolve_config_path
+from gpt.config import DataConfig, load_config, resolve_config_path
 from gpt.corpus import repeats_corpus_path, sample_corpus_path
 from gpt.data import DEFAULT_BPE_VOCAB, TEXT_SUFFIXES, PreparedData, load_prepared, prepare, prepare_text
 from gpt.errors import UserInputError
@@ -44,6 +44,7 @@ BUILT_IN = {SAMPLE: sample_corpus_path, REPEATS: repeats_corpus_path}
 SOURCES = [SAMPLE, REPEATS, UPLOAD, PASTE]
 TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte"),
               ("BPE trained on this corpus", "bpe")]  # fmt: skip
+DEFAULT_VAL_FRACTION = DataConfig().val_fraction
 COMPARED_TOKENS = 40_000  # the corpus's first tokens: the text the tokenizers are compared on
 VIEW_CHARS = 240  # the text the side-by-side token views show
 EXAMPLE_WORD = " understanding"
@@ -197,6 +198,17 @@ def data_home(me: Visitor) -> Path | None:
     return None if me.owner is None else me.home / "data"
 
 
+def shared(source: str, tokenizer: str, val_fraction: float, vocab: int) -> bool:
+    """Whether a data set goes to the shared cache, prepared once for everyone: a built-in corpus at the form's
+    defaults (a handful in all). Any other split or vocabulary size goes to the visitor's own home, where their share
+    of the disk counts it: otherwise 0.1001, 0.1002, ... would each add 12 MB to a cache nothing bounds."""
+    return (
+        source in BUILT_IN
+        and val_fraction == DEFAULT_VAL_FRACTION
+        and (tokenizer != "bpe" or vocab == DEFAULT_BPE_VOCAB)
+    )
+
+
 @user_errors
 def prepare_data(
     source: str,
@@ -229,8 +241,8 @@ def prepare_data(
         workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_dir()))
         try:
             paths = corpus_files(source, files, workdir)
-            # the built-in corpora are everyone's: their tokens (and tokenizers) are prepared once, in the shared cache
-            d = prepare(paths, tokenizer, None, val_fraction, None if source in BUILT_IN else home, vocab, report)
+            where = None if shared(source, tokenizer, val_fraction, vocab) else home
+            d = prepare(paths, tokenizer, None, val_fraction, where, vocab, report)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # read once: the prepared tokens are cached by content
         label = source if source in BUILT_IN else f"{len(paths)} uploaded file(s)"
@@ -295,7 +307,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
                 BPE_MIN_VOCAB, BPE_MAX_VOCAB, value=DEFAULT_BPE_VOCAB, step=1, label="BPE vocabulary size",
                 info="256 bytes + this many merges, learned from your corpus", visible=False,
             )  # fmt: skip
-            val_fraction = gr.Slider(0.01, 0.5, value=0.1, step=0.01, label="Validation fraction")
+            val_fraction = gr.Slider(0.01, 0.5, value=DEFAULT_VAL_FRACTION, step=0.01, label="Validation fraction")
             prepare_btn = gr.Button("Prepare data", variant="primary")
             progress_box = gr.HTML("", elem_classes="prepare-progress")  # (where the progress bar shows)
         with gr.Column(scale=2):

@@ -283,15 +283,28 @@ class Unit:
 
 
 def _size(d: Path) -> int:
+    if d.is_file():
+        return d.stat().st_size
     return sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def _age(d: Path) -> float:
+    if d.is_file():
+        return d.stat().st_mtime
     return max((f.stat().st_mtime for f in d.rglob("*") if f.is_file()), default=d.stat().st_mtime)
 
 
+def _remove(path: Path) -> None:
+    if path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def units(root: Path) -> list[Unit]:
-    """Everything the quota counts under the runs directory, oldest first."""
+    """Everything the quota counts under the runs directory, oldest first: runs (and uploads, imports), data sets,
+    and the BPE tokenizers trained for a visitor (each a file; a data set carries its own copy in its meta.json, so
+    one can go on its own: preparing that corpus again trains it again)."""
     found: dict[Path, tuple[str | None, str]] = {}
     for marker, kind in ((ckpt.CONFIG, "run"), ("meta.json", "data")):
         for f in root.glob("**/" + marker):
@@ -303,6 +316,8 @@ def units(root: Path) -> list[Unit]:
                 continue  # a data set is users/<owner>/data/<key>; a meta.json anywhere else is not one
             d = f.parent.parent if kind == "run" and f.parent.name in ("latest", "best") else f.parent
             found.setdefault(d, (owner, kind))
+    for f in root.glob(f"{USERS}/*/data/tokenizers/*.json"):
+        found.setdefault(f, (f.parent.parent.parent.name, "data"))
     out = []
     for d, (owner, kind) in found.items():
         try:
@@ -321,8 +336,8 @@ def enforce_quota(
     user_mb: int | None = None,
 ) -> list[Path]:
     """Make room: first within `me`'s share (at most `user_runs` runs and `user_mb` MB of theirs, their oldest
-    first), then within the server's total (`max_runs` runs, `max_mb` MB; from whoever keeps the most, their
-    oldest first). 0 is no cap. Returns what was removed."""
+    first), then within the server's total (`max_runs` runs, `max_mb` MB; from whoever keeps the most of what is
+    over, their oldest first: see `evict`). 0 is no cap. Returns what was removed."""
     caps = (
         LIMITS.max_runs if max_runs is None else max_runs,
         LIMITS.max_disk_mb if max_mb is None else max_mb,
@@ -347,18 +362,23 @@ def enforce_quota(
         return u.path not in removed and real not in keep and not any(k.is_relative_to(real) for k in keep)
 
     def evict(pool: list[Unit], runs_cap: float, mb_cap: float) -> None:
-        """While the pool is over a cap: the oldest removable item of whoever keeps the most (a visitor filling the
-        disk loses their own things before anyone else does)."""
+        """While the pool is over a cap: the oldest removable item of whoever keeps the most of what is over (runs
+        when the count is, bytes otherwise), the newest arrival first between equals, the server's own (pretrained
+        imports) last. A visitor filling the disk loses their own things before anyone else does, and one within
+        their share never loses anything because of what others did."""
         while over(pool, runs_cap, mb_cap):
             candidates = [u for u in pool if removable(u)]
             if not candidates:
                 return  # all that is left is in use: over the cap until it ends
+            live = [u for u in pool if u.path not in removed]
+            by_count = bool(runs_cap) and sum(u.kind == "run" for u in live) > runs_cap
             held: dict[str | None, int] = {}
-            for u in pool:
-                if u.path not in removed:
-                    held[u.owner] = held.get(u.owner, 0) + u.size
-            u = min(candidates, key=lambda u: (-held[u.owner], u.age))
-            shutil.rmtree(u.path, ignore_errors=True)
+            arrived: dict[str | None, float] = {}
+            for u in live:
+                held[u.owner] = held.get(u.owner, 0) + ((u.kind == "run") if by_count else u.size)
+                arrived[u.owner] = min(arrived.get(u.owner, u.age), u.age)
+            u = min(candidates, key=lambda u: (u.owner is None, -held[u.owner], -arrived[u.owner], u.age))
+            _remove(u.path)
             removed.append(u.path)
 
     if me is not None and me.owner is not None and (user_runs or user_mb):
@@ -366,7 +386,7 @@ def enforce_quota(
     if max_runs or max_mb:
         evict(everything, max_runs, max_mb)
     for home in (root / USERS).glob("*"):  # empty homes of visitors whose runs are all gone
-        for d in (home / "data", home / "uploaded", home):
+        for d in (home / "data" / "tokenizers", home / "data", home / "uploaded", home):
             try:
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()

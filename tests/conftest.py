@@ -103,3 +103,13 @@ def crashes_in(log: str) -> list[str]:
     blocks = re.split(r"\n(?=Traceback \(most recent call last\))", log)
     ours = re.compile(r'File ".*(/playground/|/gpt/|/app\.py)')
     return [b[-800:] for b in blocks if b.startswith("Traceback") and ours.search(b)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test.sh runs `-n 2 --dist loadgroup`: most tests wait on a launched app, a
+    training child or a browser, and two workers keep both cores busy), a module's tests stay on one worker: they
+    share its module fixtures (an app, a trained run). The benchmarks' smokes, each a process of its own, spread."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if not module.endswith("test_bench_smoke.py"):
+            item.add_marker(pytest.mark.xdist_group(module))

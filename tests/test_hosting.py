@@ -20,7 +20,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from tests.app_helpers import TRAIN, poll_until, step_of
+from tests.app_helpers import SAMPLE, TRAIN, poll_until, step_of
 from tests.conftest import SHAKESPEARE, launch_app
 
 # start from, preset, layers, heads, embd, context, dropout, batch, lr, schedule, warmup, steps, eval, sample, seed
@@ -132,6 +132,20 @@ def test_start_over_the_slots_waits_in_a_fair_queue(shared_app: Any) -> None:
     poll_until(e, lambda r: r[4] == "completed", timeout=120)  # ... and runs when c's run is over
 
 
+@pytest.mark.slow
+def test_variations_of_a_built_in_corpus_are_the_visitors_own(shared_app: Any) -> None:
+    """The shared cache holds a built-in corpus at the form's defaults only: a visitor's other splits (0.1001,
+    0.1002, ...: 12 MB each) land in their own home, where their share counts them and the quota can evict them."""
+    runs: Path = shared_app.runs
+    c = Client(shared_app, verbose=False)
+    before = set(runs.glob("users/*/data/*/meta.json"))
+    c.predict(SAMPLE, [], "", "char", 0.1, api_name="/prepare_data")
+    assert set(runs.glob("users/*/data/*/meta.json")) == before  # the default: prepared once, for everyone
+    for fraction in (0.11, 0.12):
+        c.predict(SAMPLE, [], "", "char", fraction, api_name="/prepare_data")
+    assert len(set(runs.glob("users/*/data/*/meta.json")) - before) == 2
+
+
 # ---- in-process: the quota and the pretrained caps -----------------------------------------------------------
 
 
@@ -201,6 +215,53 @@ def test_each_visitor_has_a_share_and_loses_their_own_oldest_first(
     old_data = _fake_data(tmp_path, "mallory", "k0", age_s=7000, size=5000)
     assert enforce_quota(mallory, max_runs=0, max_mb=0, user_runs=0, user_mb=0.011) == [old_data]
     assert published.is_dir()
+
+
+def test_others_uploads_never_cost_a_visitor_within_their_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's case: over the server's run count, two visitors' many small uploads must not delete a third's one
+    (larger) run: whoever keeps the most runs pays; between equals the newest arrival, the server's own last."""
+    from playground.hosting import enforce_quota
+
+    monkeypatch.setenv("GPT_PLAYGROUND_RUNS", str(tmp_path))
+    hers = _fake_run(tmp_path, "users/alice/run-1", age_s=5000, size=300_000)
+    pretrained = _fake_run(tmp_path, "pretrained/gpt2", age_s=100)
+    others = [_fake_run(tmp_path, f"users/{who}/uploaded/u{i}", age_s=4000 - 10 * i, size=64_000)
+              for who in ("bob", "eve") for i in range(3)]  # fmt: skip
+    removed = enforce_quota(None, max_runs=4, max_mb=0, user_runs=0, user_mb=0)
+    assert hers.is_dir() and pretrained.is_dir() and len(removed) == 4 and set(removed) <= set(others)
+    # by bytes, whoever keeps the most bytes pays: a visitor over a fair share of the disk
+    big = _fake_run(tmp_path, "users/mallory/run-9", age_s=10, size=900_000)
+    assert enforce_quota(None, max_runs=0, max_mb=1.2, user_runs=0, user_mb=0) == [big]
+    assert hers.is_dir()
+    # equals: the newest arrival pays before those who came first
+    carol = _fake_run(tmp_path, "users/carol/run-2", age_s=1, size=1000)
+    assert enforce_quota(None, max_runs=4, max_mb=0, user_runs=0, user_mb=0) == [carol]
+
+
+def test_a_visitors_trained_tokenizers_count_and_go_first_when_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four BPE preparations leave four tokenizer files beside the data sets: they count in the visitor's usage and
+    go, oldest first, when the visitor is over their share (a data set keeps its own copy of its tokenizer)."""
+    from playground.hosting import Visitor, enforce_quota, usage
+
+    monkeypatch.setenv("GPT_PLAYGROUND_RUNS", str(tmp_path))
+    me = Visitor("mallory", key="mallory")
+    data = _fake_data(tmp_path, "mallory", "k1", age_s=10, size=1000)
+    tokenizers = tmp_path / "users" / "mallory" / "data" / "tokenizers"
+    tokenizers.mkdir()
+    files = []
+    for i in range(4):
+        f = tokenizers / f"t{i}.json"
+        f.write_bytes(b"{}" + b" " * 199_998)
+        os.utime(f, (time.time() - 1000 + i, time.time() - 1000 + i))
+        files.append(f)
+    assert usage(me) == (0, 4 * 200_000 + 1002)
+    removed = enforce_quota(me, max_runs=0, max_mb=0, user_runs=0, user_mb=0.5)
+    assert removed == files[:2] and data.is_dir() and not files[0].exists() and files[3].exists()
+    assert usage(me) == (0, 2 * 200_000 + 1002)
 
 
 def _hf_dir(tmp_path: Path, **cfg: int) -> Path:
