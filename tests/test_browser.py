@@ -98,7 +98,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     above_the_fold(page, page.get_by_role("button", name="Prepare data"), page.get_by_text("chars / token"))
     page.screenshot(path=str(ARTIFACTS / "1-data.png"), full_page=True)
 
-    # Train: tiny preset, a few hundred steps; the loss chart gains points while it trains.
+    # Train: tiny preset, 60 steps (evaluations at 50 and 60, health at 25 and 50); the loss chart gains points.
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("parameters** (without", exact=False).or_(page.get_by_text("parameters (without")).first.wait_for()
     page.wait_for_function("() => window.Plotly")  # the live charts' plotly.js has loaded
@@ -119,7 +119,7 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
     page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === 'rope')")
     assert page.get_by_label("QK-norm").is_checked() and page.get_by_label("Tied head").is_checked() is False
     steps = page.get_by_label("Steps", exact=True)
-    steps.fill("150")
+    steps.fill("60")
     steps.press("Tab")
     start = page.get_by_role("button", name="Start")
     above_the_fold(page, start, page.locator(".progress-box"))
@@ -144,10 +144,10 @@ def test_a_new_user_prepares_trains_generates_and_inspects(page, app_url) -> Non
         arg=early,
         timeout=30_000,
     )
-    page.get_by_text("Training completed at step 150").first.wait_for(timeout=180_000)
+    page.get_by_text("Training completed at step 60").first.wait_for(timeout=180_000)
     page.wait_for_function(  # the last redraw has the last step
         "() => { const p = document.querySelector('#live-loss .js-plotly-plot'); return p && p.calcdata"
-        " && p.calcdata[0].length && p.calcdata[0][p.calcdata[0].length - 1].x == 150; }",
+        " && p.calcdata[0].length && p.calcdata[0][p.calcdata[0].length - 1].x == 60; }",
         timeout=30_000,
     )
     # The page got each logged point once, appended (drawn whole once per chart): train and val as the run logged.

@@ -107,7 +107,15 @@ def space() -> Iterator[dict[str, str]]:
         subprocess.run([_space_python(), "-m", "venv", str(base / "venv")], check=True)
         t0 = time.time()
         build = subprocess.run(
-            [str(base / "venv" / "bin" / "pip"), "install", "-q", "-r", str(base / "reqs" / "requirements.txt")],
+            # (--no-compile: torch's thousands of files are not byte-compiled ahead; Python does it on import)
+            [
+                str(base / "venv" / "bin" / "pip"),
+                "install",
+                "-q",
+                "--no-compile",
+                "-r",
+                str(base / "reqs" / "requirements.txt"),
+            ],  # fmt: skip
             cwd=base / "empty",
             capture_output=True,
             text=True,
