@@ -9,8 +9,8 @@ median, or a calibration made now.
 Above gpt.trainer (it builds Trainers), so that gpt.estimate, which the trainer uses, stays pure formulas. The web
 server must not measure in its own process: AdamW's constructor imports torch._dynamo (~100 MB, 1.5 s), and its
 threads have used torch, which slows GNU OpenMP (see playground/jobs.py). There it runs in a child process
-(`python -m gpt.calibrate`), in the background (`machine_flops` at start-up); a process that trains anyway (the
-CLI's) measures in place.
+(`python -m gpt.calibrate`), in the background (`start_calibration`, at the app's start-up); a process that trains
+anyway (the CLI's) measures in place.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from gpt.estimate import (
     features,
     known_costs,
     machine_key,
-    model_size,
 )
 from gpt.paths import cache_dir
 from gpt.tokenizer import ByteTokenizer
@@ -183,21 +182,6 @@ def wait_quiet(limit_s: float, busy: float = 0.5) -> bool:
             return True
         if time.monotonic() >= end:
             return False
-
-
-def machine_flops() -> float:
-    """The FLOP/s a training step of the tiny preset's shape reaches here (of a small model, a fraction of the
-    machine's peak: see `Costs`). Called at the app's start-up: it starts measuring the machine in the background
-    (`start_calibration`) and does not wait; the figure is the cached calibration's, or the defaults' until the first
-    one lands."""
-    start_calibration()
-    with _lock:
-        known = next(iter(_memo.values()), None)
-    known = known or known_costs() or DEFAULT_COSTS
-    cfg = Config(model=ModelConfig(vocab_size=80, block_size=64, n_layer=4, n_head=4, n_embd=128))
-    tokens = 12 * cfg.model.block_size
-    flops = tokens * model_size(cfg, cfg.model.vocab_size)[1]
-    return flops / max(known.seconds("step", features(cfg.model, tokens)), 1e-12)
 
 
 # ----- measuring --------------------------------------------------------------------------------------------------
