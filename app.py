@@ -115,8 +115,10 @@ def warm_up() -> None:
     Measure this machine for the Train tab's time estimates, in the background, while it is still quiet; start the
     process that training runs fork from, so that the first Start does not wait for it to import torch."""
     from gpt.calibrate import start_calibration
+    from gpt.device import serve_in_foreground
     from playground import jobs
 
+    serve_in_foreground()
     start_calibration()
     jobs.warm_up()
 
@@ -146,6 +148,9 @@ def main() -> None:
         js=JS,
         max_file_size=f"{LIMITS.max_upload_mb}mb",
         show_error=True,
+        # every request waiting its turn for the model holds a thread (playground.hosting.FairGate); the rest of the
+        # app keeps Gradio's usual 40
+        max_threads=40 + LIMITS.max_model_waiting,
     )
 
 

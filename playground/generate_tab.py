@@ -28,7 +28,7 @@ from playground.common import (
 )
 from playground.hosting import heavy_slot, visitor
 from playground.inputs import number, text
-from playground.settings import LIMITS
+from playground.settings import LIMITS, MODEL
 
 # Probability buckets, coloured from confident (green) to surprising (red).
 BUCKETS = [(0.5, "p ≥ 0.5"), (0.2, "0.2–0.5"), (0.05, "0.05–0.2"), (0.0, "p < 0.05")]
@@ -376,7 +376,7 @@ def _then_show_step(event: Any, c: Controls, out: Output) -> Any:
     """After a (re)generation: the alternatives and the explainer at step 1."""
     event = event.success(first_alternatives, out.details, out.alternatives, queue=False, **QUIET)
     event = event.success(lambda: 0, None, out.step, api_visibility="private", queue=False)
-    return event.success(explain, *_explain_io(c, out), **QUIET)
+    return event.success(explain, *_explain_io(c, out), **QUIET, **MODEL)
 
 
 def _wire_generation(c: Controls, out: Output) -> None:
@@ -384,13 +384,12 @@ def _wire_generation(c: Controls, out: Output) -> None:
     alternatives of a clicked token."""
     explain_io = _explain_io(c, out)
     # for API clients (registered first, so it gets the name): the explainer at a step of this session's last text
-    gr.Button(visible=False).click(explain, *explain_io, api_name="explain")
+    gr.Button(visible=False).click(explain, *explain_io, api_name="explain", **MODEL)
     gen_inputs = [c.checkpoint, c.prompt, *c.settings]
-    run = c.go.click(generate, gen_inputs, out.generated, api_name="generate", show_progress="hidden")
+    run = c.go.click(generate, gen_inputs, out.generated, api_name="generate", show_progress="hidden", **MODEL)
     sliders = [s for s in c.settings if isinstance(s, gr.Slider)]
-    tuned = gr.on(
-        [s.release for s in sliders], generate, gen_inputs, out.generated, trigger_mode="always_last", **QUIET
-    )
+    releases = [s.release for s in sliders]
+    tuned = gr.on(releases, generate, gen_inputs, out.generated, trigger_mode="always_last", **QUIET, **MODEL)
     for event in (run, tuned):  # a new text: nothing to go back to
         shown_step = _then_show_step(event, c, out)
         shown_step.success(lambda: (None, gr.update(interactive=False)), None, [out.original, out.back], **QUIET)
@@ -398,7 +397,7 @@ def _wire_generation(c: Controls, out: Output) -> None:
     gr.on([s.change for s in c.settings], redraw, [out.cache, *c.settings], out.explainer, trigger_mode="always_last",
           **QUIET)  # fmt: skip
     out.text.select(show_alternatives, [out.details, c.prompt], [out.alternatives, out.step], **QUIET).then(
-        explain, *explain_io, **QUIET
+        explain, *explain_io, **QUIET, **MODEL
     ).then(lambda: (0, gr.update(interactive=False)), None, [out.row, out.go_branch], **QUIET)
 
 
@@ -407,7 +406,7 @@ def _wire_branching(c: Controls, out: Output) -> None:
     out.alternatives.select(pick_row, None, [out.row, out.go_branch], **QUIET)
     branched = out.go_branch.click(branch, [c.checkpoint, c.prompt, out.details, out.step, out.row, out.original,
                                    *c.settings], [*out.generated, out.original], api_name="branch",
-                                   show_progress="hidden")  # fmt: skip
+                                   show_progress="hidden", **MODEL)  # fmt: skip
     restored = out.back.click(back_to_original, [c.prompt, out.original], [*out.generated, out.original],
                               api_name="back_to_original", show_progress="hidden")  # fmt: skip
     for event in (branched, restored):

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -188,39 +188,115 @@ def client_address(request: gr.Request | None) -> str:
     return hop or (request.client.host if request.client else "")
 
 
-# ---- heavy requests: a fair share of the workers ----------------------------------------------------------------
+# ---- heavy requests: served in turn, a fair share each --------------------------------------------------------
 
-_heavy: dict[str, int] = {}  # visitor key or address -> requests of theirs running now
-_heavy_lock = threading.Lock()
+
+class FairGate:
+    """Requests that run the model (generate, inspect, explain) run `slots` at a time; the others wait in turn, round
+    robin: the next to run is the waiting request whose address has the fewest running and was served longest ago,
+    then likewise for its visitor, then the earliest. So a classroom behind one address (a school's router, a
+    Space's shared IP) is served request by request beside everyone else, a client that makes up sessions cannot
+    starve other addresses, and one visitor's second request waits behind the others' first.
+    A visitor may have `per_visitor` requests running or waiting (more would only wait behind their own) and an
+    address `per_address` (0: no cap); past that a request is refused with a message instead of waiting."""
+
+    def __init__(self, slots: int, per_visitor: int, per_address: int) -> None:
+        self.slots, self.per_visitor, self.per_address = slots, per_visitor, per_address
+        self._cond = threading.Condition()
+        self._running: dict[str, int] = {}  # "v:<visitor key>" / "a:<address>" -> requests of theirs running
+        self._holding: dict[str, int] = {}  # the same keys -> running or waiting
+        self._waiting: list[tuple[str, str, int]] = []  # (visitor key, address key, ticket), in arrival order
+        self._served: dict[str, int] = {}  # the same keys, while they hold a place -> when they last got a slot
+        self._tickets = 0
+        self._admitted = 0
+        self._busy = 0
+
+    def _rank(self, w: tuple[str, str, int]) -> tuple[int, ...]:
+        v, a, ticket = w
+        return self._running.get(a, 0), self._served.get(a, 0), self._running.get(v, 0), self._served.get(v, 0), ticket
+
+    @contextmanager
+    def place(self, visitor: str, address: str = "", on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+        """Hold a place while the request runs. `on_wait(ahead)` is called once if it has to wait first."""
+        me = (f"v:{visitor}", f"a:{address}" if address else "", 0)
+        keys = [k for k in me[:2] if k]
+        with self._cond:
+            if self.per_visitor and self._holding.get(me[0], 0) >= self.per_visitor:
+                raise UserInputError(
+                    f"you already have {self.per_visitor} requests running or waiting (generating or inspecting); "
+                    "wait for one to finish"
+                )
+            if address and self.per_address and self._holding.get(me[1], 0) >= self.per_address:
+                raise UserInputError(
+                    f"your address already has {self.per_address} requests running or waiting; try again in a moment"
+                )
+            self._tickets += 1
+            me = (me[0], me[1], self._tickets)
+            self._waiting.append(me)
+            for k in keys:
+                self._holding[k] = self._holding.get(k, 0) + 1
+            told = False
+            try:
+                while self._busy >= self.slots or min(self._waiting, key=self._rank) != me:
+                    if not told and on_wait is not None:
+                        told = True
+                        ahead = sum(self._rank(w) < self._rank(me) for w in self._waiting)
+                        self._cond.release()  # (a toast goes out over the network: not while holding the lock)
+                        try:
+                            on_wait(ahead)
+                        finally:
+                            self._cond.acquire()
+                        continue
+                    self._cond.wait()
+            except BaseException:
+                self._leave(me, keys, running=False)
+                raise
+            self._waiting.remove(me)
+            self._busy += 1
+            self._admitted += 1
+            for k in keys:
+                self._running[k] = self._running.get(k, 0) + 1
+                self._served[k] = self._admitted
+            self._cond.notify_all()  # a slot may still be free: the next in turn takes it
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                for k in keys:
+                    self._running[k] -= 1
+                    if not self._running[k]:
+                        del self._running[k]
+                self._leave(me, keys, running=True)
+
+    def _leave(self, me: tuple[str, str, int], keys: list[str], running: bool) -> None:
+        if not running:
+            self._waiting.remove(me)
+        for k in keys:
+            self._holding[k] -= 1
+            if not self._holding[k]:
+                del self._holding[k]
+                self._served.pop(k, None)
+        self._cond.notify_all()
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+
+GATE = FairGate(LIMITS.model_slots, LIMITS.max_heavy_per_visitor, LIMITS.max_model_per_address)
+
+
+def _tell_wait(ahead: int) -> None:
+    gr.Info(f"In line for the model: {ahead} request{'s' * (ahead != 1)} ahead of yours; yours starts by itself.")
 
 
 @contextmanager
 def heavy_slot(me: Visitor, request: gr.Request | None) -> Iterator[None]:
-    """Hold one of this visitor's (and their address's) few places for a request that runs the model (generate,
-    inspect, explain): one visitor sending the most expensive legal requests leaves the other workers, and the CPU,
-    to everyone else. Over the cap, the request is refused with a message (it would only wait behind their own)."""
-    cap = LIMITS.max_heavy_per_visitor
+    """Hold a place in `GATE` for a request that runs the model, telling the visitor when theirs has to wait."""
     address = client_address(request) if PRIVATE else ""
-    # an address may hold a few visitors (a classroom behind one router): it gets twice a visitor's places
-    places = {f"v:{me.key}": cap, **({f"a:{address}": 2 * cap} if address else {})}
-    keys = list(places)
-    with _heavy_lock:
-        full = [k for k, c in places.items() if cap and _heavy.get(k, 0) >= c]
-        if full:
-            who = "you already have" if full[0].startswith("v:") else "your address already has"
-            raise UserInputError(
-                f"{who} {places[full[0]]} requests running (generating or inspecting); wait for one to finish"
-            )
-        for k in keys:
-            _heavy[k] = _heavy.get(k, 0) + 1
-    try:
+    with GATE.place(me.key, address, _tell_wait if request is not None else None):
         yield
-    finally:
-        with _heavy_lock:
-            for k in keys:
-                _heavy[k] -= 1
-                if not _heavy[k]:
-                    del _heavy[k]
 
 
 # ---- what a visitor was doing, so that a reload finds it again ---------------------------------------------------

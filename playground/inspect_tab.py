@@ -35,6 +35,7 @@ from playground.common import (
 )
 from playground.hosting import heavy_slot, visitor
 from playground.inputs import number, text
+from playground.settings import MODEL
 
 PROMPT_CHARS = 100_000  # only the last tokens are inspected (gpt.inspect.MAX_TOKENS)
 
@@ -307,23 +308,24 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     inputs = [checkpoint, prompt, layer, head, words]
     # a bad input (a layer the model lacks) shows its message; the charts and sliders stay as they were
     quiet: dict[str, Any] = dict(show_progress="hidden")
+    model = {**quiet, **MODEL}  # (runs the model: waits its turn with every visitor's others)
     score_io: tuple[Any, Any] = ([checkpoint], [circuits, circuits_note])
     ablate_io: tuple[Any, Any] = ([checkpoint, prompt, ab_layer, ab_what, ab_head, ab_mode],
                                   [ab_summary, ab_plot, ab_original, ab_ablated])  # fmt: skip
     attribute_io: tuple[Any, Any] = ([checkpoint, prompt, dla_token], [dla_plot, dla_note])
     # Inspect fills every view; each panel's own button redoes only its own with its settings
     (
-        run.click(inspect_prompt, inputs, outputs, api_name="inspect", **quiet)
-        .success(score_heads, *score_io, api_visibility="private", **quiet)
-        .success(ablate_component, *ablate_io, api_visibility="private", **quiet)
-        .success(attribute_token, *attribute_io, api_visibility="private", **quiet)
+        run.click(inspect_prompt, inputs, outputs, api_name="inspect", **model)
+        .success(score_heads, *score_io, api_visibility="private", **model)
+        .success(ablate_component, *ablate_io, api_visibility="private", **model)
+        .success(attribute_token, *attribute_io, api_visibility="private", **model)
     )
-    score.click(score_heads, *score_io, api_name="head_scores", **quiet)
-    ab_run.click(ablate_component, *ablate_io, api_name="ablate", **quiet)
-    dla_run.click(attribute_token, *attribute_io, api_name="attribute", **quiet)
-    dla_token.submit(attribute_token, *attribute_io, api_visibility="private", **quiet)
+    score.click(score_heads, *score_io, api_name="head_scores", **model)
+    ab_run.click(ablate_component, *ablate_io, api_name="ablate", **model)
+    dla_run.click(attribute_token, *attribute_io, api_name="attribute", **model)
+    dla_token.submit(attribute_token, *attribute_io, api_visibility="private", **model)
     for slider in (layer, head):
-        slider.release(inspect_prompt, inputs, outputs, api_visibility="private", **quiet)
+        slider.release(inspect_prompt, inputs, outputs, api_visibility="private", **model)
     embed_btn.click(project_embeddings, [checkpoint, words], embeddings, api_name="embeddings", **quiet)
     for trigger in (refresh.click, tab.select, ready.then):
         trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")

@@ -83,8 +83,10 @@ def warm_up() -> None:
 def _train_in_child(spec: dict[str, Any], events: Any, stop: StopFlag) -> None:
     """The child process: build the trainer, run it, send every event home. Errors travel as `Failed` events."""
     from gpt.data import load_prepared
+    from gpt.device import train_in_background
     from gpt.trainer import Trainer
 
+    train_in_background()  # the server's requests, which a person waits on, come first
     config = Config.from_dict(spec["config"])
     listeners = [*run_listeners(spec["run_dir"], config.train.tensorboard), events.put]  # events: our own dataclasses
     try:

@@ -54,8 +54,15 @@ class Limits:
     max_queue_per_address: int = _env_int("GPT_PLAYGROUND_MAX_QUEUE_PER_ADDRESS", 2 if PRIVATE else 0)
     # A place in line lapses when no page of its visitor has asked for it for this long (the page asks every 2 s).
     queue_lapse_s: int = _env_int("GPT_PLAYGROUND_QUEUE_LAPSE_S", 30)
-    # Generate / Inspect requests of one visitor running at once; more wait for theirs (or are refused).
+    # Requests that run the model (generate, inspect, explain) at once; the rest wait in turn (playground.hosting's
+    # FairGate). Two: a Space has two cores, and one request already keeps one busy.
+    model_slots: int = _env_int("GPT_PLAYGROUND_MODEL_SLOTS", 2)
+    # Such requests of one visitor running or waiting; more are refused (they would only wait behind their own).
     max_heavy_per_visitor: int = _env_int("GPT_PLAYGROUND_MAX_HEAVY_PER_VISITOR", 2)
+    # Such requests running or waiting in all, each holding a worker thread while it waits; past it they wait in
+    # Gradio's queue. One address (a classroom behind one router) may hold up to `max_model_per_address` of them.
+    max_model_waiting: int = _env_int("GPT_PLAYGROUND_MAX_MODEL_WAITING", 64)
+    max_model_per_address: int = _env_int("GPT_PLAYGROUND_MAX_MODEL_PER_ADDRESS", 48)
 
     def describe(self) -> str:
         shared = (
@@ -86,6 +93,8 @@ LIMITS = Limits()
 # Handlers that hold a core for seconds (tokenizing an upload, unpacking or zipping a checkpoint, importing a model)
 # share these few workers, so a burst of them waits in Gradio's queue instead of stalling every other request.
 HEAVY: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": 2}
+# Handlers that run the model: one group whose places are the FairGate's waiting places (it orders them fairly).
+MODEL: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": LIMITS.max_model_waiting}
 
 
 def runs_root() -> Path:

@@ -59,6 +59,11 @@ FIGURES = {
         rf"health every {NUM} steps: {NUM} readings, {NUM} s of a {NUM} s run \({NUM}%\) \| without: {NUM} s",
         rf"tiny preset, 30 steps: readings {NUM}% of training time \(median\), paired wall time {NUM}x",
     ],
+    "bench.contention": [
+        rf"before \(every core, one priority\): generation {NUM} tok/s alone, {NUM} while a run trains \({NUM}x\); "
+        rf"the run {NUM} steps/s alone, {NUM} while generating \({NUM}x\)",
+        rf"ours \(foreground/background\): generation {NUM} tok/s alone, {NUM} while a run trains",
+    ],
     "bench.long_generation": [
         rf"inside the context:\s+{NUM} tokens/s",
         rf"past the context:\s+{NUM} tokens/s",

@@ -391,6 +391,21 @@ def test_hostile_round_three_through_the_api(shared_app: Any) -> None:
     print(f"bystander's 30-token request under load: {bystander:.2f} s")
 
 
+@pytest.mark.slow
+def test_thirty_visitors_behind_one_address_each_generate(shared_app: Any) -> None:
+    """A classroom: thirty visitors from one address (here 127.0.0.1) generate at once; each is served in turn."""
+    import concurrent.futures
+
+    model = "published/demo"  # what the teacher put on the server for the class
+    if model not in names(Client(shared_app, verbose=False)):
+        (real,) = shared_app.runs.glob(f"users/*/{mine_of(visitor(shared_app))}")
+        shutil.copytree(real, shared_app.runs / model)
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        pupils = list(pool.map(lambda _: Client(shared_app, verbose=False), range(30)))
+        texts = list(pool.map(lambda c: c.predict(model, "ROMEO:", *GEN, api_name="/generate")[1], pupils))
+    assert all(t for t in texts), texts
+
+
 def mine_of(c: Client) -> str:
     """A checkpoint of this visitor's own, trained for the purpose."""
     existing = [n for n in names(c) if n.endswith("latest")]
@@ -477,7 +492,7 @@ def _file(path: str) -> Any:
     return handle_file(path)
 
 
-def test_heavy_requests_have_a_few_places_per_visitor_and_address(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_heavy_requests_have_a_few_places_per_visitor(monkeypatch: pytest.MonkeyPatch) -> None:
     from gpt.errors import UserInputError
     from playground import hosting
 
@@ -488,21 +503,66 @@ def test_heavy_requests_have_a_few_places_per_visitor_and_address(monkeypatch: p
     for private in (False, True):  # locally there is no address to count; on a shared server there is
         monkeypatch.setattr(hosting, "PRIVATE", private)
         me = hosting.Visitor(None, key="k")
-        with hosting.heavy_slot(me, Request()), hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]
-            with pytest.raises(UserInputError, match="2 requests running"):
+        with hosting.heavy_slot(me, None), hosting.heavy_slot(me, None):
+            with pytest.raises(UserInputError, match="2 requests running or waiting"):
                 with hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]
                     pass
-            # someone else from elsewhere is not held up
-            with hosting.heavy_slot(hosting.Visitor(None, key="other"), None):
-                pass
-        with hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]  # the places came back
+        with hosting.heavy_slot(me, None):  # the places came back
             pass
-    # many made-up visitors from one address share its places
-    monkeypatch.setattr(hosting, "PRIVATE", True)
-    held = [hosting.heavy_slot(hosting.Visitor(None, key=f"v{i}"), Request()) for i in range(5)]  # type: ignore[arg-type]
-    for h in held[:4]:
-        h.__enter__()
-    with pytest.raises(UserInputError):
-        held[4].__enter__()
-    for h in held[:4]:
-        h.__exit__(None, None, None)
+
+
+def _served_in_turn(gate: Any, requests: list[tuple[str, str]], hold: str = "first") -> list[str]:
+    """Start `hold` (which takes the gate's only slot), then `requests` (visitor, address) one after another, each
+    in its own thread waiting its turn; then let them run. Returns the order they ran in (visitor names)."""
+    import threading
+
+    ran: list[str] = []
+    release = threading.Event()
+    waiting = threading.Semaphore(0)
+
+    def one(v: str, a: str) -> None:
+        with gate.place(v, a, lambda ahead: waiting.release()):
+            if v == hold:
+                release.wait(10)
+            ran.append(v)
+
+    first = threading.Thread(target=one, args=(hold, "elsewhere"))
+    first.start()
+    while gate.waiting() or not gate._busy:  # (the first is running)
+        time.sleep(0.001)
+    threads = []
+    for v, a in requests:
+        threads.append(threading.Thread(target=one, args=(v, a)))
+        threads[-1].start()
+        assert waiting.acquire(timeout=10)  # it is waiting (and was told so) before the next arrives
+    release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    return ran[1:]
+
+
+def test_a_classroom_behind_one_address_is_served_in_turn_not_refused() -> None:
+    from gpt.errors import UserInputError
+    from playground.hosting import FairGate
+
+    # thirty visitors of one school, one request each, while the model is busy: all wait and all are served
+    gate = FairGate(slots=1, per_visitor=2, per_address=48)
+    pupils = [(f"pupil{i}", "school") for i in range(30)]
+    assert sorted(_served_in_turn(gate, pupils)) == sorted(v for v, _ in pupils)
+    # a request from another address does not wait behind the whole class: it is next once it arrives
+    gate = FairGate(slots=1, per_visitor=2, per_address=48)
+    order = _served_in_turn(gate, [*pupils[:10], ("visitor", "home"), *pupils[10:20]])
+    assert order[:3] == ["pupil0", "visitor", "pupil1"], order
+    # one visitor's second request waits behind everyone's first
+    gate = FairGate(slots=1, per_visitor=2, per_address=48)
+    order = _served_in_turn(gate, [("greedy", "a"), ("greedy", "a"), ("calm", "b")])
+    assert order == ["greedy", "calm", "greedy"], order
+    # past their share a visitor is refused at once, and an address past its (large) share too
+    gate = FairGate(slots=2, per_visitor=1, per_address=2)
+    with gate.place("v1", "x"), gate.place("v2", "x"):
+        with pytest.raises(UserInputError, match="1 requests running or waiting"):
+            with gate.place("v1", "y"):
+                pass
+        with pytest.raises(UserInputError, match="your address"):
+            with gate.place("v3", "x"):
+                pass
