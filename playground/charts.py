@@ -62,8 +62,18 @@ def loss_figure(s: Curves) -> go.Figure:
     fig.update_xaxes(matches="x", row=1, col=2)  # the same steps side by side
     fig.update_yaxes(title_text="cross-entropy (nats per token)", row=1, col=1)
     fig.update_yaxes(title_text="bits per byte", row=1, col=2)
+    if not s.eval_steps:
+        _waiting(fig, "after the first evaluation", row=1, col=2)
     fig.update_layout(legend=dict(orientation="h", y=1.08, x=0.72, xanchor="right", yanchor="bottom"), **_LAYOUT)
     return fig
+
+
+def _waiting(fig: go.Figure, when: str, row: int, col: int) -> None:
+    """A panel with no points yet says when they come instead of drawing made-up axes (Plotly's empty -1..2 range);
+    the live chart is sent whole again once its first point arrives (playground.live_chart)."""
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="", row=row, col=col)
+    fig.add_annotation(text=when, showarrow=False, font=dict(color="#888"), row=row, col=col,
+                       x=0.5, y=0.5, xref="x domain", yref="y domain")  # fmt: skip
 
 
 def rate_figure(s: Curves) -> go.Figure:

@@ -26,7 +26,6 @@ from gpt.inspect import (
 )
 from playground import charts
 from playground.common import (
-    DEFAULT_PROMPTS,
     checkpoint_dropdown_update,
     load_checkpoint,
     pretrained_row,
@@ -260,9 +259,12 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         refresh = gr.Button("Refresh", scale=1)
     pretrained_row(checkpoint)
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPTS[1], lines=2, scale=3)
-        layer = gr.Slider(1, 12, value=1, step=1, label="Layer", scale=1)
-        head = gr.Slider(1, 12, value=1, step=1, label="Head", scale=1)
+        # (before a model is picked there is nothing to offer: its training text gives the prompt, its shape the
+        # sliders' ranges, as soon as it is picked)
+        prompt = gr.Textbox(label="Prompt", value="", placeholder="pick a checkpoint: a prompt from its own training "
+                            "text appears here", lines=2, scale=3)  # fmt: skip
+        layer = gr.Slider(1, 2, value=1, step=1, label="Layer", scale=1, interactive=False)
+        head = gr.Slider(1, 2, value=1, step=1, label="Head", scale=1, interactive=False)
     run = gr.Button("Inspect", variant="primary")
     with gr.Row():
         attention = gr.Plot(label="Attention", show_label=False)
@@ -277,9 +279,9 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     circuits_note = gr.Markdown()
     gr.Markdown("### Ablation\nTake one head or MLP out of the model for this prompt and see what changes.")
     with gr.Row():
-        ab_layer = gr.Slider(1, 12, value=1, step=1, label="Ablate layer", scale=2)
+        ab_layer = gr.Slider(1, 2, value=1, step=1, label="Ablate layer", scale=2, interactive=False)
         ab_what = gr.Radio(ABLATE_WHAT, value=ABLATE_WHAT[0], label="Component", scale=2)
-        ab_head = gr.Slider(1, 12, value=1, step=1, label="Ablate head", scale=2)
+        ab_head = gr.Slider(1, 2, value=1, step=1, label="Ablate head", scale=2, interactive=False)
         ab_mode = gr.Radio(ABLATE_BY, value="zero", label="Replace its output by", scale=2,
                            info="zero, or its mean over the prompt's positions")  # fmt: skip
         ab_run = gr.Button("Ablate", scale=1, min_width=120)

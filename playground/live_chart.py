@@ -151,6 +151,8 @@ def _sent(have: Any, run: str, sizes: dict[str, int], first: str) -> dict[str, i
         return None
     if any(not 0 <= sent[k] <= sizes[k] for k in sizes):
         return None
+    if any(sent[k] == 0 < sizes[k] for k in sizes):  # a panel's first points: its axes are drawn now (charts._waiting)
+        return None
     if shown + sizes[first] - sent[first] > MAX_SHOWN:  # a long run: decimate again (`first`: the first trace's x)
         return None
     return sent
