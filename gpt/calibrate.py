@@ -49,6 +49,7 @@ from gpt.estimate import (
     known_costs,
     machine_key,
 )
+from gpt.events import format_duration
 from gpt.paths import cache_dir
 from gpt.tokenizer import ByteTokenizer
 from gpt.trainer import Trainer
@@ -59,6 +60,9 @@ REFRESH_S = 7 * 24 * 3600  # a full cache older than this is measured again (in 
 GAP_S = 3600  # ... and one not full yet, once its newest calibration is older than this
 WAIT_S = 5.0  # how long an estimate waits for the calibration started in the background before using the defaults
 QUIET_S = 60.0  # how long the background calibration waits for idle processors (the app's own start-up, a run)
+# Processors busy with other work, on average, past which a calibration is not kept (it would price the machine's
+# quiet steps at a busy moment's speed: estimates 3x off were seen) and the estimate says the machine is busy
+BUSY = 0.5
 CHILD_TIMEOUT_S = 120
 
 # The shapes `measure` trains a few steps of, each weighing on another feature (n_layer, n_embd, n_head, block_size,
@@ -109,8 +113,7 @@ def _calibrate(key: str, device: str, dtype: str, threads: int) -> Costs:
     """Measure now and cache it; the default costs if it fails (the estimate must never break what asked)."""
     try:
         if "torch._dynamo" in sys.modules:  # a process that has built an optimizer: it trains, it can measure
-            found = measure(device, dtype, threads)
-            add_calibration(key, found)
+            measure_and_keep(device, dtype, threads)
         else:
             _measure_in_child(device, dtype, threads)
         return known_costs(device, dtype, threads) or DEFAULT_COSTS
@@ -136,8 +139,8 @@ def start_calibration(device: str = "auto", dtype: str = "auto", threads: int = 
 
     def run() -> None:
         try:
-            wait_quiet(QUIET_S)
-            _measure_in_child(device, dtype, threads)
+            if wait_quiet(QUIET_S) or not entries:  # (busy all along: next time, unless there is nothing yet)
+                _measure_in_child(device, dtype, threads)
         except Exception:  # noqa: BLE001 - the cache (or the defaults) stays
             log.exception("calibrating the time estimate failed")
         finally:
@@ -152,25 +155,63 @@ def start_calibration(device: str = "auto", dtype: str = "auto", threads: int = 
     thread.start()
 
 
-def _busy_cores(interval: float = 0.5) -> float | None:
-    """How many processors were busy over `interval` seconds (Linux's /proc/stat), None where unknown."""
-
-    def read() -> tuple[int, int]:
+def _cpu_times() -> tuple[int, int] | None:
+    """(all, idle) processor time since boot, in ticks, from Linux's /proc/stat; None where unknown."""
+    try:
         fields = [int(x) for x in Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]]
         return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
-
-    try:
-        total0, idle0 = read()
-        time.sleep(interval)
-        total1, idle1 = read()
     except (OSError, ValueError, IndexError):
         return None
-    if total1 <= total0:
+
+
+def _busy_between(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """How many processors were busy on average between two `_cpu_times` readings."""
+    if before is None or after is None or after[0] <= before[0]:
         return None
-    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+    return (1 - (after[1] - before[1]) / (after[0] - before[0])) * (os.cpu_count() or 1)
 
 
-def wait_quiet(limit_s: float, busy: float = 0.5) -> bool:
+def _busy_cores(interval: float = 0.5) -> float | None:
+    """How many processors were busy over `interval` seconds, None where unknown."""
+    before = _cpu_times()
+    time.sleep(interval)
+    return _busy_between(before, _cpu_times())
+
+
+_last_reading: list[tuple[float, tuple[int, int] | None]] = []  # (when, `_cpu_times`) of `busy_now`'s last call
+_last_busy: list[float | None] = [None]
+
+
+def busy_now(min_interval: float = 0.25) -> float | None:
+    """Processors busy lately, without making the caller wait (the Train tab asks at every change of its form):
+    over the time since the last call, once that is `min_interval` long (the first call waits that long)."""
+    with _lock:
+        now = time.monotonic()
+        if not _last_reading:
+            _last_reading.append((now, _cpu_times()))
+            time.sleep(min_interval)
+            now = time.monotonic()
+        when, before = _last_reading[0]
+        if now - when >= min_interval:
+            reading = _cpu_times()
+            _last_busy[0] = _busy_between(before, reading)
+            _last_reading[0] = (now, reading)
+        return _last_busy[0]
+
+
+def busy_note(seconds: float) -> str:
+    """What the estimate of a run of `seconds` (on the quiet machine) becomes while other work keeps the machine busy
+    now, in words ("" when quiet): a run on every core shares them in turn with that work, so it takes up to
+    (cores + busy) / cores as long while the work goes on."""
+    busy, cores = busy_now(), os.cpu_count() or 1
+    if busy is None or busy < BUSY:
+        return ""
+    slow = seconds * (cores + busy) / cores
+    return (f"this machine is busy now ({busy:.1f} of {cores} processors in use): {format_duration(seconds)} if it "
+            f"calms down, up to {format_duration(slow)} while it stays so")  # fmt: skip
+
+
+def wait_quiet(limit_s: float, busy: float = BUSY) -> bool:
     """Wait (up to `limit_s`) until at most `busy` processors are busy, so that a calibration does not time the
     app's start-up or someone's run: with every core taken, a multi-threaded step can run 10x slower. True if quiet."""
     end = time.monotonic() + limit_s
@@ -336,6 +377,26 @@ def measure(device: str = "auto", dtype: str = "auto", threads: int = 0) -> Cost
     return fit(time_shapes(SHAPES, device, dtype, threads, work_dir=work))
 
 
+def measure_and_keep(device: str = "auto", dtype: str = "auto", threads: int = 0) -> tuple[Costs, float | None]:
+    """`measure`, kept in the store only if the machine was otherwise quiet meanwhile: the processors busy with
+    other work (all busy ones, less this process's own CPU time) are returned too."""
+    before, cpu0, t0 = _cpu_times(), _own_cpu(), time.monotonic()
+    found = measure(device, dtype, threads)
+    busy = _busy_between(before, _cpu_times())
+    others = None if busy is None else max(0.0, busy - (_own_cpu() - cpu0) / max(1e-9, time.monotonic() - t0))
+    key = machine_key(device, dtype, threads)
+    if others is None or others < BUSY or not calibrations(key):  # (a first one beats the defaults, busy or not)
+        add_calibration(key, found)
+    else:
+        log.warning("calibration not kept: %.1f processors were busy with other work meanwhile", others)
+    return found, others
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m gpt.calibrate`: measure this machine, add it to the cache, print the costs."""
     p = argparse.ArgumentParser(prog="python -m gpt.calibrate", description=main.__doc__)
@@ -352,10 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if parent > 1:
         threading.Thread(target=orphaned, daemon=True).start()
-    found = measure(args.device, args.dtype, args.threads)
+    found, others = measure_and_keep(args.device, args.dtype, args.threads)
     key = machine_key(args.device, args.dtype, args.threads)
-    add_calibration(key, found)
-    print(json.dumps({"machine": key, "costs": found.to_dict(), "calibrations": len(calibrations(key))}))
+    print(json.dumps({"machine": key, "costs": found.to_dict(), "calibrations": len(calibrations(key)),
+                      "busy_elsewhere": others}))  # fmt: skip
     return 0
 
 

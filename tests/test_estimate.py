@@ -275,3 +275,32 @@ def test_cli_run_takes_about_what_it_printed(tmp_path: Path) -> None:
     real = r["real_s"]
     assert 0.5 * real <= max(r["printed_s"], 0.5) <= 2 * real + 1, r  # printed in whole seconds
     assert 0.5 * r["eta_real_s"] <= max(r["eta_s"], 0.5) <= 2 * r["eta_real_s"] + 1, r
+
+
+def test_a_calibration_made_while_the_machine_was_busy_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPT_PLAYGROUND_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibrate, "measure", lambda *a: estimate.DEFAULT_COSTS)
+    key = estimate.machine_key()
+    ticks = iter([(0, 0), (1000, 900), (2000, 1900), (3000, 2000)])  # quiet, quiet, then 1.8 of 2 busy
+    monkeypatch.setattr(calibrate, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(calibrate.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(calibrate, "_own_cpu", lambda: 0.0)  # none of it ours
+    assert calibrate.measure_and_keep()[1] == pytest.approx(0.2)
+    assert len(estimate.calibrations(key)) == 1  # a quiet one: kept
+    _, others = calibrate.measure_and_keep()
+    assert others == pytest.approx(1.8) and len(estimate.calibrations(key)) == 1  # a busy one: not kept
+
+
+def test_the_estimate_says_when_the_machine_is_busy_and_gives_a_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibrate.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(calibrate, "busy_now", lambda: 0.1)
+    assert calibrate.busy_note(60) == ""  # quiet: the estimate alone
+    monkeypatch.setattr(calibrate, "busy_now", lambda: 1.5)
+    assert calibrate.busy_note(60) == (
+        "this machine is busy now (1.5 of 2 processors in use): 1 min if it calms down, up to 1 min 45 s while it "
+        "stays so"
+    )
+    monkeypatch.undo()
+    assert isinstance(calibrate.busy_now(0.01), float | None)  # the real reading, without waiting long
