@@ -12,12 +12,17 @@ from typing import Any
 
 import gradio as gr
 
-from gpt.config import Config
+from gpt.config import Config, SampleConfig
 from gpt.errors import UserInputError
 from gpt.events import Curves, read_metrics
+from gpt.generate import generate
 from playground import charts, jobs
-from playground.common import user_errors
-from playground.hosting import visitor
+from playground.common import load_checkpoint, user_errors
+from playground.hosting import heavy_slot, visitor
+from playground.inputs import number, text
+from playground.settings import MODEL
+
+PROMPT_CHARS = 2_000
 
 # the x axis's choices: label -> the series of the runs' curves (gpt.events.Curves) it draws
 AXES: dict[str, charts.XSeries] = {"step": "steps", "tokens seen": "tokens", "training time (s)": "times"}
@@ -94,6 +99,31 @@ def compare(
     return figure, summary_rows(runs), differences(runs), gr.Timer(REFRESH_S, active=live), circuits
 
 
+SAMPLE_TOKENS = 200  # each run's sample in "Samples side by side"
+
+
+@user_errors
+def samples(
+    names: list[str] | None, prompt: str, seed: Any, request: gr.Request, profile: gr.OAuthProfile | None
+) -> list[list[str]]:
+    """The same prompt and seed continued by each run's latest checkpoint (the sampler's defaults): what the curves'
+    differences read like. One row per run."""
+    if not names or not isinstance(names, list) or len(names) > MAX_RUNS:
+        raise UserInputError(f"pick one to {MAX_RUNS} runs to sample from")
+    prompt = text(prompt, "prompt", PROMPT_CHARS)
+    seed = number(seed, "seed", 0, 2**31 - 1, integer=True)
+    me = visitor(request, profile)
+    cfg = SampleConfig(max_new_tokens=SAMPLE_TOKENS, seed=seed)
+    rows = []
+    with heavy_slot(me, request):
+        for name in names:
+            if not isinstance(name, str):
+                raise UserInputError("a run is named by its name")
+            loaded = load_checkpoint(f"{name}/latest", me, for_sampling=True)
+            rows.append([name, prompt + generate(loaded.model, loaded.tokenizer, prompt, cfg)])
+    return rows
+
+
 def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
     names = visitor(request, profile).runs()
     current = current if isinstance(current, list) else []
@@ -128,6 +158,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> Panel:
         label="Settings that differ",
         interactive=False,
     )
+    _samples_section(runs)
     timer = gr.Timer(REFRESH_S, active=False)
     inputs, outputs = [runs, axis, unit], [plot, summary, diff, timer, circuits]
     go_btn.click(compare, inputs, outputs, api_name="compare", show_progress="hidden")
@@ -136,6 +167,17 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> Panel:
     for trigger in (tab.select, ready.then):
         trigger(run_list, runs, runs, api_visibility="private")
     return Panel(runs, inputs, outputs)
+
+
+def _samples_section(runs: gr.Dropdown) -> None:
+    gr.Markdown("### Samples side by side\nThe same prompt and seed, continued by each run's latest checkpoint.")
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", value="", placeholder="(empty: from nothing)", scale=3)
+        seed = gr.Number(label="Seed", value=1, precision=0, minimum=0, scale=1)
+        go_btn = gr.Button("Sample each run", scale=1)
+    table = gr.Dataframe(headers=["run", "sample"], label="Samples", interactive=False, wrap=True,
+                         column_widths=["20%", "80%"])  # fmt: skip
+    go_btn.click(samples, [runs, prompt, seed], table, api_name="compare_samples", show_progress="hidden", **MODEL)
 
 
 def link_from(table: gr.Dataframe, panel: Panel, tabs: gr.Tabs) -> None:
