@@ -2,6 +2,8 @@
 
     python -m bench.race [--smoke] [--rounds 1] [--only gpt2,modern] [--png bench/results/race.png] [--json PATH]
     python -m bench.race --from-json bench/results/race.json [--png PATH]   # the table and chart again
+    python -m bench.race --only relu2+qk_norm,swiglu+qk_norm,relu2 --no-study --rounds 2 [--seed 1338]
+                                                       # the default's candidates (`CANDIDATES`), 10 steps apart
 
 Every entrant is a whole `gpt-train` process (`python -m gpt.cli train`) on the built-in corpus, as a user runs it,
 timed from its start (imports, data, model) to its end; its output is read as it comes, so each "val loss" line gets
@@ -12,6 +14,8 @@ a busy moment of the machine slows a round of all of them, not one entrant's eve
 - +switch: each of the modern recipe's switches alone on top of it;
 - modern: configs/tiny.yaml, the default `gpt-train --config tiny`;
 - modern, equal time: the same with as many steps as fit in gpt2's time (scaled from this round's two runs);
+- the default's candidates, only when named: the modern recipe with each pairing of MLP (ReLU², SwiGLU) and QK-norm,
+  evaluated every 10 steps, with the step and the (interpolated) second at which each reached gpt2's loss;
 - the batch study: Muon against AdamW on the modern architecture, at batch sizes 8 to 64 with the same tokens, to
   show where Newton-Schulz's fixed cost per step (it does not grow with the batch) eats Muon's gain.
 
@@ -46,8 +50,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_WINDOWS = 320  # windows per evaluation during a run, for every entrant
-MODERN = ["model.pos=rope", "model.norm=rmsnorm", "model.activation=relu2", "model.qk_norm=true",
-          "model.tie_head=false", "model.zero_init=true", "model.bias=false"]  # fmt: skip
 # name: (config, overrides)
 ENTRANTS: dict[str, tuple[str, list[str]]] = {
     "gpt2": ("tiny-2019", []),
@@ -62,6 +64,17 @@ ENTRANTS: dict[str, tuple[str, list[str]]] = {
     "+muon": ("tiny-2019", ["train.optimizer=muon"]),
     "+wsd": ("tiny-2019", ["train.schedule=wsd"]),
     "modern": ("tiny", []),
+}
+# The default's candidates: the modern recipe with each pairing of MLP and QK-norm that a Hugging Face format holds,
+# beside the pairing that none does (ReLU² with QK-norm, the default until it had to be exported). They evaluate
+# every 10 steps, so that a 5% difference in time to target shows (the preset's every 50 steps is a fifth of its
+# run); run only when named in --only, e.g. --only relu2+qk_norm,swiglu+qk_norm,relu2.
+FINE = ["train.eval_interval=10"]
+CANDIDATES: dict[str, tuple[str, list[str]]] = {
+    "relu2+qk_norm": ("tiny", ["model.activation=relu2", "model.qk_norm=true", *FINE]),  # no format has it
+    "swiglu+qk_norm": ("tiny", ["model.activation=swiglu", "model.qk_norm=true", *FINE]),  # Qwen3
+    "relu2": ("tiny", ["model.activation=relu2", "model.qk_norm=false", *FINE]),  # Arcee
+    "swiglu": ("tiny", ["model.activation=swiglu", "model.qk_norm=false", *FINE]),  # Llama
 }
 EQUAL_TIME = "modern, equal time"
 TOKENS = 250 * 32  # the batch study: every run sees the tiny preset's sequences (250 steps of 32)
@@ -83,6 +96,7 @@ class Run:
     wall_s: float
     final_val: float
     curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds since the process started, val loss)
+    curve_steps: list[int] = field(default_factory=list)  # the step of each point of the curve
     tokens_per_s: float = 0.0
     startup_s: float = 0.0  # from the process start to its first training step (imports, data, model)
 
@@ -104,21 +118,23 @@ def train(name: str, config: str, overrides: list[str], out: Path, rnd: int, env
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
-    curve, lines, startup = [], [], 0.0
+    curve, steps, lines, startup = [], [], [], 0.0
     for line in proc.stdout:
         lines.append(line)
         if not startup and line.startswith("training ") and " parameters on " in line:
             startup = time.perf_counter() - start
         if m := _VAL.match(line):
             curve.append((time.perf_counter() - start, float(m.group(2))))
+            steps.append(int(m.group(1)))
     wall = time.perf_counter() - start
     if proc.wait() != 0 or not any(_COMPLETED.match(x) for x in lines):
         raise SystemExit(f"{name} failed:\n{''.join(lines[-10:])}")
     final = common_val_loss(out / "latest", windows)
     curve.append((wall, final))
+    steps.append(cfg.train.max_steps)
     rates = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     tps = statistics.median(r["tokens_per_s"] for r in rates if "tokens_per_s" in r)
-    return Run(name, rnd, cfg.train.max_steps, cfg.train.batch_size, wall, final, curve, tps, startup)
+    return Run(name, rnd, cfg.train.max_steps, cfg.train.batch_size, wall, final, curve, steps, tps, startup)
 
 
 @torch.no_grad()
@@ -144,6 +160,40 @@ def common_val_loss(checkpoint: Path, windows: int | None = None) -> float:
 def time_to(run: Run, target: float) -> float | None:
     """The first moment the run's val loss was at or under `target` (None: never)."""
     return next((t for t, v in run.curve if v <= target), None)
+
+
+def crossing(run: Run, target: float) -> tuple[int, float] | None:
+    """(step, seconds) at which the run's val loss first reached `target`, the seconds interpolated linearly between
+    the evaluation above it and the one at or under it (None: never)."""
+    points = list(zip(run.curve_steps, run.curve, strict=False))
+    for i, (step, (t, v)) in enumerate(points):
+        if v <= target:
+            if i == 0:
+                return step, t
+            t0, v0 = points[i - 1][1]
+            return step, t0 + (v0 - target) / (v0 - v) * (t - t0)
+    return None
+
+
+def report_candidates(by: dict[str, list[Run]], target: float) -> list[dict[str, Any]]:
+    """The default's candidates side by side: steps and seconds to gpt2's final loss, against the first of them."""
+    names = [n for n in CANDIDATES if n in by]
+    print(f"\nthe default's candidates (evaluated every 10 steps), to gpt2's final loss {target:.4f}:")
+    rows, base = [], None
+    for n in names:
+        found = [crossing(r, target) for r in by[n]]
+        if any(x is None for x in found):
+            print(f"  {n:16s} never reaches it (final val {statistics.median(r.final_val for r in by[n]):.4f})")
+            continue
+        steps = statistics.median(x[0] for x in found if x is not None)
+        t = statistics.median(x[1] for x in found if x is not None)
+        tps = statistics.median(r.tokens_per_s for r in by[n])
+        base = base or t
+        print(f"  {n:16s} step {steps:5.0f} | {t:5.1f} s (interpolated) | {tps:7.0f} tok/s | final val "
+              f"{statistics.median(r.final_val for r in by[n]):.4f} | {t / base:.3f}x {names[0]}'s time")  # fmt: skip
+        rows.append({"entrant": n, "steps_to_target": steps, "seconds_to_target": t, "tokens_per_s": tps,
+                     "ratio_to_first": t / base})  # fmt: skip
+    return rows
 
 
 def report(runs: list[Run], png: Path | None) -> dict[str, Any]:
@@ -188,10 +238,11 @@ def report(runs: list[Run], png: Path | None) -> dict[str, Any]:
                 print(f"  batch {b:3d}: muon {m['wall_s']:5.1f} s val {m['final_val']:.4f} | adamw "
                       f"{a['wall_s']:5.1f} s val {a['final_val']:.4f} | muon's time {m['wall_s'] / a['wall_s']:.2f}x, "
                       f"loss {m['final_val'] - a['final_val']:+.4f}; muon {gain}")  # fmt: skip
+    candidates = report_candidates(by, target) if any(n in CANDIDATES for n in names) else []
     if png is not None:
         chart(by, target, png)
         print(f"\nwrote {png}")
-    return {"target": target, "rows": rows, "runs": [asdict(r) for r in runs]}
+    return {"target": target, "rows": rows, "candidates": candidates, "runs": [asdict(r) for r in runs]}
 
 
 def chart(by: dict[str, list[Run]], target: float, png: Path) -> None:
@@ -236,7 +287,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a few entrants, a few steps: does it still run")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--only", help="comma-separated entrants (gpt2 always runs: it sets the target)")
+    ap.add_argument(
+        "--only",
+        help="comma-separated entrants (gpt2 always runs: it sets the target); the default's "
+        f"candidates run only when named: {', '.join(CANDIDATES)}",
+    )
+    ap.add_argument("--seed", type=int, help="train every entrant with this train.seed (default: each config's)")
     ap.add_argument("--no-study", action="store_true", help="leave out the Muon / AdamW batch study")
     ap.add_argument("--png", type=Path, help="default: bench/results/race.png (smoke: a temporary file)")
     ap.add_argument("--json", type=Path)
@@ -251,9 +307,14 @@ def main() -> None:
     entrants = {n: (c, list(o)) for n, (c, o) in ENTRANTS.items()}
     if args.only:
         keep = {"gpt2", *args.only.split(",")}
-        entrants = {n: v for n, v in entrants.items() if n in keep}
+        if unknown := keep - set(ENTRANTS) - set(CANDIDATES):
+            raise SystemExit(f"no entrant {', '.join(sorted(unknown))}; they are {', '.join([*ENTRANTS, *CANDIDATES])}")
+        entrants = {n: (c, list(o)) for n, (c, o) in {**ENTRANTS, **CANDIDATES}.items() if n in keep}
     study = {f"{opt} b{b}": ("tiny", study_overrides(opt, b))
              for b in BATCHES for opt in ("muon", "adamw")}  # fmt: skip
+    seed = [f"train.seed={args.seed}"] if args.seed is not None else []
+    entrants = {n: (c, o + seed) for n, (c, o) in entrants.items()}
+    study = {n: (c, o + seed) for n, (c, o) in study.items()}
     if args.smoke:
         entrants = {n: (c, o + SMOKE_STEPS) for n, (c, o) in entrants.items() if n in ("gpt2", "+rope", "modern")}
         study = {n: (c, o + SMOKE_STEPS) for n, (c, o) in study.items() if n.endswith(" b16")}

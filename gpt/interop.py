@@ -1,15 +1,19 @@
-"""Models in and out of the Hugging Face `transformers` format: GPT-2, Llama and Qwen3.
+"""Models in and out of the Hugging Face `transformers` format: GPT-2, Llama, Qwen3 and Arcee.
 
-Which architecture a model goes out as follows from its switches (`hf_architecture`):
-- GPT-2's (learned positions, LayerNorm, GELU, tied head, biases): `GPT2LMHeadModel`, as nanoGPT's checkpoints;
-- the Llama family's (rope, rmsnorm, swiglu, no biases; tied or untied head, grouped-query attention with
-  `n_kv_head`): `LlamaForCausalLM`, or `Qwen3ForCausalLM` where `qk_norm` is on (Qwen3 normalises each query and
-  key head before the rotation, as we do);
-- anything else (ReLU², learned positions with RMSNorm, ...) has no equivalent: the export is refused with a
-  message naming each switch that keeps it out. Biases that are all zero count as none.
-Coming in, `gpt2`, `llama` and `qwen3` configs are read; their config.json is checked (and the caller's
+Which architecture a model goes out as follows from its switches alone (`hf_target`; `export_refusals` says what
+keeps a config out, before any training, and the Train tab shows it):
+- GPT-2's (learned positions, LayerNorm, GELU, tied head, biases): `GPT2LMHeadModel`, as nanoGPT's checkpoints. Its
+  learned positions end at the context length: `transformers` raises an IndexError past it (`context_note`);
+- the Llama family's (rope, rmsnorm, no biases; tied or untied head, grouped-query attention with `n_kv_head`):
+  `LlamaForCausalLM` with swiglu, `Qwen3ForCausalLM` with swiglu and `qk_norm` (Qwen3 normalises each query and
+  key head before the rotation, as we do), `ArceeForCausalLM` with relu2 and no `qk_norm` (Arcee is Llama with a
+  non-gated ReLU² MLP, up_proj and down_proj; in `transformers` since 4.53);
+- anything else (ReLU² with QK-norm, learned positions with RMSNorm, ...) has no equivalent: the export is refused
+  (`ExportRefusedError`) with a message naming each switch that keeps it out. Biases that are all zero count as none.
+Coming in, `gpt2`, `llama`, `qwen3` and `arcee` configs are read; their config.json is checked (and the caller's
 `SizeCheck` run) before any weight is read, and what we cannot compute exactly (rope scaling, attention or MLP
-biases, sliding windows, an activation other than SiLU, a head size other than hidden / heads) is refused.
+biases, sliding windows, an activation other than SiLU (Arcee: ReLU²), a head size other than hidden / heads) is
+refused.
 
 Conventions that had to line up, checked against `transformers` by tests/test_interop.py (logits within 1e-4):
 - RoPE: we rotate pairs (x[i], x[i + head_dim/2]), Hugging Face's `rotate_half` layout, with the same frequencies
@@ -17,7 +21,8 @@ Conventions that had to line up, checked against `transformers` by tests/test_in
 - RMSNorm: ours has no gain (nanochat's) and torch's epsilon (the dtype's machine epsilon); an export writes gains
   of one and that epsilon as `rms_norm_eps`. An import keeps its gains (`norm_gain`) and epsilon (`norm_eps`).
 - Attention: our c_attn is [q | k | v] with n_kv_head heads of keys and values; Llama's q_proj, k_proj, v_proj
-  are its three row blocks. SwiGLU's c_fc is [gate | up] (silu(gate) x up), Llama's gate_proj and up_proj.
+  are its three row blocks. SwiGLU's c_fc is [gate | up] (silu(gate) x up), Llama's gate_proj and up_proj; ReLU²'s
+  c_fc is Arcee's up_proj.
 - Hugging Face's GPT-2 stores its attention and MLP matrices as `Conv1D` weights, shaped (in, out): the transpose
   of `nn.Linear`'s (out, in). A tied head may be absent from the file.
 No `transformers` import is needed here: the format is plain safetensors (or a `pytorch_model.bin` read with
@@ -48,7 +53,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gpt import checkpoint as ckpt
-from gpt.config import MAX_BLOCK_SIZE, Config, ModelConfig
+from gpt.config import MAX_BLOCK_SIZE, Activation, Config, ModelConfig, recipe_summary
 from gpt.data import open_regular
 from gpt.errors import CheckpointError, UserInputError
 from gpt.model import GPT, mlp_width
@@ -73,18 +78,24 @@ HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")  
 
 # Called with a model's config before its weights are read or downloaded: raises UserInputError to refuse it.
 SizeCheck = Callable[[ModelConfig], None]
-Architecture = Literal["gpt2", "llama", "qwen3"]
-HF_CLASS: dict[str, str] = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+Architecture = Literal["gpt2", "llama", "qwen3", "arcee"]
+HF_CLASS: dict[str, str] = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                            "arcee": "ArceeForCausalLM"}  # fmt: skip
+HF_NAME = {"gpt2": "GPT-2", "llama": "Llama", "qwen3": "Qwen3", "arcee": "Arcee"}
+# The Llama family's MLP activation, in their config.json's words and ours
+HIDDEN_ACT: dict[str, tuple[str, Activation]] = {"llama": ("silu", "swiglu"), "qwen3": ("silu", "swiglu"),
+                                                 "arcee": ("relu2", "relu2")}  # fmt: skip
 
 
 def hf_config_to_model(hf: dict[str, Any]) -> ModelConfig:
-    """A Hugging Face config.json (GPT-2, Llama or Qwen3) as our model config, or a UserInputError saying what in
+    """A Hugging Face config.json (GPT-2, Llama, Qwen3 or Arcee) as our model config, or a UserInputError saying what in
     it we cannot compute exactly, or which value is of the wrong type or range (a file can hold anything)."""
     f = Fields(hf)
     kind = f.text("model_type", "gpt2")
     if kind not in HF_CLASS:
         raise UserInputError(
-            f"only GPT-2, Llama and Qwen3 models can be imported (model_type gpt2, llama, qwen3), this is {kind[:40]!r}"
+            "only GPT-2, Llama, Qwen3 and Arcee models can be imported (model_type gpt2, llama, qwen3, arcee), this "
+            f"is {kind[:40]!r}"
         )
     try:
         cfg = _gpt2_config(f) if kind == "gpt2" else _llama_config(f, kind)
@@ -172,11 +183,12 @@ def _gpt2_config(f: Fields) -> ModelConfig:
 
 
 def _llama_config(f: Fields, kind: str) -> ModelConfig:
-    """Llama's and Qwen3's config: refused where it asks for what our model does not compute."""
-    name = {"llama": "Llama", "qwen3": "Qwen3"}[kind]
+    """Llama's, Qwen3's and Arcee's config: refused where it asks for what our model does not compute."""
+    name, (want_act, activation) = HF_NAME[kind], HIDDEN_ACT[kind]
     refuse: list[str] = []
-    if (act := f.text("hidden_act", "silu")) != "silu":
-        refuse.append(f"hidden_act {act[:30]!r} (our SwiGLU uses SiLU)")
+    if (act := f.text("hidden_act", want_act)) != want_act:
+        ours = "our SwiGLU uses SiLU" if want_act == "silu" else "our ReLU² MLP is relu2"
+        refuse.append(f"hidden_act {act[:30]!r} ({ours})")
     rope = f.mapping("rope_parameters")  # transformers 5; older configs: rope_theta and rope_scaling at the top
     scaling = f.mapping("rope_scaling")
     kinds = [rope.text("rope_type", "default")]
@@ -208,11 +220,11 @@ def _llama_config(f: Fields, kind: str) -> ModelConfig:
         bias=False,
         pos="rope",
         norm="rmsnorm",
-        activation="swiglu",
+        activation=activation,
         qk_norm=kind == "qwen3",
         tie_head=f.flag("tie_word_embeddings"),  # (both classes' default)
         rope_theta=rope.number("rope_theta", f.number("rope_theta", 10000.0)),
-        norm_eps=f.number("rms_norm_eps", 1e-6),
+        norm_eps=f.number("rms_norm_eps", 1e-5 if kind == "arcee" else 1e-6),  # (each class's default)
         norm_gain=True,  # their norms learn a gain per channel
     )
 
@@ -258,7 +270,7 @@ def _llama_hf_config(cfg: ModelConfig, arch: Architecture, tokenizer: Tokenizer)
         "num_attention_heads": cfg.n_head,
         "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
+        "hidden_act": HIDDEN_ACT[arch][0],
         "max_position_embeddings": cfg.block_size,
         "rms_norm_eps": eps,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers 5
@@ -272,7 +284,7 @@ def _llama_hf_config(cfg: ModelConfig, arch: Architecture, tokenizer: Tokenizer)
         "eos_token_id": eos,
         "torch_dtype": "float32",
     }
-    if arch == "llama":
+    if arch in ("llama", "arcee"):
         out["mlp_bias"] = False
     else:
         out["use_sliding_window"] = False
@@ -314,7 +326,8 @@ def _check_shape(name: str, value: Any, want: tuple[int, ...]) -> None:
         )
 
 
-# Llama's / Qwen3's names for ours, per layer; (theirs, ...) tuples are stacked in order into one of ours
+# Llama's / Qwen3's names for ours, per layer; (theirs, ...) tuples are stacked in order into one of ours (Arcee's:
+# `layer_names`)
 LLAMA_LAYER: dict[str, tuple[str, ...]] = {
     "ln_1.weight": ("input_layernorm.weight",),
     "ln_2.weight": ("post_attention_layernorm.weight",),
@@ -327,10 +340,17 @@ LLAMA_LAYER: dict[str, tuple[str, ...]] = {
 }
 
 
+def layer_names(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """Per layer, the Llama family's names for our weights: a ReLU² MLP (Arcee's) has no gate, its c_fc is up_proj."""
+    if cfg.activation == "relu2":
+        return {**LLAMA_LAYER, "mlp.c_fc.weight": ("mlp.up_proj.weight",)}
+    return LLAMA_LAYER
+
+
 def _llama_state_to_ours(
     state: dict[str, torch.Tensor], cfg: ModelConfig, ours: dict[str, tuple[int, ...]]
 ) -> dict[str, torch.Tensor]:
-    """Llama's / Qwen3's weights under our names; whatever is missing is left out (`load_hf` names it)."""
+    """Llama's / Qwen3's / Arcee's weights under our names; whatever is missing is left out (`load_hf` names it)."""
     theirs = {k.removeprefix("model."): v for k, v in state.items()}
     named = {k.removeprefix("model."): k for k in state}  # (a refusal names the tensor as the file does)
     out: dict[str, torch.Tensor] = {}
@@ -340,7 +360,7 @@ def _llama_state_to_ours(
     ]
     for i in range(cfg.n_layer):
         pairs += [(f"transformer.h.{i}.{ours}", tuple(f"layers.{i}.{t}" for t in names))
-                  for ours, names in LLAMA_LAYER.items()]  # fmt: skip
+                  for ours, names in layer_names(cfg).items()]  # fmt: skip
     q, kv = cfg.n_head * cfg.head_dim, cfg.kv_heads * cfg.head_dim
     rows = {3: (q, kv, kv), 2: (mlp_width(cfg),) * 2}  # the row blocks stacked into c_attn, c_fc
     for name, names in pairs:
@@ -379,17 +399,23 @@ def gpt2_incompatible(cfg: ModelConfig) -> list[str]:
     return bad
 
 
-def llama_incompatible(model: GPT) -> list[str]:
-    """What keeps a model out of Llama's and Qwen3's format: one phrase per switch (empty: it exports)."""
-    cfg, bad = model.config, []
+def llama_incompatible(cfg: ModelConfig, zero_biases: bool = False) -> list[str]:
+    """What keeps a model of this config out of the Llama family's formats (Llama, Qwen3, Arcee): one phrase per
+    switch (empty: it exports). `zero_biases`: its biases are all zero, which count as none."""
+    bad = []
     if cfg.pos != "rope":
-        bad.append(f"model.pos={cfg.pos} (Llama and Qwen3 have rotary positions, no learned position embeddings)")
+        bad.append(
+            f"model.pos={cfg.pos} (Llama, Qwen3 and Arcee have rotary positions, no learned position embeddings)"
+        )
     if cfg.norm != "rmsnorm":
-        bad.append(f"model.norm={cfg.norm} (Llama's and Qwen3's norms are RMSNorms)")
-    if cfg.activation != "swiglu":
-        bad.append(f"model.activation={cfg.activation} (Llama's and Qwen3's MLP is SwiGLU)")
-    if cfg.bias and any(bool(p.detach().any()) for n, p in model.named_parameters() if n.endswith(".bias")):
-        bad.append("model.bias=true (Llama and Qwen3 have no biases, and these are not all zero)")
+        bad.append(f"model.norm={cfg.norm} (Llama's, Qwen3's and Arcee's norms are RMSNorms)")
+    if cfg.activation == "gelu":
+        bad.append("model.activation=gelu (Llama's and Qwen3's MLP is SwiGLU, Arcee's ReLU²)")
+    elif cfg.activation == "relu2" and cfg.qk_norm:  # each half of the pair has a format, not both together
+        bad.append("model.activation=relu2 with model.qk_norm=true (Arcee, the format with ReLU², has no QK-norm; "
+                   "Qwen3, the one with QK-norm, has SwiGLU)")  # fmt: skip
+    if cfg.bias and not zero_biases:
+        bad.append("model.bias=true (Llama, Qwen3 and Arcee have no biases)")
     return bad
 
 
@@ -397,35 +423,74 @@ def _value(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def hf_architecture(model: GPT) -> Architecture:
-    """The Hugging Face architecture a model exports as, or a UserInputError naming each switch that has none.
+def _gpt2_body(cfg: ModelConfig) -> bool:
+    """GPT-2's body (learned positions, LayerNorm, GELU) goes out as GPT-2 or not at all; any other as the Llama
+    family or not at all: a refusal names what differs from the nearer one."""
+    return cfg.pos == "learned" and cfg.norm == "layernorm" and cfg.activation == "gelu"
 
-    GPT-2's body (learned positions, LayerNorm, GELU) goes out as GPT-2 or not at all; any other as the Llama
-    family, Qwen3 where QK-norm is on."""
-    cfg = model.config
-    if cfg.pos == "learned" and cfg.norm == "layernorm" and cfg.activation == "gelu":
-        if bad := gpt2_incompatible(cfg):
-            raise UserInputError(
-                f"this model cannot be exported as Hugging Face GPT-2: {'; '.join(bad)}. Train it with the GPT-2 "
-                "recipe to export (zero-init projections export fine)"
-            )
+
+def export_refusals(cfg: ModelConfig, zero_biases: bool = False) -> list[str]:
+    """What keeps a model of this config out of every Hugging Face format written here: one phrase per switch
+    (empty: it exports, as `hf_target(cfg)`). Pure: the Train tab asks it before any training."""
+    return gpt2_incompatible(cfg) if _gpt2_body(cfg) else llama_incompatible(cfg, zero_biases)
+
+
+def hf_target(cfg: ModelConfig) -> Architecture:
+    """The architecture a model of this config goes out as, where `export_refusals` has nothing against it."""
+    if _gpt2_body(cfg):
         return "gpt2"
-    if bad := llama_incompatible(model):
-        raise UserInputError(
-            f"this model cannot be exported to Hugging Face (Llama, Qwen3 or GPT-2): {'; '.join(bad)}. Models with "
-            "rope, rmsnorm and swiglu, no biases, export as Llama (with qk_norm as Qwen3); GPT-2's recipe as GPT-2"
-        )
+    if cfg.activation == "relu2":
+        return "arcee"
     return "qwen3" if cfg.qk_norm else "llama"
+
+
+class ExportRefusedError(UserInputError):
+    """A model whose switches no Hugging Face format has: the message names each one."""
+
+
+def refusal_message(cfg: ModelConfig, reasons: list[str]) -> str:
+    if _gpt2_body(cfg):
+        return (f"this model cannot be exported as Hugging Face GPT-2: {'; '.join(reasons)}. Train it with the GPT-2 "
+                "recipe to export (zero-init projections export fine)")  # fmt: skip
+    return (
+        f"this model cannot be exported to Hugging Face (GPT-2, Llama, Qwen3 or Arcee): {'; '.join(reasons)}. With "
+        "rope and rmsnorm, no biases, a model exports as Llama (swiglu), Qwen3 (swiglu with qk_norm) or Arcee (relu2 "
+        "without qk_norm); GPT-2's recipe as GPT-2"
+    )
+
+
+def _zero_biases(model: GPT) -> bool:
+    return all(not bool(p.detach().any()) for n, p in model.named_parameters() if n.endswith(".bias"))
+
+
+def hf_architecture(model: GPT) -> Architecture:
+    """The Hugging Face architecture a model exports as (`hf_target`), or an ExportRefusedError naming each switch that
+    keeps it out (`export_refusals`; biases that are all zero count as none)."""
+    cfg = model.config
+    if bad := export_refusals(cfg, zero_biases=cfg.bias and _zero_biases(model)):
+        raise ExportRefusedError(refusal_message(cfg, bad))
+    return hf_target(cfg)
+
+
+def context_note(hf_cfg: dict[str, Any]) -> str:
+    """What a user of an exported model must know about its context: a GPT-2's learned positions end at n_positions,
+    and `transformers` raises an IndexError on a longer input, where our model slides its window over the last
+    block_size tokens. Rotary positions have no such end (only quality fades past the trained length): ""."""
+    if hf_cfg.get("model_type") != "gpt2":
+        return ""
+    n = hf_cfg["n_positions"]
+    return (
+        f"Context limit: {n} tokens. This GPT-2 has learned positions for {n} tokens only: in transformers, an input "
+        f"(prompt and generated text together) longer than {n} tokens raises an IndexError, where this app slides its "
+        f"window over the last {n}. Keep generate()'s prompt plus max_new_tokens within {n}, or feed it the last {n} "
+        "tokens yourself."
+    )
 
 
 def ours_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
     """The weights of a model exported as Hugging Face GPT-2 (refused where `gpt2_incompatible` says why)."""
-    bad = gpt2_incompatible(model.config)
-    if bad:
-        raise UserInputError(
-            f"this model cannot be exported as Hugging Face GPT-2: {'; '.join(bad)}. Train it with the GPT-2 recipe "
-            "to export (zero-init projections export fine)"
-        )
+    if bad := gpt2_incompatible(model.config):
+        raise ExportRefusedError(refusal_message(model.config, bad))
     out = {}
     for k, v in model.state_dict().items():
         if k == "lm_head.weight":
@@ -436,18 +501,18 @@ def ours_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
 
 
 def _ours_to_llama_state(model: GPT) -> dict[str, torch.Tensor]:
-    """The weights as Llama's / Qwen3's names. Where our norms have no gain, theirs get gains of one."""
+    """The weights as Llama's / Qwen3's / Arcee's names. Where our norms have no gain, theirs get gains of one."""
     cfg = model.config
     ours = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
     ones = torch.ones(cfg.n_embd)
     kv = cfg.kv_heads * cfg.head_dim
-    sizes = {"attn.c_attn.weight": [cfg.n_embd, kv, kv], "mlp.c_fc.weight": [mlp_width(cfg)] * 2}
+    sizes = {"attn.c_attn.weight": [cfg.n_embd, kv, kv], "mlp.c_fc.weight": [mlp_width(cfg)] * 2}  # (where stacked)
     out = {"model.embed_tokens.weight": ours["transformer.wte.weight"],
            "model.norm.weight": ours.get("transformer.ln_f.weight", ones)}  # fmt: skip
     if not cfg.tie_head:
         out["lm_head.weight"] = ours["lm_head.weight"]
     for i in range(cfg.n_layer):
-        for mine, names in LLAMA_LAYER.items():
+        for mine, names in layer_names(cfg).items():
             if "q_norm" in mine or "k_norm" in mine:
                 if not cfg.qk_norm:
                     continue
@@ -455,7 +520,7 @@ def _ours_to_llama_state(model: GPT) -> dict[str, torch.Tensor]:
             else:
                 default = ones
             w = ours.get(f"transformer.h.{i}.{mine}", default)
-            parts = w.split(sizes[mine]) if mine in sizes else (w,)
+            parts = w.split(sizes[mine]) if len(names) > 1 else (w,)
             for name, part in zip(names, parts, strict=True):
                 out[f"model.layers.{i}.{name}"] = part
     return {k: v.contiguous().clone() for k, v in out.items()}
@@ -486,7 +551,7 @@ def read_hf_config(path: str | Path) -> ModelConfig:
 
 
 def load_hf(hf_dir: str | Path, check: SizeCheck | None = None) -> tuple[GPT, Tokenizer]:
-    """A Hugging Face GPT-2, Llama or Qwen3 directory as our model (eval mode) and its tokenizer.
+    """A Hugging Face GPT-2, Llama, Qwen3 or Arcee directory as our model (eval mode) and its tokenizer.
 
     `check` sees the model's config before any weight is read, so an oversized model is refused cheaply."""
     d = Path(hf_dir)
@@ -553,7 +618,7 @@ def _read_text(path: Path, max_bytes: int) -> str:
 
 
 def from_hf(hf_dir: str | Path, out_dir: str | Path, check: SizeCheck | None = None) -> Path:
-    """Convert a Hugging Face GPT-2, Llama or Qwen3 directory into our checkpoint directory (`check`: see
+    """Convert a Hugging Face GPT-2, Llama, Qwen3 or Arcee directory into our checkpoint directory (`check`: see
     `load_hf`).
 
     An existing `out_dir` is replaced only when it holds nothing but checkpoint files: a file, or a folder with
@@ -586,8 +651,9 @@ def export_hf(model: GPT, tokenizer: Tokenizer) -> tuple[dict[str, Any], dict[st
 
 
 def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
-    """Write our checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` loads (GPT-2, Llama or
-    Qwen3: see `hf_architecture`) and `AutoTokenizer.from_pretrained` reads the tokenizer of."""
+    """Write our checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` loads (GPT-2, Llama, Qwen3 or
+    Arcee: see `hf_architecture`) and `AutoTokenizer.from_pretrained` reads the tokenizer of, with a README.md (its
+    model card, which says its context limit where it has one)."""
     loaded = ckpt.load(ckpt_dir)
     hf_cfg, state = export_hf(loaded.model, loaded.tokenizer)  # refused before anything is written
     out = Path(hf_dir)
@@ -603,7 +669,27 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
         json.dumps({"bos_token_id": hf_cfg["bos_token_id"], "eos_token_id": hf_cfg["eos_token_id"]}), encoding="utf-8"
     )
     write_hf_tokenizer(loaded.tokenizer, out, loaded.config.model.block_size)
+    (out / "README.md").write_text(model_card(loaded.config.model, hf_cfg, loaded.step), encoding="utf-8")
     return out
+
+
+def model_card(cfg: ModelConfig, hf_cfg: dict[str, Any], step: int) -> str:
+    """The exported folder's README.md (the Hub shows it as the model card): what the model is, how to load it, and
+    its context limit where it has one (`context_note`)."""
+    arch = hf_cfg["architectures"][0]
+    context = context_note(hf_cfg) or (
+        f"Context: trained on windows of {cfg.block_size} tokens (max_position_embeddings). Its rotary positions go "
+        "on past that length, but the text it writes there gets worse."
+    )
+    return "\n".join([
+        "---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [gpt-playground]", "---", "",
+        f"# A small GPT trained with GPT Playground, as `{arch}`", "",
+        f"Trained from scratch for {step:,} steps; its recipe: {recipe_summary(cfg)}.", "",
+        "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+        'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", "",
+        context, "",
+    ])  # fmt: skip
 
 
 def write_hf_tokenizer(tokenizer: Tokenizer, out: Path, max_length: int) -> None:
@@ -645,8 +731,8 @@ def _simple_tokenizer_json(tokenizer: Tokenizer) -> str:
 
 
 def fetch_hf(name: str, check: SizeCheck | None = None) -> Path:
-    """Download a GPT-2, Llama or Qwen3 from the Hugging Face Hub (or find it in the local cache): config.json first,
-    and the weights (and tokenizer) only if `check` accepts the config. Download progress goes through
+    """Download a GPT-2, Llama, Qwen3 or Arcee from the Hugging Face Hub (or find it in the local cache): config.json
+    first, and the weights (and tokenizer) only if `check` accepts the config. Download progress goes through
     huggingface_hub's tqdm bars."""
     if not HUB_NAME.match(name):
         raise UserInputError(f"{name[:80]!r} is not a Hugging Face model name (such as gpt2 or openai-community/gpt2)")

@@ -1,5 +1,5 @@
-"""The Checkpoints panel of the Train tab: this visitor's checkpoints, download (ours or Hugging Face's format),
-upload."""
+"""The Checkpoints panel of the Train tab: this visitor's checkpoints, download (ours or Hugging Face's format, with a
+line on what the export made or why it refused), upload."""
 
 from __future__ import annotations
 
@@ -69,15 +69,24 @@ def download_checkpoint(name: str | None, request: gr.Request, profile: gr.OAuth
 
 
 @user_errors
-def export_hf(name: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
-    """The checkpoint as a Hugging Face GPT-2 directory, zipped: ready for from_pretrained or the Hub."""
-    from gpt.interop import to_hf
+def export_hf(name: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, str]:
+    """The checkpoint as a Hugging Face directory, zipped (ready for from_pretrained or the Hub), and a line on it.
+    A model that no format holds is refused in that line, where the download would have been (a toast vanishes),
+    and the last download stays."""
+    from gpt.interop import ExportRefusedError, context_note, to_hf
 
     src = ckpt.resolve(visitor(request, profile).resolve(name))
     out = download_dir()
     name = f"{src.parent.name}-{src.name}-hf"
-    hf_dir = to_hf(src, out / name)
-    return str(zip_dir(hf_dir, out / f"{name}.zip"))
+    try:
+        hf_dir = to_hf(src, out / name)
+    except ExportRefusedError as e:
+        return gr.skip(), f"⚠️ **Not exported:** {e}."
+    hf_cfg = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    said = f"✅ Exported as `{hf_cfg['architectures'][0]}`: `AutoModelForCausalLM.from_pretrained` loads the folder."
+    if note := context_note(hf_cfg):
+        said += f"\n\n⚠️ {note}"
+    return str(zip_dir(hf_dir, out / f"{name}.zip")), said
 
 
 @user_errors
@@ -116,12 +125,16 @@ def build(ready: Any, state: gr.State, job_status: gr.Textbox) -> tuple[gr.Dataf
             download = gr.Button("Download .zip", scale=1)
             download_hf = gr.Button("Download in Hugging Face format", scale=1)
         zip_out = gr.File(label="Download")
+        export_msg = gr.Markdown()  # what the Hugging Face export made, or why it refused
         upload = gr.File(label="Upload a checkpoint .zip", file_types=[".zip"])
         upload_msg = gr.Markdown()
     job_status.change(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     refresh.click(refresh_checkpoints, [chosen, state], [table, chosen], api_name="list_checkpoints")
-    download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint", **HEAVY)
-    download_hf.click(export_hf, chosen, zip_out, api_name="export_hf", **HEAVY)
+    # a .zip of ours replaces the download: a line on an earlier export would speak of another file
+    download.click(download_checkpoint, chosen, zip_out, api_name="download_checkpoint", **HEAVY).success(
+        lambda: "", None, export_msg, queue=False, api_visibility="private"
+    )
+    download_hf.click(export_hf, chosen, [zip_out, export_msg], api_name="export_hf", **HEAVY)
     upload.upload(upload_checkpoint, upload, [upload_msg, table, chosen], api_name="upload_checkpoint", **HEAVY)
     ready.then(refresh_checkpoints, [chosen, state], [table, chosen], api_visibility="private")
     return table, chosen

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from gpt import checkpoint as ckpt
-from gpt.calibrate import costs_for
+from gpt.calibrate import busy_note, costs_for
 from gpt.config import (
     Activation,
     Config,
@@ -34,6 +34,7 @@ from gpt.data import load_prepared
 from gpt.errors import UserInputError
 from gpt.estimate import model_size, train_seconds
 from gpt.events import Curves, compile_line, format_duration, read_metrics
+from gpt.interop import HF_CLASS, export_refusals, hf_target
 from playground import checkpoint_panel, health_panel, jobs, live_chart
 from playground.common import (
     NEW_MODEL,
@@ -172,10 +173,38 @@ def describe(preset: str, state: Session, *values: Any) -> str:
     here = costs_for(cfg.train)  # this machine's costs (cached, else measured in a child process)
     per_100 = train_seconds(cfg, flops, 100, extras=False, costs=here, corrected=True)  # the steps alone
     total = train_seconds(cfg, flops, costs=here, corrected=True)  # and the evals, samples and saves
+    busy = busy_note(total)
     return (
         f"**{params / 1e6:.2f}M parameters** (without position embeddings) · about **{per_100:.1f} s per 100 steps** "
         f"on this machine · {cfg.train.max_steps:,} steps ≈ {format_duration(total)} with evaluations and samples"
+        + (f"  \n*{busy[0].upper()}{busy[1:]}.*" if busy else "")
     )
+
+
+def export_sentence(mc: ModelConfig, whose: str) -> str:
+    """Whether a model of `mc` can leave the app in Hugging Face's format, and if not, which switches keep it in:
+    gpt.interop's own rule (the one the export applies), said before any training."""
+    if reasons := export_refusals(mc):
+        return f"⚠️ **{whose} cannot be exported to Hugging Face's format:** {'; '.join(reasons)}."
+    said = f"✅ {whose} exports to Hugging Face's format as `{HF_CLASS[hf_target(mc)]}` (Checkpoints: Download in " \
+           "Hugging Face format)."  # fmt: skip
+    if mc.pos == "learned":  # transformers raises an IndexError past the learned positions; this app slides instead
+        said += f" Its context stops at {mc.block_size} tokens there (learned positions)."
+    return said
+
+
+@user_errors
+def export_note(init_from: str, preset: str, request: gr.Request, profile: gr.OAuthProfile | None, *values: Any) -> str:
+    """The sentence under the recipe switches (`export_sentence`): of the form's model, or of the checkpoint it
+    fine-tunes (whose architecture the run keeps). Settings that do not hold together say nothing here (the size
+    line above says what is wrong)."""
+    try:
+        if init_from:
+            meta = ckpt.read_meta(ckpt.resolve(visitor(request, profile).resolve(init_from)))
+            return export_sentence(Config.from_dict(meta["config"]).model, "The checkpoint you fine-tune")
+        return export_sentence(build_config(preset, list(values)).model, "A model of these settings")
+    except (UserInputError, KeyError):
+        return ""
 
 
 @user_errors
@@ -294,6 +323,8 @@ def headline(snap: Snapshot, run_name: str, resumed_from: int | None = None) -> 
         if c is not None and (c.seconds is None or c.fallback):  # compiling, or (kept in view) eager instead
             line = compile_line(c)
             return f"{line[0].upper()}{line[1:]}{name}"
+        if snap.last is None and resumed_from is None:  # (the first numbers come at the first logged step)
+            return f"First steps: scoring the untrained model, then training{name}"
         resumed = f"Resumed from step {resumed_from:,}" if resumed_from is not None else STATUS["running"].label
         return f"{resumed}{name}"
     return snap.message or STATUS[snap.status].label
@@ -347,6 +378,7 @@ def tensorboard_hint(run_dir: str, run_name: str, has_checkpoint: bool = True) -
 
 
 NO_RUN = '<div class="progress-box">No training run yet.</div>'
+GONE = '<div class="progress-box">Your last run is no longer on this server (deleted). Start a new one.</div>'
 STARTING = '<div class="progress-box"><b>Starting…</b> (building the model)</div>'
 
 # Chart refresh period while this session's run trains: the page appends the new points only (playground.live_chart),
@@ -357,7 +389,13 @@ REFRESH_S = 2.0
 # What a tick updates, by name (poll's keys; _wire_run maps each to its component). The order is the /poll API's
 # outputs' (an API client reads the progress first, the status fifth): the later views' come after the first ones'.
 POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer", "message", "health", "circuits",
-          "health_note", "circuits_note")  # fmt: skip
+          "health_note", "circuits_note", "start", "resume")  # fmt: skip
+
+
+def buttons(live: bool) -> dict[str, Any]:
+    """Start and Resume as the visitor's run allows: off while it trains or waits in line, on otherwise. Said at
+    every change of the run, in every tab of the visitor, whatever a press in one of them left behind."""
+    return {"start": gr.update(interactive=not live), "resume": gr.update(interactive=not live)}
 
 
 def poll(
@@ -374,16 +412,16 @@ def poll(
     it on again). While the run waits in line, only its position and wait are refreshed; each tick keeps its place."""
     job = REGISTRY.get(state.job_id)
     if job is None and state.run_dir:
-        return logged_run(state.run_dir, seen or {}, held or {}, visitor(request, profile))
+        return {**buttons(False), **logged_run(state.run_dir, seen or {}, held or {}, visitor(request, profile))}
     if job is None or (request is not None and job.owner != visitor(request, profile).key):
-        return {"timer": gr.Timer(REFRESH_S, active=False)}
+        return {"timer": gr.Timer(REFRESH_S, active=False), **buttons(False)}
     REGISTRY.touch(job.id)
     snap = job.snapshot()
     run_name = Visitor(None).name(snap.run_dir) if not PRIVATE else Path(snap.run_dir).name
     if snap.status == jobs.QUEUED:
         snap.queue = REGISTRY.queue_position(job.id)
         return {"progress": progress_html(snap, run_name), "status": snap.status, "leave": gr.update(visible=True),
-                "seen": {}, "message": headline(snap, run_name)}  # fmt: skip
+                "seen": {}, "message": headline(snap, run_name), **buttons(True)}  # fmt: skip
     timer = {} if snap.status in jobs.ACTIVE else {"timer": gr.Timer(REFRESH_S, active=False)}
     seen = seen or {}
     version = f"{snap.id}:{snap.version}:{snap.stopping}"  # per run: a new run's first events redraw too
@@ -395,6 +433,7 @@ def poll(
         **views(snap.id, snap.curves, version, sample, seen, held or {}),
         "status": snap.status,
         "message": headline(snap, run_name),
+        **buttons(snap.status in jobs.ACTIVE),
         **timer,
     }
     if not seen:  # a new session, or the run just left the line (the Leave button showed)
@@ -416,13 +455,15 @@ def logged_run(run_dir: str, seen: dict[str, Any], held: dict[str, Any], me: Vis
     """The visitor's last run when this server holds no job of it (the app restarted since it trained): its curves
     as its metrics.jsonl has them, drawn once."""
     off = {"timer": gr.Timer(REFRESH_S, active=False)}
+    # deleted (Forget me in another tab, the storage quota): the page must not go on showing it as it was
+    gone = {"progress": GONE, "message": "", "status": "", **off}
     try:
         path = me.resolve(me.name(run_dir))  # still this visitor's
     except UserInputError:
-        return off
+        return gone
     log_file = path / "metrics.jsonl"
     if not log_file.is_file():
-        return off
+        return gone if not path.exists() else off
     version = f"log:{path}:{log_file.stat().st_mtime_ns}"
     if version == seen.get("version"):
         return {"seen": seen, **off}
@@ -463,9 +504,9 @@ class Form:
     start: gr.Button
     stop: gr.Button
     resume: gr.Button
-    leave: gr.Button  # shown while the run waits in line
     status: gr.Markdown  # what the run is doing, in one line (headline)
     inputs: list[Any]  # one control per setting, in FIELDS' order (the start_training API's)
+    export: gr.Markdown  # under the switches: whether the model will export to Hugging Face's format (export_note)
 
     @property
     def max_steps(self) -> Any:
@@ -476,6 +517,7 @@ class Form:
 class RunView:
     """The Train tab's right column: the run's progress, its live charts and their notes, its latest sample."""
 
+    leave: gr.Button  # shown while the run waits in line
     progress: gr.HTML
     charts: dict[str, gr.HTML]  # by name, in live_chart.CHARTS' order: each tick sends what the page holds back
     notes: dict[str, gr.HTML]  # "health_note", "circuits_note": what the readings say
@@ -493,25 +535,28 @@ def form_column() -> Form:
         [(label, key) for key, label in RECIPES.items()], value="modern", label="Recipe",
         info="How the model is built and trained: the switches below; GPT-2's or today's",
     )  # fmt: skip
-    info = gr.Markdown()
-    with gr.Row():
+    with gr.Row():  # (above the estimate, which grows a line on a busy machine: Start stays in view at 1366x768)
         start = gr.Button("Start", variant="primary")
         stop = gr.Button("Stop", variant="stop")
         resume = gr.Button("Resume")
-        leave = gr.Button("Leave the queue", visible=False)
     status = gr.Markdown()
+    info = gr.Markdown()
     with gr.Accordion("Model and training settings", open=True):
         controls = settings_form([k for k in KEYS if k not in SWITCHES])
     with gr.Accordion("Recipe switches: what each one changes", open=True):
         controls |= settings_form(SWITCHES)
-    return Form(init_from, preset, recipe, info, start, stop, resume, leave, status, [controls[k] for k in KEYS])
+        export = gr.Markdown()
+    inputs = [controls[k] for k in KEYS]
+    return Form(init_from, preset, recipe, info, start, stop, resume, status, inputs, export)
 
 
 def run_column() -> RunView:
+    # at the top, beside the line's position and wait: in reach at 1366x768 while the visitor waits
+    leave = gr.Button("Leave the queue", visible=False, size="sm")
     progress = gr.HTML(NO_RUN)
     charts, notes = chart_views()
     sample = gr.Textbox(label="Sample text from the model during training", lines=8, interactive=False)
-    return RunView(progress, charts, notes, sample, job_status=gr.Textbox(visible=False))
+    return RunView(leave, progress, charts, notes, sample, job_status=gr.Textbox(visible=False))
 
 
 def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, form: Form, job_status: gr.Textbox) -> None:
@@ -535,8 +580,15 @@ def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, form: Form, job_status:
     gr.on([c.change for c in [preset, *inputs]], describe, [preset, state, *inputs], form.info,
           api_visibility="private")  # fmt: skip
     ready.then(describe, [preset, state, *inputs], form.info, api_visibility="private")
+    gr.on([c.change for c in [form.init_from, preset, *inputs]], export_note, [form.init_from, preset, *inputs],
+          form.export, api_name="export_note", queue=False, show_progress="hidden")  # fmt: skip
+    ready.then(export_note, [form.init_from, preset, *inputs], form.export, api_visibility="private")
     for trigger in (tab.select, ready.then, job_status.change):
         trigger(start_from_update, form.init_from, form.init_from, api_visibility="private")
+    # Muon's own rate says nothing to a run that trains with AdamW alone
+    optimizer, muon_lr = inputs[KEYS.index("train.optimizer")], inputs[KEYS.index("train.muon_lr")]
+    for trigger in (optimizer.change, ready.then):
+        trigger(lambda o: gr.update(visible=o == "muon"), optimizer, muon_lr, queue=False, api_visibility="private")
 
 
 def busy() -> tuple[Any, Any, str, str]:
@@ -581,7 +633,8 @@ def _wire_run(ready: Any, tab: gr.Tab, state: gr.State, form: Form, view: RunVie
     timer = gr.Timer(REFRESH_S, active=False)
     # What poll's keys name; POLLED orders them (the /poll API's outputs). Keyed, so nothing lines up by position.
     polled = {"progress": view.progress, **view.charts, **view.notes, "sample": view.sample, "status": view.job_status,
-              "leave": form.leave, "seen": seen, "timer": timer, "message": form.status}  # fmt: skip
+              "leave": view.leave, "seen": seen, "timer": timer, "message": form.status, "start": form.start,
+              "resume": form.resume}  # fmt: skip
     outputs = [polled[name] for name in POLLED]
     charts = list(view.charts.values())  # as inputs: what the page holds
 
@@ -597,7 +650,7 @@ def _wire_run(ready: Any, tab: gr.Tab, state: gr.State, form: Form, view: RunVie
 
     poll_now = dict(fn=tick_fresh, inputs=[state, *charts], outputs=outputs, show_progress="hidden",
                     api_visibility="private")  # fmt: skip
-    _wire_buttons(state, form, view.progress, timer, poll_now)
+    _wire_buttons(state, form, view, timer, poll_now)
     timer.tick(
         tick,
         [state, seen, *charts],
@@ -612,7 +665,7 @@ def _wire_run(ready: Any, tab: gr.Tab, state: gr.State, form: Form, view: RunVie
     tab.select(None, js="() => new Promise((done) => setTimeout(done, 300))").then(**poll_now)
 
 
-def _wire_buttons(state: gr.State, form: Form, progress: gr.HTML, timer: gr.Timer, poll_now: dict[str, Any]) -> None:
+def _wire_buttons(state: gr.State, form: Form, view: RunView, timer: gr.Timer, poll_now: dict[str, Any]) -> None:
     """Start, Resume, Stop and Leave, each followed by a fresh poll (`poll_now`); a run started turns the timer on."""
     # the period again: a Timer sent as an update without one goes back to Gradio's default, 1 s
     watch = functools.partial(gr.Timer, REFRESH_S, active=True)
@@ -622,14 +675,13 @@ def _wire_buttons(state: gr.State, form: Form, progress: gr.HTML, timer: gr.Time
     ):
         # Every press answers at once: the buttons off and "Starting…" (the child takes seconds to build its model),
         # then the run's own status; the buttons come back whatever happened.
-        pressed = button.click(busy, None, [form.start, form.resume, form.status, progress], queue=False,
+        pressed = button.click(busy, None, [form.start, form.resume, form.status, view.progress], queue=False,
                                api_visibility="private", trigger_mode="once")  # fmt: skip
         run = pressed.then(handler, handler_inputs, [state, form.status], api_name=api_name)
-        run.then(lambda: (gr.update(interactive=True), gr.update(interactive=True)), None, [form.start, form.resume],
-                 queue=False, api_visibility="private").then(**poll_now)  # fmt: skip
+        run.then(**poll_now)  # (which says what the buttons are now, from the run's own state)
         run.success(watch, None, timer, api_visibility="private")
     form.stop.click(stop_training, state, form.status, api_name="stop_training").then(**poll_now)
-    form.leave.click(leave_queue, state, form.status, api_name="leave_queue").then(**poll_now)
+    view.leave.click(leave_queue, state, form.status, api_name="leave_queue").then(**poll_now)
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> gr.Dataframe:

@@ -14,8 +14,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from gpt.config import load_config
 from gpt.events import read_metrics
 from gpt.health import diagnose
+from gpt.interop import HF_CLASS, hf_target
 from playground.charts import best_head
 from tests.app_helpers import GPT2_SWITCHES, SAMPLE, TRAIN, plot_data, poll_until, step_of
 from tests.conftest import SHAKESPEARE
@@ -143,7 +145,7 @@ def test_inspect_attention_rows_sum_to_one(trained: dict[str, Any]) -> None:
     attention, grid, next_tok, lens, params, emb, layer, head, recipe = c.predict(
         ckpt, prompt, 2, 1, "", api_name="/inspect"
     )
-    assert "rope positions · rmsnorm · relu2 · qk-norm · untied head" in recipe  # the defaults: the modern recipe
+    assert "rope positions · rmsnorm · swiglu · qk-norm · untied head" in recipe  # the defaults: the modern recipe
     z = plot_data(attention)[0]["z"]
     assert len(z) == len(prompt) and all(len(row) == len(prompt) for row in z)
     assert all(abs(sum(row) - 1) < 1e-4 for row in z)
@@ -210,7 +212,9 @@ def test_pretrained_gpt2_load_generate_fine_tune_and_export(
     ckpts = [
         p for _, p in c.predict(api_name="/list_checkpoints")[1]["choices"] if "run-" in p and p.endswith("latest")
     ]
-    zpath = c.predict(ckpts[0], api_name="/export_hf")
+    zpath, said = c.predict(ckpts[0], api_name="/export_hf")
+    assert "`GPT2LMHeadModel`" in said and "Context limit: 64 tokens" in said  # learned positions end there
+    assert "The checkpoint you fine-tune exports" in c.predict(dropdown["value"], *TRAIN[1:], api_name="/export_note")
     with zipfile.ZipFile(zpath) as zf:
         zf.extractall(tmp_path / "exported")
     (hf_dir,) = (tmp_path / "exported").iterdir()
@@ -252,15 +256,53 @@ def test_compare_overlays_runs_and_lists_what_differs(trained: dict[str, Any]) -
     assert "train.max_steps" in differ  # the settings that differ between them, the recipe's switches among them
     assert sorted(differ["model.pos"]) == ["learned", "rope"] and sorted(differ["train.optimizer"]) == ["adamw", "muon"]
     assert "model.n_layer" not in differ
-    # No Hugging Face format has the modern recipe's ReLU²: the modern run's export names the switch it cannot hold
+    # The modern run (the default recipe) leaves the app in a format transformers loads; GPT-2's says its context
     assert differ["model.pos"] == ["rope", "learned"]
     modern, old = (f"{n}/latest" for n in names)
-    with pytest.raises(AppError, match=r"cannot be exported to Hugging Face .*model\.activation=relu2"):
-        c.predict(modern, api_name="/export_hf")
-    with zipfile.ZipFile(c.predict(old, api_name="/export_hf")) as zf:
+    zpath, said = c.predict(modern, api_name="/export_hf")
+    with zipfile.ZipFile(zpath) as zf:
+        hf_cfg = json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("config.json"))))
+    assert hf_cfg["architectures"] == [DEFAULT_CLASS] and f"`{DEFAULT_CLASS}`" in said and "Context" not in said
+    zpath, said = c.predict(old, api_name="/export_hf")
+    assert "`GPT2LMHeadModel`" in said and "Context limit: 32 tokens" in said and "IndexError" in said
+    with zipfile.ZipFile(zpath) as zf:
         assert any(n.endswith("model.safetensors") for n in zf.namelist())
+        assert "Context limit: 32 tokens" in zf.read(next(n for n in zf.namelist() if n.endswith("README.md"))).decode()
     with pytest.raises(AppError, match="not one of your checkpoints"):
         c.predict(["../../etc"], "step", "loss per token", api_name="/compare")
+
+
+DEFAULT_CLASS = HF_CLASS[hf_target(load_config("configs/tiny.yaml").model)]
+# The recipe switches with ReLU² and QK-norm together, which no Hugging Face format has (as GPT2_SWITCHES' order)
+STUCK_SWITCHES = ["rope", "rmsnorm", "relu2", True, False, True, False, "muon", 0.02, 1e-4]
+
+
+def test_the_train_tab_says_which_switches_keep_a_model_from_export(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Before training, the sentence under the switches; after it, a refused export's reason where the download
+    would have been (not only in a toast), the last download kept."""
+    from gpt import checkpoint as ckpt
+    from gpt.archive import zip_dir
+    from gpt.config import Config, ModelConfig
+    from gpt.model import GPT
+    from gpt.tokenizer import CharTokenizer
+
+    c = trained["client"]
+    said = c.predict(*TRAIN, api_name="/export_note")  # the switches left out: the form's, the default recipe's
+    assert said.startswith("✅") and f"`{DEFAULT_CLASS}`" in said
+    said = c.predict(*TRAIN, *GPT2_SWITCHES, api_name="/export_note")
+    assert "`GPT2LMHeadModel`" in said and "stops at 32 tokens" in said
+    said = c.predict(*TRAIN, *STUCK_SWITCHES, api_name="/export_note")
+    assert said.startswith("⚠️") and "model.activation=relu2 with model.qk_norm=true" in said
+
+    mc = ModelConfig(vocab_size=8, block_size=16, n_layer=1, n_head=2, n_embd=16, pos="rope", norm="rmsnorm",
+                     activation="relu2", qk_norm=True, bias=False)  # fmt: skip
+    ckpt.save(tmp_path / "stuck" / "latest", GPT(mc), Config(model=mc), CharTokenizer("abcdefgh"), step=1)
+    msg, *_ = c.predict(handle_file(str(zip_dir(tmp_path / "stuck" / "latest", tmp_path / "stuck.zip"))),
+                                 api_name="/upload_checkpoint")  # fmt: skip
+    name = msg.split("`")[1]
+    kept, said = c.predict(name, api_name="/export_hf")
+    assert said.startswith("⚠️ **Not exported:**") and "model.activation=relu2 with model.qk_norm=true" in said
+    assert not isinstance(kept, str)  # no new file: the download shown before stays
 
 
 def test_bpe_tokenizer_trained_shown_and_trained_on(trained: dict[str, Any], app_url: str) -> None:
@@ -348,3 +390,17 @@ def test_the_training_health_and_circuits_views_fill_as_a_run_trains(app_url: st
     assert circuits["in-context"]["y"] == pytest.approx(log.in_context)
     layer, head, score = best_head(log.induction[-1])
     assert f"At step 100: best induction head L{layer + 1}H{head + 1} {score:.2f}" in shown[CIRCUITS_NOTE]
+
+
+def test_compare_samples_each_run_with_the_same_prompt_and_seed(trained: dict[str, Any]) -> None:
+    c = trained["client"]
+    runs = sorted({n.split("/")[0] for _, n in c.predict(api_name="/list_checkpoints")[1]["choices"]})
+    assert len(runs) >= 2  # (the compare test above trained a second run)
+    table = c.predict(runs[:2], "ROMEO:", 7, api_name="/compare_samples")
+    assert [r[0] for r in table["data"]] == runs[:2]
+    assert all(r[1].startswith("ROMEO:") and len(r[1]) > len("ROMEO:") + 20 for r in table["data"])
+    assert c.predict(runs[:2], "ROMEO:", 7, api_name="/compare_samples")["data"] == table["data"]  # the same seed
+    with pytest.raises(AppError, match="pick one to"):
+        c.predict([], "ROMEO:", 7, api_name="/compare_samples")
+    with pytest.raises(AppError, match="not one of your checkpoints"):
+        c.predict(["../../etc"], "ROMEO:", 7, api_name="/compare_samples")

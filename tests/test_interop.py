@@ -1,4 +1,4 @@
-"""GPT-2, Llama and Qwen3 weights in and out of the Hugging Face format, checked against `transformers` itself.
+"""GPT-2, Llama, Qwen3 and Arcee weights in and out of the Hugging Face format, checked against `transformers` itself.
 
 The Llama-family models are random ones built by `transformers` in the test (tiny shapes, grouped-query attention,
 tied and untied heads, norm gains other than one), so nothing is downloaded."""
@@ -16,13 +16,15 @@ import pytest
 import torch
 
 from gpt import checkpoint as ckpt
-from gpt.config import Config, ModelConfig
+from gpt.config import Config, ModelConfig, load_config
 from gpt.errors import CheckpointError, UserInputError
-from gpt.interop import from_hf, load_hf, to_hf
+from gpt.interop import HF_CLASS, export_refusals, from_hf, hf_target, load_hf, to_hf
 from gpt.model import GPT
 from gpt.tokenizer import ByteTokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
 
 transformers = pytest.importorskip("transformers")
+# Arcee (Llama with a ReLU² MLP) came in transformers 4.53: where it is missing, its cases are skipped
+needs_arcee = pytest.mark.skipif(not hasattr(transformers, "ArceeForCausalLM"), reason="transformers < 4.53: no Arcee")
 
 SHAPES = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, n_positions=64, vocab_size=50257),
@@ -134,6 +136,7 @@ def test_gpt_convert_cli(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     r = run("to-hf", str(tmp_path / "ours"), str(tmp_path / "back"))
     assert r.returncode == 0 and (tmp_path / "back" / "model.safetensors").is_file()
+    assert "GPT2LMHeadModel" in r.stdout and "Context limit: 64 tokens" in r.stdout  # learned positions end there
     r = run("from-hf", str(tmp_path / "nowhere"), str(tmp_path / "x"))
     assert r.returncode == 2 and "not a Hugging Face model directory" in r.stderr
     # a Llama in and out, and a model with no Hugging Face equivalent refused in one line
@@ -142,10 +145,11 @@ def test_gpt_convert_cli(tmp_path: Path) -> None:
     assert run("from-hf", str(tmp_path / "llama"), str(tmp_path / "ours_llama")).returncode == 0
     r = run("to-hf", str(tmp_path / "ours_llama"), str(tmp_path / "llama_back"))
     assert r.returncode == 0 and "LlamaForCausalLM" in r.stdout, r.stderr
-    save_ours(tmp_path / "relu2", dict(MODERN, activation="relu2"))
+    assert "Context limit" not in r.stdout  # rotary positions have no end
+    save_ours(tmp_path / "relu2", dict(MODERN, activation="relu2", qk_norm=True))
     r = run("to-hf", str(tmp_path / "relu2"), str(tmp_path / "relu2_hf"))
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "model.activation=relu2" in lines[0], r.stderr
+    assert r.returncode == 2 and len(lines) == 1 and "model.activation=relu2 with model.qk_norm=true" in lines[0]
     assert not (tmp_path / "relu2_hf").exists()
 
 
@@ -168,8 +172,9 @@ def llama_family(kind: str, tied: bool, kv_heads: int = 2, seed: int = 0, **extr
     """A random Llama or Qwen3 of `transformers`' own making; its norms' gains other than one, its weights of a
     trained model's size (a fresh init's logits are nearly all equal, which would make greedy text a coin toss)."""
     torch.manual_seed(seed)
-    make = transformers.LlamaConfig if kind == "llama" else transformers.Qwen3Config
-    theta = 10000.0 if kind == "llama" else 1e6  # Qwen3's base: our rope_theta must follow it
+    make = {"llama": transformers.LlamaConfig, "qwen3": transformers.Qwen3Config}.get(kind)
+    make = make or transformers.ArceeConfig
+    theta = 1e6 if kind == "qwen3" else 10000.0  # Qwen3's base: our rope_theta must follow it
     hf_cfg = make(**LLAMA, num_key_value_heads=kv_heads, tie_word_embeddings=tied, rms_norm_eps=1e-6,
                   rope_theta=theta, **extra)  # fmt: skip
     model = transformers.AutoModelForCausalLM.from_config(hf_cfg).eval()
@@ -190,11 +195,14 @@ def greedy_ids(model: GPT, prompt: list[int], n: int) -> list[int]:
     return ids[len(prompt) :]
 
 
-CASES = [("llama", False, 2), ("llama", True, 2), ("llama", False, 4), ("qwen3", False, 2), ("qwen3", True, 1)]
+CASES = [("llama", False, 2), ("llama", True, 2), ("llama", False, 4), ("qwen3", False, 2), ("qwen3", True, 1),
+         ("arcee", False, 2), ("arcee", True, 4)]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("kind", "tied", "kv_heads"), CASES, ids=[f"{k}-{'tied' if t else 'untied'}-kv{n}" for k, t, n in CASES]
+    ("kind", "tied", "kv_heads"),
+    [pytest.param(*c, marks=[needs_arcee] if c[0] == "arcee" else []) for c in CASES],
+    ids=[f"{k}-{'tied' if t else 'untied'}-kv{n}" for k, t, n in CASES],
 )
 def test_llama_family_imports_with_the_same_logits_and_greedy_text(
     kind: str, tied: bool, kv_heads: int, tmp_path: Path
@@ -206,6 +214,7 @@ def test_llama_family_imports_with_the_same_logits_and_greedy_text(
     out = from_hf(tmp_path / "hf", tmp_path / "ours", check=seen.append)
     mc = seen[0]
     assert (mc.n_head, mc.kv_heads, mc.qk_norm, mc.tie_head) == (4, kv_heads, kind == "qwen3", tied)
+    assert mc.activation == ("relu2" if kind == "arcee" else "swiglu")
     loaded = ckpt.load(out)
     ours = loaded.model
     assert loaded.tokenizer.name == "bpe" and loaded.tokenizer.encode("hé\n") == list("hé\n".encode())
@@ -225,6 +234,8 @@ EXPORTS = {
     "llama-untied-gqa": dict(MODERN, tie_head=False, n_kv_head=2),
     "qwen3-tied": dict(MODERN, qk_norm=True),
     "qwen3-untied-mqa": dict(MODERN, qk_norm=True, tie_head=False, n_kv_head=1, zero_init=True),
+    "arcee-untied": dict(MODERN, activation="relu2", tie_head=False, zero_init=True),
+    "arcee-tied-gqa": dict(MODERN, activation="relu2", n_kv_head=2),
 }
 
 
@@ -242,12 +253,12 @@ def save_ours(d: Path, switches: dict[str, object], tokenizer: Tokenizer | None 
     return model
 
 
-@pytest.mark.parametrize("name", EXPORTS)
-def test_modern_models_export_as_llama_or_qwen3_with_the_same_logits(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[needs_arcee] if "arcee" in n else []) for n in EXPORTS])
+def test_modern_models_export_as_llama_qwen3_or_arcee_with_the_same_logits(name: str, tmp_path: Path) -> None:
     model = save_ours(tmp_path / "ours", EXPORTS[name])
     to_hf(tmp_path / "ours", tmp_path / "hf")
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    assert type(theirs).__name__ == ("Qwen3ForCausalLM" if "qwen3" in name else "LlamaForCausalLM")
+    assert type(theirs).__name__ == HF_CLASS[name.split("-")[0]]
     x = torch.randint(0, 256, (2, 32))
     with torch.no_grad():
         diff = (theirs(x).logits - model(x)[0]).abs().max().item()
@@ -267,7 +278,8 @@ def test_modern_models_export_as_llama_or_qwen3_with_the_same_logits(name: str, 
 @pytest.mark.parametrize(
     ("switches", "named"),
     [
-        (dict(MODERN, activation="relu2", qk_norm=True), "model.activation=relu2"),
+        (dict(MODERN, activation="relu2", qk_norm=True), "model.activation=relu2 with model.qk_norm=true"),
+        (dict(MODERN, activation="gelu"), "model.activation=gelu"),
         (dict(MODERN, pos="learned"), "model.pos=learned"),
         (dict(MODERN, bias=True), "model.bias=true"),
         (dict(MODERN, norm="layernorm"), "model.norm=layernorm"),
@@ -282,6 +294,53 @@ def test_a_model_without_a_hugging_face_equivalent_is_refused_naming_the_switch(
     with pytest.raises(UserInputError, match=named.replace(".", r"\.")):
         to_hf(tmp_path / "ours", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()  # refused before anything is written
+    assert named in " ".join(export_refusals(ModelConfig(**switches)))  # type: ignore[arg-type]  # (the Train tab's)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_the_default_recipe_trained_briefly_exports_and_loads_with_the_same_logits(preset: str, tmp_path: Path) -> None:
+    """The model every learner trains (the presets' modern recipe) leaves the app: a few real optimizer steps (its
+    zero-initialised projections move), then to_hf, then `AutoModelForCausalLM` without remote code."""
+    cfg = load_config(f"configs/{preset}.yaml")
+    tok = CharTokenizer("".join(chr(c) for c in range(32, 127)) + "\n")
+    cfg.model.vocab_size = tok.vocab_size
+    assert export_refusals(cfg.model) == []
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        x = torch.randint(0, tok.vocab_size, (4, cfg.model.block_size + 1))
+        _, loss = model(x[:, :-1], x[:, 1:])
+        assert loss is not None
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    ckpt.save(tmp_path / "ours", model, cfg, tok, step=3)
+    to_hf(tmp_path / "ours", tmp_path / "hf")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(theirs).__name__ == HF_CLASS[hf_target(cfg.model)]
+    x = torch.randint(0, tok.vocab_size, (2, cfg.model.block_size))
+    with torch.no_grad():
+        assert (theirs(x).logits - model(x)[0]).abs().max() < 1e-4
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf_tok("ROMEO:\nBut soft")["input_ids"] == tok.encode("ROMEO:\nBut soft")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert HF_CLASS[hf_target(cfg.model)] in card and "Context limit" not in card  # rotary: no hard end
+
+
+def test_a_gpt2_export_says_its_context_limit_where_transformers_stops(tmp_path: Path) -> None:
+    """Learned positions end at the context: transformers raises an IndexError past it (our model slides its
+    window), and the export's model card says so."""
+    save_ours(tmp_path / "ours", {}, ByteTokenizer())  # GPT-2's recipe, context 32
+    to_hf(tmp_path / "ours", tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "Context limit: 32 tokens" in card and "IndexError" in card and "GPT2LMHeadModel" in card
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        theirs(torch.zeros(1, 32, dtype=torch.long))
+        with pytest.raises(IndexError):  # the claim the card makes, checked
+            theirs(torch.zeros(1, 33, dtype=torch.long))
 
 
 def test_zero_biases_export_as_none(tmp_path: Path) -> None:
@@ -306,9 +365,10 @@ def test_zero_biases_export_as_none(tmp_path: Path) -> None:
         (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}), "rope scaling"),
         (dict(attention_bias=True), "biases"),
         (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
+        (dict(model_type="arcee", hidden_act="silu"), "hidden_act 'silu' \\(our ReLU² MLP is relu2\\)"),
         (dict(head_dim=32), "head_dim 32"),
         (dict(model_type="qwen3", use_sliding_window=True, sliding_window=16), "sliding-window"),
-        (dict(model_type="mistral"), "only GPT-2, Llama and Qwen3"),
+        (dict(model_type="mistral"), "only GPT-2, Llama, Qwen3 and Arcee"),
     ],
 )
 def test_unsupported_llama_configs_are_refused_before_any_weight_is_read(

@@ -15,7 +15,7 @@ from gpt import checkpoint as ckpt
 from gpt.config import Activation, Config, ModelConfig, Norm, Position, apply_overrides, choices, load_config
 from gpt.data import prepare
 from gpt.errors import CheckpointError, UserInputError
-from gpt.interop import gpt2_incompatible
+from gpt.interop import export_refusals, gpt2_incompatible
 from gpt.model import GPT
 from gpt.tokenizer import CharTokenizer
 from gpt.trainer import Trainer, lr_at
@@ -244,3 +244,4 @@ def test_the_presets_are_the_recipes() -> None:
         assert old.model.switches == ModelConfig().switches and old.train.optimizer == "adamw"
         assert modern.model.pos == "rope" and modern.train.optimizer == "muon" and modern.train.schedule == "wsd"
         assert gpt2_incompatible(old.model) == [] and "model.pos=rope" in " ".join(gpt2_incompatible(modern.model))
+        assert export_refusals(modern.model) == []  # the model every learner trains leaves the app (Hugging Face)

@@ -261,7 +261,9 @@ def _use_every_feature(space: dict[str, str]) -> None:
     zpath = c.predict(ckpt, api_name="/download_checkpoint")
     msg, *_ = c.predict(handle_file(zpath), api_name="/upload_checkpoint")
     assert "Imported checkpoint" in msg
-    with zipfile.ZipFile(c.predict(ckpt, api_name="/export_hf")) as zf:
+    zpath, said = c.predict(ckpt, api_name="/export_hf")
+    assert "Exported as" in said
+    with zipfile.ZipFile(zpath) as zf:
         exported = {Path(n).name for n in zf.namelist()}
         assert {"config.json", "model.safetensors"} <= exported
         assert json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("config.json"))))["n_layer"] == 1

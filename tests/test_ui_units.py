@@ -20,6 +20,7 @@ from playground.train_tab import (
     FIELDS,
     SWITCHES,
     build_config,
+    export_note,
     headline,
     preset_values,
     progress_html,
@@ -80,6 +81,24 @@ def test_the_recipe_fills_the_switches_and_each_switch_says_why() -> None:
     values[names.index("model.pos")] = "alibi"
     with pytest.raises(UserInputError, match="learned or rope"):
         build_config("tiny", values)
+
+
+def test_the_switches_say_before_training_whether_the_model_exports() -> None:
+    """The sentence under the recipe switches applies the export's own rule (gpt.interop) to the form's settings."""
+    names = [key for key, *_ in FIELDS]
+    note = lambda values: export_note("", "tiny", None, None, *values)  # noqa: E731 - (no request: no checkpoint)
+    modern = note(preset_values("tiny"))
+    assert modern.startswith("✅") and "ForCausalLM`" in modern and "context" not in modern  # the default leaves
+    old = note(preset_values("tiny", "gpt2"))
+    assert "`GPT2LMHeadModel`" in old and "stops at 64 tokens" in old  # learned positions: a hard end there
+    values = preset_values("tiny")
+    values[names.index("model.activation")], values[names.index("model.qk_norm")] = "relu2", True
+    stuck = note(values)
+    assert stuck.startswith("⚠️") and "model.activation=relu2 with model.qk_norm=true" in stuck
+    values[names.index("model.bias")] = True
+    assert "model.bias=true" in note(values)
+    values[names.index("model.n_layer")] = "lots"
+    assert note(values) == ""  # settings that do not hold together: the size line says what is wrong
 
 
 def snapshot(
@@ -384,7 +403,8 @@ def test_after_a_restart_the_train_tab_draws_the_last_run_from_its_log(tmp_path,
     assert "At step 25: all readings in their healthy range" in out["health_note"]
     again = logged_run(str(run), out["seen"], {}, Visitor(None))
     assert set(again) == {"seen", "timer"}  # drawn once
-    assert set(logged_run(str(tmp_path / "gone"), {}, {}, Visitor(None))) == {"timer"}
+    gone = logged_run(str(tmp_path / "gone"), {}, {}, Visitor(None))  # deleted since: the page says so, once
+    assert "no longer on this server" in gone["progress"] and gone["message"] == "" and set(gone) > {"timer"}
 
 
 def test_a_page_load_restores_the_session_from_what_the_visitor_kept_checking_each_value(tmp_path, monkeypatch) -> None:
@@ -433,3 +453,28 @@ def test_generated_pieces_show_their_alternatives_and_branch_marks() -> None:
     assert back_to_original("P", [a])[:3] == ([("P", None), ("a", "p ≥ 0.5")], "a", [a])
     for junk in (None, [], ("x", "y", "z"), "text"):  # nothing kept (or not ours): nothing changes
         assert back_to_original("P", junk) == (gr.skip(),) * 4
+
+
+def test_a_panel_without_points_says_when_they_come_and_is_drawn_whole_when_they_do() -> None:
+    series, page = Curves(), Page("loss")
+    grow(series, range(1, 40))  # steps, no evaluation yet
+    first = page.tick("run-a", series)
+    layout = first["figure"]["layout"]
+    assert layout["yaxis2"]["showticklabels"] is False  # no made-up -1..2 axis for bits per byte
+    assert any(a["text"] == "after the first evaluation" for a in layout["annotations"])
+    grow(series, range(40, 60))  # the evaluation at step 50: that panel's first point
+    update = page.tick("run-a", series)
+    assert update["kind"] == "full"
+    layout = update["figure"]["layout"]
+    assert layout["yaxis2"].get("showticklabels", True) is True
+    assert not any(a["text"] == "after the first evaluation" for a in layout["annotations"])
+    grow(series, range(60, 70))
+    assert page.tick("run-a", series)["kind"] == "extend"  # and appended to from then on
+
+
+def test_before_its_first_logged_step_a_run_says_what_it_is_doing() -> None:
+    from playground.jobs import Snapshot
+    from playground.train_tab import headline
+
+    snap = Snapshot("j", "running", "", 1, 0, 250, None, "/x/run-a", Curves(), None)
+    assert headline(snap, "run-a") == "First steps: scoring the untrained model, then training → `run-a`"
