@@ -415,7 +415,9 @@ def main() -> None:
         print(f"{case}: skipped, CUDA is not available", flush=True)
         return True
 
-    cases = set((args.cases or ("train,generate" if cuda else "train,generate,prepare,app")).split(","))
+    # (the smoke leaves out the app case unless asked: `python -m bench.app_latency --smoke` runs the same measure)
+    every = "train,generate" if cuda else "train,generate,prepare" if args.smoke else "train,generate,prepare,app"
+    cases = set((args.cases or every).split(","))
     for name, (cfg, batch) in TRAIN_SHAPES.items() if "train" in cases and not cuda else ():
         if args.smoke and name != "tiny":
             continue

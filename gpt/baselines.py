@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpt.data import PreparedData
+
 MAX_TRAIN = 4_000_000  # tokens counted (the first ones): seconds at most, and the counts have settled long before
 MAX_VAL = 500_000  # tokens scored
 PRIOR = 1.0  # the bigram model's pseudo-count towards the unigram model
@@ -49,3 +51,12 @@ def baselines(train: np.ndarray, val: np.ndarray, vocab_size: int) -> Baselines 
     p_bi = (n_ab + PRIOR * p_uni[val[1:]]) / (n_a + PRIOR)
     bigram = float(-np.log(p_bi).mean())
     return Baselines(unigram, bigram) if math.isfinite(unigram) and math.isfinite(bigram) else None
+
+
+def baseline_bpb(data: PreparedData) -> Baselines | None:
+    """`baselines` of a prepared corpus, in bits per byte of its text (the loss chart's scale that compares across
+    tokenizers); None for a task's examples (no text: its answers are scored by accuracy) or splits too short."""
+    if data.examples is not None:
+        return None
+    found = baselines(data.train, data.val, data.tokenizer.vocab_size)
+    return None if found is None else Baselines(data.bits_per_byte(found.unigram), data.bits_per_byte(found.bigram))

@@ -20,9 +20,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gpt.config import DataConfig, choices, resolve_config_path
+from gpt.config import Config, DataConfig, TaskConfig, TaskName, choices, resolve_config_path
 from gpt.errors import UserInputError
-from gpt.tokenizer import BPE_MAX_VOCAB, BPE_MIN_VOCAB, TokenizerName
+from gpt.tokenizer import BPE_MAX_VOCAB, BPE_MIN_VOCAB, TextTokenizerName
 
 MAX_MESSAGE = 300  # characters of an unexpected error's message
 
@@ -139,14 +139,31 @@ def _text_arg(value: str, flag: str) -> str:
 # ----- gpt-prepare ----------------------------------------------------------------------------------
 
 
+# gpt-prepare --task's options: flag -> (the TaskConfig field, its help)
+TASK_FLAGS = {
+    "--modulus": ("modulus", "modular-addition: p (a + b mod p; every pair once)"),
+    "--train-fraction": ("train_fraction", "the share of the examples trained on; the rest are held out"),
+    "--seed": ("seed", "the examples and their split (the same seed, the same data)"),
+    "--length": ("length", "sort, reverse, copy, parity, brackets: tokens of the input"),
+    "--values": ("values", "sort, reverse, copy: the numbers 0 .. values - 1"),
+    "--digits": ("digits", "addition: digits of each operand"),
+    "--examples": ("examples", "tasks other than modular addition: distinct examples drawn"),
+}
+
+
 def _prepare_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="text files and/or folders of .txt/.md files")
+    p.add_argument("inputs", nargs="*", help="text files and/or folders of .txt/.md files (none with --task)")
     tokenizers = "char, byte, GPT-2's BPE, or bpe: a byte-level BPE trained on these files (--vocab-size)"
-    p.add_argument("--tokenizer", choices=choices(TokenizerName), default="gpt2", help=tokenizers)
+    p.add_argument("--tokenizer", choices=choices(TextTokenizerName), default="gpt2", help=tokenizers)
     vocab = f"--tokenizer bpe: its vocabulary, {BPE_MIN_VOCAB} to {BPE_MAX_VOCAB:,} tokens (default %(default)s)"
     p.add_argument("--vocab-size", type=int, default=DataConfig.bpe_vocab_size, help=vocab)
     p.add_argument("--out", required=True, help="output directory for train.bin, val.bin, meta.json")
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--task", choices=choices(TaskName), help="an algorithmic task's examples instead of text")
+    defaults = TaskConfig()
+    for flag, (name, text) in TASK_FLAGS.items():
+        kind = float if isinstance(getattr(defaults, name), float) else int
+        p.add_argument(flag, type=kind, help=f"--task: {text} (default {getattr(defaults, name)})")
 
 
 @_guard
@@ -155,6 +172,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = _out_dir(args.out)
+    if args.task or any(getattr(args, name) is not None for name, _ in TASK_FLAGS.values()):
+        return _prepare_task(args, out, t0)
+    if not args.inputs:
+        raise UserInputError("give the text files or folders to prepare, or --task NAME for a task's examples")
     d = prepare(args.inputs, tokenizer=args.tokenizer, out=out, val_fraction=args.val_fraction,
                 vocab_size=args.vocab_size, progress=_progress_printer())  # fmt: skip
     m = d.meta
@@ -163,6 +184,33 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{m['val_tokens']:,} val tokens ({m['tokenizer']['type']}, vocab {m['vocab_size']:,}, "
         f"{m['dtype']}) in {time.perf_counter() - t0:.1f}s -> {d.dir}"
     )
+    return 0
+
+
+def _prepare_task(args: argparse.Namespace, out: Path, t0: float) -> int:
+    """gpt-prepare --task NAME [options]: the task's examples as a data set; a flag out of range is named."""
+    if not args.task:
+        raise UserInputError(f"{', '.join(f for f, (n, _) in TASK_FLAGS.items() if getattr(args, n) is not None)} "
+                             "belongs to --task NAME; name the task")  # fmt: skip
+    if args.inputs:
+        raise UserInputError("give text files or --task, not both")
+    given = {name: getattr(args, name) for name, _ in TASK_FLAGS.values() if getattr(args, name) is not None}
+    try:
+        cfg = Config.from_dict({"task": {"name": args.task, **given}}).task
+        cfg.validate()  # (before the generators' imports: a bad flag is answered at once)
+        from gpt.tasks import prepare_task
+
+        data = prepare_task(cfg, out=out)
+    except UserInputError as e:
+        text = str(e)
+        for flag, (name, _) in TASK_FLAGS.items():  # task.modulus -> --modulus: what was typed
+            text = text.replace(f"task.{name}", flag)
+        raise UserInputError(text) from None
+    assert data.examples is not None  # (a task's data set has rows)
+    n_train, n_val = len(data.rows("train")), len(data.rows("val"))
+    print(f"prepared {data.meta.get('description', args.task)}: {n_train:,} train + {n_val:,} held-out examples of "
+          f"{data.examples.width} tokens (symbols, vocab {data.tokenizer.vocab_size:,}) in "
+          f"{time.perf_counter() - t0:.1f}s -> {data.dir}")  # fmt: skip
     return 0
 
 
@@ -187,7 +235,7 @@ def _progress_printer() -> Callable[[str, float], None]:
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config or preset name (tiny, small, gpt2); default tiny")
+    p.add_argument("--config", help="YAML config or preset name (tiny, small, gpt2, grokking, sort); default tiny")
     p.add_argument("--data", help="prepared data directory (gpt-prepare); default: the built-in Shakespeare corpus")
     p.add_argument("--out", help="run directory; default checkpoints/<config>-<time>")
     p.add_argument("--resume", help="run or checkpoint directory to continue from")
@@ -198,8 +246,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 @_guard
 def _train(args: argparse.Namespace) -> int:
     from gpt import checkpoint as ckpt
-    from gpt.calibrate import costs_for
-    from gpt.config import Config, apply_overrides, load_config
+    from gpt.calibrate import busy_note, costs_for
+    from gpt.config import apply_overrides, load_config
     from gpt.estimate import model_size, train_seconds
     from gpt.events import format_duration, run_listeners
     from gpt.trainer import Trainer
@@ -211,7 +259,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(resolve_config_path(args.config or "tiny"))
     cfg = apply_overrides(cfg, args.overrides)
     _check_device(cfg.train.device, "train.device")
-    data = _load_data(args.data or (resume_meta or {}).get("data_dir"), cfg.data)
+    data = _load_data(args.data, (resume_meta or {}).get("data_dir"), cfg)
     if args.out:
         out = Path(args.out)
     elif args.resume:
@@ -230,8 +278,9 @@ def _train(args: argparse.Namespace) -> int:
         # this machine's costs: cached, else measured now (in this process: the trainer built above imported what
         # measuring needs), and corrected by how the last runs here went
         expected = train_seconds(trainer.cfg, flops, costs=costs_for(trainer.cfg.train), corrected=True)
+        busy = busy_note(expected)
         print(f"{params / 1e6:.2f}M parameters; {cfg.train.max_steps:,} steps should take about "
-              f"{format_duration(expected)} on this machine", flush=True)  # fmt: skip
+              f"{format_duration(expected)} on this machine{'; ' + busy if busy else ''}", flush=True)  # fmt: skip
     previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())  # Ctrl-C: stop with a checkpoint
     try:
         result = trainer.run()
@@ -244,13 +293,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if result.status in ("completed", "stopped") else 1
 
 
-def _load_data(path: str | None, dc: DataConfig):  # type: ignore[no-untyped-def]
+def _load_data(given: str | None, recorded: str | None, cfg: Config):  # type: ignore[no-untyped-def]
+    """The data set: --data's; else the one a resumed run trained on; else the config's task, prepared now (or the
+    same one, cached: a task's examples depend only on its settings, so a resumed run whose data set was deleted gets
+    it back); else the built-in corpus."""
     from gpt.data import load_prepared, prepare
+    from gpt.tasks import prepare_task
 
-    if path:
-        return load_prepared(path)
+    if given or (recorded and (not cfg.task.name or Path(recorded).is_dir())):
+        return load_prepared(given or recorded)  # type: ignore[arg-type]
+    if cfg.task.name:
+        return prepare_task(cfg.task)
     from gpt.corpus import sample_corpus_path
 
+    dc = cfg.data
     return prepare([sample_corpus_path()], tokenizer=dc.tokenizer, val_fraction=dc.val_fraction,
                    vocab_size=dc.bpe_vocab_size, progress=_progress_printer())  # fmt: skip
 
@@ -339,7 +395,7 @@ def _convert_parser(p: argparse.ArgumentParser) -> None:
 
 @_guard
 def _convert(args: argparse.Namespace) -> int:
-    from gpt.interop import from_hf, to_hf
+    from gpt.interop import context_note, from_hf, to_hf
 
     if args.direction == "from-hf":
         out = from_hf(args.src, args.dst)
@@ -348,8 +404,11 @@ def _convert(args: argparse.Namespace) -> int:
         import json
 
         out = to_hf(args.src, _out_dir(args.dst, "the Hugging Face folder"))
-        arch = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
-        print(f"exported checkpoint {args.src} -> Hugging Face directory {out} ({arch}.from_pretrained)")
+        hf_cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        print(f"exported checkpoint {args.src} -> Hugging Face directory {out} ({hf_cfg['architectures'][0]}"
+              ".from_pretrained)")  # fmt: skip
+        if note := context_note(hf_cfg):  # (a GPT-2's: transformers fails past it, where our generate slides)
+            print(note)
     return 0
 
 
@@ -377,7 +436,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "prepare": ("tokenize text files into a training data set", _prepare_parser, _prepare),
     "train": ("train a model (also under torchrun for DDP)", _train_parser, _train),
     "generate": ("sample text from a checkpoint", _generate_parser, _generate),
-    "convert": ("move GPT-2 weights between Hugging Face format and our checkpoints", _convert_parser, _convert),
+    "convert": ("move models between Hugging Face's format and our checkpoints", _convert_parser, _convert),
     "device": ("show the device, dtype and threads training would use", lambda p: None, _device),
 }
 

@@ -23,6 +23,13 @@ MAX_LAYERS = 96
 MAX_EMBD = 12288
 MAX_BLOCK_SIZE = 32768
 MAX_VOCAB = 1_000_000
+# A task's sizes (gpt/tasks.py): each example is a row of tokens held in memory, and every number is a token.
+MAX_MODULUS = 400  # modular addition: p * p examples, one token per residue
+MAX_TASK_LENGTH = 64  # sort, reverse, copy, parity, brackets: the input's tokens
+MAX_TASK_VALUES = 1000  # sort, reverse, copy: numbers 0 .. values - 1, one token each
+MAX_DIGITS = 30  # addition: digits of each operand
+MAX_EXAMPLES = 200_000  # examples generated, train and held-out together
+MAX_EVAL_EXAMPLES = 10_000  # examples of each split scored at every evaluation
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"  # tiny.yaml, small.yaml, gpt2.yaml
 # A config is sections of settings, a setting at most a list of strings: YAML deeper than this, larger than this, or
 # with anchors and aliases (whose expansion is a "billion laughs" bomb) is refused before anything is built from it.
@@ -39,6 +46,8 @@ Activation = Literal["gelu", "relu2", "swiglu"]
 OptimizerName = Literal["adamw", "muon"]
 Schedule = Literal["cosine", "linear", "constant", "wsd"]
 CompileMode = Literal["auto", "on", "off"]  # auto: on for CUDA (about 1.5x the steps/s there), off elsewhere
+# The algorithmic tasks (gpt/tasks.py generates them): a model learns one from examples, scored by exact match.
+TaskName = Literal["modular-addition", "sort", "reverse", "copy", "addition", "parity", "brackets"]
 
 
 def choices(kind: Any) -> list[str]:
@@ -219,7 +228,26 @@ class TrainConfig:
     )
     muon_lr: float = 0.02  # muon: the rate of the hidden weight matrices
     warmup_steps: int = 100
-    weight_decay: float = 0.1
+    weight_decay: float = field(
+        default=0.1,
+        metadata=_switch(
+            "Weight decay",
+            "Shrinks every weight matrix a little at each step, so only weights that keep earning their place "
+            "survive: on an algorithmic task it is what turns a memorised table into the algorithm (without it "
+            "the held-out accuracy stays near chance long after the train accuracy is 100%).",
+        ),
+    )
+    grokfast: bool = field(
+        default=False,
+        metadata=_switch(
+            "Grokfast",
+            "Adds to each gradient a slow moving average of the past gradients (times grokfast_lamb): the slow "
+            "direction that generalises is amplified, so the held-out accuracy follows the train accuracy "
+            "sooner (Grokfast, arXiv 2405.20233).",
+        ),
+    )
+    grokfast_alpha: float = 0.98  # the average's decay per step: it spans about 1 / (1 - alpha) steps
+    grokfast_lamb: float = 2.0  # how much of the average is added to the gradient
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
@@ -251,6 +279,8 @@ class TrainConfig:
         _check_float("train.muon_lr", self.muon_lr, 0.0, 10.0, low_open=True)
         _check_int("train.warmup_steps", self.warmup_steps, 0, 10_000_000)
         _check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        _check_float("train.grokfast_alpha", self.grokfast_alpha, 0.0, 0.9999)
+        _check_float("train.grokfast_lamb", self.grokfast_lamb, 0.0, 100.0)
         _check_float("train.beta1", self.beta1, 0.0, 0.9999)
         _check_float("train.beta2", self.beta2, 0.0, 0.99999)
         _check_float("train.grad_clip", self.grad_clip, 0.0, 1e6)
@@ -267,6 +297,40 @@ class TrainConfig:
             raise UserInputError(f"train.device must be auto, cpu, cuda, cuda:N or mps, not {_short(self.device)}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise UserInputError(f"train.dtype must be auto, float32, bfloat16 or float16, not {_short(self.dtype)}")
+
+
+@dataclass
+class TaskConfig:
+    """An algorithmic task to learn instead of a text corpus (gpt/tasks.py generates it): `name` "" means text.
+    Only the named task's options matter (modulus for modular addition, length and values for sort, reverse and
+    copy, length for parity and brackets, digits for addition); the others keep their defaults."""
+
+    name: str = ""  # "" (a text corpus) or one of TaskName
+    modulus: int = 97  # modular-addition: a + b mod p, each of the p * p pairs once
+    length: int = 8  # sort, reverse, copy, parity, brackets: tokens of the input
+    values: int = 10  # sort, reverse, copy: the numbers 0 .. values - 1, one token each
+    digits: int = 3  # addition: digits of each operand
+    examples: int = 10_000  # the other tasks: distinct examples drawn (all there are, where there are fewer)
+    train_fraction: float = 0.3  # of the examples, the share trained on; the rest are held out
+    seed: int = 0  # the examples and their split: the same seed, the same data
+    eval_examples: int = 1000  # every evaluation scores this many train and this many held-out examples (fixed)
+
+    def validate(self) -> None:
+        if self.name != "":
+            _check_choice("task.name", self.name, TaskName)
+        _check_int("task.modulus", self.modulus, 2, MAX_MODULUS)
+        _check_int("task.length", self.length, 1, MAX_TASK_LENGTH)
+        _check_int("task.values", self.values, 2, MAX_TASK_VALUES)
+        _check_int("task.digits", self.digits, 1, MAX_DIGITS)
+        _check_int("task.examples", self.examples, 2, MAX_EXAMPLES)
+        _check_float("task.train_fraction", self.train_fraction, 0.0, 1.0, low_open=True)
+        if self.train_fraction >= 1.0:
+            raise UserInputError("task.train_fraction must be below 1: some examples must be held out")
+        _check_int("task.seed", self.seed, 0, 2**63 - 1)
+        _check_int("task.eval_examples", self.eval_examples, 1, MAX_EVAL_EXAMPLES)
+        if self.name == "brackets" and self.length % 2:
+            raise UserInputError(f"task.length must be even for brackets (a balanced string pairs them), got "
+                                 f"{self.length}")  # fmt: skip
 
 
 def _ui(label: str, lo: float | None = None, hi: float | None = None, step: float | None = None, ui: Any = None,
@@ -323,12 +387,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def validate(self) -> Config:
         self.model.validate()
         self.data.validate()
         self.train.validate()
         self.sample.validate()
+        self.task.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -337,11 +403,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         if not isinstance(d, dict):
-            raise UserInputError("a config must be a mapping with sections model, data, train, sample")
+            raise UserInputError(f"a config must be a mapping with sections {SECTIONS}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             shown = ", ".join(sorted(_cut(k if isinstance(k, str) else _short(k), 40) for k in unknown)[:5])
-            raise UserInputError(f"unknown config section(s): {shown}; the sections are model, data, train, sample")
+            raise UserInputError(f"unknown config section(s): {shown}; the sections are {SECTIONS}")
         cfg = cls()
         for section, values in d.items():
             if values is None:
@@ -352,6 +418,9 @@ class Config:
             for key, value in values.items():
                 _set_field(target, section, key, value)
         return cfg
+
+
+SECTIONS = ", ".join(f.name for f in fields(Config))
 
 
 class _Refused(yaml.YAMLError):
@@ -429,9 +498,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         dotted, raw = item.split("=", 1)
         section, key = dotted.split(".", 1)
         if section not in {f.name for f in fields(Config)}:
-            raise UserInputError(
-                f"override {_short(item)}: unknown section {_short(section)}; use model, data, train or sample"
-            )
+            raise UserInputError(f"override {_short(item)}: unknown section {_short(section)}; use {SECTIONS}")
         try:
             value = parse_yaml(raw) if raw != "" else ""
         except _Refused as e:

@@ -6,7 +6,8 @@ when the vocabulary fits, else uint32) and `meta.json`. The output is keyed by a
 the tokenizer, so preparing the same corpus again returns at once. With the "bpe" tokenizer a byte-level BPE
 is first trained on the corpus (`gpt.tokenizer.train_bpe`), cached by content and vocabulary size likewise.
 `Batches` draws (x, y) windows from a split: random windows as in nanoGPT, or sliding windows with a stride; its
-state can be saved and restored for exact resume.
+state can be saved and restored for exact resume. A task's examples (gpt/tasks.py) are written the same way, one
+example a row (`write_examples`), and drawn as whole rows whose loss counts only the answer (`ExampleBatches`).
 """
 
 from __future__ import annotations
@@ -73,18 +74,43 @@ def _is_plain_file(f: Path) -> bool:
     return not any(real == root or real.startswith(root + os.sep) for root in SPECIAL_ROOTS)
 
 
+@dataclass(frozen=True)
+class ExampleRows:
+    """How a task's data set is laid out (gpt/tasks.py writes it): one example a row of `width` tokens, its prompt's
+    `prompt` tokens then its answer's, the rows one after another in train.bin and val.bin."""
+
+    width: int
+    prompt: int
+
+    @property
+    def answer(self) -> int:
+        return self.width - self.prompt
+
+
 @dataclass
 class PreparedData:
-    """A prepared data set on disk, opened as memmaps."""
+    """A prepared data set on disk, opened as memmaps: a text corpus, or a task's examples (`examples` says how)."""
 
     dir: Path
     meta: dict[str, Any]
     tokenizer: Tokenizer
     train: np.ndarray
     val: np.ndarray
+    examples: ExampleRows | None = None  # a task's: the rows' layout; None for text
+
+    def rows(self, split: str) -> np.ndarray:
+        """A task's examples of one split ("train" or "val"), one a row (a view of the memmap)."""
+        if self.examples is None:
+            raise UserInputError("this data set is text, not a task's examples")
+        return (self.train if split == "train" else self.val).reshape(-1, self.examples.width)
 
     def check_fits(self, block_size: int) -> None:
         """Raise a clear error if a split is too short for one window of `block_size` + 1 tokens."""
+        if self.examples is not None and block_size < self.examples.width - 1:
+            raise UserInputError(
+                f"this task's examples are {self.examples.width} tokens long, but the model's context is "
+                f"{block_size}; it needs at least {self.examples.width - 1}"
+            )
         need = block_size + 1
         for name, arr in (("training", self.train), ("validation", self.val)):
             if len(arr) < need:
@@ -107,7 +133,10 @@ class PreparedData:
     def bits_per_byte(self, loss: float) -> float:
         """A val loss (nats per token) in bits per byte of the text: loss / ln 2 * tokens / bytes. It does not depend
         on the tokenizer (nanochat's measure), so a char, a byte and a BPE run compare; a byte model's is loss / ln 2.
+        A task's examples are no text: there it is bits per answer token (loss / ln 2).
         """
+        if self.examples is not None:
+            return loss / math.log(2)
         return loss / math.log(2) * len(self.val) / max(1, self.val_bytes)
 
 
@@ -158,6 +187,9 @@ def prepare(
         raise UserInputError(f"val_fraction must be above 0 and at most 0.5, got {val_fraction!r}")
     if tokenizer == "bpe":
         check_bpe_vocab(vocab_size)
+    if tokenizer == "symbols":
+        raise UserInputError("the symbols tokenizer is a task's (gpt-prepare --task NAME); for text choose char, "
+                             "byte, gpt2 or bpe")  # fmt: skip
     files = collect_files(inputs)
     scan = _scan(files, want_chars=(tokenizer == "char"))
     base = Path(cache) if cache else cache_dir() / "datasets"
@@ -248,6 +280,7 @@ def load_prepared(path: str | Path) -> PreparedData:
                 raise ValueError(f"meta.json says {field}={str(meta.get(field))[:20]}, the file holds {len(arr)}")
         if meta.get("vocab_size") != tok.vocab_size:
             raise ValueError(f"meta.json's vocab_size is not its tokenizer's {tok.vocab_size}")
+        examples = _example_rows(meta.get("examples"), train, val)
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise UserInputError(
             f"{str(d)!r} is not a prepared data set ({type(e).__name__}: {str(e)[:200]}); "
@@ -260,7 +293,61 @@ def load_prepared(path: str | Path) -> PreparedData:
                 f"{str(d)!r} is corrupt: {name} holds token id {top:,}, but its {tok.name} tokenizer has only "
                 f"{tok.vocab_size:,} tokens; run gpt-prepare on your files again"
             )
-    return PreparedData(d, meta, tok, train, val)
+    return PreparedData(d, meta, tok, train, val, examples)
+
+
+def _example_rows(spec: Any, train: np.ndarray, val: np.ndarray) -> ExampleRows | None:
+    """meta.json's "examples" (a task's data set), checked against the splits: whole rows, at least one in each."""
+    if spec is None:
+        return None
+    width, prompt = (spec.get("width"), spec.get("prompt")) if isinstance(spec, dict) else (None, None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, prompt)):
+        raise ValueError("meta.json's examples are not a width and a prompt length")
+    assert isinstance(width, int) and isinstance(prompt, int)  # (for mypy: checked just above)
+    if not 1 <= prompt < width <= 1 << 16:
+        raise ValueError(f"meta.json's examples have a prompt of {prompt} tokens in rows of {width}")
+    if len(train) % width or len(val) % width or not len(train) or not len(val):
+        raise ValueError(f"the splits are not whole, non-empty rows of {width} tokens")
+    return ExampleRows(width, prompt)
+
+
+def write_examples(
+    target: Path, tok: Tokenizer, train: np.ndarray, val: np.ndarray, prompt: int, meta: dict[str, Any]
+) -> PreparedData:
+    """Write a task's examples (rows of token ids: train and held-out) as a prepared data set in `target`: train.bin,
+    val.bin and meta.json, as `prepare` writes a corpus's, with the rows' layout and `meta` added. Each file is
+    written under a temporary name and renamed into place."""
+    dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, rows in (("train.bin", train), ("val.bin", val)):
+            _atomic_write_bytes(target / name, np.ascontiguousarray(rows, dtype=dtype).tobytes())
+    except OSError as e:
+        raise UserInputError(
+            f"cannot write the data set to {str(target)!r} ({e.strerror or type(e).__name__}); give a folder you "
+            "can write to"
+        ) from None
+    ids = np.concatenate([train.ravel(), val.ravel()])
+    counts = np.bincount(ids, minlength=tok.vocab_size)
+    chars = text_bytes(tok, ids)  # the symbols' own characters (ASCII), without the spaces between them
+    full = {
+        "format": FORMAT_VERSION,
+        "tokenizer": tok.spec(),
+        "vocab_size": tok.vocab_size,
+        "dtype": np.dtype(dtype).name,
+        "files": [],
+        "bytes": chars,
+        "chars": chars,
+        "train_tokens": int(train.size),
+        "val_tokens": int(val.size),
+        "val_fraction": len(val) / (len(train) + len(val)),
+        "vocab_used": int(np.count_nonzero(counts)),
+        "forced_cuts": 0,
+        "examples": {"width": int(train.shape[1]), "prompt": prompt},
+        **meta,
+    }
+    _atomic_write_bytes(target / "meta.json", json.dumps(full, indent=2).encode())
+    return load_prepared(target)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -525,6 +612,44 @@ class Batches:
         self.cursor = int(state["cursor"])
 
 
+def answer_xy(rows: torch.Tensor, prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of whole examples (rows of token ids, the answer after `prompt` tokens): x each row but its last token,
+    y the next tokens with every target outside the answer set to -1, which the model's cross-entropy ignores, so
+    that the loss counts only the answer's tokens (the prompt is given, not predicted)."""
+    x, y = rows[:, :-1], rows[:, 1:].clone()
+    y[:, : prompt - 1] = -1
+    return x, y
+
+
+class ExampleBatches:
+    """Draws (x, y) from a task's examples (`answer_xy`): `batch_size` different rows at random per call, or, when
+    the batch holds them all (the classic grokking setting: full batch), every row each call, the same tensors.
+    Under DDP each rank draws its own rows (full batch: every world-th row). Its state, like `Batches`', is the
+    generator and a cursor, so a resumed run draws what the uninterrupted one would have."""
+
+    def __init__(self, rows: np.ndarray, prompt: int, batch_size: int, seed: int = 0, rank: int = 0,
+                 world: int = 1) -> None:  # fmt: skip
+        self.rows, self.prompt, self.batch_size = rows, prompt, batch_size
+        self.generator = torch.Generator().manual_seed(seed * 1000 + rank)
+        self.cursor = 0  # (unused: kept for the state's shape, which trainer.pt's check expects)
+        self.full: tuple[torch.Tensor, torch.Tensor] | None = None
+        if batch_size * world >= len(rows):
+            self.full = answer_xy(torch.from_numpy(rows[rank::world].astype(np.int64)), prompt)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.full is not None:
+            return self.full
+        picked = torch.randperm(len(self.rows), generator=self.generator)[: self.batch_size].numpy()
+        return answer_xy(torch.from_numpy(self.rows[picked].astype(np.int64)), self.prompt)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.cursor = int(state["cursor"])
+
+
 class DeviceBatches:
     """`Batches` on the training device, one batch ahead (as nanoGPT's loop fetches): the next batch is drawn and,
     on CUDA, put in pinned memory and copied asynchronously while the GPU still runs the current step; the loop
@@ -533,7 +658,7 @@ class DeviceBatches:
     Its state is that of the batches not yet handed out: a run resumed from it draws exactly the batch that the
     uninterrupted run was about to use, not the one after."""
 
-    def __init__(self, batches: Batches, device: torch.device) -> None:
+    def __init__(self, batches: Batches | ExampleBatches, device: torch.device) -> None:
         self.batches, self.device = batches, device
         self._ahead: tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None = None
 

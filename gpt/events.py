@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gpt.baselines import Baselines
 from gpt.circuits import CircuitScores
 from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
@@ -38,6 +39,7 @@ class Start:
     world: int  # processes training together (DDP)
     run_dir: str
     config: dict[str, Any]  # the run's settings as it trains them (a checkpoint's architecture when fine-tuning)
+    baselines: Baselines | None = None  # the val split under unigram and bigram counts, in bits per byte (text only)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class Eval:
     perplexity: float
     best: bool  # the lowest val loss so far (saved to best/)
     val_bpb: float  # the val loss in bits per byte of text (`PreparedData.bits_per_byte`): compares across tokenizers
+    # a task's (gpt/tasks.py): the share of a fixed sample of train / held-out examples whose whole answer the model
+    # gets right by greedy decoding, 0 to 1 (there the losses are its answers' alone); None on text
+    train_acc: float | None = None
+    val_acc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ class Curves:
     eval_steps: list[int] = series("eval", "step")
     val_loss: list[float] = series("eval")
     val_bpb: list[float | None] = series("eval")  # None in files from before it was recorded
+    train_acc: list[float | None] = series("eval")  # a task's exact-match accuracy (gpt/tasks.py); None on text
+    val_acc: list[float | None] = series("eval")
     # at each training-health reading (gpt.health.Health): one value per group or layer at each point
     health_steps: list[int] = series("health", "step")
     health_groups: list[list[str]] = series("health", "groups")
@@ -161,6 +169,7 @@ class Curves:
     lr_scale: list[float | None] = series("health")
     group_muon: list[list[bool] | None] = series("health", "muon")
     previous_test: list[list[float] | None] = series("health")
+    step_noise: list[float | None] = series("health")  # None in files from before it was recorded
     # at each evaluation and before the first step (gpt.circuits.CircuitScores): [layer][head] at each point
     circuit_steps: list[int] = series("circuits", "step")
     previous_token: list[list[list[float]]] = series("circuits")
@@ -171,6 +180,7 @@ class Curves:
     # the run's settings and size, from its start (the latest part's, for a resumed run)
     config: dict[str, Any] | None = None
     params: int | None = None
+    baselines: Baselines | None = None  # (bits per byte) the loss chart's dashed lines
     # what recording needs: the tokens of a step, the training time of the earlier parts; the smoothed loss so far
     _tokens_per_step: int = field(default=0, init=False, repr=False)
     _time_offset: float = field(default=0.0, init=False, repr=False)
@@ -184,8 +194,9 @@ class Curves:
             case Start() as d:
                 times = [t for t in self.times if isinstance(t, int | float)]
                 self._tokens_per_step, self._time_offset = d.tokens_per_step, times[-1] if times else 0.0
-                self.config, self.params = d.config, d.params
-                return {"start": e.step, "config": d.config, "params": d.params}
+                self.config, self.params, self.baselines = d.config, d.params, d.baselines
+                said = {"baselines": dataclasses.asdict(d.baselines)} if d.baselines else {}
+                return {"start": e.step, "config": d.config, "params": d.params, **said}
             case Step() as d:
                 self.steps.append(e.step)
                 self.loss.append(d.loss)
@@ -199,6 +210,8 @@ class Curves:
                 self.eval_steps.append(e.step)
                 self.val_loss.append(d.val_loss)
                 self.val_bpb.append(d.val_bpb)
+                self.train_acc.append(d.train_acc)
+                self.val_acc.append(d.val_acc)
             case Health() as d:
                 self.health_steps.append(e.step)
                 self.health_groups.append(d.groups)
@@ -213,6 +226,7 @@ class Curves:
                 self.lr_scale.append(d.lr_scale)
                 self.group_muon.append(d.muon)
                 self.previous_test.append(d.previous_test)
+                self.step_noise.append(d.step_noise)
             case CircuitScores() as d:
                 self.circuit_steps.append(e.step)
                 self.previous_token.append(d.previous_token)
@@ -229,6 +243,8 @@ class Curves:
         """Append a line of metrics.jsonl (as `record` returned it; or an older file's, which have no "kind")."""
         if "config" in line:
             self.config, self.params = line["config"], line.get("params")
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # (none, or of another shape: no lines drawn)
+                self.baselines = Baselines(float(line["baselines"]["unigram"]), float(line["baselines"]["bigram"]))
             return
         kind = line.get("kind") or ("step" if "loss" in line else "eval" if "val_loss" in line else None)
         if kind == "init":
@@ -251,7 +267,8 @@ class Curves:
         return Health(self.health_groups[i], self.update_ratio[i], self.group_grad_norm[i],
                       [f"layer {n + 1}" for n in range(len(dead))], dead, off if off is not None else [],
                       self.attn_entropy[i], self.attn_uniform[i], self.step_test[i], bool(self.judge_rate[i]),
-                      1.0 if scale is None else scale, self.group_muon[i] or [], self.previous_test[i])  # fmt: skip
+                      1.0 if scale is None else scale, self.group_muon[i] or [], self.previous_test[i],
+                      self.step_noise[i])  # fmt: skip
 
     def first_findings(self) -> dict[FindingKind, tuple[int, Finding]]:
         """The step and text of each kind of finding (`gpt.health.findings`) where a reading first showed it, in the
@@ -326,8 +343,7 @@ def print_event(e: Event) -> None:
             line = (f"step {e.step}/{d.max_steps} | loss {d.loss:.4f} | lr {d.lr:.2e} | {d.tokens_per_s:,.0f} tok/s | "
                     f"{d.step_time * 1000:.0f} ms/step | eta {format_duration(d.eta)}")  # fmt: skip
         case Eval() as d:
-            line = (f"step {e.step} | val loss {d.val_loss:.4f} ({d.val_bpb:.3f} bits/byte) | "
-                    f"perplexity {d.perplexity:.2f}")  # fmt: skip
+            line = eval_line(e.step, d)
         case Sample() as d:
             line = f"--- sample at step {e.step} ---\n{d.text}\n---"
         case Checkpoint() as d:
@@ -343,6 +359,15 @@ def print_event(e: Event) -> None:
         case Failed():
             return  # the caller reports errors (the CLI prints one line and exits with code 2)
     print(line, flush=True)
+
+
+def eval_line(step: int, d: Eval) -> str:
+    """An evaluation in a line: the val loss (and in bits per byte), or on a task the answers' loss and the
+    exact-match accuracy on train and held-out examples."""
+    if d.train_acc is not None and d.val_acc is not None:
+        return (f"step {step} | train acc {d.train_acc:.1%} | val acc {d.val_acc:.1%} | val loss {d.val_loss:.4f} "
+                "(answers)")  # fmt: skip
+    return f"step {step} | val loss {d.val_loss:.4f} ({d.val_bpb:.3f} bits/byte) | perplexity {d.perplexity:.2f}"
 
 
 def health_line(step: int, d: Health) -> str:
@@ -406,6 +431,9 @@ class TensorBoard:
                 w.add_scalar("val/loss", d.val_loss, e.step)
                 w.add_scalar("val/bpb", d.val_bpb, e.step)
                 w.add_scalar("val/perplexity", d.perplexity, e.step)
+                if d.train_acc is not None and d.val_acc is not None:
+                    w.add_scalar("train/acc", d.train_acc, e.step)
+                    w.add_scalar("val/acc", d.val_acc, e.step)
             case Sample() as d:
                 w.add_text("sample", d.text, e.step)
             case Health() as d:

@@ -36,11 +36,12 @@ every token about equally, and a much higher loss says the initialisation is con
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gpt.model import GPT, ForwardHook
@@ -53,11 +54,13 @@ COLLAPSED = 0.1  # a layer's attention entropy under this share of spreading eve
 OFF_THRESHOLD = 1e-3  # an activation is "off" below this fraction of its layer's RMS
 ADAMW_LOW = -2.6  # AdamW's update:data ratio (at the schedule's peak rate) below this: the rate is too low
 STEP_SCALES = (1.0, 2.0)  # the step-size test: the update as taken and at twice its size
-SHORT_MARGIN = 0.0005  # nats: a doubled step gaining less than this is a tie within the text's noise
-OVERSHOOT = 0.07  # nats: a step twice the size raising the held-out loss by more, two judged readings running
+NOISE_SE = 4.0  # a doubled step's change counts past this many standard errors of its mean over the held-out rows
+SHORT_FLOOR = 0.005  # nats: a doubled step gaining less is not worth a warning, however sure the gain
+OVERSHOOT_FLOOR = 0.3  # nats: a doubled step costing more, two judged readings running, overshoots (see the docstring)
+GRAD_SPREAD = 100.0  # the largest group's gradient norm over the smallest's: past this the rate is too high
 PROBE_ROWS = 16  # held-out sequences in the step-size test (its differences are small: fewer rows are too noisy)
 ACTIVATION_ROWS = 8  # of them in the forward pass that reads the activations (explicit attention: slower)
-FindingKind = Literal["rate_high", "rate_low", "overshoot", "short_steps", "dead_units", "collapsed"]
+FindingKind = Literal["rate_high", "rate_low", "overshoot", "short_steps", "grad_spread", "dead_units", "collapsed"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,36 @@ class Health:
     lr_scale: float = 1.0  # the schedule's learning rate at this step over its peak
     muon: list[bool] = field(default_factory=list)  # per group: stepped by Muon (else AdamW)
     previous_test: list[float] | None = None  # the step-size test of the run's previous judged reading
+    # the standard error of the step-size test's difference (twice the step against the step, nats), from its spread
+    # over the held-out rows; None: not taken, or a log from before it was recorded
+    step_noise: float | None = None
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What a finding suggests trying, as plain data the UI can offer as one click: every learning rate of the run
+    (the schedule's peak and end, and Muon's) times `lr_factor`."""
+
+    label: str  # the button's words
+    lr_factor: float
+
+    def overrides(self, train: Mapping[str, Any]) -> list[str]:
+        """The `section.key=value` overrides (gpt-train's, `gpt.config.apply_overrides`') that apply it to a run whose
+        train settings (its config's "train" section) are `train`."""
+        keys = ["lr", "min_lr"] + (["muon_lr"] if train.get("optimizer") == "muon" else [])
+        rates = [(k, train.get(k)) for k in keys]
+        return [f"train.{k}={v * self.lr_factor:.3g}" for k, v in rates if isinstance(v, int | float) and v > 0]
+
+
+HALF_RATE = Remedy("Try half the learning rate", 0.5)
+DOUBLE_RATE = Remedy("Try twice the learning rate", 2.0)
 
 
 @dataclass(frozen=True)
 class Finding:
     kind: FindingKind
     text: str  # what the panel and the CLI say
+    remedy: Remedy | None = None  # what to try, when the finding names one
 
 
 @dataclass(frozen=True)
@@ -151,32 +178,40 @@ class Probe:
     def health(self, model: GPT, x: torch.Tensor, y: torch.Tensor | None = None, lr_scale: float = 1.0,
                judge_rate: bool = False, previous_test: list[float] | None = None) -> Health:  # fmt: skip
         """The reading: the step-size test on (x, y) when `y` is given, then the forward pass's readings on x."""
-        tested = self.step_test(model, x, y) if y is not None else None
+        tested, noise = self.step_test(model, x, y) if y is not None else (None, None)
         dead, off, entropy, uniform = activations(model, x[:ACTIVATION_ROWS])
         return Health(list(self.groups), self.update_ratio, self.grad_norm,
                       [f"layer {i + 1}" for i in range(len(dead))], dead, off, entropy, uniform, tested, judge_rate,
-                      lr_scale, self.muon, previous_test)  # fmt: skip
+                      lr_scale, self.muon, previous_test, noise)  # fmt: skip
 
     @torch.no_grad()
-    def step_test(self, model: GPT, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    def step_test(self, model: GPT, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], float | None]:
         """The loss on (x, y) with the weights moved from before the step by each of STEP_SCALES times the update
-        the optimizer made; the weights after the step are put back."""
+        the optimizer made, and the standard error of the last scale's difference from the first (from the rows'
+        own differences: how far the same test on other held-out rows could land); the weights after the step are
+        put back. None for the error with a single row."""
         after = [p.detach().clone() for p in self._params]
         was_training = model.training
         model.eval()
-        losses = []
+        sums, counts = [], (y != -1).sum(dim=1).float()  # (a task's targets are -1 outside its answers)
         try:
             for scale in STEP_SCALES:
                 for p, start, end in zip(self._params, self._start, after, strict=True):
                     p.copy_(torch.lerp(start, end, scale))  # start + scale * (end - start)
-                _, loss = model(x, y)
-                losses.append(float(loss))
+                logits, _ = model(x)
+                losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="none")
+                sums.append(losses.view(y.shape).sum(dim=1))
         finally:
             for p, end in zip(self._params, after, strict=True):
                 p.copy_(end)
             model.train(was_training)
         self._start = []
-        return losses
+        total = counts.sum().clamp_min(1)
+        means = [float(s.sum() / total) for s in sums]  # (the model's own loss: every target counted once)
+        kept = counts > 0
+        change = (sums[-1] - sums[0])[kept] / counts[kept]  # per row: the doubled step's loss less the step's
+        noise = float(change.std() / math.sqrt(change.numel())) if change.numel() > 1 else None
+        return means, noise
 
 
 def _log_ratio(update_std: float, weight_std: float) -> float | None:
@@ -244,57 +279,79 @@ def diagnose(h: Health) -> list[str]:
 
 
 def findings(h: Health) -> list[Finding]:
-    """What looks wrong in a health reading, each with its kind (the panel lists what earlier readings found)."""
-    out = []
-    rated = [(g, r) for g, r in zip(h.groups, h.update_ratio, strict=True) if r is not None]
-    high = [g for g, r in rated if r > RATIO_HIGH]
-    low = [g for g, r in rated if r < RATIO_LOW]
-    if high:
-        worst = max(r for _, r in rated)
-        out.append(Finding("rate_high", f"updates are large against the weights in {_few(high)} (update:data "
-                           f"10^{worst:.1f}): each step rewrites a tenth of them; the learning rate is probably too "
-                           "high"))  # fmt: skip
-    # AdamW's ratio follows the rate (its steps are about lr per weight); Muon's does not past its first steps
-    shift = math.log10(h.lr_scale) if h.lr_scale > 0 else 0.0
-    muon = h.muon or [False] * len(h.groups)  # (readings from before it was recorded: AdamW's)
-    adamw = sorted(r - shift for r, m in zip(h.update_ratio, muon, strict=True) if r is not None and not m)
-    if low and len(low) > len(rated) // 2:
-        worst = min(r for _, r in rated)
-        out.append(Finding("rate_low", f"updates are tiny against the weights in {_few(low)} (update:data "
-                           f"10^{worst:.1f}): they hardly move; the learning rate is probably too low"))  # fmt: skip
-    elif h.judge_rate and len(adamw) > 1 and (median := adamw[len(adamw) // 2]) < ADAMW_LOW:
-        out.append(Finding("rate_low", f"AdamW's updates are small against the weights (update:data 10^{median:.1f} "
-                           f"at the peak rate; GPT-2's recipe sits near 10^-2 at its rate, 10^-2.8 at a tenth): the "
-                           "learning rate is probably too low"))  # fmt: skip
-    if h.judge_rate and h.step_test is not None and len(h.step_test) == len(STEP_SCALES):
-        one, double = h.step_test
-        # overshooting is said when two judged readings running show it: one alone can be the text's noise (the
-        # presets' own rates cost up to 0.074 nats at a single reading, 0.057 at the lower of two running)
-        before = h.previous_test
-        ran = before is not None and len(before) == len(STEP_SCALES) and before[1] - before[0] > OVERSHOOT
-        if double - one > OVERSHOOT and ran:
-            out.append(
-                Finding(
-                    "overshoot",
-                    f"the steps overshoot: on held-out text a step twice this size raises the loss by "
-                    f"{double - one:.2f} nats (at a good rate doubling costs 0.01-0.07): the learning rate is "
-                    "probably too high",
-                )
-            )
-        elif one - double > SHORT_MARGIN:
-            out.append(Finding("short_steps", f"the steps fall short: on held-out text a step twice this size would "
-                               f"have lowered the loss {one - double:.3f} nats more: the learning rate is probably "
-                               "too low"))  # fmt: skip
+    """What looks wrong in a health reading, each with its kind and what to try (the panel lists what earlier
+    readings found)."""
+    out = _ratio_findings(h) + _step_findings(h)
+    norms = [(g, n) for g, n in zip(h.groups, h.grad_norm, strict=True) if n > 0 and math.isfinite(n)]
+    if h.judge_rate and len(norms) > 1:
+        (low, smallest), (high, largest) = min(norms, key=lambda gn: gn[1]), max(norms, key=lambda gn: gn[1])
+        if largest > GRAD_SPREAD * smallest:
+            out.append(Finding("grad_spread", f"the gradient norms span {largest / smallest:,.0f}x across the groups "
+                               f"({low} {smallest:.2g}, {high} {largest:.2g}): some layers get gradients hundreds of "
+                               "times smaller than others, as a rate too high leaves them (at a good rate they stay "
+                               "within 25x); the learning rate is probably too high", HALF_RATE))  # fmt: skip
     dead = [f"{layer} ({share:.0%})" for layer, share in zip(h.layers, h.dead_units, strict=True) if share > DEAD_WARN]
     if dead:
         out.append(Finding("dead_units", f"dead MLP units (off for every token of the batch, so they no longer learn) "
-                           f"in {_few(dead)}: often the mark of a learning rate too high"))  # fmt: skip
+                           f"in {_few(dead)}: often the mark of a learning rate too high", HALF_RATE))  # fmt: skip
     collapsed = [layer for layer, e in zip(h.layers, h.attn_entropy, strict=True) if e < COLLAPSED * h.attn_uniform]
     if collapsed:
         out.append(Finding("collapsed", f"attention has collapsed onto single tokens in {_few(collapsed)} (entropy "
                            "under a tenth of spreading evenly): a sign the learning rate is too high; a lower rate "
-                           "or QK-norm helps"))  # fmt: skip
+                           "or QK-norm helps", HALF_RATE))  # fmt: skip
     return out
+
+
+def _ratio_findings(h: Health) -> list[Finding]:
+    """The update:data ratio against its bands and, under AdamW, against the rate. Muon's groups are left out: its
+    steps have a fixed size and its weights grow to match, so its ratio sits near 10^-1.5 at any rate (and near
+    10^-1 in its first steps, zero-initialised projections starting small)."""
+    muon = h.muon or [False] * len(h.groups)  # (readings from before it was recorded: AdamW's)
+    # the schedule lowers the rate on purpose (warmup, decay): the low side is judged at the peak rate
+    shift = math.log10(h.lr_scale) if h.lr_scale > 0 else 0.0
+    rated = [(g, r) for g, r, m in zip(h.groups, h.update_ratio, muon, strict=True) if r is not None and not m]
+    high = [g for g, r in rated if r > RATIO_HIGH]
+    low = [g for g, r in rated if r - shift < RATIO_LOW]
+    out = []
+    if high:
+        worst = max(r for _, r in rated)
+        out.append(Finding("rate_high", f"updates are large against the weights in {_few(high)} (update:data "
+                           f"10^{worst:.1f}): each step rewrites a tenth of them; the learning rate is probably too "
+                           "high", HALF_RATE))  # fmt: skip
+    # AdamW's ratio follows the rate (its steps are about lr per weight)
+    adamw = sorted(r - shift for _, r in rated)
+    if low and len(low) > len(rated) // 2:
+        worst = min(r for _, r in rated)
+        out.append(Finding("rate_low", f"updates are tiny against the weights in {_few(low)} (update:data "
+                           f"10^{worst:.1f}): they hardly move; the learning rate is probably too low",
+                           DOUBLE_RATE))  # fmt: skip
+    elif h.judge_rate and len(adamw) > 1 and (median := adamw[len(adamw) // 2]) < ADAMW_LOW:
+        out.append(Finding("rate_low", f"AdamW's updates are small against the weights (update:data 10^{median:.1f} "
+                           f"at the peak rate; GPT-2's recipe sits near 10^-2 at its rate, 10^-2.8 at a tenth): the "
+                           "learning rate is probably too low", DOUBLE_RATE))  # fmt: skip
+    return out
+
+
+def _step_findings(h: Health) -> list[Finding]:
+    """The step-size test, judged against its own noise: the doubled step's change in the held-out loss counts only
+    past NOISE_SE standard errors of it (its spread over the rows) and past a floor in nats."""
+    if not (h.judge_rate and h.step_test is not None and len(h.step_test) == len(STEP_SCALES)):
+        return []
+    one, double = h.step_test
+    change, noise = double - one, h.step_noise or 0.0  # (a log from before the noise was recorded: the floors alone)
+    before = h.previous_test
+    # overshooting is said when two judged readings running show it; the one before is held to this one's bar
+    bar = max(OVERSHOOT_FLOOR, NOISE_SE * noise)
+    if change > bar and before is not None and len(before) == len(STEP_SCALES) and before[1] - before[0] > bar:
+        return [Finding("overshoot", f"the steps overshoot: on held-out text a step twice this size raises the loss "
+                        f"by {change:.2f} nats (±{noise:.3f}), {before[1] - before[0]:.2f} at the reading before (at "
+                        "a good rate doubling costs up to 0.15): the learning rate is probably too high",
+                        HALF_RATE)]  # fmt: skip
+    if -change > max(SHORT_FLOOR, NOISE_SE * noise):
+        return [Finding("short_steps", f"the steps fall short: on held-out text a step twice this size would have "
+                        f"lowered the loss {-change:.3f} nats more (±{noise:.3f}): the learning rate is probably too "
+                        "low", DOUBLE_RATE)]  # fmt: skip
+    return []
 
 
 def _few(names: list[str]) -> str:

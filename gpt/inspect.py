@@ -110,6 +110,47 @@ def embedding_projection(model: GPT, tokenizer: Tokenizer, words: str = "", limi
     return Projection([label(tokenizer.token_text(i)) for i in ids], ids, xy, (float(var[0]), float(var[1])))
 
 
+@dataclass(frozen=True)
+class Spectrum:
+    """The token embeddings of the numbers 0 .. n - 1 in the Fourier basis over those numbers: how much of each
+    frequency the embedding holds. A model that has learned modular addition (mod n) computes with a few waves of the
+    numbers, cos(2 pi k a / n) and sin(...) for a few frequencies k, so a few frequencies stand out once it
+    generalises (Nanda et al. 2023, "Progress measures for grokking via mechanistic interpretability"); a model that
+    memorised, or an untrained one, spreads its embedding over them all about evenly."""
+
+    n: int  # the numbers' count (the modulus)
+    frequencies: list[int]  # 1 .. n // 2: frequency k and n - k are one wave (its cosine and sine together)
+    norms: list[float]  # the embedding's norm at each frequency (orthonormal DFT: the squares add up to the whole)
+    constant: float  # frequency 0: the part every number's embedding shares
+    key: list[int]  # the frequencies that stand out (KEY_OVER_MEDIAN), the strongest first
+    top_share: float  # the share of the embedding's energy (frequency 0 left out) in its TOP strongest waves
+
+
+KEY_OVER_MEDIAN = 3.0  # a frequency stands out at this many times the median frequency's norm (the noise floor)
+KEY_MAX = 10
+TOP = 5  # (Nanda et al.'s models, cleaned up by weight decay: about five key frequencies)
+
+
+@torch.no_grad()
+def embedding_spectrum(model: GPT, n: int) -> Spectrum:
+    """The discrete Fourier transform of the token embeddings of tokens 0 .. n - 1 (a task's numbers: token i is the
+    number i) along the numbers, its norm over the embedding's dimensions at each frequency."""
+    if not 3 <= n <= model.config.vocab_size:
+        raise UserInputError(f"the Fourier spectrum needs 3 to {model.config.vocab_size} number tokens, got {n}")
+    w = model.transformer.wte.weight[:n].float().cpu()
+    f = torch.fft.rfft(w, dim=0, norm="ortho")  # (n // 2 + 1, d): frequency k's cosine and sine parts
+    energy = f.abs().pow(2).sum(dim=1)
+    waves = energy[1:].clone()
+    waves[: (n - 1) // 2] *= 2  # k and n - k are conjugates: each holds the same energy (not n / 2, for even n)
+    norms = waves.sqrt().tolist()
+    total = float(waves.sum()) or 1.0
+    order = sorted(range(len(norms)), key=lambda i: -norms[i])
+    floor = float(np.median(norms))
+    key = [i + 1 for i in order if norms[i] > KEY_OVER_MEDIAN * floor][:KEY_MAX]
+    top = sum(float(waves[i]) for i in order[:TOP]) / total
+    return Spectrum(n, list(range(1, len(norms) + 1)), norms, float(energy[0].sqrt()), key, top)
+
+
 def parameter_table(model: GPT) -> list[dict[str, object]]:
     """Parameters per module (embeddings, each block's attention and MLP, final norm), with shares."""
     rows: dict[str, int] = {}

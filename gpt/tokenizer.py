@@ -1,5 +1,6 @@
-"""Tokenizers behind one interface: GPT-2 BPE (tiktoken, works offline), char-level, byte-level, and a byte-level BPE
-trained on the user's own corpus (Hugging Face's `tokenizers`), with what it learned (`bpe_report`).
+"""Tokenizers behind one interface: GPT-2 BPE (tiktoken, works offline), char-level, byte-level, a byte-level BPE
+trained on the user's own corpus (Hugging Face's `tokenizers`), with what it learned (`bpe_report`), and a fixed list
+of symbols (`SymbolTokenizer`: a task's numbers and signs, one token each; see gpt/tasks.py).
 
 Every tokenizer has `encode`, `decode`, `decode_bytes`, `vocab_size` and a JSON-serialisable `spec()`;
 `from_spec(spec)` rebuilds it (a char tokenizer's vocabulary travels inside the spec, hence inside
@@ -43,9 +44,11 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 GPT2_EOT = 50256
 
 
-# The tokenizers there are: one list for the config's validation, gpt-prepare's choices and the Data tab.
-# bpe: trained on the corpus (data.bpe_vocab_size tokens).
-TokenizerName = Literal["char", "byte", "gpt2", "bpe"]
+# The tokenizers of text corpora: gpt-prepare's choices and the Data tab's. bpe: trained on the corpus
+# (data.bpe_vocab_size tokens).
+TextTokenizerName = Literal["char", "byte", "gpt2", "bpe"]
+# Every tokenizer there is (the config's validation): those, and a task's symbols, which no text is prepared with.
+TokenizerName = Literal[TextTokenizerName, "symbols"]
 
 
 class Tokenizer:
@@ -194,6 +197,71 @@ class CharTokenizer(Tokenizer):
         # Vectorised: code points looked up in the sorted vocabulary (a prepared corpus holds only known characters).
         codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
         return [np.searchsorted(codepoints, np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32)) for t in texts]
+
+
+# A task's vocabulary (its numbers and signs) travels in every checkpoint's config.json, like a char vocabulary.
+MAX_SYMBOLS = 4096
+
+
+class SymbolTokenizer(Tokenizer):
+    """A fixed list of symbols, one token each, numbered in the list's order: a task's numbers and signs ("0" to
+    "96", "+", "="), so that a number is one token, as the algorithm sees it (gpt/tasks.py fits one to each task).
+
+    `sep` is what stands between two symbols in text: " " where a symbol may be longer than a character (numbers),
+    "" where each is one character (digits, bits, brackets). Encoding splits the text that way (whitespace between
+    symbols is ignored either way), decoding joins the symbols with `sep`."""
+
+    name = "symbols"
+
+    def __init__(self, symbols: list[str], sep: str = " ") -> None:
+        if sep not in ("", " "):
+            raise UserInputError(f"a symbols tokenizer separates its symbols with a space or nothing, not {sep!r}")
+        if not isinstance(symbols, list) or not 0 < len(symbols) <= MAX_SYMBOLS:
+            raise UserInputError(f"a symbols tokenizer has 1 to {MAX_SYMBOLS:,} symbols")
+        for s in symbols:
+            if not isinstance(s, str) or not s or any(c.isspace() for c in s) or (not sep and len(s) != 1):
+                need = "one character" if not sep else "text without spaces"
+                raise UserInputError(f"each symbol is {need}, not {str(s)[:20]!r}")
+        if len(set(symbols)) != len(symbols):
+            raise UserInputError("a symbols tokenizer lists each symbol once")
+        self.symbols, self.sep = list(symbols), sep
+        self.vocab_size = len(symbols)
+        self._index = {s: i for i, s in enumerate(symbols)}
+
+    def encode(self, text: str) -> list[int]:
+        _utf8(text)
+        pieces = text.split() if self.sep else [c for c in text if not c.isspace()]
+        try:
+            return [self._index[p] for p in pieces]
+        except KeyError:
+            unknown = next(p for p in pieces if p not in self._index)
+            known = " ".join(self.symbols[:12]) + (" ..." if len(self.symbols) > 12 else "")
+            spaced = "; write them with spaces between" if self.sep else ""
+            raise UserInputError(f"{unknown[:20]!r} is not one of this task's symbols ({known}){spaced}") from None
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        n = self.vocab_size
+        return self.sep.join(self.symbols[i] if 0 <= i < n else REPLACEMENT for i in ids).encode("utf-8")
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "symbols", "symbols": list(self.symbols), "sep": self.sep}
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _SeparatedStream(self)
+
+    def start_ids(self) -> list[int]:
+        return [0]  # (no newline here: a sample from nothing starts at the first symbol)
+
+
+class _SeparatedStream(StreamDecoder):
+    """Each token as `sep` + its symbol: a continuation streamed after a prompt reads "3 + 5 =" + " 8"."""
+
+    def __init__(self, tokenizer: SymbolTokenizer) -> None:
+        super().__init__(tokenizer)
+        self._sep = tokenizer.sep
+
+    def push(self, token_id: int) -> str:
+        return self._sep + self._tok.decode([token_id])
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -501,6 +569,8 @@ def from_spec(spec: dict[str, Any]) -> Tokenizer:
         return CharTokenizer(spec["chars"])  # an empty vocabulary: an empty corpus, said so there
     if kind == "bpe" and isinstance(spec.get("tokenizer_json"), str):
         return BPETokenizer(spec["tokenizer_json"])
+    if kind == "symbols" and isinstance(spec.get("symbols"), list) and isinstance(spec.get("sep", " "), str):
+        return SymbolTokenizer(spec["symbols"], spec.get("sep", " "))
     raise UserInputError(f"unknown tokenizer {str(kind or spec)[:80]!r}; choose gpt2, char, byte or bpe")
 
 

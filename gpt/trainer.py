@@ -9,6 +9,11 @@ Three starting points, one function (`starting_point`): from scratch; fine-tunin
 weights and architecture, a fresh optimizer at step 0); resuming (`resume`: the weights plus trainer.pt's optimizer,
 step, RNG and data position, so the losses continue exactly as if the run had never stopped). Evaluation and
 samples use their own generators, so they never disturb the training RNG stream.
+
+On a task's examples (gpt/tasks.py) the same loop trains on whole examples whose loss counts only the answer, each
+evaluation adds exact-match accuracy on fixed samples of train and held-out examples (`Eval.train_acc`, `val_acc`),
+and the samples are the model's answers to a few held-out prompts. `train.grokfast` filters the gradients
+(gpt/grokfast.py) between the backward pass and the optimizer step, on text too.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +34,21 @@ import torch
 import torch.distributed as dist
 
 from gpt import checkpoint as ckpt
-from gpt.circuits import CircuitScores, head_scores
-from gpt.config import Config, SampleConfig, TrainConfig, padded_vocab
-from gpt.data import Batches, DeviceBatches, PreparedData
+from gpt.baselines import baseline_bpb
+from gpt.circuits import MIN_CONTEXT, CircuitScores, head_scores
+from gpt.config import Config, SampleConfig, TaskConfig, TrainConfig, padded_vocab
+from gpt.data import Batches, DeviceBatches, ExampleBatches, PreparedData, answer_xy
 from gpt.device import autocast, pick_device, pick_dtype
 from gpt.errors import UserInputError
 from gpt.estimate import DEFAULT_COSTS, Units, known_costs, plan, record_run, run_seconds, units
 from gpt.events import Checkpoint, Compile, Done, Eval, Event, Failed, Listener, Payload, Sample, Start, Status, Step
 from gpt.generate import generate
+from gpt.grokfast import Grokfast
 from gpt.health import PROBE_ROWS, Probe, init_check
 from gpt.model import GPT
+from gpt.tasks import Scorer, Scores, answers_preview, answers_text, load_task, task_config
+
+SAMPLE_EXAMPLES = 4  # held-out prompts a task run's samples answer
 
 
 class DivergenceError(UserInputError):
@@ -185,9 +195,17 @@ class Trainer:
         self.optimizers = self.model.optimizers(tc, self.device.type)
         self._muon_ids = {id(p) for o in self.optimizers if isinstance(o, torch.optim.Muon)
                           for g in o.param_groups for p in g["params"]}  # fmt: skip
-        self.batches = DeviceBatches(Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling,
-                                             cfg.data.stride, seed=tc.seed, rank=self.rank, world=self.world),
-                                     self.device)  # fmt: skip
+        draw: Batches | ExampleBatches
+        if data.examples is not None:  # a task: whole examples, the loss on their answers only
+            draw = ExampleBatches(data.rows("train"), data.examples.prompt, tc.batch_size, seed=tc.seed,
+                                  rank=self.rank, world=self.world)  # fmt: skip
+        else:
+            draw = Batches(data.train, cfg.model.block_size, tc.batch_size, cfg.data.sampling, cfg.data.stride,
+                           seed=tc.seed, rank=self.rank, world=self.world)  # fmt: skip
+        self.batches = DeviceBatches(draw, self.device)
+        self.scorer = Scorer(data, cfg.task.eval_examples, self.device) if data.examples is not None else None
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        self.grokfast = Grokfast(params, tc.grokfast_alpha, tc.grokfast_lamb) if tc.grokfast else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
             self._load_state(state)
@@ -227,6 +245,7 @@ class Trainer:
         else:
             cfg.model.vocab_size = padded_vocab(tokenizer.vocab_size)
         cfg.data.tokenizer = tokenizer.name  # (the saved config says what the run used, not the preset's default)
+        self._fit_task(from_scratch=loaded is None)
         cfg.validate()
         self.data.check_fits(cfg.model.block_size)
         state = None
@@ -235,6 +254,19 @@ class Trainer:
             if state is None:
                 raise UserInputError(f"{resume} has no trainer state (trainer.pt); it cannot be resumed, only sampled")
         return loaded, state
+
+    def _fit_task(self, from_scratch: bool) -> None:
+        """The config's task is the data's (the saved config says what the run learned): a task's examples set the
+        context (from scratch: an example less its last token), and a batch past the examples is the full batch."""
+        cfg, examples = self.cfg, self.data.examples
+        recorded = task_config(self.data)
+        cfg.task = replace(recorded or TaskConfig(), eval_examples=cfg.task.eval_examples)
+        if examples is None:
+            return
+        if from_scratch:
+            cfg.model.block_size = examples.width - 1
+        per_process = -(-len(self.data.rows("train")) // self.world)
+        cfg.train.batch_size = min(cfg.train.batch_size, per_process)
 
     # ----- public -----------------------------------------------------------------------------------
 
@@ -264,7 +296,7 @@ class Trainer:
         tc = self.cfg.train
         dtype = str(self.dtype).replace("torch.", "")
         self._emit(Start(self.raw_model.num_params(), self.tokens_per_step, tc.max_steps, str(self.device), dtype,
-                         self.world, str(self.out_dir), self.cfg.to_dict()))  # fmt: skip
+                         self.world, str(self.out_dir), self.cfg.to_dict(), baseline_bpb(self.data)))  # fmt: skip
         known, start_step = known_costs(tc.device, tc.dtype, tc.threads), self.step
         guess = units(self.cfg, costs=known or DEFAULT_COSTS)
         meter, status = Meter(tc, guess), "completed"  # type: Meter, Status
@@ -272,8 +304,8 @@ class Trainer:
         if self.step == 0:
             if self.from_scratch:  # a fresh model guesses every token about equally: its loss near ln(vocab)
                 self._emit(init_check(self.estimate_val_loss(iters=1), self.cfg.model.vocab_size))
-            if self.is_main:
-                self._emit(self._circuits())  # the heads before any training: the baseline their curves rise from
+            if self.is_main and (circuits := self._circuits()) is not None:
+                self._emit(circuits)  # the heads before any training: the baseline their curves rise from
         while self.step < tc.max_steps:
             # termination: Stop (or Ctrl-C, or the app going away) ends the loop here; the checkpoint is saved below
             if self._stop.is_set():
@@ -309,15 +341,20 @@ class Trainer:
             if self.step % tc.log_interval == 0 or last:
                 self._log(loss_sum, lr, grad_norm, meter)
 
-            # evaluate on the validation split, and keep the best model so far in best/
+            # evaluate on the validation split (a task: also exact-match accuracy), keep the best model in best/
             if self.step % tc.eval_interval == 0 or last:
                 with meter.timing("eval"):
-                    val = self.estimate_val_loss()
+                    scores = self._scores()
+                    val = scores.val_loss if scores is not None else self.estimate_val_loss()
                 improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
-                self._emit(Eval(val, math.exp(min(val, 50.0)), improved, self.data.bits_per_byte(val)))
+                train_acc, val_acc = (scores.train_acc, scores.val_acc) if scores is not None else (None, None)
+                self._emit(Eval(val, math.exp(min(val, 50.0)), improved, self.data.bits_per_byte(val), train_acc,
+                                val_acc))  # fmt: skip
                 if self.is_main:  # which heads have become previous-token and induction heads
                     with meter.timing("eval"):
-                        self._emit(self._circuits())
+                        circuits = self._circuits()
+                    if circuits is not None:
+                        self._emit(circuits)
                 if improved:
                     with meter.timing("best"):
                         self._save("best", with_state=False)
@@ -386,6 +423,8 @@ class Trainer:
             loss_sum += loss.detach()
         for optimizer in self.optimizers:
             self.scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
+        if self.grokfast is not None:  # (on the true gradients, before clipping: the slow part amplified is kept)
+            self.grokfast.apply()
         if probe is not None:
             probe.before_update()
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -423,8 +462,11 @@ class Trainer:
         """Mean val loss over `iters` (default eval_iters) batches, always the same windows (own generator).
 
         It runs the raw model: the compiled one would compile again for eval mode, and DDP's wrapper is only
-        needed to average gradients. Each process evaluates its own share and the results are averaged."""
+        needed to average gradients. Each process evaluates its own share and the results are averaged.
+        On a task: the loss of the answers of the fixed held-out sample (the same in every process)."""
         tc, mc = self.cfg.train, self.cfg.model
+        if self.scorer is not None:
+            return self.scorer.val_loss(self.raw_model, self.dtype)
         batches = Batches(
             self.data.val, mc.block_size, tc.batch_size, seed=tc.seed + 7, rank=self.rank, world=self.world
         )
@@ -442,18 +484,30 @@ class Trainer:
             dist.all_reduce(total, op=dist.ReduceOp.AVG)
         return float(total) / iters
 
+    def _scores(self) -> Scores | None:
+        """A task's exact-match accuracy on its fixed train and held-out samples and its held-out loss; on text None."""
+        return self.scorer.score(self.raw_model, self.dtype) if self.scorer is not None else None
+
     def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The health probe reads the same few validation sequences each time (own generator)."""
+        """The health probe reads the same few validation sequences each time (own generator); a task's: the first
+        held-out examples, the loss on their answers."""
         if self._probe_xy is None:
             tc, mc = self.cfg.train, self.cfg.model
             rows = min(tc.batch_size, PROBE_ROWS)
-            x, y = Batches(self.data.val, mc.block_size, rows, seed=tc.seed + 11).next()
+            if self.data.examples is not None:
+                held_out = torch.from_numpy(self.data.rows("val")[:PROBE_ROWS].astype("int64"))
+                x, y = answer_xy(held_out, self.data.examples.prompt)
+            else:
+                x, y = Batches(self.data.val, mc.block_size, rows, seed=tc.seed + 11).next()
             self._probe_xy = x.to(self.device), y.to(self.device)
         return self._probe_xy
 
-    def _circuits(self) -> CircuitScores:
-        """Every head's previous-token, duplicate-token and induction score, and in-context learning on real text."""
+    def _circuits(self) -> CircuitScores | None:
+        """Every head's previous-token, duplicate-token and induction score, and in-context learning on real text.
+        None on a task: its short examples are neither text nor the repeated tokens these heads read."""
         mc = self.cfg.model
+        if mc.block_size < MIN_CONTEXT or self.data.examples is not None:
+            return None
         text = None
         if mc.block_size >= 10:
             text, _ = Batches(self.data.val, mc.block_size, 4, seed=self.cfg.train.seed + 13).next()
@@ -461,6 +515,9 @@ class Trainer:
         return head_scores(self.raw_model, seed=self.cfg.train.seed, tokenizer=self.tokenizer, text=text)
 
     def sample_text(self) -> str:
+        """Text the model writes from nothing; on a task, its answers to the first few held-out prompts."""
+        if self.data.examples is not None:
+            return answers_text(answers_preview(self.raw_model, load_task(self.data), n=SAMPLE_EXAMPLES))
         cfg = SampleConfig(max_new_tokens=self.cfg.train.sample_tokens, temperature=0.8, top_k=50, seed=self.step)
         return generate(self.raw_model, self.tokenizer, "", cfg)  # unconditional: the sampler picks the start
 
@@ -493,6 +550,7 @@ class Trainer:
             "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.zeros(0, dtype=torch.uint8),
+            **({"grokfast": self.grokfast.state_dict()} if self.grokfast is not None else {}),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -511,6 +569,8 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and state["cuda_rng"].numel():
                 torch.cuda.set_rng_state(state["cuda_rng"])
+            if self.grokfast is not None and "grokfast" in state:  # (turned on at a resume: its average starts now)
+                self.grokfast.load_state_dict(state["grokfast"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise UserInputError(
                 f"trainer state does not fit this run ({type(e).__name__}: {e}); start a new run"

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from gpt.events import Curves
 from gpt.health import COLLAPSED, DEAD_WARN, HEALTHY_RATIO, RATIO_HIGH, RATIO_LOW
-from gpt.inspect import Analysis, Projection, SamplingStep
+from gpt.inspect import Analysis, Projection, SamplingStep, Spectrum
 
 MAX_POINTS = 2000
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]  # one per run
@@ -62,6 +62,11 @@ def loss_figure(s: Curves) -> go.Figure:
     fig.update_xaxes(matches="x", row=1, col=2)  # the same steps side by side
     fig.update_yaxes(title_text="cross-entropy (nats per token)", row=1, col=1)
     fig.update_yaxes(title_text="bits per byte", row=1, col=2)
+    if s.baselines is not None:  # what counting letters and pairs gets: the run learns what lies below them
+        for name, bpb in (("unigram", s.baselines.unigram), ("bigram", s.baselines.bigram)):
+            fig.add_hline(y=bpb, line=dict(dash="dash", color="#aaa", width=1), annotation_text=name,
+                          annotation_position="top right", annotation_font=dict(size=10, color="#888"),
+                          row=1, col=2)  # fmt: skip
     if not s.eval_steps:
         _waiting(fig, "after the first evaluation", row=1, col=2)
     fig.update_layout(legend=dict(orientation="h", y=1.08, x=0.72, xanchor="right", yanchor="bottom"), **_LAYOUT)
@@ -252,6 +257,64 @@ def circuits_figure(s: Curves) -> go.Figure:
     return fig
 
 
+def accuracy_traces(s: Curves) -> list[Trace]:
+    """A task run's accuracy chart's lines (gpt/tasks.py's exact match at each evaluation): train and held-out
+    accuracy, and beside them the train and held-out loss of the answers. None for a text run (no accuracy)."""
+    if not any(a is not None for a in s.train_acc):
+        return []
+    return [
+        Trace("eval_steps", "train_acc", name="train", colour="#1f77b4"),
+        Trace("eval_steps", "val_acc", name="held out", colour="#d62728"),
+        Trace("steps", "loss", name="train loss", colour="#1f77b4", cell=(1, 2), group="train", legend=False),
+        Trace("eval_steps", "val_loss", name="held-out loss", colour="#d62728", cell=(1, 2), group="held out",
+              legend=False),
+    ]  # fmt: skip
+
+
+def accuracy_figure(s: Curves) -> go.Figure:
+    """The grokking picture: exact-match accuracy on train and held-out examples against step (a model that memorises
+    reaches 100% on train long before held out follows), and the answers' losses beside it (log scale); the steps on
+    a log scale at a click (the buttons above it)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
+                        subplot_titles=("Exact-match accuracy", "Loss of the answers"))  # fmt: skip
+    draw(fig, s, accuracy_traces(s), ".3g")
+    fig.update_yaxes(tickformat=".0%", range=[-0.03, 1.03], row=1, col=1)
+    fig.update_yaxes(type="log", dtick="D2", title_text="nats per answer token", row=1, col=2)  # (1, 2 and 5 labelled)
+    fig.update_xaxes(title_text="step", title_standoff=4, nticks=6)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(updatemenus=[log_steps_buttons(2)], hovermode="closest",
+                      legend=dict(orientation="h", y=1.12, x=1, xanchor="right", yanchor="bottom"),
+                      **{**_LAYOUT, "height": 320, "margin": dict(l=50, r=20, t=60, b=40)})  # fmt: skip
+    return fig
+
+
+def log_steps_buttons(axes: int) -> dict[str, Any]:
+    """Two buttons above a figure that put the x axes of its `axes` subplots on a linear or a log scale, in the page
+    (no request: a live chart keeps appending; playground.live_chart keeps the choice across whole redraws)."""
+    names = ["xaxis"] + [f"xaxis{i}" for i in range(2, axes + 1)]
+    return dict(type="buttons", direction="right", showactive=True, active=0, x=0, y=1.2, xanchor="left",
+                yanchor="bottom", pad=dict(t=0, r=4), font=dict(size=11),
+                buttons=[dict(label=label, method="relayout", args=[{f"{n}.type": kind for n in names}])
+                         for label, kind in (("linear steps", "linear"), ("log steps", "log"))])  # fmt: skip
+
+
+def spectrum_figure(s: Spectrum) -> go.Figure:
+    """The token embeddings' norm at each frequency of the Fourier basis over the numbers (gpt.inspect.Spectrum): a
+    model that generalised modular addition holds a few key frequencies (darker), one that memorised spreads out."""
+    key = set(s.key)
+    colours = ["#08519c" if k in key else "#9ecae1" for k in s.frequencies]
+    fig = go.Figure(go.Bar(x=s.frequencies, y=s.norms, marker_color=colours,
+                           hovertemplate="frequency %{x}: norm %{y:.3f}<extra></extra>"))  # fmt: skip
+    said = f"key frequencies {', '.join(map(str, s.key))}" if s.key else "no frequency stands out"
+    fig.update_xaxes(title_text=f"frequency k (a wave cos / sin of 2π·k·a / {s.n} over the numbers a)")
+    fig.update_layout(
+        title=dict(text=f"Token embeddings in the Fourier basis: {said} ({s.top_share:.0%} of the embedding in the "
+                        "5 strongest)", font=dict(size=14)),
+        yaxis_title="norm", **{**_LAYOUT, "height": 360},
+    )  # fmt: skip
+    return fig
+
+
 def _token_axes(fig: go.Figure, tokens: list[str], **where: int) -> None:
     ticks = dict(tickmode="array", tickvals=list(range(len(tokens))), ticktext=tokens, tickfont=dict(size=10))
     fig.update_xaxes(**ticks, **where)
@@ -425,6 +488,27 @@ def compare_circuits_figure(runs: dict[str, Curves], x: XSeries, axis: str) -> g
     title = "Circuits: the best head's score" + "".join(f"<br><sup>{n}</sup>" for n in notes)
     fig.update_layout(title=title, xaxis_title=axis, **_compare_layout(len(notes)))
     fig.update_yaxes(title_text="score (1: does nothing else)", autorangeoptions=dict(include=[0, 0.3]))
+    return fig
+
+
+def compare_accuracy_figure(runs: dict[str, Curves], x: XSeries, axis: str) -> go.Figure:
+    """Each task run's held-out accuracy (solid, with markers) and train accuracy (dotted) against its series `x`,
+    whose title is `axis`; the runs without accuracy (text runs) are named."""
+    fig, missing = go.Figure(), []
+    for (name, m), colour in zip(runs.items(), COLOURS, strict=False):
+        if not any(a is not None for a in m.train_acc):
+            missing.append(name)
+            continue
+        at = _x_at(m, x, m.eval_steps)
+        fig.add_scatter(x=at, y=m.val_acc, name=f"{name} held out", mode="lines+markers", marker=dict(size=5),
+                        line=dict(color=colour))  # fmt: skip
+        fig.add_scatter(x=at, y=m.train_acc, name=f"{name} train", mode="lines", line=dict(color=colour, dash="dot"))
+    notes = ["exact match: solid held out, dotted train"]
+    if missing:
+        notes.append(f"not shown, no accuracy (not a task): {', '.join(missing)}")
+    title = "Accuracy" + "".join(f"<br><sup>{n}</sup>" for n in notes)
+    fig.update_layout(title=title, xaxis_title=axis, yaxis_title="accuracy", **_compare_layout(len(notes)))
+    fig.update_yaxes(tickformat=".0%", range=[-0.03, 1.03])
     return fig
 
 

@@ -180,12 +180,15 @@ def own_data(data_dir: Any, me: Visitor) -> PreparedData | None:
 
 
 def model_text(name: str | None, me: Visitor, lines: int = 1, max_chars: int = 60) -> str:
-    """The first lines of the text a checkpoint was trained on (a prompt in the model's own style), or ""."""
+    """The first lines of the text a checkpoint was trained on (a prompt in the model's own style; a task model's:
+    a held-out example's prompt), or ""."""
     if not name:
         return ""
     data = own_data(ckpt.read_meta(ckpt.resolve(me.resolve(name))).get("data_dir"), me)
     if data is None or len(data.train) == 0:
         return ""
+    if data.examples is not None:  # a task's: the prompt of its first held-out example, which the model answers
+        return data.tokenizer.decode([int(i) for i in data.rows("val")[0][: data.examples.prompt]])
     text = data.tokenizer.decode([int(i) for i in data.train[:256]])
     first = [line.strip() for line in text.splitlines() if line.strip()][:lines]
     return "\n".join(first)[:max_chars]

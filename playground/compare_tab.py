@@ -28,6 +28,7 @@ PROMPT_CHARS = 2_000
 AXES: dict[str, charts.XSeries] = {"step": "steps", "tokens seen": "tokens", "training time (s)": "times"}
 # the y axis's: per token (the trainer's loss), or bits per byte of text, which compares runs whose tokenizers differ
 UNITS: dict[str, charts.YUnit] = {"loss per token": "loss", "bits per byte": "bpb"}
+ACCURACY = "accuracy"  # a task run's exact match (gpt/tasks.py): train and held out
 MAX_RUNS = len(charts.COLOURS)
 REFRESH_S = 5.0  # while a compared run trains
 
@@ -45,8 +46,9 @@ def summary_rows(runs: dict[str, Curves]) -> list[list[Any]]:
         bpbs = [v for v in m.val_bpb if v is not None]
         rates = [v for v in m.tokens_per_s if v is not None]
         rate = statistics.median(rates) if rates else None
+        accs = [v for v in m.val_acc if v is not None]
         rows.append([name, m.steps[-1] if m.steps else 0, *_last_and_best(vals, 4), *_last_and_best(bpbs, 3),
-                     round(rate) if rate else None, m.params])  # fmt: skip
+                     round(rate) if rate else None, m.params, *_accuracy(accs)])  # fmt: skip
     return rows
 
 
@@ -54,7 +56,13 @@ def _last_and_best(values: list[float], digits: int) -> list[float | None]:
     return [round(values[-1], digits), round(min(values), digits)] if values else [None, None]
 
 
-SUMMARY = ["run", "steps", "val loss", "best val loss", "val bits/byte", "best bits/byte", "tokens/s", "parameters"]
+def _accuracy(values: list[float]) -> list[float | None]:
+    """A task run's latest and best held-out accuracy (None: a text run)."""
+    return [round(values[-1], 4), round(max(values), 4)] if values else [None, None]
+
+
+SUMMARY = ["run", "steps", "val loss", "best val loss", "val bits/byte", "best bits/byte", "tokens/s", "parameters",
+           "held-out accuracy", "best held-out accuracy"]  # fmt: skip
 
 
 def complete(config: Any) -> Any:
@@ -77,25 +85,32 @@ def differences(runs: dict[str, Curves]) -> dict[str, Any]:
 
 @user_errors
 def compare(
-    names: list[str] | None, axis: str, unit: str, request: gr.Request, profile: gr.OAuthProfile | None
-) -> tuple[Any, list[list[Any]], dict[str, Any], Any, Any]:
-    """The runs' loss overlay, their results, the settings that differ, the refresh timer (on while one trains) and
-    their circuits' overlay."""
+    names: list[str] | None, axis: str, unit: str, request: gr.Request, profile: gr.OAuthProfile | None,
+    log_x: Any = False,
+) -> tuple[Any, list[list[Any]], dict[str, Any], Any, Any]:  # fmt: skip
+    """The runs' loss (or a task's accuracy) overlay, their results, the settings that differ, the refresh timer (on
+    while one trains) and their circuits' overlay; `log_x`: the x axes on a log scale (the grokking picture)."""
     if not names:
         raise UserInputError("pick one or more runs to compare")
     if not isinstance(names, list) or len(names) > MAX_RUNS:
         raise UserInputError(f"compare at most {MAX_RUNS} runs at a time")
     if axis not in AXES:
         raise UserInputError(f"the x axis is one of {', '.join(AXES)}")
-    if unit not in UNITS:
-        raise UserInputError(f"the y axis is one of {', '.join(UNITS)}")
+    if unit not in UNITS and unit != ACCURACY:
+        raise UserInputError(f"the y axis is one of {', '.join([*UNITS, ACCURACY])}")
     me = visitor(request, profile)
     dirs = {name: me.resolve(name) for name in names}
     runs = {name: read_metrics(d / "metrics.jsonl") for name, d in dirs.items()}
     training = {Path(j.run_dir).resolve() for j in jobs.REGISTRY.active()}
     live = any(d.resolve() in training for d in dirs.values())
-    figure = charts.compare_figure(runs, AXES[axis], axis, UNITS[unit])
+    if unit == ACCURACY:
+        figure = charts.compare_accuracy_figure(runs, AXES[axis], axis)
+    else:
+        figure = charts.compare_figure(runs, AXES[axis], axis, UNITS[unit])
     circuits = charts.compare_circuits_figure(runs, AXES[axis], axis)
+    if log_x is True:  # (the points at 0, which a log axis cannot show, are left out of view)
+        for fig in (figure, circuits):
+            fig.update_xaxes(type="log")
     return figure, summary_rows(runs), differences(runs), gr.Timer(REFRESH_S, active=live), circuits
 
 
@@ -146,8 +161,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> Panel:
         runs = gr.Dropdown(label="Runs", choices=[], multiselect=True, allow_custom_value=True, scale=3)
         with gr.Column(scale=1):
             axis = gr.Radio(list(AXES), value="step", label="x axis")
-            unit = gr.Radio(list(UNITS), value="loss per token", label="y axis",
-                            info="bits per byte: runs with different tokenizers on one scale")  # fmt: skip
+            unit = gr.Radio([*UNITS, ACCURACY], value="loss per token", label="y axis",
+                            info="bits per byte: runs with different tokenizers on one scale; accuracy: task runs' "
+                            "exact match")  # fmt: skip
+            log_x = gr.Checkbox(False, label="log-scale x axis", info="grokking's late rise shows on it")
             go_btn = gr.Button("Compare", variant="primary")
     with gr.Row():  # the loss overlay, and beside it the best heads' scores: when each run's induction heads formed
         plot = gr.Plot(label="Loss", show_label=False, scale=3)
@@ -160,9 +177,10 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> Panel:
     )
     _samples_section(runs)
     timer = gr.Timer(REFRESH_S, active=False)
-    inputs, outputs = [runs, axis, unit], [plot, summary, diff, timer, circuits]
+    inputs, outputs = [runs, axis, unit, log_x], [plot, summary, diff, timer, circuits]
     go_btn.click(compare, inputs, outputs, api_name="compare", show_progress="hidden")
-    gr.on([axis.change, unit.change], compare, inputs, outputs, api_visibility="private", show_progress="hidden")
+    gr.on([axis.change, unit.change, log_x.change], compare, inputs, outputs, api_visibility="private",
+          show_progress="hidden")  # fmt: skip
     timer.tick(compare, inputs, outputs, api_visibility="private", show_progress="hidden")
     for trigger in (tab.select, ready.then):
         trigger(run_list, runs, runs, api_visibility="private")

@@ -1,6 +1,7 @@
 """The Data tab: pick the built-in corpus, upload files (or a zip of them), or paste text; see the tokens. With the
 BPE tokenizer trained on the corpus, see what it learned: its first merges, its longest tokens, a word merged step by
-step, and its compression beside char, byte and GPT-2 on the same text."""
+step, and its compression beside char, byte and GPT-2 on the same text. Or a task: an algorithm's examples
+(playground/task_lab.py), shown with the prompt and the answer marked."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from gpt.tokenizer import (
     compression,
     merge_steps,
 )
-from playground import inputs
+from playground import inputs, task_lab
 from playground.common import current_data, user_errors
 from playground.hosting import Visitor, enforce_quota, remember, visitor
 from playground.inputs import number
@@ -39,9 +40,10 @@ from playground.session import Session
 from playground.settings import HEAVY, LIMITS
 
 SAMPLE, UPLOAD, PASTE = "Shakespeare (built-in)", "Upload files", "Paste text"
+TASK = "Task (an algorithm)"  # generated examples of an algorithmic task (gpt/tasks.py), prepared by its own button
 REPEATS = "Repeated words (induction heads)"  # built in too: a word twice a line, only a look back predicts the second
 BUILT_IN = {SAMPLE: sample_corpus_path, REPEATS: repeats_corpus_path}
-SOURCES = [SAMPLE, REPEATS, UPLOAD, PASTE]
+SOURCES = [SAMPLE, REPEATS, UPLOAD, PASTE, TASK]
 TOKENIZERS = [("Character-level", "char"), ("GPT-2 BPE", "gpt2"), ("Byte-level", "byte"),
               ("BPE trained on this corpus", "bpe")]  # fmt: skip
 DEFAULT_VAL_FRACTION = DataConfig().val_fraction
@@ -227,6 +229,8 @@ def prepare_data(
     vocab = int(number(vocab_size, "vocabulary size")) if tokenizer == "bpe" else DEFAULT_BPE_VOCAB
     if source not in SOURCES:
         raise UserInputError(f"the corpus is one of {', '.join(map(repr, SOURCES))}")
+    if source == TASK:
+        raise UserInputError("a task is prepared with its own button, Prepare task (the API's /prepare_task)")
     me = visitor(request, profile)
     home = data_home(me)
 
@@ -285,7 +289,19 @@ def shown_data(state: Session) -> tuple[Any, ...]:
     except UserInputError:
         return (gr.skip(),) * 7
     label = state.data_label or "Your data set"
+    if d.examples is not None:  # a task: its numbers and a few examples, no tokenizer section
+        hidden = (gr.update(visible=False), "", "", "", "")
+        return task_lab.stats_markdown(d, label), task_lab.examples_html(d), *hidden
     return stats_markdown(d, label), token_view_html(d), *_learned_outputs(d, EXAMPLE_WORD)
+
+
+def shown_again(state: Session, stats: Any) -> tuple[Any, ...]:
+    """The Data tab opened: the session's data set, unless it is the one shown (the Train tab may have prepared a
+    preset's task since)."""
+    label = state.data_label or "Your data set"
+    if state.data_dir and isinstance(stats, str) and stats.startswith(f"**{html.escape(label)}**"):
+        return (gr.skip(),) * 7
+    return shown_data(state)
 
 
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
@@ -293,11 +309,14 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         "Choose what the model learns from. Built in: Shakespeare's plays (about 4.8 M characters), and repeated "
         "words (a random word twice a line: the tiny preset forms induction heads on it within a few hundred steps, "
         f"which the Train tab's circuits chart shows). Uploads: .txt / .md files or a .zip of them, up to "
-        f"{LIMITS.max_upload_mb} MB."
+        f"{LIMITS.max_upload_mb} MB. Or a **task**: an algorithm's examples (modular addition, sorting, reversing, "
+        "copying, addition, parity, balanced brackets), generated from a seed and split into examples trained on and "
+        "held out, scored by exact match (the Train tab's grokking and sort presets learn two of them)."
     )
     with gr.Row():
         with gr.Column(scale=1):
             source = gr.Radio(SOURCES, value=SAMPLE, label="Corpus")
+            task = task_lab.form()
             files = gr.File(
                 label="Text files or a .zip", file_count="multiple", file_types=[*TEXT_SUFFIXES, ".zip"], visible=False
             )
@@ -325,11 +344,13 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     tokenizer.change(lambda t: gr.update(visible=t == "bpe"), tokenizer, vocab_size, api_visibility="private")
     word.submit(show_merge_steps, [word, state], steps, api_name="merge_steps", show_progress="hidden")
     source.change(
-        lambda s: (gr.update(visible=s == UPLOAD), gr.update(visible=s == PASTE)),
-        source,
-        [files, text],
+        lambda s, t: (gr.update(visible=s == UPLOAD), gr.update(visible=s == PASTE), gr.update(visible=s == TASK),
+                      *[gr.update(visible=s != TASK)] * 3, gr.update(visible=s != TASK and t == "bpe")),
+        [source, tokenizer],
+        [files, text, task.box, tokenizer, val_fraction, prepare_btn, vocab_size],
         api_visibility="private",
-    )
+    )  # fmt: skip
+    task_lab.wire(task, state, [stats, tokens, state, learned], progress_box)
     # The press answers at once (the button says what it does); a bad upload shows its message and leaves the last
     # statistics in place (Gradio's progress tracker would cover them with "Error" badges).
     prepare_btn.click(
@@ -348,4 +369,6 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         lambda: gr.update(value="Prepare data", interactive=True), None, prepare_btn, queue=False,
         api_visibility="private",
     )  # fmt: skip
-    ready.then(shown_data, state, [stats, tokens, learned, merges, compared, views, steps], api_visibility="private")
+    shown = [stats, tokens, learned, merges, compared, views, steps]
+    ready.then(shown_data, state, shown, api_visibility="private")
+    tab.select(shown_again, [state, stats], shown, api_visibility="private", show_progress="hidden")

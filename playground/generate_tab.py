@@ -1,4 +1,5 @@
-"""The Generate tab: stream text from a checkpoint, tune sampling live, see each token's probability."""
+"""The Generate tab: stream text from a checkpoint, tune sampling live, see each token's probability; a task model
+answers a typed prompt of its task, marked right or wrong."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from gpt.errors import UserInputError
 from gpt.generate import stream
 from gpt.inspect import explain_sampling, next_logits
 from gpt.sampling import encode_prompt
-from gpt.tokenizer import Tokenizer
-from playground import charts
+from gpt.task_check import Answered, answer_prompt, prompt_form
+from gpt.tokenizer import SymbolTokenizer, Tokenizer
+from playground import charts, task_lab
 from playground.common import (
     DEFAULT_PROMPTS,
     checkpoint_dropdown_update,
     load_checkpoint,
+    model_text,
     pretrained_row,
     suggested_prompt,
     user_errors,
@@ -286,6 +289,79 @@ def explainer_figure(cache: Explained, cfg: SampleConfig, tokenizer: Tokenizer) 
     return charts.sampling_figure(step, cache.title)
 
 
+# ---- a task model's answer, marked -------------------------------------------------------------------------------
+
+TASK_PROMPT_CHARS = 2_000  # a task's prompt is at most a few hundred symbols
+NOT_A_TASK = ("this model learned text, not a task: train one on a task (the Data tab's Task source, or the Train "
+              "tab's grokking and sort presets) to have its answers marked")  # fmt: skip
+
+
+@user_errors
+def answer_task(checkpoint: str | None, prompt: str, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+    """A task model's greedy answer to a typed prompt of its task, marked right or wrong (gpt.task_check)."""
+    prompt = text(prompt, "task prompt", TASK_PROMPT_CHARS)
+    me = visitor(request, profile)
+    with heavy_slot(me, request):
+        learned = task_lab.checkpoint_task(checkpoint, me)
+        loaded = load_checkpoint(checkpoint, me)
+        if learned is None or not isinstance(loaded.tokenizer, SymbolTokenizer):
+            raise UserInputError(NOT_A_TASK)
+        return answered_markdown(answer_prompt(loaded.model, learned.config, loaded.tokenizer, prompt, learned.task))
+
+
+WHERE = {"val": "a held-out example: never trained on", "train": "an example it trained on",
+         None: "not one of the task's examples"}  # fmt: skip
+
+
+def answered_markdown(a: Answered) -> str:
+    """The marked answer in a line: right, or wrong with the right answer."""
+    asked = f"`{a.prompt}` → **{a.model_answer}**"
+    if a.correct:
+        return f"✓ **Right:** {asked} ({WHERE[a.split]})"  # (✓ and ✗: in every font, unlike the emoji)
+    return f"✗ **Wrong:** {asked}; the answer is **{a.answer}** ({WHERE[a.split]})"
+
+
+def task_box_update(checkpoint: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, ...]:
+    """The task box follows the chosen model: shown for a task model, with its first held-out prompt and the form of
+    its prompts; hidden for a text model."""
+    try:
+        me = visitor(request, profile)
+        learned = task_lab.checkpoint_task(checkpoint, me)
+        suggested = model_text(checkpoint, me) if learned is not None else ""
+    except UserInputError:
+        learned, suggested = None, ""
+    if learned is None:
+        return gr.update(visible=False), gr.skip(), ""
+    form = f"A prompt of its task ({learned.config.name}) is {prompt_form(learned.config)}."
+    return gr.update(visible=True), gr.update(value=suggested, info=form), ""
+
+
+@dataclass
+class TaskAsk:
+    """The left column's box for a task model: a prompt of its task, its answer marked."""
+
+    box: gr.Group
+    prompt: gr.Textbox
+    ask: gr.Button
+    result: gr.Markdown
+
+
+def task_ask() -> TaskAsk:
+    with gr.Group(visible=False, elem_id="task-ask") as box:
+        prompt = gr.Textbox(label="Ask the task model (Enter)", max_length=TASK_PROMPT_CHARS)
+        ask = gr.Button("Answer", size="md")
+        result = gr.Markdown(padding=True)
+    return TaskAsk(box, prompt, ask, result)
+
+
+def _wire_task(c: Controls) -> None:
+    t = c.task
+    io = dict(fn=answer_task, inputs=[c.checkpoint, t.prompt], outputs=t.result, show_progress="hidden", **MODEL)
+    t.ask.click(**io, api_name="task_answer")
+    t.prompt.submit(**io, api_visibility="private")
+    c.checkpoint.change(task_box_update, c.checkpoint, [t.box, t.prompt, t.result], **QUIET)
+
+
 # ---- layout and wiring -------------------------------------------------------------------------------------------
 
 
@@ -298,6 +374,7 @@ class Controls:
     prompt: gr.Textbox
     go: gr.Button
     settings: list[gr.Slider | gr.Textbox | gr.Number]  # in SETTINGS' order, the /generate API's
+    task: TaskAsk  # a task model's marked answers (shown for one)
 
 
 @dataclass
@@ -334,11 +411,12 @@ def controls_column() -> Controls:
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=80)
     prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPTS[0], lines=2)
     go = gr.Button("Generate", variant="primary")
+    task = task_ask()
     settings = [setting_control(f) for f in SETTINGS if not f.metadata["more"]]
     with gr.Accordion("More", open=False):  # (SampleConfig lists these last)
         settings += [setting_control(f) for f in SETTINGS if f.metadata["more"]]
     pretrained_row(checkpoint, api_name="import_pretrained")
-    return Controls(checkpoint, refresh, prompt, go, settings)
+    return Controls(checkpoint, refresh, prompt, go, settings, task)
 
 
 def output_column() -> Output:
@@ -423,6 +501,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
             out = output_column()
     _wire_generation(c, out)
     _wire_branching(c, out)
+    _wire_task(c)
     for trigger in (c.refresh.click, tab.select, ready.then):
         trigger(checkpoint_dropdown_update, [c.checkpoint, state], c.checkpoint, api_visibility="private")
     suggested = gr.State("")  # the prompt last suggested: a prompt box still showing it follows the model chosen

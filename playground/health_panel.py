@@ -19,10 +19,12 @@ HEALTHY = (
     "lectures' rule of thumb is 10<sup>−3</sup> (dashed), small transformers trained with AdamW sit nearer "
     "10<sup>−2</sup> at a good rate (below 10<sup>−2.6</sup> is said: too low), with Muon (the modern recipe) near "
     "10<sup>−1.5</sup> at any rate, its weights growing to match. The step-size test (said in words, every reading "
-    "past the warmup): the same step at twice its size should cost a little held-out loss (0.01-0.07 nats), not a "
-    "lot (the rate is too high) and not gain (too low). Gradient norms of a like size across groups; few dead MLP "
-    "units (a warning past the dotted 10%); attention entropy below spreading evenly (dashed) without collapsing to "
-    "the dotted line, as a rate too high makes it."
+    "past the warmup): the same step at twice its size usually costs some held-out loss at a good rate (up to 0.15 "
+    "nats); it says too low when doubling gains more than four times its own noise (its spread over the held-out "
+    "sequences), too high only past 0.3 nats two readings running. Gradient norms within 100x of each other across "
+    "groups (a rate too high leaves some hundreds of times smaller); few dead MLP units (a warning past the dotted "
+    "10%); attention entropy below spreading evenly (dashed) without collapsing to the dotted line, as a rate too "
+    "high makes it."
 )
 INDUCTION = (
     "An <b>induction head</b> completes a pattern it has read: after … A B … A it attends to the B that followed the "
@@ -36,6 +38,7 @@ CSS = """
 .health-note .ok { color: #2b7a2b; }
 .health-note .warn { background: #fff4e5; border-left: 3px solid #ff7f0e; padding: 2px 8px; color: #8a4b00; }
 .health-note .why { color: var(--body-text-color-subdued); font-size: 0.92em; }
+.health-note .remedy { padding: 2px 8px; font-weight: 600; }
 """
 
 
@@ -65,8 +68,20 @@ def health_note(c: Curves) -> str:
         lines += [_line(step + f.text + ".", False) for f in now] or [
             _line(step + "all readings in their healthy range.", True)
         ]
-        lines += [_line(f"Earlier, at step {at:,}: {f.text}.", False) for at, f in _earlier(c, {f.kind for f in now})]
+        earlier = _earlier(c, {f.kind for f in now})
+        lines += [_line(f"Earlier, at step {at:,}: {f.text}.", False) for at, f in earlier]
+        lines += _remedies([*now, *(f for _, f in earlier)], c)
     return _note(lines)
+
+
+def _remedies(found: list[Finding], c: Curves) -> list[str]:
+    """What the findings say to try, each once, with the settings that would apply it to this run."""
+    train = (c.config or {}).get("train")
+    out = []
+    for remedy in dict.fromkeys(f.remedy for f in found if f.remedy is not None):
+        how = ", ".join(remedy.overrides(train)) if isinstance(train, dict) else ""
+        out.append(f'<p class="remedy">→ {html.escape(remedy.label)}{": " + html.escape(how) if how else ""}.</p>')
+    return out
 
 
 def _earlier(c: Curves, now: set[str]) -> list[tuple[int, Finding]]:

@@ -1,5 +1,6 @@
 """The Inspect tab: attention heatmaps, next-token probabilities, the logit lens, the heads' circuit scores,
-ablation, direct logit attribution, embeddings, parameter counts."""
+ablation, direct logit attribution, embeddings, parameter counts; for a task model, which examples it gets wrong and,
+for modular addition, the Fourier spectrum of its number embeddings."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gpt import checkpoint as ckpt
-from gpt.circuits import CircuitScores, even_score, head_scores
+from gpt.circuits import MIN_CONTEXT, CircuitScores, even_score, head_scores
 from gpt.config import Config, recipe_summary
 from gpt.errors import UserInputError
 from gpt.inspect import (
@@ -22,9 +23,12 @@ from gpt.inspect import (
     analyse,
     attribute,
     embedding_projection,
+    embedding_spectrum,
     parameter_table,
 )
-from playground import charts
+from gpt.task_check import MAX_GRADED, grade
+from gpt.tasks import Split
+from playground import charts, task_lab
 from playground.common import (
     checkpoint_dropdown_update,
     load_checkpoint,
@@ -85,6 +89,9 @@ def score_heads(checkpoint: str | None, request: gr.Request, profile: gr.OAuthPr
     """Each head's previous-token, duplicate-token and induction score, and the in-context-learning score."""
     me = visitor(request, profile)
     loaded = load_checkpoint(checkpoint, me)
+    if (n := loaded.config.model.block_size) < MIN_CONTEXT:  # (a task of 3-token examples: said, not failed)
+        return go.Figure(), f"Circuit scores read sequences shown twice: they need a context of {MIN_CONTEXT} tokens " \
+                            f"or more, and this model's is {n}."  # fmt: skip
     with heavy_slot(me, request):
         s = head_scores(loaded.model, tokenizer=loaded.tokenizer)
     layer, head, best = s.best_head("induction")
@@ -253,6 +260,133 @@ def project_embeddings(checkpoint: str | None, words: str, request: gr.Request, 
     return charts.embedding_figure(embedding_projection(loaded.model, loaded.tokenizer, words))
 
 
+# ----- a task model: its examples scored, its number embeddings in the Fourier basis --------------------------------
+
+SPLITS: list[tuple[str, Split]] = [("held out", "val"), ("trained on", "train")]
+
+
+@user_errors
+def task_examples(
+    checkpoint: str | None, split: str, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[str, list[list[str]]]:
+    """A task model's exact match on a split's examples, one by one, and the ones it still gets wrong."""
+    if split not in ("val", "train"):
+        raise UserInputError("the examples are the held-out ones (val) or those trained on (train)")
+    me = visitor(request, profile)
+    with heavy_slot(me, request):
+        learned = task_lab.checkpoint_task(checkpoint, me)
+        if learned is None:
+            raise UserInputError("this model learned text, not a task: the task views are for task models")
+        if learned.task is None:
+            raise UserInputError("this model's task is larger than this server generates; its examples are not here")
+        g = grade(load_checkpoint(checkpoint, me).model, learned.task, split)  # type: ignore[arg-type]
+    which = "held-out examples (never trained on)" if split == "val" else "examples it trained on"
+    sample = f" (the first {MAX_GRADED:,}, a random sample)" if g.scored == MAX_GRADED else ""
+    note = f"**{g.right:,} of {g.scored:,}** {which}{sample} right: **{g.right / max(g.scored, 1):.1%}**."
+    if g.wrong:
+        listed = f"the first {len(g.wrong)} of them" if len(g.wrong) < g.scored - g.right else "all of them"
+        note += f" The {g.scored - g.right:,} it gets wrong, {listed}, with its answer:"
+    else:
+        note += " It gets every one right."
+    return note, task_lab.example_rows(g.wrong)
+
+
+@user_errors
+def task_spectrum(checkpoint: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, str]:
+    """A modular-addition model's number embeddings in the Fourier basis (gpt.inspect.embedding_spectrum)."""
+    me = visitor(request, profile)
+    with heavy_slot(me, request):
+        learned = task_lab.checkpoint_task(checkpoint, me)
+        if learned is None or learned.config.name != "modular-addition":
+            what = learned.config.name if learned is not None else "text"
+            raise UserInputError(f"the Fourier view is for modular addition, whose numbers go round a circle; this "
+                                 f"model learned {what}")  # fmt: skip
+        s = embedding_spectrum(load_checkpoint(checkpoint, me).model, learned.config.modulus)
+    even = min(5, len(s.norms)) / len(s.norms)
+    note = (
+        f"The {s.n} number tokens' embeddings, written as waves over the numbers a (cos and sin of 2π·k·a / {s.n}): "
+        f"the bar at k is how much of frequency k they hold. **{s.top_share:.0%}** of the embedding is in its 5 "
+        f"strongest frequencies (spread evenly: {even:.0%}). "
+        + (f"**Key frequencies: {', '.join(map(str, s.key))}.** " if s.key else "No frequency stands out yet. ")
+        + "A model that has generalised adds with a few such waves (Nanda et al. 2023, *Progress measures for "
+        "grokking via mechanistic interpretability*): it turns a and b into rotations and adds the angles. One "
+        "that memorised the table, or an untrained one, spreads out over them all."
+    )
+    return charts.spectrum_figure(s), note
+
+
+def task_views(
+    checkpoint: str | None, split: str, request: gr.Request, profile: gr.OAuthProfile | None
+) -> tuple[Any, ...]:
+    """After Inspect: a task model's views filled (the spectrum for modular addition only); a text model's left."""
+    try:
+        learned = task_lab.checkpoint_task(checkpoint, visitor(request, profile))
+    except UserInputError:
+        learned = None
+    if learned is None:
+        return (gr.skip(),) * 4
+    spectrum = task_spectrum(checkpoint, request, profile) if learned.config.name == "modular-addition" else (
+        gr.skip(), "")  # fmt: skip
+    return *task_examples(checkpoint, split, request, profile), *spectrum
+
+
+def task_box_update(checkpoint: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, ...]:
+    """The task section follows the chosen model: shown for a task model (its spectrum for modular addition)."""
+    try:
+        learned = task_lab.checkpoint_task(checkpoint, visitor(request, profile))
+    except UserInputError:
+        learned = None
+    modular = learned is not None and learned.config.name == "modular-addition"
+    return gr.update(visible=learned is not None), gr.update(visible=modular)
+
+
+def task_section(checkpoint: gr.Dropdown) -> tuple[list[Any], list[Any]]:
+    """A task model's views, shown for one (`task_box_update`): its examples scored (which it still gets wrong), its
+    Fourier spectrum (for modular addition), each with its button. Returns `task_views`' inputs and outputs (what
+    Inspect fills)."""
+    with gr.Column(visible=False, elem_id="task-views") as box:
+        gr.Markdown("### What the task model learned\nExact match on each example (the whole answer right by greedy "
+                    "decoding), and which it still gets wrong.")  # fmt: skip
+        with gr.Row():
+            split = gr.Radio(SPLITS, value="val", label="Examples", scale=2)
+            grade_btn = gr.Button("Score the examples", scale=1)
+        graded_note = gr.Markdown()
+        graded = gr.Dataframe(headers=["example", "prompt", "answer", "its answer"], label="The examples it gets "
+                              "wrong", interactive=False, max_height=260)  # fmt: skip
+        with gr.Column() as spectrum_part:
+            with gr.Row():
+                gr.Markdown("#### The number embeddings in the Fourier basis")
+                spectrum_btn = gr.Button("Fourier spectrum", scale=0, min_width=220)
+            spectrum = gr.Plot(label="Fourier spectrum", show_label=False)
+            spectrum_note = gr.Markdown()
+    model: dict[str, Any] = {"show_progress": "hidden", **MODEL}
+    grade_btn.click(task_examples, [checkpoint, split], [graded_note, graded], api_name="task_examples", **model)
+    spectrum_btn.click(task_spectrum, checkpoint, [spectrum, spectrum_note], api_name="task_spectrum", **model)
+    checkpoint.change(task_box_update, checkpoint, [box, spectrum_part], api_visibility="private",
+                      show_progress="hidden")  # fmt: skip
+    return [checkpoint, split], [graded_note, graded, spectrum, spectrum_note]
+
+
+def ablation_section(checkpoint: gr.Dropdown, prompt: gr.Textbox) -> tuple[gr.Button, tuple[Any, Any], list[Any]]:
+    """The ablation's controls and views. Returns its button, its handler's inputs and outputs, and its Layer and
+    Head sliders (which follow the chosen model)."""
+    gr.Markdown("### Ablation\nTake one head or MLP out of the model for this prompt and see what changes.")
+    with gr.Row():
+        ab_layer = gr.Slider(1, 12, value=1, step=1, label="Ablate layer", scale=2, interactive=False)
+        ab_what = gr.Radio(ABLATE_WHAT, value=ABLATE_WHAT[0], label="Component", scale=2)
+        ab_head = gr.Slider(1, 12, value=1, step=1, label="Ablate head", scale=2, interactive=False)
+        ab_mode = gr.Radio(ABLATE_BY, value="zero", label="Replace its output by", scale=2,
+                           info="zero, or its mean over the prompt's positions")  # fmt: skip
+        ab_run = gr.Button("Ablate", scale=1, min_width=120)
+    ab_summary = gr.Markdown()
+    ab_plot = gr.Plot(label="Next token, ablated", show_label=False)
+    with gr.Row():
+        ab_original = gr.Textbox(label="Greedy continuation: original", lines=2, interactive=False)
+        ab_ablated = gr.Textbox(label="Greedy continuation: ablated", lines=2, interactive=False)
+    io = ([checkpoint, prompt, ab_layer, ab_what, ab_head, ab_mode], [ab_summary, ab_plot, ab_original, ab_ablated])
+    return ab_run, io, [ab_layer, ab_head]
+
+
 def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     with gr.Row():
         checkpoint = gr.Dropdown(label="Checkpoint", choices=[], allow_custom_value=True, scale=3)
@@ -260,12 +394,14 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     pretrained_row(checkpoint)
     with gr.Row():
         # (before a model is picked there is nothing to offer: its training text gives the prompt, its shape the
-        # sliders' ranges, as soon as it is picked)
+        # sliders' ranges, as soon as it is picked; until then they are off. Their layout maximum stays 12: Gradio
+        # checks an API value against it before our handler, which checks it against the model's own shape)
         prompt = gr.Textbox(label="Prompt", value="", placeholder="pick a checkpoint: a prompt from its own training "
                             "text appears here", lines=2, scale=3)  # fmt: skip
-        layer = gr.Slider(1, 2, value=1, step=1, label="Layer", scale=1, interactive=False)
-        head = gr.Slider(1, 2, value=1, step=1, label="Head", scale=1, interactive=False)
+        layer = gr.Slider(1, 12, value=1, step=1, label="Layer", scale=1, interactive=False)
+        head = gr.Slider(1, 12, value=1, step=1, label="Head", scale=1, interactive=False)
     run = gr.Button("Inspect", variant="primary")
+    task_io = task_section(checkpoint)
     with gr.Row():
         attention = gr.Plot(label="Attention", show_label=False)
         next_tokens = gr.Plot(label="Next token", show_label=False)
@@ -277,19 +413,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
         score = gr.Button("Score heads", scale=0, min_width=160)
     circuits = gr.Plot(label="Circuit scores", show_label=False)
     circuits_note = gr.Markdown()
-    gr.Markdown("### Ablation\nTake one head or MLP out of the model for this prompt and see what changes.")
-    with gr.Row():
-        ab_layer = gr.Slider(1, 2, value=1, step=1, label="Ablate layer", scale=2, interactive=False)
-        ab_what = gr.Radio(ABLATE_WHAT, value=ABLATE_WHAT[0], label="Component", scale=2)
-        ab_head = gr.Slider(1, 2, value=1, step=1, label="Ablate head", scale=2, interactive=False)
-        ab_mode = gr.Radio(ABLATE_BY, value="zero", label="Replace its output by", scale=2,
-                           info="zero, or its mean over the prompt's positions")  # fmt: skip
-        ab_run = gr.Button("Ablate", scale=1, min_width=120)
-    ab_summary = gr.Markdown()
-    ab_plot = gr.Plot(label="Next token, ablated", show_label=False)
-    with gr.Row():
-        ab_original = gr.Textbox(label="Greedy continuation: original", lines=2, interactive=False)
-        ab_ablated = gr.Textbox(label="Greedy continuation: ablated", lines=2, interactive=False)
+    ab_run, ablate_io, ab_sliders = ablation_section(checkpoint, prompt)
     gr.Markdown("### Direct logit attribution\nHow much each embedding, head and MLP writes towards one next token.")
     with gr.Row():
         dla_token = gr.Textbox(label="Token (empty: the top prediction)", placeholder="e", scale=3)
@@ -312,15 +436,14 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     quiet: dict[str, Any] = dict(show_progress="hidden")
     model = {**quiet, **MODEL}  # (runs the model: waits its turn with every visitor's others)
     score_io: tuple[Any, Any] = ([checkpoint], [circuits, circuits_note])
-    ablate_io: tuple[Any, Any] = ([checkpoint, prompt, ab_layer, ab_what, ab_head, ab_mode],
-                                  [ab_summary, ab_plot, ab_original, ab_ablated])  # fmt: skip
     attribute_io: tuple[Any, Any] = ([checkpoint, prompt, dla_token], [dla_plot, dla_note])
-    # Inspect fills every view; each panel's own button redoes only its own with its settings
+    # Inspect fills every view (a task model's too); each panel's own button redoes only its own with its settings
     (
         run.click(inspect_prompt, inputs, outputs, api_name="inspect", **model)
         .success(score_heads, *score_io, api_visibility="private", **model)
         .success(ablate_component, *ablate_io, api_visibility="private", **model)
         .success(attribute_token, *attribute_io, api_visibility="private", **model)
+        .success(task_views, *task_io, api_visibility="private", **model)
     )
     score.click(score_heads, *score_io, api_name="head_scores", **model)
     ab_run.click(ablate_component, *ablate_io, api_name="ablate", **model)
@@ -332,6 +455,6 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> None:
     for trigger in (refresh.click, tab.select, ready.then):
         trigger(checkpoint_dropdown_update, [checkpoint, state], checkpoint, api_visibility="private")
     suggested = gr.State("")
-    checkpoint.change(model_ranges, checkpoint, [layer, head, ab_layer, ab_head], api_visibility="private", **quiet)
+    checkpoint.change(model_ranges, checkpoint, [layer, head, *ab_sliders], api_visibility="private", **quiet)
     checkpoint.change(two_line_prompt, [checkpoint, prompt, suggested], [prompt, suggested],
                       api_visibility="private", **quiet)  # fmt: skip

@@ -68,6 +68,8 @@ CHARTS = {
     # the Train tab's training-health and circuits panels: a point every health_interval steps, at each evaluation
     "health": Chart(charts.health_figure, charts.health_traces),
     "circuits": Chart(charts.circuits_figure, charts.circuit_traces),
+    # a task run's (gpt/tasks.py): train and held-out exact-match accuracy at each evaluation, the answers' losses
+    "accuracy": Chart(charts.accuracy_figure, charts.accuracy_traces),
 }
 
 # Runs once per chart in the page (Gradio's js_on_load, after HEAD's plotly.js has loaded). `watch` fires when the
@@ -84,7 +86,14 @@ function apply() {
   if (!update || (update.kind !== "full" && update.kind !== "extend")) return;
   if (update.kind === "full") {
     empty.style.display = "none";
-    Plotly.react(gd, update.figure.data, update.figure.layout, config);
+    // the scale the visitor chose for the steps (the accuracy chart's log-steps buttons) outlives a whole redraw
+    const layout = update.figure.layout;
+    const chosen = gd.layout && gd.layout.xaxis && gd.layout.xaxis.type === "log";
+    for (const key of Object.keys(layout)) if (chosen && /^xaxis\\d*$/.test(key)) layout[key].type = "log";
+    for (const menu of (chosen && layout.updatemenus) || []) {
+      menu.active = menu.buttons.findIndex((b) => /log/.test(b.label));
+    }
+    Plotly.react(gd, update.figure.data, layout, config);
   } else if (follows(update)) {
     Plotly.extendTraces(gd, { x: update.x, y: update.y }, update.traces);
   } else {  // not the points this page is missing (it was reloaded, or missed an update): ask for the whole figure

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpt.config import MAX_DIGITS, MAX_EXAMPLES, MAX_MODULUS, MAX_TASK_LENGTH, MAX_TASK_VALUES
 from gpt.paths import cache_dir, on_space, runs_dir
 
 
@@ -63,6 +64,14 @@ class Limits:
     # Gradio's queue. One address (a classroom behind one router) may hold up to `max_model_per_address` of them.
     max_model_waiting: int = _env_int("GPT_PLAYGROUND_MAX_MODEL_WAITING", 64)
     max_model_per_address: int = _env_int("GPT_PLAYGROUND_MAX_MODEL_PER_ADDRESS", 48)
+    # A task's sizes (the Data tab's Task source; gpt/tasks.py): the examples are generated in the server's memory and
+    # scored at every evaluation. On a shared server a classroom's sizes (grokking's p = 59, sort's 20,000 examples
+    # fit); locally the library's own caps.
+    max_task_modulus: int = _env_int("GPT_PLAYGROUND_MAX_TASK_MODULUS", 113 if PRIVATE else MAX_MODULUS)
+    max_task_examples: int = _env_int("GPT_PLAYGROUND_MAX_TASK_EXAMPLES", 20_000 if PRIVATE else MAX_EXAMPLES)
+    max_task_length: int = _env_int("GPT_PLAYGROUND_MAX_TASK_LENGTH", 32 if PRIVATE else MAX_TASK_LENGTH)
+    max_task_values: int = _env_int("GPT_PLAYGROUND_MAX_TASK_VALUES", 100 if PRIVATE else MAX_TASK_VALUES)
+    max_task_digits: int = _env_int("GPT_PLAYGROUND_MAX_TASK_DIGITS", 10 if PRIVATE else MAX_DIGITS)
 
     def describe(self) -> str:
         shared = (
@@ -73,7 +82,9 @@ class Limits:
         return (
             f"Limits on this server: uploads {self.max_upload_mb} MB, {self.max_files} files; "
             f"models up to {self.max_params / 1e6:.0f}M parameters, context {self.max_context}, "
-            f"{self.max_steps:,} steps{shared}; {self.max_new_tokens:,} generated tokens.{self.describe_storage()}"
+            f"{self.max_steps:,} steps{shared}; {self.max_new_tokens:,} generated tokens; tasks up to p = "
+            f"{self.max_task_modulus}, {self.max_task_examples:,} examples, length {self.max_task_length}, "
+            f"{self.max_task_values} values, {self.max_task_digits} digits.{self.describe_storage()}"
         )
 
     def describe_storage(self) -> str:

@@ -35,7 +35,7 @@ from gpt.errors import UserInputError
 from gpt.estimate import model_size, train_seconds
 from gpt.events import Curves, compile_line, format_duration, read_metrics
 from gpt.interop import HF_CLASS, export_refusals, hf_target
-from playground import checkpoint_panel, health_panel, jobs, live_chart
+from playground import charts, checkpoint_panel, health_panel, jobs, live_chart, task_lab
 from playground.common import (
     NEW_MODEL,
     check_model_size,
@@ -52,7 +52,10 @@ from playground.session import Session
 from playground.settings import LIMITS, PRIVATE
 
 log = logging.getLogger("playground")
-PRESETS = ["tiny", "small", "custom"]
+PRESETS = ["tiny", "small", "grokking", "sort", "custom"]
+# Presets that learn a task (configs/grokking.yaml, configs/sort.yaml): each names its task, prepared for the visitor
+# at Start unless their data set is that task already; their recipe is their own (no -2019 twin)
+TASK_PRESETS = ("grokking", "sort")
 # The recipe picks the preset's file: configs/tiny.yaml is the modern recipe, configs/tiny-2019.yaml GPT-2's.
 RECIPES = {"modern": "Modern (nanochat, speedrun)", "gpt2": "GPT-2 (2019)", "custom": "Custom switches"}
 RECIPE_FILE = {"modern": "", "gpt2": "-2019"}
@@ -65,7 +68,7 @@ FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] | None]
     ("model.n_embd", "Embedding size", "slider", (16, 768, 16)),
     ("model.block_size", "Context length", "slider", (8, LIMITS.max_context, 8)),
     ("model.dropout", "Dropout", "slider", (0.0, 0.5, 0.05)),
-    ("train.batch_size", "Batch size", "slider", (1, 64, 1)),
+    ("train.batch_size", "Batch size", "number", None),  # (a box, not a slider: a task's full batch is grokking's 4096)
     ("train.lr", "Learning rate", "number", None),
     ("train.schedule", "LR schedule", "dropdown", choices(Schedule)),
     ("train.warmup_steps", "Warmup steps", "number", None),
@@ -88,6 +91,9 @@ SWITCH_FIELDS: list[tuple[str, str, str, tuple[float, float, float] | list[str] 
     ("train.min_lr", "Final learning rate (the schedule's end)", "number", None),
 ]
 FIELDS += SWITCH_FIELDS
+# Last, after the switches (the start_training API's order: earlier calls that leave it out keep the preset's); shown
+# with the model and training settings, its sentence under it (gpt.config's metadata)
+FIELDS += [("train.weight_decay", "", "number", None)]
 KEYS = [key for key, *_ in FIELDS]  # the settings of the form, in FIELDS' order
 SWITCHES = [key for key, *_ in SWITCH_FIELDS]
 
@@ -104,7 +110,7 @@ def switch_text(dotted: str) -> tuple[str, str | None]:
 def preset_values(name: str, recipe: str = "modern") -> list[Any]:
     if name not in PRESETS or name == "custom":
         raise UserInputError(f"the preset is one of {', '.join(p for p in PRESETS if p != 'custom')}")
-    cfg = load_config(resolve_config_path(name + RECIPE_FILE.get(recipe, "")))
+    cfg = load_config(resolve_config_path(name if name in TASK_PRESETS else name + RECIPE_FILE.get(recipe, "")))
     return [_get(cfg, key) for key in KEYS]
 
 
@@ -112,9 +118,11 @@ def recipe_values(preset: str, recipe: str) -> list[Any]:
     """The switches (and rates) of a recipe, at the preset's size ("custom" size: the tiny preset's)."""
     if recipe not in RECIPE_FILE:
         raise UserInputError(f"the recipe is one of {', '.join(RECIPE_FILE)}")
-    values = preset_values(preset if preset != "custom" else "tiny", recipe)
+    values = preset_values(preset if preset not in ("custom", *TASK_PRESETS) else "tiny", recipe)
     recipe_keys = {*SWITCHES, "train.lr", "train.schedule", "train.warmup_steps", "train.batch_size", "train.max_steps",
                    "train.eval_interval", "train.sample_interval"}  # fmt: skip
+    if preset in TASK_PRESETS:  # its steps, batch and rates are its task's: only the switches change
+        recipe_keys = set(SWITCHES)
     return [v if k in recipe_keys else gr.skip() for k, v in zip(KEYS, values, strict=True)]
 
 
@@ -163,7 +171,12 @@ def check_limits(cfg: Config, params: int) -> None:
 def describe(preset: str, state: Session, *values: Any) -> str:
     try:
         cfg = build_config(preset, list(values))
-        vocab = load_prepared(state.data_dir).meta["vocab_size"] if state.data_dir else 80
+        data = load_prepared(state.data_dir) if state.data_dir else None
+        task_data = data
+        if data is not None and cfg.task.name and not task_lab.is_task_data(data, cfg.task.name):
+            task_data = None  # (a task preset on other data trains on its own task, prepared at Start)
+        cfg, task_vocab = task_lab.fitted(cfg, task_data)
+        vocab = task_vocab or (data.meta["vocab_size"] if data is not None else 80)
         params, flops = model_size(cfg, vocab)
     except UserInputError as e:
         return f"⚠️ {e}"
@@ -221,6 +234,7 @@ def start_training(
     me = visitor(request, profile)
     cfg = build_config(preset, list(values))
     start_from = ckpt.resolve(me.resolve(init_from)) if init_from else None
+    prepared = ""
     if start_from is not None:
         meta = ckpt.read_meta(start_from)
         # No data chosen yet: the built-in corpus, tokenized the way the model expects (GPT-2 BPE for GPT-2).
@@ -228,6 +242,11 @@ def start_training(
         params, flops = checkpoint_size(meta)
     else:
         data = current_data(state)
+        if cfg.task.name and not task_lab.is_task_data(data, cfg.task.name):  # a task preset on other data: its task
+            data = task_lab.prepare_for(me, cfg.task)
+            state = dataclasses.replace(state, data_dir=str(data.dir), data_label=task_lab.label_of(cfg.task))
+            prepared = f" · its task is your data set now (the Data tab shows it): {data.meta.get('description')}"
+        cfg = task_lab.fitted(cfg, data)[0]  # (what the trainer will run: the estimate's size)
         params, flops = model_size(cfg, data.tokenizer.vocab_size)
     check_limits(cfg, params)
     run_dir = me.home / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
@@ -238,8 +257,8 @@ def start_training(
     snap = job.snapshot()
     if snap.status in jobs.ACTIVE and not snap.stopping:
         what = f"Fine-tuning `{me.name(start_from)}`" if start_from else "Training started"
-        return state, f"{what} → `{me.name(run_dir)}`"
-    return state, headline(snap, me.name(run_dir))
+        return state, f"{what} → `{me.name(run_dir)}`{prepared}"
+    return state, headline(snap, me.name(run_dir)) + prepared
 
 
 def _submit(me: Visitor, request: gr.Request, profile: gr.OAuthProfile | None, asked: RunRequest) -> jobs.Job:
@@ -389,7 +408,7 @@ REFRESH_S = 2.0
 # What a tick updates, by name (poll's keys; _wire_run maps each to its component). The order is the /poll API's
 # outputs' (an API client reads the progress first, the status fifth): the later views' come after the first ones'.
 POLLED = ("progress", "loss", "rate", "sample", "status", "leave", "seen", "timer", "message", "health", "circuits",
-          "health_note", "circuits_note", "start", "resume")  # fmt: skip
+          "health_note", "circuits_note", "start", "resume", "accuracy", "accuracy_view")  # fmt: skip
 
 
 def buttons(live: bool) -> dict[str, Any]:
@@ -445,9 +464,12 @@ def views(run: str, curves: Curves, version: str, sample: str, seen: dict[str, A
     """What the charts lack of what the page says it holds (`held`, per chart), and the sample and the views' notes
     when they changed since the last refresh (`seen`, which this one's `version` replaces)."""
     now = {"version": version, "sample": sample, "health_note": health_panel.health_note(curves),
-           "circuits_note": health_panel.circuits_note(curves)}  # fmt: skip
+           "circuits_note": health_panel.circuits_note(curves),
+           "task": bool(charts.accuracy_traces(curves))}  # fmt: skip
     out = {name: live_chart.update(name, run, curves, held.get(name)) or gr.skip() for name in live_chart.CHARTS}
-    changed = {key: text for key, text in now.items() if key != "version" and text != seen.get(key)}
+    changed = {key: text for key, text in now.items() if key not in ("version", "task") and text != seen.get(key)}
+    if now["task"] != seen.get("task"):  # a task run's accuracy chart shows above its loss; a text run has none
+        changed["accuracy_view"] = gr.Column(visible=True if now["task"] else "hidden")
     return {**out, **changed, "seen": now}
 
 
@@ -520,7 +542,7 @@ class RunView:
     leave: gr.Button  # shown while the run waits in line
     progress: gr.HTML
     charts: dict[str, gr.HTML]  # by name, in live_chart.CHARTS' order: each tick sends what the page holds back
-    notes: dict[str, gr.HTML]  # "health_note", "circuits_note": what the readings say
+    notes: dict[str, Any]  # "health_note", "circuits_note": what the readings say; "accuracy_view": a task run's
     sample: gr.Textbox
     job_status: gr.Textbox  # hidden: the run's status, which the checkpoint panel and "Start from" follow
 
@@ -569,6 +591,8 @@ def _wire_form(ready: Any, tab: gr.Tab, state: gr.State, form: Form, job_status:
         inputs,
         api_visibility="private",
     )
+    # a task preset's switches are its own recipe (neither GPT-2's nor today's as they stand)
+    preset.change(lambda p: "custom" if p in TASK_PRESETS else gr.skip(), preset, recipe, api_visibility="private")
     recipe.input(
         lambda p, r: recipe_values(p, r) if r != "custom" else [gr.skip()] * len(FIELDS),
         [preset, recipe],
@@ -604,16 +628,25 @@ def restore_watch(state: Session) -> Any:
 
 # The chart area's views, one at a time: the loss, the training health (gpt.health), the circuits (gpt.circuits)
 VIEWS = ("Loss", "Training health", "Circuits")
+ACCURACY_NOTE = (
+    "<small>Exact match: the whole answer right by greedy decoding, on a fixed sample of the examples trained on and "
+    "of the held-out ones. Memorising takes train accuracy to 100% first; held out follows only once the model finds "
+    "the algorithm, which weight decay pushes it to (grokking: on the log-steps scale, a late second rise).</small>"
+)
 
 
-def chart_views() -> tuple[dict[str, gr.HTML], dict[str, gr.HTML]]:
+def chart_views() -> tuple[dict[str, gr.HTML], dict[str, Any]]:
     """The chart area: a choice of view above the views. Every view's charts are in the page from the start (a
     hidden one too, unlike a Gradio tab's, which is only built when first opened), so each gets each point once.
-    Returns the live charts and the notes, by name."""
+    Returns the live charts and the notes (and the accuracy chart's box, shown for a task run), by name."""
     choice = gr.Radio(list(VIEWS), value=VIEWS[0], show_label=False, container=False, elem_id="chart-view")
     with gr.Column(elem_classes="chart-views"):  # (no gap: a hidden view takes no room)
         with gr.Column() as loss_view:
+            with gr.Column(visible="hidden") as accuracy_view:  # (shown while the run learns a task: `views`)
+                accuracy = live_chart.live_chart("accuracy", "Accuracy appears here at the first evaluation.")
+                gr.Markdown(ACCURACY_NOTE, elem_classes="accuracy-note")
             live = {
+                "accuracy": accuracy,
                 "loss": live_chart.live_chart("loss", "The loss curves appear here once training starts."),
                 "rate": live_chart.live_chart("rate", "Learning rate and throughput appear here."),
             }
@@ -624,7 +657,8 @@ def chart_views() -> tuple[dict[str, gr.HTML], dict[str, gr.HTML]]:
     choice.change(lambda v: [gr.Column(visible=True if v == name else "hidden") for name in VIEWS], choice,
                   [loss_view, health_view, circuits_view], queue=False, api_visibility="private")  # fmt: skip
     parts = {**live, **health, **circuits}
-    return {name: parts[name] for name in live_chart.CHARTS}, {k: v for k, v in parts.items() if k.endswith("_note")}
+    notes = {k: v for k, v in parts.items() if k.endswith("_note")}
+    return {name: parts[name] for name in live_chart.CHARTS}, {**notes, "accuracy_view": accuracy_view}
 
 
 def _wire_run(ready: Any, tab: gr.Tab, state: gr.State, form: Form, view: RunView) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,3 +37,28 @@ def test_a_text_with_structure_has_a_bigram_loss_below_its_unigram_loss() -> Non
 
 def test_too_short_splits_have_no_baselines() -> None:
     assert baselines(np.array([1]), np.array([1, 2]), 4) is None
+
+
+def test_a_run_records_its_corpus_baselines_and_the_loss_chart_draws_them(tmp_path: Path) -> None:
+    from gpt.config import Config, ModelConfig
+    from gpt.corpus import sample_corpus_path
+    from gpt.data import prepare
+    from gpt.events import read_metrics, run_listeners
+    from gpt.trainer import Trainer
+    from playground.charts import loss_figure
+
+    cfg = Config()
+    cfg.model = ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)
+    t = cfg.train
+    t.max_steps, t.batch_size, t.eval_interval, t.eval_iters, t.sample_interval, t.health_interval = 2, 2, 2, 1, 0, 0
+    t.tensorboard = False
+    data = prepare([sample_corpus_path()], tokenizer="char")
+    Trainer(cfg, data, tmp_path / "run", listeners=run_listeners(tmp_path / "run", False)).run()
+    curves = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert curves.baselines is not None
+    b = baselines(data.train, data.val, data.tokenizer.vocab_size)
+    assert b is not None and curves.baselines.bigram == pytest.approx(data.bits_per_byte(b.bigram), rel=1e-6)
+    assert 2.5 < curves.baselines.bigram < curves.baselines.unigram < 5  # Shakespeare, in bits per character
+    figure = loss_figure(curves)
+    lines = [s for s in figure.layout.shapes if s.line.dash == "dash"]
+    assert [round(s.y0, 6) for s in lines] == [round(curves.baselines.unigram, 6), round(curves.baselines.bigram, 6)]

@@ -29,7 +29,6 @@ FIGURES = {
         rf"generate tiny \(every option\)\s+ours\s+{NUM} tok/s .*static {NUM}x",
         rf"prepare gpt2\s+{NUM} MB/s, peak RSS {NUM} MB",
         rf"prepare char\s+{NUM} MB/s, peak RSS {NUM} MB",
-        rf"app: slider change to first token, median of 2: {NUM} ms \(p90 {NUM}\) \| the library in-process {NUM} ms",
         r"wrote ",
     ],
     "bench.app_latency": [rf"median of 2: {NUM} ms \(p90 {NUM}\) \| library in-process {NUM} ms"],
@@ -64,6 +63,11 @@ FIGURES = {
         rf"the run {NUM} steps/s alone, {NUM} while generating \({NUM}x\)",
         rf"ours \(foreground/background\): generation {NUM} tok/s alone, {NUM} while a run trains",
     ],
+    "bench.tasks": [
+        rf"^{run}: train acc 0\.99 at (step {NUM} \({NUM} s\)|never) \| "
+        rf"val acc 0\.9[59] at (step {NUM} \({NUM} s\)|never) \| .* \| final val acc {NUM} \| {NUM} steps in {NUM} s$"
+        for run in ("grokking", "grokking-wd0", "grokking-grokfast", "sort")
+    ],
     "bench.long_generation": [
         rf"inside the context:\s+{NUM} tokens/s",
         rf"past the context:\s+{NUM} tokens/s",
@@ -71,7 +75,8 @@ FIGURES = {
     ],
 }
 TIMEOUT_S = 600  # each takes seconds to a minute or two on 2 cores; this is for a machine shared with other work
-FAST = {"bench", "bench.long_generation", "bench.health"}  # seconds; the others launch the app (and a browser): slow
+# seconds; the others launch the app (and a browser): slow
+FAST = {"bench", "bench.long_generation", "bench.health", "bench.tasks"}
 
 
 def benchmarks() -> list[str]:
@@ -107,7 +112,7 @@ def test_benchmark_smoke(module: str) -> None:
     said = f"--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}"
     assert proc.returncode == 0, said
     for figure in FIGURES.get(module, [r"\d"]):  # (a new one, not listed yet, fails the test below)
-        assert re.search(figure, stdout), f"{figure!r} not printed\n{said}"
+        assert re.search(figure, stdout, re.MULTILINE), f"{figure!r} not printed\n{said}"
 
 
 def test_every_benchmark_has_a_smoke_mode() -> None:
