@@ -68,6 +68,7 @@ FIGURES = {
         rf"val acc 0\.9[59] at (step {NUM} \({NUM} s\)|never) \| .* \| final val acc {NUM} \| {NUM} steps in {NUM} s$"
         for run in ("grokking", "grokking-wd0", "grokking-grokfast", "sort")
     ],
+    "bench.health_table": [rf"health table: {NUM}/{NUM} runs as the rule says"],
     "bench.long_generation": [
         rf"inside the context:\s+{NUM} tokens/s",
         rf"past the context:\s+{NUM} tokens/s",
