@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         alone, shared, t_alone, t_shared = measure(ours, model, tokenizer, seconds)
         print(
             f"{name}: generation {alone:.0f} tok/s alone, {shared:.0f} while a run trains ({shared / alone:.2f}x); "
-            f"the run {t_alone:.1f} steps/s alone, {t_shared:.1f} while generating ({t_shared / t_alone:.2f}x)",
+            f"the run {t_alone:.1f} steps/s alone, {t_shared:.1f} while generating "
+            f"({t_shared / max(t_alone, 1e-9):.2f}x)",
             flush=True,
         )
 
