@@ -474,9 +474,10 @@ def _wire_generation(c: Controls, out: Output) -> None:
     # the explainer redraws as a setting moves: the distribution is cached
     gr.on([s.change for s in c.settings], redraw, [out.cache, *c.settings], out.explainer, trigger_mode="always_last",
           **QUIET)  # fmt: skip
+    # the branch button goes off with the new table, before the explainer: a pick made while the explainer runs stays
     out.text.select(show_alternatives, [out.details, c.prompt], [out.alternatives, out.step], **QUIET).then(
-        explain, *explain_io, **QUIET, **MODEL
-    ).then(lambda: (0, gr.update(interactive=False)), None, [out.row, out.go_branch], **QUIET)
+        lambda: (0, gr.update(interactive=False)), None, [out.row, out.go_branch], **QUIET
+    ).then(explain, *explain_io, **QUIET, **MODEL)
 
 
 def _wire_branching(c: Controls, out: Output) -> None:

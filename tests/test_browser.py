@@ -78,6 +78,12 @@ def run_in_tab(page, tab: str, refresh: str, button: str, done_js: str) -> None:
         " && /run-.*latest/.test(i.value))",
         timeout=30_000,
     )
+    # and the prompt the model's own text suggests (a user reads the filled-in page before pressing the button)
+    from playwright.sync_api import expect
+
+    prompt = page.get_by_label("Prompt", exact=True).filter(visible=True)
+    if prompt.count():
+        expect(prompt.first).not_to_have_value("", timeout=30_000)
     page.get_by_role("button", name=button).click()
     page.wait_for_function(done_js, timeout=60_000)
 
