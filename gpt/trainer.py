@@ -343,21 +343,7 @@ class Trainer:
 
             # evaluate on the validation split (a task: also exact-match accuracy), keep the best model in best/
             if self.step % tc.eval_interval == 0 or last:
-                with meter.timing("eval"):
-                    scores = self._scores()
-                    val = scores.val_loss if scores is not None else self.estimate_val_loss()
-                improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
-                train_acc, val_acc = (scores.train_acc, scores.val_acc) if scores is not None else (None, None)
-                self._emit(Eval(val, math.exp(min(val, 50.0)), improved, self.data.bits_per_byte(val), train_acc,
-                                val_acc))  # fmt: skip
-                if self.is_main:  # which heads have become previous-token and induction heads
-                    with meter.timing("eval"):
-                        circuits = self._circuits()
-                    if circuits is not None:
-                        self._emit(circuits)
-                if improved:
-                    with meter.timing("best"):
-                        self._save("best", with_state=False)
+                self._evaluate(meter)
 
             # sample some text: how the model writes now
             if tc.sample_interval and (self.step % tc.sample_interval == 0 or last) and self.is_main:
@@ -375,6 +361,24 @@ class Trainer:
             # how long it took against the estimate: the next estimates here learn from it
             record_run(tc, time.perf_counter() - meter.start, run_seconds(plan(tc, start_step), guess))
         return Result(status, self.step, self.last_train, self.last_val, self.out_dir)
+
+    def _evaluate(self, meter: Meter) -> None:
+        """The validation loss (a task's: with exact-match accuracy) and the heads' circuit scores; a better model is
+        kept in best/."""
+        with meter.timing("eval"):
+            scores = self._scores()
+            val = scores.val_loss if scores is not None else self.estimate_val_loss()
+        improved, self.best_val, self.last_val = val < self.best_val, min(self.best_val, val), val
+        train_acc, val_acc = (scores.train_acc, scores.val_acc) if scores is not None else (None, None)
+        self._emit(Eval(val, math.exp(min(val, 50.0)), improved, self.data.bits_per_byte(val), train_acc, val_acc))
+        if self.is_main:  # which heads have become previous-token and induction heads
+            with meter.timing("eval"):
+                circuits = self._circuits()
+            if circuits is not None:
+                self._emit(circuits)
+        if improved:
+            with meter.timing("best"):
+                self._save("best", with_state=False)
 
     def _compile_step(self, loss_sum: torch.Tensor) -> torch.Tensor:
         """The first step of a compiled run: torch.compile works inside it. Its time is reported as its own phase;
