@@ -63,6 +63,7 @@ from gpt.tokenizer import (
     ByteTokenizer,
     CharTokenizer,
     GPT2Tokenizer,
+    SymbolTokenizer,
     Tokenizer,
     bytes_to_unicode,
     from_spec,
@@ -656,6 +657,7 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
     model card, which says its context limit where it has one)."""
     loaded = ckpt.load(ckpt_dir)
     hf_cfg, state = export_hf(loaded.model, loaded.tokenizer)  # refused before anything is written
+    tokenizer_files = hf_tokenizer_files(loaded.tokenizer, loaded.config.model.block_size)  # likewise
     out = Path(hf_dir)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"the output {str(out)!r} is a file; give a folder for the Hugging Face model")
@@ -668,7 +670,11 @@ def to_hf(ckpt_dir: str | Path, hf_dir: str | Path) -> Path:
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": hf_cfg["bos_token_id"], "eos_token_id": hf_cfg["eos_token_id"]}), encoding="utf-8"
     )
-    write_hf_tokenizer(loaded.tokenizer, out, loaded.config.model.block_size)
+    for name, content in tokenizer_files.items():
+        if isinstance(content, Path):
+            shutil.copyfile(content, out / name)
+        else:
+            (out / name).write_text(content, encoding="utf-8")
     (out / "README.md").write_text(model_card(loaded.config.model, hf_cfg, loaded.step), encoding="utf-8")
     return out
 
@@ -692,30 +698,34 @@ def model_card(cfg: ModelConfig, hf_cfg: dict[str, Any], step: int) -> str:
     ])  # fmt: skip
 
 
-def write_hf_tokenizer(tokenizer: Tokenizer, out: Path, max_length: int) -> None:
-    """The tokenizer files `AutoTokenizer.from_pretrained(out)` loads, giving our ids (see the module's note)."""
+def hf_tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str | Path]:
+    """The tokenizer files `AutoTokenizer.from_pretrained` loads, giving our ids (see the module's note): each file's
+    text, or the file to copy. Made before anything is written, so that a tokenizer without them refuses the export
+    before a half-written folder."""
     tok_cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length}
+    files: dict[str, str | Path] = {}
     if hf_files := tokenizer.hf_files():  # GPT-2 BPE: Hugging Face's own tokenizer files
-        for name, source in hf_files.items():
-            shutil.copyfile(source, out / name)
+        files.update((name, Path(source)) for name, source in hf_files.items())
         eot = "<|endoftext|>"
         tok_cfg.update(tokenizer_class="GPT2Tokenizer", bos_token=eot, eos_token=eot, unk_token=eot)
     else:
-        text = tokenizer.hf_json() if isinstance(tokenizer, BPETokenizer) else _simple_tokenizer_json(tokenizer)
-        (out / HF_TOKENIZER).write_text(text, encoding="utf-8")
+        files[HF_TOKENIZER] = (
+            tokenizer.hf_json() if isinstance(tokenizer, BPETokenizer) else _simple_tokenizer_json(tokenizer)
+        )
         if tokenizer.eos_id is not None:
             tok_cfg["eos_token"] = tokenizer.token_text(tokenizer.eos_id)
     if not isinstance(tokenizer, BPETokenizer):  # (a BPE's spec is its tokenizer.json: no second copy)
-        (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer.spec()), encoding="utf-8")
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2), encoding="utf-8")
+        files[TOKENIZER_FILE] = json.dumps(tokenizer.spec())
+    files["tokenizer_config.json"] = json.dumps(tok_cfg, indent=2)
+    return files
 
 
 def _simple_tokenizer_json(tokenizer: Tokenizer) -> str:
     """A tokenizer.json of our char or byte tokenizer, built with the `tokenizers` library: a BPE without merges
     over our vocabulary, so each character (char) or byte (byte, as GPT-2's byte-level alphabet) is one token, with
     our id."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers
 
     if isinstance(tokenizer, CharTokenizer):
         tok = HFTokenizer(models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)}, merges=[]))
@@ -725,6 +735,13 @@ def _simple_tokenizer_json(tokenizer: Tokenizer) -> str:
         tok = HFTokenizer(models.BPE(vocab={alphabet[b]: b for b in range(256)}, merges=[]))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         tok.decoder = decoders.ByteLevel()
+    elif isinstance(tokenizer, SymbolTokenizer):  # a task's symbols: one word each, split at spaces (or each a char)
+        tok = HFTokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(tokenizer.symbols)}, unk_token=None))
+        split: list[Any] = [pre_tokenizers.WhitespaceSplit()]
+        if not tokenizer.sep:
+            split.append(pre_tokenizers.Split(Regex(r"\S"), behavior="isolated"))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(split)
+        tok.decoder = decoders.Fuse() if not tokenizer.sep else None  # (none: the words are joined with spaces)
     else:
         raise UserInputError(f"the {tokenizer.name} tokenizer has no Hugging Face tokenizer.json")
     return tok.to_str()

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from gpt import checkpoint as ckpt
+from gpt import interop
 from gpt.config import Config, ModelConfig, load_config
 from gpt.errors import CheckpointError, UserInputError
 from gpt.interop import HF_CLASS, export_refusals, from_hf, hf_target, load_hf, to_hf
 from gpt.model import GPT
-from gpt.tokenizer import ByteTokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
+from gpt.tokenizer import ByteTokenizer, CharTokenizer, GPT2Tokenizer, SymbolTokenizer, Tokenizer
 
 transformers = pytest.importorskip("transformers")
 # Arcee (Llama with a ReLU² MLP) came in transformers 4.53: where it is missing, its cases are skipped
@@ -103,6 +104,29 @@ def test_char_model_exports_with_its_tokenizer(tmp_path: Path) -> None:
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")  # from the tokenizer.json written for it
     for text in ["bad cab", "  a\n\nb ", "é🐍 dé"]:
         assert theirs(text)["input_ids"] == tok.encode(text) and theirs.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("sep", [" ", ""])
+def test_a_task_models_symbols_export_as_a_tokenizer_transformers_reads(sep: str, tmp_path: Path) -> None:
+    """A task's model (its numbers and signs one token each, gpt/tasks.py) leaves with a tokenizer.json giving our
+    ids; a model whose tokenizer had none was refused only after its weights were written: now nothing is written."""
+    symbols = [str(i) for i in range(13)] + ["+", "="] if sep else list("0123456789+=")
+    tok = SymbolTokenizer(symbols, sep)
+    cfg = Config(model=ModelConfig(vocab_size=len(symbols), block_size=16, n_layer=1, n_head=1, n_embd=8))
+    ckpt.save(tmp_path / "ours", GPT(cfg.model), cfg, tok, step=1)
+    to_hf(tmp_path / "ours", tmp_path / "hf")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "12 + 7 = 6" if sep else "12+7=19"
+    assert theirs(text)["input_ids"] == tok.encode(text)
+    assert theirs.decode(tok.encode(text)) == tok.decode(tok.encode(text))
+    model, back = load_hf(tmp_path / "hf")  # and back in, with its symbols
+    assert back.encode(text) == tok.encode(text)
+    # a tokenizer without Hugging Face files: refused with nothing written
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(interop, "_simple_tokenizer_json", lambda t: (_ for _ in ()).throw(UserInputError("no json")))
+        with pytest.raises(UserInputError, match="no json"):
+            to_hf(tmp_path / "ours", tmp_path / "hf-odd")
+    assert not (tmp_path / "hf-odd").exists()
 
 
 def test_pytorch_bin_is_read_without_unpickling_code(tmp_path: Path) -> None:
