@@ -117,6 +117,9 @@ def _calibrate(key: str, device: str, dtype: str, threads: int) -> Costs:
         else:
             _measure_in_child(device, dtype, threads)
         return known_costs(device, dtype, threads) or DEFAULT_COSTS
+    except subprocess.TimeoutExpired:
+        log.warning("calibrating the time estimate took over %d s (a busy machine); using defaults", CHILD_TIMEOUT_S)
+        return DEFAULT_COSTS
     except Exception:  # noqa: BLE001 - an estimate is not worth an error
         log.exception("calibrating the time estimate failed; using defaults")
         return DEFAULT_COSTS
@@ -141,6 +144,9 @@ def start_calibration(device: str = "auto", dtype: str = "auto", threads: int = 
         try:
             if wait_quiet(QUIET_S) or not entries:  # (busy all along: next time, unless there is nothing yet)
                 _measure_in_child(device, dtype, threads)
+        except subprocess.TimeoutExpired:  # a machine too busy to measure in time: no fault of ours, no traceback
+            log.warning("calibrating the time estimate took over %d s (a busy machine): the estimates keep what they "
+                        "had", CHILD_TIMEOUT_S)  # fmt: skip
         except Exception:  # noqa: BLE001 - the cache (or the defaults) stays
             log.exception("calibrating the time estimate failed")
         finally:

@@ -11,6 +11,7 @@ export to Hugging Face, import of a model from the Hugging Face cache, and Compa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +49,30 @@ def _committed_tree(dest: Path) -> None:
     with tarfile.open(tmp) as tf:
         tf.extractall(dest, filter="data")
     tmp.unlink()
+
+
+def _space_venv(base: Path) -> Path:
+    """The Space's build: `pip install -r requirements.txt` alone, from an empty directory, into a fresh virtual
+    environment, byte-compiled as pip does by default (a Space's build does too). Made once per requirements.txt
+    and Python and kept in /var/tmp (readable by the app's user), since nothing but that file goes into it: a
+    minute and a half of installing saved on each later run. A build that did not finish is made again."""
+    python = _space_python()
+    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True).stdout
+    key = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + version.encode()).hexdigest()[:16]
+    venv = Path(os.environ.get("GPT_PLAYGROUND_SPACE_VENVS", "/var/tmp")) / f"gpt-playground-space-venv-{key}"
+    if (venv / "built").is_file():
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    (base / "empty").mkdir()
+    (base / "reqs").mkdir()
+    shutil.copy(ROOT / "requirements.txt", base / "reqs" / "requirements.txt")
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    build = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(base / "reqs" / "requirements.txt")],
+                           cwd=base / "empty", capture_output=True, text=True)  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    venv.chmod(0o755)  # the app's user reaches it
+    (venv / "built").write_text(key)
+    return venv
 
 
 def _space_python() -> str:
@@ -100,27 +125,10 @@ def space() -> Iterator[dict[str, str]]:
     base = Path(tempfile.mkdtemp(prefix="space-"))
     base.chmod(0o755)  # the app user must reach the environment installed below
     try:
-        # 1. the build: requirements.txt alone, from an empty directory, into a fresh environment
-        (base / "empty").mkdir()
-        (base / "reqs").mkdir()
-        shutil.copy(ROOT / "requirements.txt", base / "reqs" / "requirements.txt")
-        subprocess.run([_space_python(), "-m", "venv", str(base / "venv")], check=True)
+        # 1. the build: requirements.txt alone, from an empty directory, into a fresh environment (kept between
+        # runs for the same requirements.txt and Python: see _space_venv)
         t0 = time.time()
-        build = subprocess.run(
-            # (--no-compile: torch's thousands of files are not byte-compiled ahead; Python does it on import)
-            [
-                str(base / "venv" / "bin" / "pip"),
-                "install",
-                "-q",
-                "--no-compile",
-                "-r",
-                str(base / "reqs" / "requirements.txt"),
-            ],  # fmt: skip
-            cwd=base / "empty",
-            capture_output=True,
-            text=True,
-        )
-        assert build.returncode == 0, build.stderr[-3000:]
+        venv = _space_venv(base)
         build_s = time.time() - t0
 
         # 2. the repository copied into a fresh directory owned by the app's user; its home and /data likewise
@@ -139,7 +147,7 @@ def space() -> Iterator[dict[str, str]]:
         # 3. the run: python app.py as that user, with the Space's environment and nothing of ours
         port = _free_port()
         env = {
-            "PATH": f"{base / 'venv' / 'bin'}:/usr/bin:/bin",
+            "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
             "HOME": str(home),
             "GRADIO_SERVER_NAME": "0.0.0.0",
             "GRADIO_SERVER_PORT": str(port),
@@ -155,7 +163,7 @@ def space() -> Iterator[dict[str, str]]:
         log = open(base / "app.log", "w")  # noqa: SIM115 - closed below
         t0 = time.time()
         proc = subprocess.Popen(
-            [str(base / "venv" / "bin" / "python"), "app.py"],
+            [str(venv / "bin" / "python"), "app.py"],
             cwd=app,
             env=env,
             stdout=log,
@@ -170,7 +178,7 @@ def space() -> Iterator[dict[str, str]]:
         start_s = time.time() - t0
         print(f"\nSpace build {build_s:.0f} s, app start {start_s:.1f} s, reached on {url}")
         yield {"url": url, "data": str(data), "log": str(base / "app.log"), "host": host, "as_root": str(as_root),
-               "python": str(base / "venv" / "bin" / "python"), "app": str(app)}  # fmt: skip
+               "python": str(venv / "bin" / "python"), "app": str(app)}  # fmt: skip
         stop_app(proc)
         log.close()
     finally:
