@@ -119,7 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(Path(item.nodeid.split("::")[0]).stem, len(rank)))
 
 
-LONGEST_FIRST = ["test_browser", "test_space_deploy", "test_bench_smoke", "test_hosting", "test_health", "test_fuzz",
-                 "test_browser_health", "test_load", "test_cli", "test_ddp", "test_interop", "test_crash",
-                 "test_app_api", "test_tasks_app", "test_browser_tasks", "test_notebook", "test_estimate",
-                 "test_circuits", "test_browser_inspect"]  # fmt: skip
+LONGEST_FIRST = ["test_browser", "test_space_deploy", "test_browser_shared", "test_bench_smoke", "test_hosting",
+                 "test_health", "test_fuzz", "test_browser_health", "test_load", "test_cli", "test_ddp", "test_interop",
+                 "test_crash", "test_app_api", "test_tasks_app", "test_browser_tasks", "test_notebook",
+                 "test_estimate", "test_circuits", "test_browser_inspect"]  # fmt: skip
