@@ -14,8 +14,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from gpt.config import load_config
+from gpt.checkpoint import load as ckpt_load
+from gpt.config import SampleConfig, load_config
 from gpt.events import read_metrics
+from gpt.generate import generate
 from gpt.health import diagnose
 from gpt.interop import HF_CLASS, hf_target
 from playground.charts import best_head
@@ -90,14 +92,31 @@ def latest_checkpoint(c: Client) -> str:
     return paths[0]
 
 
-def gen(c: Client, ckpt: str, **kw: Any) -> str:
+def _settings(**kw: Any) -> list[Any]:
     s = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "rep": 1.0, "min_p": 0.0, "n": 40, "seed": 7,
          "presence": 0.0, "frequency": 0.0, "stop": ""}  # fmt: skip
     s.update(kw)
-    return c.predict(ckpt, "ROMEO:", *s.values(), api_name="/generate")[1]
+    return list(s.values())
 
 
-def test_generate_with_each_setting(trained: dict[str, Any]) -> None:
+def gen(c: Client, ckpt: str, **kw: Any) -> str:
+    return c.predict(ckpt, "ROMEO:", *_settings(**kw), api_name="/generate")[1]
+
+
+def _a_prompt_the_penalty_changes(app_url: Any, ckpt: str) -> tuple[str, str]:
+    """A prompt whose greedy continuation (40 tokens) a repetition penalty of 2 changes, and that continuation, from
+    the library on the checkpoint's own files."""
+    (path,) = [p for p in app_url.runs.rglob(ckpt.split("/")[0]) if (p / "latest").is_dir()]
+    loaded = ckpt_load(path / "latest")
+    for prompt in ("ROMEO:", "JULIET:", "O Romeo", "Arise, fair", "the the the the", "And I", "Deny"):
+        cfgs = [SampleConfig(max_new_tokens=40, temperature=0.0, seed=7, repetition_penalty=r) for r in (1.0, 2.0)]
+        plain, penalised = (generate(loaded.model, loaded.tokenizer, prompt, cfg) for cfg in cfgs)
+        if plain != penalised:
+            return prompt, penalised
+    raise AssertionError("a repetition penalty of 2 changed no prompt's greedy text")
+
+
+def test_generate_with_each_setting(trained: dict[str, Any], app_url: Any) -> None:
     c = trained["client"]
     ckpt = latest_checkpoint(c)
     base = gen(c, ckpt)
@@ -108,7 +127,10 @@ def test_generate_with_each_setting(trained: dict[str, Any]) -> None:
     assert gen(c, ckpt, top_k=1, temperature=1.5) == greedy
     assert gen(c, ckpt, top_p=0.05, temperature=1.5) == greedy  # a nucleus of one token is greedy
     assert gen(c, ckpt, min_p=1.0, temperature=1.5, top_k=0) == greedy  # only the top token passes
-    assert gen(c, ckpt, rep=2.0, temperature=0.0) != greedy
+    # the repetition penalty reaches the sampler: on a prompt where it changes this model's greedy text (a model
+    # that has learned its corpus by heart may keep to it under any penalty), the app writes what the library does
+    prompt, penalised = _a_prompt_the_penalty_changes(app_url, ckpt)
+    assert c.predict(ckpt, prompt, *_settings(rep=2.0, temperature=0.0), api_name="/generate")[1] == penalised
     assert len(gen(c, ckpt, n=5)) <= 5
     assert "\n" not in gen(c, ckpt, stop="\n")
     with pytest.raises(AppError, match="greater than maximum"):
