@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -113,14 +114,15 @@ def tiny_checkpoint(runs: Path, steps: int = 100, *overrides: str) -> Path:
     return runs / "bench-tiny" / "latest"
 
 
-def app_first_token_ms(url: str, checkpoint: str, requests: int, **changed: Any) -> list[float]:
-    """Each request's time to its first streamed update; `changed`: settings other than the app's starting values."""
+def app_first_token_ms(url: str, checkpoint: str, requests: int, warmup: int = 2, **changed: Any) -> list[float]:
+    """Each request's time to its first streamed update, after `warmup` untimed ones (they warm the model cache and
+    the connection); `changed`: settings other than the app's starting values."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
     settings = {**app_settings(), **changed}
     times = []
-    for i in range(requests + 2):  # the first two warm the model cache and the connection
+    for i in range(requests + warmup):
         settings["temperature"] = round(0.5 + 0.05 * (i % 10), 2)
         t = time.perf_counter()
         job = client.submit(checkpoint, "ROMEO:", *settings.values(), api_name="/generate")
@@ -128,14 +130,14 @@ def app_first_token_ms(url: str, checkpoint: str, requests: int, **changed: Any)
         if next(updates, None) is None:
             job.result()  # raises the app's error
             raise RuntimeError("/generate streamed nothing")
-        if i >= 2:
+        if i >= warmup:
             times.append(1000 * (time.perf_counter() - t))
         for _ in updates:  # let it finish so requests do not overlap
             pass
     return times
 
 
-def library_first_token_ms(checkpoint: Path, requests: int) -> list[float]:
+def library_first_token_ms(checkpoint: Path, requests: int, warmup: int = 2) -> list[float]:
     from gpt import checkpoint as ckpt
     from gpt.config import SampleConfig
     from gpt.device import sampling_model
@@ -144,27 +146,38 @@ def library_first_token_ms(checkpoint: Path, requests: int) -> list[float]:
     loaded = ckpt.load(checkpoint)
     model = sampling_model(loaded.model)
     times = []
-    for i in range(requests + 2):
+    for i in range(requests + warmup):
         cfg = SampleConfig(max_new_tokens=200, temperature=0.5 + 0.05 * (i % 10), top_k=40, seed=42)
         t = time.perf_counter()
         next(iter(stream(model, loaded.tokenizer, "ROMEO:", cfg)))
-        if i >= 2:
+        if i >= warmup:
             times.append(1000 * (time.perf_counter() - t))
     return times
 
 
 def measure(requests: int, smoke: bool = False) -> dict[str, Any]:
-    """smoke: does it still run (a 5-step checkpoint, no sample text, a short evaluation, 20 new tokens a request);
-    its figures mean nothing."""
+    """smoke: does it still run (a 5-step checkpoint, trained while the app starts, no sample text, a short
+    evaluation, no warm-up requests, 20 new tokens a request); its figures mean nothing."""
     runs = Path(tempfile.mkdtemp(prefix="bench-app-")) / "runs"
-    checkpoint = (
-        tiny_checkpoint(runs, 5, "train.sample_interval=0", "train.eval_iters=2") if smoke else tiny_checkpoint(runs)
-    )
+    if smoke:  # (the app finds a checkpoint by its name when a request names it: it can start meanwhile)
+        runs.mkdir(parents=True)
+        made: list[Path] = []
+        trainer = threading.Thread(target=lambda: made.append(
+            tiny_checkpoint(runs, 5, "train.sample_interval=0", "train.eval_iters=2")))  # fmt: skip
+        trainer.start()
+    else:
+        checkpoint = tiny_checkpoint(runs)
+    warmup = 0 if smoke else 2
     with launched_app(runs) as url:
+        if smoke:
+            trainer.join()
+            if not made:
+                raise RuntimeError("training the checkpoint failed")
+            checkpoint = made[0]
         # the app takes a checkpoint by its name in the runs directory, as its list shows it ("bench-tiny/latest")
         name = checkpoint.relative_to(runs).as_posix()
-        app = app_first_token_ms(url, name, requests, **({"max_new_tokens": 20} if smoke else {}))
-    lib = library_first_token_ms(checkpoint, requests)
+        app = app_first_token_ms(url, name, requests, warmup, **({"max_new_tokens": 20} if smoke else {}))
+    lib = library_first_token_ms(checkpoint, requests, warmup)
     p90 = sorted(app)[int(0.9 * len(app))]
     return {"ours": statistics.median(app), "reference": statistics.median(lib), "p90": p90, "requests": requests}
 

@@ -18,8 +18,9 @@ for training, bf16 weights for sampling from large models). The reference runs a
 our dtype differs, it also runs in ours, and that figure is printed too. `transformers` is a bench-only
 dependency (requirements-dev.txt). Results go to --json (default bench/results/compare.json).
 
---smoke: does it still run, every case in seconds (tiny shapes only, one timed run, 10 new tokens, a 1 MB corpus, two
-app requests); its figures mean nothing and go to a temporary file unless --json is given.
+--smoke: does it still run, every case in seconds (tiny shapes only, one timed run and no warm-up, 10 new tokens, one
+pair of generation models for both samplings, a 1 MB corpus, two app requests); its figures mean nothing and go to a
+temporary file unless --json is given.
 
 --device cpu (the default) runs the cases above. `--cases nanogpt` (CPU) adds training ms/step at the tiny shape, ours
 against the nanoGPT-style reference (bench/nanogpt_ref.py, nanoGPT's model.py architecture), both eager.
@@ -145,12 +146,14 @@ SAMPLING: dict[str, dict[str, Any]] = {
 OURS_ONLY: dict[str, Any] = dict(presence_penalty=0.1, frequency_penalty=0.1)
 
 
-def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str = "top-k") -> dict[str, Any]:
+def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str = "top-k", warmup: int = 1,
+                    models: tuple[GPT, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Ours as the app and CLI sample (`sampling_model`: bf16 weights for large models on CPUs with native bf16;
     the static decode step, compiled, where gpt.decode compiles it: its compile is waited for before timing and
     reported, and the eager path is timed too, as "ours_eager"); the reference's generate() as users run it (fp32)
-    and, where ours is bf16, in bf16 too."""
-    ours, hf = twins(cfg)
+    and, where ours is bf16, in bf16 too. `models`: the twins to use (--smoke: one pair, one compile, for both
+    samplings), else new ones."""
+    ours, hf = models or twins(cfg)
     ours = sampling_model(ours.eval())
     hf.eval()
     tok = ByteTokenizer() if cfg.vocab_size <= 256 else _IdTokenizer(cfg.vocab_size)
@@ -186,8 +189,8 @@ def generation_case(cfg: ModelConfig, runs: int, new_tokens: int, sampling: str 
             fns["reference_same_dtype"] = lambda: hf_run(hf_same, n)
         return fns
 
-    tps = interleaved(cases(new_tokens), runs, 1)
-    ttft = interleaved(cases(1), runs, 1)
+    tps = interleaved(cases(new_tokens), runs, warmup)
+    ttft = interleaved(cases(1), runs, warmup)
     compiled = {} if state is None else {"compile_s": state.seconds, "compile_error": state.error}
     return {**tps, **{f"{k}_ttft_ms": 1000 * v for k, v in ttft.items()}, **compiled,
             "dtype": str(dtype).replace("torch.", "")}  # fmt: skip
@@ -421,12 +424,12 @@ def main() -> None:
     for name, (cfg, batch) in TRAIN_SHAPES.items() if "train" in cases and not cuda else ():
         if args.smoke and name != "tiny":
             continue
-        r = train_case(cfg, batch, args.runs, 1 if args.smoke else 2)
+        r = train_case(cfg, batch, args.runs, 0 if args.smoke else 2)
         flops = r["ours"] * r.pop("flops_per_token")
         report(f"train {name}", "tok/s", r, f"| MFU {flops / c32:.0%} of fp32, {flops / c16:.0%} of bf16")
     if "nanogpt" in cases and not cuda:  # the nanoGPT-style reference on CPU: both eager, tiny shape
         cfg, batch = TRAIN_SHAPES["tiny"]
-        r = nanogpt_train_case(cfg, batch, args.runs, 1 if args.smoke else 2, torch.device("cpu"), False, False,
+        r = nanogpt_train_case(cfg, batch, args.runs, 0 if args.smoke else 2, torch.device("cpu"), False, False,
                                1 if args.smoke else 3)  # fmt: skip
         report("train tiny nanogpt eager", "ms/step", r, f"| ours {r['tokens_per_step'] / r['ours'] * 1000:,.0f} tok/s",
                ".1f")  # fmt: skip
@@ -452,8 +455,10 @@ def main() -> None:
     for name, cfg in GEN_SHAPES.items() if "generate" in cases and not cuda else ():
         if args.quick and name != "tiny":
             continue
+        shared = twins(cfg) if args.smoke else None  # (--smoke: one pair of models, one compile, no warm-up)
         for sampling in SAMPLING if name == "tiny" else ["top-k"]:
-            r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200, sampling)
+            r = generation_case(cfg, args.runs, 10 if args.smoke else 50 if args.quick else 200, sampling,
+                                0 if args.smoke else 1, shared)  # fmt: skip
             static = ""
             if "ours_eager" in r:
                 built = (f"compile failed ({r['compile_error']}) " if r["compile_error"] else

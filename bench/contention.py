@@ -12,7 +12,7 @@ in one run, the two policies for sharing the cores:
 For each: the tokens/s of generating from the tiny preset (a person waiting on it), alone and while a child trains
 `configs/tiny-2019.yaml` on the built-in corpus, and the child's steps/s while the generation runs against its steps/s
 alone. The figures (2-core AMD EPYC, torch 2.13): before, generation kept 0.14x of its speed; ours, see the note
-of the serving issue and this bench's output. --smoke: a second per window, figures meaningless.
+of the serving issue and this bench's output. --smoke: a quarter of a second per window, figures meaningless.
 """
 
 from __future__ import annotations
@@ -73,18 +73,21 @@ def steps_per_s(steps: Any, seconds: float) -> float:
     return (steps.value - first) / (time.perf_counter() - t0)
 
 
-def measure(ours: bool, model: GPT, tokenizer: CharTokenizer, seconds: float) -> tuple[float, float, float, float]:
-    """(generation tokens/s alone, while training; training steps/s alone, while generating) under one policy."""
+def measure(ours: bool, model: GPT, tokenizer: CharTokenizer, seconds: float,
+            smoke: bool = False) -> tuple[float, float, float, float]:  # fmt: skip
+    """(generation tokens/s alone, while training; training steps/s alone, while generating) under one policy.
+    smoke: no warm-up text, and the child measured from its first step (not its fifth)."""
     torch.set_num_threads(cores())
     if ours:
         serve_in_foreground()
-    generation_speed(model, tokenizer, 0)  # (the first text compiles the decoder's step)
+    if not smoke:
+        generation_speed(model, tokenizer, 0)  # (the first text compiles the decoder's step)
     alone = generation_speed(model, tokenizer, seconds)
     steps, stop = CTX.Value("l", 0), CTX.Event()
     child = CTX.Process(target=_train, args=(ours, steps, stop), daemon=True)
     child.start()
     try:
-        while steps.value < 5:  # past its start and first steps
+        while steps.value < (1 if smoke else 5):  # past its start and first steps
             if not child.is_alive():
                 raise RuntimeError("the training child ended before it trained")
             time.sleep(0.1)
@@ -101,15 +104,15 @@ def measure(ours: bool, model: GPT, tokenizer: CharTokenizer, seconds: float) ->
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="each measuring window")
-    ap.add_argument("--smoke", action="store_true", help="does it still run: one-second windows")
+    ap.add_argument("--smoke", action="store_true", help="does it still run: quarter-second windows, no warm-up")
     args = ap.parse_args(argv)
-    seconds = 1.0 if args.smoke else args.seconds
+    seconds = 0.25 if args.smoke else args.seconds
     cfg = load_config(resolve_config_path("tiny"))
     tokenizer = CharTokenizer.from_text(sample_corpus_path().read_text())
     cfg.model.vocab_size = padded_vocab(tokenizer.vocab_size)
     model = GPT(cfg.model).eval()
     for name, ours in (("before (every core, one priority)", False), ("ours (foreground/background)", True)):
-        alone, shared, t_alone, t_shared = measure(ours, model, tokenizer, seconds)
+        alone, shared, t_alone, t_shared = measure(ours, model, tokenizer, seconds, args.smoke)
         print(
             f"{name}: generation {alone:.0f} tok/s alone, {shared:.0f} while a run trains ({shared / alone:.2f}x); "
             f"the run {t_alone:.1f} steps/s alone, {t_shared:.1f} while generating "

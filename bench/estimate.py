@@ -38,7 +38,10 @@ RUNS: dict[str, tuple[int, list[str]]] = {
     "narrow": (600, ["model.n_layer=2", "model.n_embd=64"]),
     "wide": (150, ["model.n_layer=6", "model.n_embd=192", "model.block_size=128"]),
 }
-SMOKE: tuple[int, list[str]] = (30, ["train.eval_interval=10", "train.sample_interval=30", "train.sample_tokens=50"])
+SMOKE: tuple[int, list[str]] = (
+    30,
+    ["train.eval_interval=10", "train.eval_iters=2", "train.sample_interval=30", "train.sample_tokens=20"],
+)
 
 _ESTIMATE = re.compile(r"steps should take about (.+) on this machine")
 _STEP = re.compile(r"^step (\d+)/(\d+) \|.*\| eta (.+)$")

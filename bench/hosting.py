@@ -7,8 +7,9 @@ Launches `python app.py` as a Space would run it (SPACE_ID set: private visitors
 trains the tiny preset for --steps steps on the built-in corpus; visitors B and C press Start meanwhile and wait in
 line. Each one's wait as the Train tab shows it at that moment is compared with the time its run really waited.
 Memory is the resident set (RSS) of the server and of the training process, read from /proc, and so is the CPU the
-idle server spends (taken from any training on the same machine). --smoke: does it still run (60 steps, short
-settling waits; seconds, not minutes); its figures mean little and go to a temporary file, not bench/results/.
+idle server spends (taken from any training on the same machine). --smoke: does it still run (A 60 steps, B and C
+10, no sample texts, short settling waits; seconds, not minutes); its figures mean little and go to a temporary file,
+not bench/results/.
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.steps = 60  # run A still trains when B and C press Start (they do at once)
-    settle, idle_s, eta_s = (1, 2, 0) if args.smoke else (5, 10, 5)
+    settle, idle_s, eta_s, every = (0.5, 1, 0, 0.2) if args.smoke else (5, 10, 5, 0.5)
     form = [*TINY[:11], args.steps, *TINY[12:]]
+    # --smoke: no sample text at a run's end, and the runs in line (B, C) train 10 steps: their waits are what counts
+    form_a = [*form[:13], 0, *form[14:]] if args.smoke else form
+    form_bc = [*form_a[:11], 10, *form_a[12:]] if args.smoke else form
     with tempfile.TemporaryDirectory() as tmp, launched_app(Path(tmp), SPACE_ID="bench/hosting") as url:
         time.sleep(settle)  # the fork server and the start-up measurement settle
         idle = rss_mb(url.pid)
@@ -79,14 +83,14 @@ def main() -> None:
         a, b, c = (Client(url, verbose=False) for _ in range(3))
         for v in (a, b, c):
             v.predict("Shakespeare (built-in)", [], "", "char", 0.1, api_name="/prepare_data")
-        a.predict(*form, api_name="/start_training")
+        a.predict(*form_a, api_name="/start_training")
         while "step" not in (r := a.predict(api_name="/poll"))[0] or " 0 / " in r[0]:
-            time.sleep(0.5)
+            time.sleep(every)
         time.sleep(eta_s)  # the run's ETA settles
         queued_at: dict[str, float] = {}
         shown: dict[str, float] = {}
         for name, v in (("b", b), ("c", c)):
-            said = v.predict(*form, api_name="/start_training")
+            said = v.predict(*form_bc, api_name="/start_training")
             assert "In line" in said, said
             queued_at[name] = time.time()
             shown[name] = shown_wait(v.predict(api_name="/poll")[0])
@@ -96,9 +100,9 @@ def main() -> None:
             for name, v in (("b", b), ("c", c)):
                 if name not in real and v.predict(api_name="/poll")[4] != "queued":
                     real[name] = time.time() - queued_at[name]
-            time.sleep(0.5)
+            time.sleep(every)
         while c.predict(api_name="/poll")[4] in ("starting", "running"):
-            time.sleep(1)
+            time.sleep(2 * every)
     report = {
         "start_s": round(url.start_s, 1),
         "server_rss_idle_mb": round(idle, 1),

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     for name in args.runs:
         preset, overrides, target = RUNS[name]
-        more = ["train.max_steps=20", "train.eval_interval=10", "task.eval_examples=64"] if args.smoke else []
+        more = ["train.max_steps=10", "train.eval_interval=5", "task.eval_examples=32"] if args.smoke else []
         outcome = run(preset, overrides + args.set + more, target, stop=not args.full)
         print(report(name, target, outcome), flush=True)
 
