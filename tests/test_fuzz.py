@@ -7,6 +7,12 @@ strings, server paths. They are sent as hand-made JSON (as any HTTP client may),
 Each answer must be a result, or an error that carries a message which is not the generic "Something went wrong"
 (that one means a handler met a case nobody foresaw); at the end the server still answers, and its log holds no
 traceback through our code (checked by `launch_app`). Bounded: a fixed number of examples per endpoint.
+
+Where the time went (about 80 ms of the server's CPU a request, two cores shared): Gradio builds a whole session
+(every component's config) for each new session, and by default re-summarizes all past events with pandas after
+every event (`GRADIO_ANALYTICS_CACHE_FREQUENCY`, for its monitoring page only). So the app here summarizes rarely,
+each endpoint's calls share a session (a fresh one every `SESSION_CALLS` calls, so fresh state is still met), and the
+endpoints are called side by side (each endpoint's own calls in order): the same values reach the same handlers.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +33,12 @@ from gradio_client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.app_helpers import raw_call
 from tests.conftest import launch_app
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))  # per endpoint
+SESSION_CALLS = 10  # calls of one endpoint (events of one handler) that share a Gradio session, the first fresh
+WORKERS = 3  # endpoints (handlers) called at once: a request mostly waits (on the network, the queue, a core)
 slowest: dict[str, float] = {}  # seconds, per endpoint
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 EDGE: list[Any] = [
@@ -64,22 +74,59 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory):
         GPT_PLAYGROUND_MAX_PARAMS="300000",
         GPT_PLAYGROUND_MAX_NEW_TOKENS="20",
         GPT_PLAYGROUND_MAX_UPLOAD_MB="2",
+        # Gradio's monitoring summary of every past event, recomputed with pandas after each event by default: a cost
+        # that grows with the events served (tens of ms a request here), for a page no test reads
+        GRADIO_ANALYTICS_CACHE_FREQUENCY="1000000",
     )
 
 
-def _probe(url: str, name: str, calls: st.SearchStrategy[Any], counts: dict[str, Any], failures: list[str]) -> None:
+def _call(url: str, api_name: str, data: list[Any], session: str, timeout: float = 120) -> tuple[str, Any]:
+    """`tests.app_helpers.raw_call` (hand-made JSON: a lone surrogate travels as \\ud800, NaN as NaN), in `session`."""
+    base = f"{url.rstrip('/')}/gradio_api/call/{api_name.lstrip('/')}"
+    body = json.dumps({"data": data, "session_hash": session}).encode()
+    req = urllib.request.Request(base, data=body, headers={"Content-Type": "application/json"})
+    try:
+        event_id = json.loads(urllib.request.urlopen(req, timeout=timeout).read())["event_id"]
+    except urllib.error.HTTPError as e:  # refused before it was queued (the request itself is malformed)
+        return "error", f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
+    stream = urllib.request.urlopen(f"{base}/{event_id}", timeout=timeout).read().decode()
+    events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
+    kind, payload = events[-1]
+    if kind == "complete":
+        return "complete", json.loads(payload)
+    if kind == "error":
+        message = json.loads(payload)
+        return "error", message.get("error") if isinstance(message, dict) else message
+    raise AssertionError(f"unexpected answer from {api_name}: {stream[:300]}")
+
+
+def _examples(calls: st.SearchStrategy[Any]) -> list[tuple[Any, ...]]:
+    """The argument lists Hypothesis draws (derandomized: the same every run), drawn before any is sent so that
+    endpoints can be called side by side. The draws never depended on the answers: a failure was collected, not
+    raised in Hypothesis (which would shrink), and is reported with its arguments."""
+    drawn: list[tuple[Any, ...]] = []
+
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(args=calls)
-    def probe(args: tuple[Any, ...]) -> None:
+    def draw(args: tuple[Any, ...]) -> None:
+        drawn.append(args)
+
+    draw()
+    return drawn
+
+
+def _probe(url: str, name: str, examples: list[tuple[Any, ...]], counts: dict[str, Any], failures: list[str]) -> None:
+    for i, args in enumerate(examples):
         counts[name] = counts.get(name, 0) + 1
         t0 = time.time()
-        kind, out = raw_call(url, name, list(args))
+        try:
+            kind, out = _call(url, name, list(args), f"fuzz{name}-{i // SESSION_CALLS}")
+        except Exception as e:  # no answer (a hang, a dropped connection, an unknown event): say to what
+            raise AssertionError(f"{name}{json.dumps(list(args), default=str)[:300]}: {e!r}") from e
         slowest[name] = max(slowest.get(name, 0.0), time.time() - t0)
         if kind == "error" and (not out or "Something went wrong" in str(out)):
             failures.append(f"{name}{json.dumps(list(args), default=str)[:300]} -> {out!r}")
-
-    probe()
 
 
 def test_every_endpoint_answers_every_value_with_a_result_or_a_message(fuzz_app: str) -> None:
@@ -89,9 +136,12 @@ def test_every_endpoint_answers_every_value_with_a_result_or_a_message(fuzz_app:
     failures: list[str] = []
     counts: dict[str, int] = {}
 
-    for name, params in sorted(endpoints.items()):
-        calls = st.tuples(*(_values(p) for p in params)) if params else st.just(())
-        _probe(fuzz_app, name, calls, counts, failures)
+    with ThreadPoolExecutor(WORKERS) as pool:  # each endpoint's calls go out while the next one's are drawn
+        sent = [pool.submit(_probe, fuzz_app, name, _examples(st.tuples(*(_values(p) for p in params)) if params
+                                                              else st.just(())), counts, failures)
+                for name, params in sorted(endpoints.items())]  # fmt: skip
+        for done in sent:
+            done.result()  # an exception in a worker fails the test
 
     ARTIFACTS.mkdir(exist_ok=True)
     report = {"endpoints": len(counts), "cases": sum(counts.values()), "per_endpoint": counts, "slowest_s": slowest,
@@ -100,6 +150,33 @@ def test_every_endpoint_answers_every_value_with_a_result_or_a_message(fuzz_app:
     assert not failures, "\n".join(failures[:20])
     assert urllib.request.urlopen(fuzz_app, timeout=10).status == 200  # still serving
     assert sum(counts.values()) >= EXAMPLES * len(endpoints) // 2
+
+
+def _event(url: str, fn_index: int, data: list[Any], event_data: Any, session: str, timeout: float = 60) -> str:
+    """`tests.app_helpers.raw_event`, reading the session's stream to its end: the next event of the session then
+    finds no stream of the last one still open (one that notices its reader gone clears the session's events)."""
+    base = url.rstrip("/") + "/gradio_api"
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data,
+                       "trigger_id": None}).encode()  # fmt: skip
+    req = urllib.request.Request(f"{base}/queue/join", data=body, headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=timeout).read()
+    except urllib.error.HTTPError:
+        return "refused"
+    answer = "closed"
+    with urllib.request.urlopen(f"{base}/queue/data?session_hash={session}", timeout=timeout) as stream:
+        for line in stream:
+            if not line.startswith(b"data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_completed" and answer == "closed":
+                out = msg.get("output") or {}
+                answer = "complete" if msg.get("success") else str(out.get("error") or out)
+            elif msg.get("msg") == "unexpected_error" and answer == "closed":
+                answer = str(msg.get("message", "closed"))
+            if msg.get("msg") in ("close_stream", "unexpected_error"):
+                break
+    return answer
 
 
 EVENT_DATA: list[Any] = [None, {}, {"index": "x"}, {"index": [1, "a"]}, {"index": -5}, {"index": 10**9},
@@ -113,18 +190,26 @@ def test_every_handler_the_page_calls_checks_its_event_data(fuzz_app: str) -> No
     log is checked for tracebacks through our code when it stops)."""
     import random
 
-    from tests.app_helpers import raw_event
-
     config = json.loads(urllib.request.urlopen(f"{fuzz_app}config", timeout=10).read())
     rng = random.Random(0)
     failures: list[str] = []
     deps = [(d["id"], len(d["inputs"])) for d in config["dependencies"] if d.get("backend_fn", True)]
     assert len(deps) > 40
+    events: dict[int, list[tuple[list[Any], Any]]] = {}  # drawn first (the same values as ever), then sent
     for fn_index, n_inputs in deps:
         for _ in range(int(os.environ.get("FUZZ_EVENTS", "4"))):
             data = [rng.choice(EDGE) for _ in range(n_inputs)]
-            answer = raw_event(fuzz_app, fn_index, data, rng.choice(EVENT_DATA), f"fuzz{rng.randrange(10**9)}")
+            events.setdefault(fn_index, []).append((data, rng.choice(EVENT_DATA)))
+            rng.randrange(10**9)  # (what named each event's session once: the draws after it stay the same)
+
+    def send(fn_index: int) -> None:
+        for i, (data, event_data) in enumerate(events[fn_index]):
+            answer = _event(fuzz_app, fn_index, data, event_data, f"fuzz-fn{fn_index}-{i // SESSION_CALLS}")
             if "Something went wrong" in answer:
                 failures.append(f"fn {fn_index}: {json.dumps(data, default=str)[:200]} -> {answer[:200]}")
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for done in [pool.submit(send, fn_index) for fn_index in events]:
+            done.result()
     assert not failures, "\n".join(failures[:20])
     assert urllib.request.urlopen(fuzz_app, timeout=10).status == 200
