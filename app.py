@@ -14,6 +14,9 @@ import os
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio rebuilds a pandas summary of up to 10,000 past events after every event (for its monitoring page, which
+# this app does not show): tens of ms of a core per request on a Space, growing with its uptime. Every 1,000th.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 # Gradio and the tabs are imported inside the functions below: every training process runs this file again as its
 # main module (multiprocessing does, before it calls the process's target in playground.jobs), and importing Gradio
