@@ -106,8 +106,8 @@ def crashes_in(log: str) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (scripts/test.sh runs `-n 2 --dist loadgroup`: most tests wait on a launched app, a
-    training child or a browser, and two workers keep both cores busy), a module's tests stay on one worker: they
+    """Under pytest-xdist (scripts/test.sh runs `-n 3 --dist loadgroup`: most tests wait on a launched app, a
+    training child or a browser, and three workers keep both cores busy), a module's tests stay on one worker: they
     share its module fixtures (an app, a trained run). The benchmarks' smokes, each a process of its own, spread."""
     for item in items:
         module = item.nodeid.split("::")[0]
@@ -119,7 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(Path(item.nodeid.split("::")[0]).stem, len(rank)))
 
 
-LONGEST_FIRST = ["test_browser", "test_space_deploy", "test_browser_shared", "test_bench_smoke", "test_hosting",
-                 "test_health", "test_fuzz", "test_browser_health", "test_load", "test_cli", "test_ddp", "test_interop",
-                 "test_crash", "test_app_api", "test_tasks_app", "test_browser_tasks", "test_notebook",
-                 "test_estimate", "test_circuits", "test_browser_inspect"]  # fmt: skip
+LONGEST_FIRST = ["test_browser", "test_health", "test_hosting", "test_browser_shared", "test_browser_health",
+                 "test_space_deploy", "test_ddp", "test_cli", "test_load", "test_estimate", "test_interop",
+                 "test_circuits", "test_browser_tasks", "test_notebook", "test_fuzz", "test_crash", "test_app_api",
+                 "test_tasks_app", "test_browser_inspect", "test_hostile_cli"]  # fmt: skip
