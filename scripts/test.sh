@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything (scripts/setup.sh), lint (ruff, mypy), run the whole test suite: three workers on two cores
 # (pytest-xdist; a module's tests stay together, see tests/conftest.py), as most tests wait on a launched app, a
-# training child or a browser: with two workers the suite kept 1.25 of the 2 cores busy. Arguments go to pytest (`bash scripts/test.sh -n 0 tests/test_model.py`: one process, one file).
+# training child or a browser: with two workers the suite kept 1.25 of the 2 cores busy. Arguments go to pytest
+# (`bash scripts/test.sh -n 0 tests/test_model.py`: one process, one file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GRADIO_ANALYTICS_ENABLED=False
