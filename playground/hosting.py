@@ -196,9 +196,7 @@ class FairGate:
     robin: the next to run is the waiting request whose address has the fewest running and was served longest ago,
     then likewise for its visitor, then the earliest. So a classroom behind one address (a school's router, a
     Space's shared IP) is served request by request beside everyone else, a client that makes up sessions cannot
-    starve other addresses, and one visitor's second request waits behind the others' first. The last free slot is
-    kept for a visitor who has none running: one visitor's long generations never fill every slot, so a bystander
-    starts at once instead of waiting for one of them to end.
+    starve other addresses, and one visitor's second request waits behind the others' first.
     A visitor may have `per_visitor` requests running or waiting (more would only wait behind their own) and an
     address `per_address` (0: no cap); past that a request is refused with a message instead of waiting."""
 
@@ -212,14 +210,6 @@ class FairGate:
         self._tickets = 0
         self._admitted = 0
         self._busy = 0
-
-    def _may_run(self, w: tuple[str, str, int]) -> bool:
-        free = self.slots - self._busy
-        return free > 1 or (free == 1 and (self.slots == 1 or not self._running.get(w[0], 0)))
-
-    def _next(self) -> tuple[str, str, int] | None:
-        ready = [w for w in self._waiting if self._may_run(w)]
-        return min(ready, key=self._rank) if ready else None
 
     def _rank(self, w: tuple[str, str, int]) -> tuple[int, ...]:
         v, a, ticket = w
@@ -247,7 +237,7 @@ class FairGate:
                 self._holding[k] = self._holding.get(k, 0) + 1
             told = False
             try:
-                while self._next() != me:
+                while self._busy >= self.slots or min(self._waiting, key=self._rank) != me:
                     if not told and on_wait is not None:
                         told = True
                         ahead = sum(self._rank(w) < self._rank(me) for w in self._waiting)

@@ -106,8 +106,8 @@ def crashes_in(log: str) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (scripts/test.sh runs `-n 3 --dist loadgroup`: most tests wait on a launched app, a
-    training child or a browser, and three workers keep both cores busy), a module's tests stay on one worker: they
+    """Under pytest-xdist (scripts/test.sh runs `-n 2 --dist loadgroup`: most tests wait on a launched app, a
+    training child or a browser, and two workers keep both cores busy), a module's tests stay on one worker: they
     share its module fixtures (an app, a trained run). The benchmarks' smokes, each a process of its own, spread."""
     for item in items:
         module = item.nodeid.split("::")[0]

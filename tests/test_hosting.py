@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -388,7 +387,9 @@ def test_hostile_round_three_through_the_api(shared_app: Any) -> None:
             except AppError as e:
                 refusals += "requests running" in str(e)
     assert refusals >= 8 - 2 - 1  # at most 2 at once per visitor (a finished one frees a place)
-    assert bystander < 10, f"a bystander's 30-token request took {bystander:.1f} s"
+    # she holds both model slots with two of her 1,000-token generations: the bystander waits for one of them to end
+    # (about 5 s on a quiet machine, 10 s and more on a loaded one), never behind all eight
+    assert bystander < 30, f"a bystander's 30-token request took {bystander:.1f} s"
     print(f"bystander's 30-token request under load: {bystander:.2f} s")
 
 
@@ -504,22 +505,12 @@ def test_heavy_requests_have_a_few_places_per_visitor(monkeypatch: pytest.Monkey
     for private in (False, True):  # locally there is no address to count; on a shared server there is
         monkeypatch.setattr(hosting, "PRIVATE", private)
         me = hosting.Visitor(None, key="k")
-        with hosting.heavy_slot(me, None):
-            second = threading.Thread(target=_one_slot, args=(hosting, me))
-            second.start()  # it waits: the last free slot is kept for a visitor with none running
-            while hosting.GATE.waiting() != 1:
-                time.sleep(0.001)
+        with hosting.heavy_slot(me, None), hosting.heavy_slot(me, None):
             with pytest.raises(UserInputError, match="2 requests running or waiting"):
                 with hosting.heavy_slot(me, Request()):  # type: ignore[arg-type]
                     pass
-        second.join(10)
         with hosting.heavy_slot(me, None):  # the places came back
             pass
-
-
-def _one_slot(hosting: Any, me: Any) -> None:
-    with hosting.heavy_slot(me, None):
-        pass
 
 
 def _served_in_turn(gate: Any, requests: list[tuple[str, str]], hold: str = "first") -> list[str]:
@@ -577,41 +568,3 @@ def test_a_classroom_behind_one_address_is_served_in_turn_not_refused() -> None:
         with pytest.raises(UserInputError, match="your address"):
             with gate.place("v3", "x"):
                 pass
-
-
-def test_one_visitors_requests_never_fill_every_slot() -> None:
-    """With two slots, a visitor's second request waits while their first runs (the last slot is kept for someone
-    with none running): a bystander arriving later starts at once instead of waiting for a long generation."""
-    import threading
-
-    from playground.hosting import FairGate
-
-    gate = FairGate(slots=2, per_visitor=2, per_address=48)
-    release, started = threading.Event(), threading.Event()
-    ran: list[str] = []
-
-    def greedy() -> None:
-        with gate.place("greedy", "a"):
-            ran.append("greedy")
-            started.set()
-            release.wait(10)
-
-    threads = [threading.Thread(target=greedy) for _ in range(2)]
-    for t in threads:
-        t.start()
-    assert started.wait(10)
-    while gate.waiting() != 1:  # greedy's second is waiting, not running, though a slot is free
-        time.sleep(0.001)
-    assert ran == ["greedy"]
-    with gate.place("bystander", "b"):  # takes the kept slot at once (it would hang here otherwise)
-        assert gate.waiting() == 1
-    release.set()
-    for t in threads:
-        t.join(10)
-    assert ran == ["greedy", "greedy"]
-    # alone on one slot, a visitor's requests simply take turns
-    solo = FairGate(slots=1, per_visitor=2, per_address=48)
-    with solo.place("v", "a"):
-        pass
-    with solo.place("v", "a"):
-        pass
