@@ -52,14 +52,18 @@ def step_of(r: tuple[Any, ...]) -> int:
     return int(re.search(r"step ([\d,]+) / ", r[0]).group(1).replace(",", ""))
 
 
-def raw_call(url: str, api_name: str, data: list[Any], timeout: float = 120) -> tuple[str, Any]:
+def raw_call(
+    url: str, api_name: str, data: list[Any], timeout: float = 120, session: str | None = None
+) -> tuple[str, Any]:
     """Call an endpoint with hand-made JSON, as any HTTP client may (gradio_client refuses to send some values:
-    lone surrogates, NaN). Returns ("complete", outputs) or ("error", message); any other answer raises."""
+    lone surrogates, NaN), in `session` (None: a new one, as Gradio makes for a call without one). Returns
+    ("complete", outputs) or ("error", message); any other answer raises."""
     import urllib.error
     import urllib.request
 
     base = f"{url.rstrip('/')}/gradio_api/call/{api_name.lstrip('/')}"
-    body = json.dumps({"data": data}).encode()  # ASCII-escaped: a lone surrogate travels as \ud800, NaN as NaN
+    sent: dict[str, Any] = {"data": data} if session is None else {"data": data, "session_hash": session}
+    body = json.dumps(sent).encode()  # ASCII-escaped: a lone surrogate travels as \ud800, NaN as NaN
     req = urllib.request.Request(base, data=body, headers={"Content-Type": "application/json"})
     try:
         event_id = json.loads(urllib.request.urlopen(req, timeout=timeout).read())["event_id"]
@@ -103,7 +107,8 @@ def stop_app(proc: Any) -> None:
 def raw_event(url: str, fn_index: int, data: list[Any], event_data: Any, session: str, timeout: float = 60) -> str:
     """Trigger one of the app's dependencies by its index, as the page does (listed in the API or not), with
     hand-made data and event data. Returns "complete", or the error message, or "refused" (Gradio would not take
-    the request)."""
+    the request). The session's stream is read to its end: the session's next event then finds no stream of the
+    last one still open (one that notices its reader gone clears the session's events)."""
     import urllib.error
     import urllib.request
 
@@ -115,14 +120,17 @@ def raw_event(url: str, fn_index: int, data: list[Any], event_data: Any, session
         urllib.request.urlopen(req, timeout=timeout).read()
     except urllib.error.HTTPError:
         return "refused"
+    answer = "closed"
     with urllib.request.urlopen(f"{base}/queue/data?session_hash={session}", timeout=timeout) as stream:
         for line in stream:
             if not line.startswith(b"data:"):
                 continue
             msg = json.loads(line[5:])
-            if msg.get("msg") == "process_completed":
+            if msg.get("msg") == "process_completed" and answer == "closed":
                 out = msg.get("output") or {}
-                return "complete" if msg.get("success") else str(out.get("error") or out)
-            if msg.get("msg") == "close_stream" or msg.get("msg") == "unexpected_error":
-                return str(msg.get("message", "closed"))
-    return "closed"
+                answer = "complete" if msg.get("success") else str(out.get("error") or out)
+            elif msg.get("msg") == "unexpected_error" and answer == "closed":
+                answer = str(msg.get("message", "closed"))
+            if msg.get("msg") in ("close_stream", "unexpected_error"):
+                break
+    return answer

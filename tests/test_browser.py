@@ -315,12 +315,7 @@ def test_a_user_trains_a_tokenizer_on_the_corpus_and_sees_what_it_learned(browse
 
 
 def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, page, app_url: str) -> None:
-    page.get_by_role("tab", name="Train").click()
-    steps = page.get_by_label("Steps", exact=True)
-    steps.fill("5000")
-    steps.press("Tab")
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text("Training…").first.wait_for(timeout=60_000)
+    start_from_train_tab(page, 5000)
     # while it trains, Start and Resume are off (from the run's state, at each refresh: nothing to press by mistake)
     page.wait_for_function(f"() => !{ENABLED}('Start') && !{ENABLED}('Resume')", timeout=10_000)
 
@@ -350,6 +345,16 @@ def test_a_second_visitor_waits_in_line_sees_the_wait_and_can_leave(browser, pag
     other.get_by_label("Optimizer").click()
     other.get_by_role("option", name="adamw").click()
     muon_lr.wait_for(state="hidden", timeout=10_000)
+
+
+def start_from_train_tab(page, steps: int) -> None:
+    """Open the Train tab, set its Steps, press Start; wait until the run trains."""
+    page.get_by_role("tab", name="Train").click()
+    box = page.get_by_label("Steps", exact=True)
+    box.fill(str(steps))
+    box.press("Tab")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Training…").first.wait_for(timeout=60_000)
 
 
 # a button of that name, enabled (JavaScript: a function of its name)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import SHAKESPEARE as SHAKESPEARE_START
-from tests.test_browser import ARTIFACTS, browser, open_app  # noqa: F401 - browser: a fixture
+from tests.test_browser import ARTIFACTS, browser, open_app, start_from_train_tab  # noqa: F401 - browser: a fixture
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,7 @@ def test_on_a_shared_server_a_reload_and_a_second_tab_find_the_same_runs(browser
     page.get_by_role("textbox", name="Paste text").fill(SHAKESPEARE_START * 40)
     page.get_by_role("button", name="Prepare data").click()
     page.get_by_text("chars / token").wait_for(timeout=60_000)
-    page.get_by_role("tab", name="Train").click()
-    steps = page.get_by_label("Steps", exact=True)
-    steps.fill("20000")
-    steps.press("Tab")
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text("Training…").first.wait_for(timeout=60_000)
+    start_from_train_tab(page, 20000)
     page.wait_for_function("() => /step [1-9]/.test(document.querySelector('.progress-box').innerText)",
                            timeout=60_000)  # fmt: skip
 

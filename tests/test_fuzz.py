@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from gradio_client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.app_helpers import raw_call, raw_event
 from tests.conftest import launch_app
 
 pytestmark = pytest.mark.slow
@@ -80,26 +80,6 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory):
     )
 
 
-def _call(url: str, api_name: str, data: list[Any], session: str, timeout: float = 120) -> tuple[str, Any]:
-    """`tests.app_helpers.raw_call` (hand-made JSON: a lone surrogate travels as \\ud800, NaN as NaN), in `session`."""
-    base = f"{url.rstrip('/')}/gradio_api/call/{api_name.lstrip('/')}"
-    body = json.dumps({"data": data, "session_hash": session}).encode()
-    req = urllib.request.Request(base, data=body, headers={"Content-Type": "application/json"})
-    try:
-        event_id = json.loads(urllib.request.urlopen(req, timeout=timeout).read())["event_id"]
-    except urllib.error.HTTPError as e:  # refused before it was queued (the request itself is malformed)
-        return "error", f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
-    stream = urllib.request.urlopen(f"{base}/{event_id}", timeout=timeout).read().decode()
-    events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
-    kind, payload = events[-1]
-    if kind == "complete":
-        return "complete", json.loads(payload)
-    if kind == "error":
-        message = json.loads(payload)
-        return "error", message.get("error") if isinstance(message, dict) else message
-    raise AssertionError(f"unexpected answer from {api_name}: {stream[:300]}")
-
-
 def _examples(calls: st.SearchStrategy[Any]) -> list[tuple[Any, ...]]:
     """The argument lists Hypothesis draws (derandomized: the same every run), drawn before any is sent so that
     endpoints can be called side by side. The draws never depended on the answers: a failure was collected, not
@@ -121,7 +101,7 @@ def _probe(url: str, name: str, examples: list[tuple[Any, ...]], counts: dict[st
         counts[name] = counts.get(name, 0) + 1
         t0 = time.time()
         try:
-            kind, out = _call(url, name, list(args), f"fuzz{name}-{i // SESSION_CALLS}")
+            kind, out = raw_call(url, name, list(args), session=f"fuzz{name}-{i // SESSION_CALLS}")
         except Exception as e:  # no answer (a hang, a dropped connection, an unknown event): say to what
             raise AssertionError(f"{name}{json.dumps(list(args), default=str)[:300]}: {e!r}") from e
         slowest[name] = max(slowest.get(name, 0.0), time.time() - t0)
@@ -152,33 +132,6 @@ def test_every_endpoint_answers_every_value_with_a_result_or_a_message(fuzz_app:
     assert sum(counts.values()) >= EXAMPLES * len(endpoints) // 2
 
 
-def _event(url: str, fn_index: int, data: list[Any], event_data: Any, session: str, timeout: float = 60) -> str:
-    """`tests.app_helpers.raw_event`, reading the session's stream to its end: the next event of the session then
-    finds no stream of the last one still open (one that notices its reader gone clears the session's events)."""
-    base = url.rstrip("/") + "/gradio_api"
-    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data,
-                       "trigger_id": None}).encode()  # fmt: skip
-    req = urllib.request.Request(f"{base}/queue/join", data=body, headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(req, timeout=timeout).read()
-    except urllib.error.HTTPError:
-        return "refused"
-    answer = "closed"
-    with urllib.request.urlopen(f"{base}/queue/data?session_hash={session}", timeout=timeout) as stream:
-        for line in stream:
-            if not line.startswith(b"data:"):
-                continue
-            msg = json.loads(line[5:])
-            if msg.get("msg") == "process_completed" and answer == "closed":
-                out = msg.get("output") or {}
-                answer = "complete" if msg.get("success") else str(out.get("error") or out)
-            elif msg.get("msg") == "unexpected_error" and answer == "closed":
-                answer = str(msg.get("message", "closed"))
-            if msg.get("msg") in ("close_stream", "unexpected_error"):
-                break
-    return answer
-
-
 EVENT_DATA: list[Any] = [None, {}, {"index": "x"}, {"index": [1, "a"]}, {"index": -5}, {"index": 10**9},
                          {"row_value": 5}, {"row_value": ["x" * 500]}, {"value": {"a": 1}}, {"selected": "yes"},
                          "not a dict", [1, 2], {"index": 3, "value": None, "row_value": [None]}]  # fmt: skip
@@ -204,7 +157,7 @@ def test_every_handler_the_page_calls_checks_its_event_data(fuzz_app: str) -> No
 
     def send(fn_index: int) -> None:
         for i, (data, event_data) in enumerate(events[fn_index]):
-            answer = _event(fuzz_app, fn_index, data, event_data, f"fuzz-fn{fn_index}-{i // SESSION_CALLS}")
+            answer = raw_event(fuzz_app, fn_index, data, event_data, f"fuzz-fn{fn_index}-{i // SESSION_CALLS}")
             if "Something went wrong" in answer:
                 failures.append(f"fn {fn_index}: {json.dumps(data, default=str)[:200]} -> {answer[:200]}")
 
