@@ -139,10 +139,10 @@ def samples(
     return rows
 
 
-def run_list(current: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
-    names = visitor(request, profile).runs()
-    current = current if isinstance(current, list) else []
-    return gr.update(choices=names, value=[n for n in current if isinstance(n, str) and n in names])
+def run_list(request: gr.Request, profile: gr.OAuthProfile | None) -> Any:
+    """The visitor's runs to pick from. The picked ones stay as they are: this answer may come after the visitor has
+    already typed a run in (a value sent here would undo it); compare() names a run that is gone."""
+    return gr.update(choices=visitor(request, profile).runs())
 
 
 @dataclass
@@ -183,7 +183,7 @@ def build(demo: gr.Blocks, state: gr.State, tab: gr.Tab, ready: Any) -> Panel:
           show_progress="hidden")  # fmt: skip
     timer.tick(compare, inputs, outputs, api_visibility="private", show_progress="hidden")
     for trigger in (tab.select, ready.then):
-        trigger(run_list, runs, runs, api_visibility="private")
+        trigger(run_list, None, runs, api_visibility="private")
     return Panel(runs, inputs, outputs)
 
 
